@@ -1,0 +1,6 @@
+"""Collectors: hook framework execution and sample device/host metrics into a run."""
+
+from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable, SamplerCollector
+from accelscope.collectors.host import HostSampler
+
+__all__ = ["Collector", "CollectorContext", "CollectorUnavailable", "SamplerCollector", "HostSampler"]

@@ -1,0 +1,331 @@
+"""The public profiling API: ``accelscope.profile``, ``prof.step``, ``prof.iter``, ``prof.region``.
+
+Everything on the training thread is an append to an in-memory queue; collectors and
+the writer run in background threads. No failure inside accelscope propagates into the
+training loop: a broken collector is stopped, recorded as dropped in the run metadata,
+and warned about once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import platform
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar
+
+from accelscope import __version__
+from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable
+from accelscope.collectors.host import HostSampler
+from accelscope.schedule import Schedule
+from accelscope.traces import schema as S
+from accelscope.traces.run import RunWriter, unique_run_dir
+
+log = logging.getLogger("accelscope")
+T = TypeVar("T")
+Mode = Literal["full", "light"]
+FRAMEWORKS = ("torch", "tensorflow", "none")
+
+
+def detect_framework() -> str:
+    """The framework the program already imported (accelscope never imports one to find out)."""
+    if "torch" in sys.modules:
+        return "torch"
+    if "tensorflow" in sys.modules or "keras" in sys.modules:
+        return "tensorflow"
+    return "none"
+
+
+def _rank_from_env() -> int:
+    for var in ("RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+class Region:
+    """A named span of host work; use as ``with prof.region("fwd"):`` or ``@prof.region("fwd")``."""
+
+    def __init__(self, prof: "Profiler", name: str):
+        self._prof = prof
+        self.name = name
+        self._starts = threading.local()
+
+    def __enter__(self) -> "Region":
+        stack = getattr(self._starts, "stack", None)
+        if stack is None:
+            stack = self._starts.stack = []
+        stack.append(self._prof.now_ns())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._prof.now_ns()
+        start = self._starts.stack.pop()
+        self._prof._record(S.ANNOTATION, self.name, start, end)
+
+    def __call__(self, fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            with self:
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+class Profiler:
+    """Records one run. Create it with :func:`profile`."""
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        *,
+        mode: Mode = "full",
+        framework: str = "auto",
+        schedule: Schedule | None = None,
+        host_interval_s: float = 0.1,
+        flush_interval_s: float = 1.0,
+        rank: int | None = None,
+        collectors: Iterable[Collector] = (),
+    ):
+        if mode not in ("full", "light"):
+            raise ValueError(f"mode must be 'full' or 'light', got {mode!r}")
+        if framework != "auto" and framework not in FRAMEWORKS:
+            raise ValueError(f"framework must be 'auto' or one of {FRAMEWORKS}, got {framework!r}")
+        if host_interval_s <= 0:
+            raise ValueError(f"host_interval_s must be > 0, got {host_interval_s}")
+        self.requested_dir = Path(out_dir)
+        self.mode = mode
+        self.framework = framework
+        self.schedule = schedule if schedule is not None else Schedule()
+        self.host_interval_s = host_interval_s
+        self.flush_interval_s = flush_interval_s
+        self.rank = _rank_from_env() if rank is None else rank
+        self.pid = os.getpid()
+        self.run_dir: Path | None = None
+        self.steps = 0
+        self._extra_collectors = list(collectors)
+        self._collectors: list[Collector] = []
+        self._step_collectors: list[Collector] = []
+        self._writer: RunWriter | None = None
+        self._offset_ns = time.time_ns() - time.perf_counter_ns()
+        self._enter_ns = 0
+        self._step_start_ns: int | None = None
+        self._failed: set[str] = set()
+        self._fail_lock = threading.Lock()
+        self._watchdog_stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+        self._active = False
+
+    # -- clock ------------------------------------------------------------------------
+    def now_ns(self) -> int:
+        """Now on the run's clock: Unix epoch ns, advanced by the monotonic perf counter."""
+        return time.perf_counter_ns() + self._offset_ns
+
+    # -- lifecycle --------------------------------------------------------------------
+    def __enter__(self) -> "Profiler":
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.stop(error=None if exc_type is None else f"{exc_type.__name__}: {exc}")
+
+    def start(self) -> "Profiler":
+        framework = detect_framework() if self.framework == "auto" else self.framework
+        self.framework = framework
+        try:
+            self.run_dir = unique_run_dir(self.requested_dir)
+            if self.run_dir != self.requested_dir:
+                log.warning("accelscope: %s already holds a run; recording to %s", self.requested_dir, self.run_dir)
+            self._writer = RunWriter(self.run_dir, self._initial_meta(framework), self.flush_interval_s)
+        except OSError as exc:
+            log.error("accelscope: cannot record to %s (%s); profiling is off, training continues", self.requested_dir, exc)
+            self._writer = None
+            return self
+        self._writer.set_thread_name(self.pid, threading.get_native_id(), f"{threading.current_thread().name} (training)")
+        ctx = CollectorContext(self._writer, self.now_ns, self.pid, self.rank, self._report_failure)
+        candidates: list[Collector] = [HostSampler(self.host_interval_s)]
+        if self.mode == "full" and framework == "torch":
+            from accelscope.collectors.torch_profiler import TorchProfilerCollector
+
+            candidates.append(TorchProfilerCollector(self.schedule, self.run_dir / ".tmp-torch"))
+        elif self.mode == "full" and framework == "tensorflow":
+            self._writer.set_collector_status("tensorflow", "unavailable", "the TensorFlow collector is not part of this version; step and input timing still run")
+        candidates.extend(self._extra_collectors)
+        for collector in candidates:
+            try:
+                collector.start(ctx)
+            except CollectorUnavailable as exc:
+                self._writer.set_collector_status(collector.name, "unavailable", str(exc))
+                log.info("accelscope: collector %s unavailable: %s", collector.name, exc)
+                continue
+            except Exception as exc:
+                self._drop(collector, f"failed to start: {type(exc).__name__}: {exc}")
+                continue
+            self._collectors.append(collector)
+            with self._fail_lock:  # a sampler may already have failed on its own thread
+                if collector.name not in self._failed:
+                    self._writer.set_collector_status(collector.name, "ok")
+        self._step_collectors = [c for c in self._collectors if type(c).on_step is not Collector.on_step]
+        if any(c.background for c in self._collectors):
+            self._watchdog = threading.Thread(target=self._watch, name="accelscope-watchdog", daemon=True)
+            self._watchdog.start()
+        self._enter_ns = self.now_ns()
+        self._active = True
+        return self
+
+    def _initial_meta(self, framework: str) -> dict[str, Any]:
+        fw: dict[str, Any] = {"name": framework}
+        devices: list[dict[str, Any]] = [{"id": "cpu", "kind": "cpu", "name": platform.processor() or platform.machine(), "cores": os.cpu_count()}]
+        mod = sys.modules.get(framework)
+        if mod is not None:
+            fw["version"] = getattr(mod, "__version__", None)
+        if framework == "torch" and mod is not None:
+            try:
+                if mod.cuda.is_available():
+                    for i in range(mod.cuda.device_count()):
+                        props = mod.cuda.get_device_properties(i)
+                        devices.append({"id": f"cuda:{i}", "kind": "gpu", "name": props.name, "memory_total_bytes": props.total_memory})
+            except Exception as exc:  # a broken CUDA install must not stop training
+                log.info("accelscope: could not list CUDA devices: %s", exc)
+        return {
+            "accelscope_version": __version__,
+            "clock": {"name": "unix_epoch_ns", "source": "time.perf_counter_ns anchored to time.time_ns at start"},
+            "host": socket.gethostname(),
+            "pid": self.pid,
+            "python": platform.python_version(),
+            "argv": list(sys.argv),
+            "framework": fw,
+            "devices": devices,
+            "mode": self.mode,
+            "schedule": self.schedule.to_dict() if self.mode == "full" else None,
+            "rank": self.rank,
+            "ranks": [self.rank],
+            "host_interval_s": self.host_interval_s,
+            "start_ns": time.time_ns(),
+            "collectors": {},
+        }
+
+    def stop(self, error: str | None = None) -> None:
+        if not self._active:
+            return
+        self._active = False
+        self._watchdog_stop.set()
+        for collector in self._collectors:
+            if collector.name in self._failed:
+                continue
+            try:
+                collector.stop()
+            except Exception as exc:
+                self._drop(collector, f"failed to stop: {type(exc).__name__}: {exc}")
+        final: dict[str, Any] = {"end_ns": self.now_ns(), "steps": self.steps}
+        if error:
+            final["training_error"] = error
+        self._writer.close(**final)
+
+    # -- failure containment ------------------------------------------------------------
+    def _report_failure(self, name: str, reason: str) -> None:
+        """Called from any thread when a collector failed; marks it dropped, warns once."""
+        with self._fail_lock:
+            if name in self._failed:
+                return
+            self._failed.add(name)
+        self._step_collectors = [c for c in self._step_collectors if c.name != name]
+        if self._writer is not None:
+            self._writer.set_collector_status(name, "dropped", reason)
+        log.warning("accelscope: collector %s dropped: %s (training continues)", name, reason)
+
+    def _drop(self, collector: Collector, reason: str) -> None:
+        self._report_failure(collector.name, reason)
+        if collector not in self._collectors:
+            return
+        try:
+            collector.stop()
+        except Exception:
+            pass
+
+    def _watch(self) -> None:
+        while not self._watchdog_stop.wait(1.0):
+            now = time.monotonic_ns()
+            for c in self._collectors:
+                if c.background and c.name not in self._failed and c.heartbeat_ns is not None:
+                    if now - c.heartbeat_ns > c.hang_timeout_s * 1e9:
+                        self._report_failure(c.name, f"hung: no sample for more than {c.hang_timeout_s:.0f} s")
+
+    # -- recording (training thread) -----------------------------------------------------
+    def _record(self, kind: str, name: str, start_ns: int, end_ns: int, args: str | None = None) -> None:
+        if self._writer is not None:
+            self._writer.add_event((start_ns, end_ns - start_ns, kind, name, "cpu", None, self.pid, threading.get_native_id(), self.rank, None, args))
+
+    def step(self) -> None:
+        """Mark the end of one training step (and the start of the next)."""
+        if not self._active:
+            return
+        now = self.now_ns()
+        start = self._step_start_ns if self._step_start_ns is not None else self._enter_ns
+        index = self.steps
+        self._record(S.STEP, S.step_name(index), start, now)
+        self.steps = index + 1
+        self._step_start_ns = now
+        for collector in self._step_collectors:
+            try:
+                collector.on_step(index)
+            except Exception as exc:
+                self._drop(collector, f"{type(exc).__name__} in on_step: {exc}")
+
+    def iter(self, iterable: Iterable[T]) -> Iterator[T]:
+        """Iterate ``iterable``, recording every wait for the next item as an input wait."""
+        label = f"next({type(iterable).__name__})"
+        it = iter(iterable)
+        while True:
+            t0 = self.now_ns()
+            if self._step_start_ns is None:
+                self._step_start_ns = t0
+            try:
+                item = next(it)
+            except StopIteration:
+                if self._active:
+                    self._record(S.INPUT_WAIT, label + " [exhausted]", t0, self.now_ns())
+                return
+            if self._active:
+                self._record(S.INPUT_WAIT, label, t0, self.now_ns())
+            yield item
+
+    def region(self, name: str) -> Region:
+        """A named span, as a context manager or a decorator."""
+        return Region(self, name)
+
+
+def profile(
+    out_dir: str | os.PathLike[str],
+    *,
+    mode: Mode = "full",
+    framework: str = "auto",
+    schedule: Schedule | None = None,
+    host_interval_s: float = 0.1,
+    flush_interval_s: float = 1.0,
+    rank: int | None = None,
+    collectors: Iterable[Collector] = (),
+) -> Profiler:
+    """Profile a training loop into the run directory ``out_dir``.
+
+    ``mode="light"`` records host metrics, steps and input waits only; ``"full"`` adds the
+    framework's op/kernel trace in the windows ``schedule`` picks. ``out_dir`` is never
+    overwritten: if it already holds a run, ``out_dir.1`` (``.2``, ...) is used and
+    ``prof.run_dir`` says which.
+    """
+    return Profiler(
+        out_dir,
+        mode=mode,
+        framework=framework,
+        schedule=schedule,
+        host_interval_s=host_interval_s,
+        flush_interval_s=flush_interval_s,
+        rank=rank,
+        collectors=collectors,
+    )

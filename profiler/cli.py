@@ -1,0 +1,168 @@
+"""The ``accelscope`` command line: demo, analyze, export, dashboard.
+
+User errors (a missing path, a file that is not a run, a missing extra) print one line
+on stderr and exit 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from accelscope import __version__
+from accelscope.errors import AccelscopeError
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> int:
+    print(f"accelscope: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _print_report(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from accelscope.analysis import VERDICT_TEXT
+
+    console = Console()
+    colour = {"high": "bold red", "moderate": "bold yellow", "none": "bold green"}[report.verdict]
+    console.print(f"[bold]{report.run_name}[/]: {report.n_steps} steps, mean step {report.mean_step_ns / 1e6:.1f} ms")
+    console.print(f"input wait: [bold]{report.input_wait_share:.1%}[/] of step time -> [{colour}]{VERDICT_TEXT[report.verdict]}[/]")
+    steps = report.steps
+    table = Table(title="Steps" if steps.height <= 20 else "Steps (the 20 with the most input wait)")
+    for col in ("step", "duration ms", "input wait ms", "input wait %", "verdict"):
+        table.add_column(col, justify="right" if col != "verdict" else "left")
+    shown = steps if steps.height <= 20 else steps.sort("input_wait_ns", descending=True).head(20).sort("step")
+    for r in shown.iter_rows(named=True):
+        table.add_row(
+            f"{r['step']}{' (warm-up)' if r['warmup'] else ''}",
+            f"{r['dur_ns'] / 1e6:.2f}",
+            f"{r['input_wait_ns'] / 1e6:.2f}",
+            f"{r['input_wait_share']:.1%}",
+            r["verdict"],
+        )
+    console.print(table)
+    for note in report.notes:
+        console.print(f"note: {note}")
+    for rec in report.recommendations:
+        console.print(f"[bold]recommendation:[/] {rec}")
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from accelscope.analysis import analyze
+    from accelscope.traces.run import Run
+
+    report = analyze(Run.open(args.run))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_report(report)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from accelscope.traces.chrome import export_chrome_trace
+    from accelscope.traces.run import Run
+
+    out = Path(args.output)
+    if not (out.name.endswith(".json") or out.name.endswith(".json.gz")):
+        return _fail(f"{out}: the output must end in .json or .json.gz")
+    if out.exists() and not args.force:
+        return _fail(f"{out} exists (use --force to overwrite)")
+    path = export_chrome_trace(Run.open(args.run), out)
+    print(f"wrote {path} (open it in https://ui.perfetto.dev or chrome://tracing)")
+    return 0
+
+
+def _serve(runs: Sequence[str], host: str, port: int) -> int:
+    from accelscope.dashboard.app import serve
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"accelscope: warning: serving on {host}: anyone who can reach this machine can read these runs", file=sys.stderr)
+    print(f"dashboard: http://{'[' + host + ']' if ':' in host else host}:{port}/  (Ctrl+C to stop)", flush=True)
+    serve(list(runs), host=host, port=port)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from accelscope.traces.run import Run
+
+    for run in args.runs:  # validate every run before binding the port
+        Run.open(run)
+    return _serve(args.runs, args.host, args.port)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from accelscope.analysis import analyze
+    from accelscope.demo import run_demo
+    from accelscope.traces.run import Run
+
+    if not args.no_serve:
+        from accelscope.dashboard.app import create_app  # noqa: F401 - fail early without the dashboard extra
+    print(f"accelscope demo: training a small CNN on the CPU for {args.steps} steps "
+          f"(loader delay {args.loader_delay_ms:g} ms/batch, {args.workers} DataLoader workers)", flush=True)
+    run_dir = run_demo(args.out_dir, steps=args.steps, loader_delay_ms=args.loader_delay_ms, workers=args.workers, mode=args.mode)
+    print(f"run written to {run_dir}\n", flush=True)
+    _print_report(analyze(Run.open(run_dir)))
+    if args.no_serve:
+        return 0
+    print()
+    return _serve([str(run_dir)], args.host, args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from accelscope.demo import DEFAULT_DELAY_MS, DEFAULT_STEPS, DEFAULT_WORKERS
+
+    parser = argparse.ArgumentParser(prog="accelscope", description="Find out why your accelerator sat idle.")
+    parser.add_argument("--version", action="version", version=f"accelscope {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add_serve_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the runs to the network)")
+        p.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+
+    p = sub.add_parser("demo", help="profile a real small CNN training loop on the CPU and open the dashboard")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"training steps (default {DEFAULT_STEPS})")
+    p.add_argument("--loader-delay-ms", type=float, default=DEFAULT_DELAY_MS, help=f"simulated input-pipeline cost per batch (default {DEFAULT_DELAY_MS:g})")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help=f"DataLoader num_workers (default {DEFAULT_WORKERS})")
+    p.add_argument("--mode", choices=("full", "light"), default="full", help="full: with torch.profiler windows (default); light: steps, input waits, host metrics")
+    p.add_argument("--out-dir", default="runs", help="directory for the run (default ./runs)")
+    p.add_argument("--no-serve", action="store_true", help="do not start the dashboard")
+    add_serve_options(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("analyze", help="report step time and input-wait share of a run")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("export", help="export a run to Chrome trace JSON (Perfetto, chrome://tracing)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("-o", "--output", required=True, help="output file, .json or .json.gz")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("dashboard", help="browse runs in a web dashboard")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    add_serve_options(p)
+    p.set_defaults(func=cmd_dashboard)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (AccelscopeError, ValueError) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

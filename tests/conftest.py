@@ -1,0 +1,29 @@
+"""Shared fixtures: real runs recorded from a real CPU training loop, and paths to the
+real traces in ../shared (tests that need them skip with the reason when it is absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ACCELSCOPE_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"real trace data not found at {SHARED} (set ACCELSCOPE_SHARED)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def recorded_run(tmp_path_factory) -> Path:
+    """A full-mode run of the demo CNN: 14 input-bound steps (20 ms loader delay)."""
+    pytest.importorskip("torch", reason="the torch extra is needed to record a run")
+    from accelscope.demo import run_demo
+
+    out = tmp_path_factory.mktemp("runs")
+    return run_demo(out, steps=14, loader_delay_ms=20, workers=0, name="recorded", progress=False)

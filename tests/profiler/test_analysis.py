@@ -1,0 +1,49 @@
+import polars as pl
+import pytest
+
+from accelscope.analysis import NoStepsError, analyze, step_table, verdict_for
+from accelscope.traces.run import Run, write_run
+from accelscope.traces.schema import EVENT_SCHEMA
+
+
+def _events(rows):
+    cols = {c: [] for c in EVENT_SCHEMA.names}
+    for start, dur, kind in rows:
+        for c, v in zip(EVENT_SCHEMA.names, (start, dur, kind, kind, "cpu", None, 1, 1, 0, None, None)):
+            cols[c].append(v)
+    return pl.from_arrow(__import__("pyarrow").table(cols, schema=EVENT_SCHEMA))
+
+
+@pytest.mark.parametrize("share, verdict", [(0.0, "none"), (0.0499, "none"), (0.05, "moderate"), (0.1999, "moderate"), (0.2, "high"), (1.0, "high")])
+def test_xprof_thresholds(share, verdict):
+    assert verdict_for(share) == verdict
+
+
+def test_input_wait_is_clipped_to_each_step_and_overlaps_counted_once():
+    ev = _events([
+        (0, 100, "step"), (100, 100, "step"), (200, 100, "step"),
+        (0, 30, "input_wait"), (10, 10, "input_wait"),  # nested: counted once
+        (90, 20, "input_wait"),  # straddles steps 0 and 1
+    ])
+    t = step_table(ev)
+    assert t["input_wait_ns"].to_list() == [40, 10, 0]
+    assert t["warmup"].to_list() == [True, False, False]
+
+
+def test_summary_leaves_out_the_warmup_step(tmp_path):
+    rows = [(0, 1000, "step"), (0, 900, "input_wait")]  # a slow first step
+    for i in range(1, 5):
+        rows += [(i * 1000, 1000, "step"), (i * 1000, 100, "input_wait")]
+    write_run(tmp_path / "r", _events(rows), None, {"complete": True})
+    report = analyze(Run.open(tmp_path / "r"))
+    assert report.input_wait_share == pytest.approx(0.10)
+    assert report.verdict == "moderate"
+    assert report.n_steps == 5 and report.mean_step_ns == 1000
+    assert any("warm-up" in n for n in report.notes)
+    assert report.recommendations and "10.0%" in report.recommendations[0]
+
+
+def test_run_without_steps_is_a_clear_error(tmp_path):
+    write_run(tmp_path / "r", _events([(0, 10, "cpu_op")]), None, {})
+    with pytest.raises(NoStepsError, match="no steps recorded"):
+        analyze(Run.open(tmp_path / "r"))

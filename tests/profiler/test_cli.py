@@ -1,0 +1,68 @@
+import gzip
+import json
+import subprocess
+import sys
+
+import pytest
+
+from accelscope.analysis import analyze
+from accelscope.cli import main
+from accelscope.traces.run import Run
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "accelscope", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "setup, expected",
+    [
+        (lambda p: None, "no such file or directory"),
+        (lambda p: p.mkdir(), "empty directory"),
+        (lambda p: p.write_text("not a run"), "not an accelscope run directory"),
+    ],
+)
+def test_analyze_bad_input_is_one_line_and_exit_2(tmp_path, setup, expected):
+    target = tmp_path / "thing"
+    setup(target)
+    proc = _cli("analyze", str(target))
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and str(target) in lines[0]
+
+
+def test_analyze_json_matches_the_analysis(recorded_run, capsys):
+    assert main(["analyze", str(recorded_run), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    report = analyze(Run.open(recorded_run))
+    assert doc["verdict"] == report.verdict in ("high", "moderate", "none")
+    assert doc["input_wait_share"] == pytest.approx(report.input_wait_share, abs=1e-6)
+    assert doc["step_count"] == len(doc["steps"]) == 14
+    assert {"name", "dur_us", "input_wait_share", "input_wait_us", "verdict"} <= set(doc["steps"][3])
+
+
+def test_analyze_text_report_names_the_verdict(recorded_run, capsys):
+    assert main(["analyze", str(recorded_run)]) == 0
+    out = capsys.readouterr().out
+    assert "input-bound" in out and "14 steps" in out
+
+
+def test_export_writes_gzip_by_suffix_and_refuses_to_overwrite(recorded_run, tmp_path, capsys):
+    out = tmp_path / "t.json.gz"
+    assert main(["export", str(recorded_run), "-o", str(out)]) == 0
+    doc = json.loads(gzip.decompress(out.read_bytes()))
+    assert doc["traceEvents"]
+    assert main(["export", str(recorded_run), "-o", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["export", str(recorded_run), "-o", str(tmp_path / "t.txt")]) == 2
+
+
+def test_dashboard_rejects_a_missing_run_before_serving(tmp_path):
+    proc = _cli("dashboard", str(tmp_path / "nope"), "--port", "0")
+    assert proc.returncode == 2 and "no such file" in proc.stderr and "http://" not in proc.stdout
+
+
+def test_demo_rejects_bad_options(tmp_path):
+    proc = _cli("demo", "--steps", "0", "--no-serve", "--out-dir", str(tmp_path))
+    assert proc.returncode == 2 and "--steps" in proc.stderr

@@ -1,0 +1,30 @@
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from accelscope.intervals import covered_within, union
+
+intervals = st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 200)), max_size=40)
+windows = st.lists(st.tuples(st.integers(-50, 1100), st.integers(0, 400)), min_size=1, max_size=10)
+
+
+def _brute(ivs, win):
+    covered = np.zeros(1400, dtype=bool)
+    for s, d in ivs:
+        covered[s + 100 : s + d + 100] = True
+    return [int(covered[ws + 100 : ws + wd + 100].sum()) for ws, wd in win]
+
+
+@settings(max_examples=300, deadline=None)
+@given(intervals, windows)
+def test_covered_within_matches_brute_force(ivs, win):
+    s = np.array([a for a, _ in ivs], dtype=np.int64)
+    e = np.array([a + d for a, d in ivs], dtype=np.int64)
+    ws = np.array([a for a, _ in win], dtype=np.int64)
+    we = np.array([a + d for a, d in win], dtype=np.int64)
+    assert covered_within(s, e, ws, we).tolist() == _brute(ivs, win)
+
+
+def test_union_merges_overlapping_intervals():
+    s, e = union(np.array([5, 0, 2, 10]), np.array([7, 3, 6, 12]))
+    assert s.tolist() == [0, 10] and e.tolist() == [7, 12]

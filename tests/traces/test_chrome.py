@@ -1,0 +1,56 @@
+import gzip
+import json
+
+import polars as pl
+
+from accelscope.traces.chrome import export_chrome_trace
+from accelscope.traces.run import Run, write_run
+from accelscope.traces.schema import COUNTER_SCHEMA, EVENT_SCHEMA
+
+
+def test_recorded_run_exports_every_slice_and_counter(recorded_run, tmp_path):
+    run = Run.open(recorded_run)
+    doc = json.loads(export_chrome_trace(run, tmp_path / "t.json").read_text())
+    evs = doc["traceEvents"]
+    x = [e for e in evs if e["ph"] == "X"]
+    assert len(x) == run.events.height
+    assert sum(e["ph"] == "C" for e in evs) == run.counters.filter(pl.col("value").is_not_null()).height
+    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in evs if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert any("training" in n for n in names.values())
+    assert doc["otherData"]["accelscope"]["export_version"] == 1
+    # Timestamps survive: the first slice starts where the run says.
+    first = min(x, key=lambda e: e["ts"])
+    assert doc["baseTimeNanoseconds"] + round(first["ts"] * 1000) == run.events["start_ns"].min()
+    steps = [e for e in x if e["name"].startswith("ProfilerStep#")]
+    assert len(steps) == 14 and all(e["cat"] == "user_annotation" for e in steps)
+
+
+def test_gz_suffix_compresses(recorded_run, tmp_path):
+    out = export_chrome_trace(Run.open(recorded_run), tmp_path / "t.json.gz")
+    assert json.loads(gzip.decompress(out.read_bytes()))["traceEvents"]
+
+
+def test_device_work_gets_lanes_and_launch_flows(tmp_path):
+    rows = {
+        "start_ns": [1_000, 3_000],
+        "dur_ns": [500, 2_000],
+        "kind": ["runtime", "kernel"],
+        "name": ["cudaLaunchKernel", "gemm"],
+        "device": ["cpu", "cuda:1"],
+        "stream": [None, 7],
+        "pid": [42, 1],
+        "tid": [43, 7],
+        "rank": [0, 0],
+        "correlation_id": [99, 99],
+        "args": [None, '{"grid":[1,1,1]}'],
+    }
+    counters = {"name": ["gpu_util_percent"], "device": ["cuda:1"], "time_ns": [2_000], "value": [50.0], "rank": [0]}
+    write_run(tmp_path / "r", pl.DataFrame(rows, schema=pl.Schema(EVENT_SCHEMA)), pl.DataFrame(counters, schema=pl.Schema(COUNTER_SCHEMA)), {"pid": 42})
+    doc = json.loads(export_chrome_trace(Run.open(tmp_path / "r"), tmp_path / "t.json").read_text())
+    kernel = next(e for e in doc["traceEvents"] if e["ph"] == "X" and e["name"] == "gemm")
+    assert (kernel["pid"], kernel["tid"], kernel["cat"]) == (1, 7, "kernel")
+    assert kernel["args"]["grid"] == [1, 1, 1] and kernel["args"]["correlation"] == 99
+    flows = sorted((e["ph"], e["id"]) for e in doc["traceEvents"] if e.get("cat") == "ac2g")
+    assert flows == [("f", 99), ("s", 99)]
+    counter = next(e for e in doc["traceEvents"] if e["ph"] == "C")
+    assert counter["pid"] == 1 and counter["args"] == {"gpu_util_percent": 50.0}

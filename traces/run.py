@@ -1,0 +1,339 @@
+"""Run directories: written incrementally while training runs, read back as Polars tables.
+
+Layout (version 1, see docs/trace-format.md)::
+
+    RUN/meta.json                      metadata, rewritten atomically as it changes
+    RUN/events/part-000001.parquet     slices, one file per flush
+    RUN/counters/part-000001.parquet   time series samples, one file per flush
+
+Every file appears by atomic rename, so a run whose process was killed mid-recording
+still opens with everything flushed before the kill.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from accelscope.errors import RunFormatError
+from accelscope.traces.schema import (
+    COUNTER_COLUMNS,
+    COUNTER_SCHEMA,
+    EVENT_COLUMNS,
+    EVENT_SCHEMA,
+    SCHEMA_NAME,
+    SCHEMA_VERSION,
+)
+
+log = logging.getLogger(__name__)
+
+META_FILE = "meta.json"
+TABLES = {"events": EVENT_SCHEMA, "counters": COUNTER_SCHEMA}
+_PART_RE = re.compile(r"^(part|compacted)-(\d{6,})\.parquet$")
+# Rows kept in memory while the disk refuses writes; beyond this the oldest are dropped
+# (and counted) so that a full disk cannot exhaust the training job's memory.
+MAX_PENDING_ROWS = 2_000_000
+
+
+def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=1, sort_keys=True, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def unique_run_dir(path: str | os.PathLike[str]) -> Path:
+    """Return ``path`` if it is free (missing or empty), else the first free ``path.N``."""
+    base = Path(path)
+    candidate = base
+    n = 0
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        n += 1
+        candidate = base.with_name(f"{base.name}.{n}")
+    return candidate
+
+
+class RunWriter:
+    """Collects rows from any thread and flushes them to Parquet parts in the background.
+
+    ``add_event``/``add_counter`` are cheap enough for the training thread: they append a
+    tuple to a deque. A flusher thread turns pending rows into Arrow tables every
+    ``flush_interval_s`` seconds. Write failures (a full disk) are logged once, recorded
+    in the metadata when possible, and retried on the next flush.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], meta: dict[str, Any], flush_interval_s: float = 1.0):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name in TABLES:
+            (self.path / name).mkdir(exist_ok=True)
+        self.meta: dict[str, Any] = {
+            "schema": SCHEMA_NAME,
+            "schema_version": SCHEMA_VERSION,
+            "complete": False,
+            **meta,
+        }
+        self.flush_interval_s = flush_interval_s
+        self._rows: dict[str, collections.deque] = {name: collections.deque() for name in TABLES}
+        self._tables: dict[str, collections.deque] = {name: collections.deque() for name in TABLES}
+        self._part = {name: 0 for name in TABLES}
+        self._lock = threading.Lock()  # serialises flushes, not appends
+        self._meta_dirty = True
+        self._write_error: str | None = None
+        self.rows_dropped = 0
+        self._stop = threading.Event()
+        self._closed = False
+        self._flush_meta()
+        self._thread = threading.Thread(target=self._run, name="accelscope-writer", daemon=True)
+        self._thread.start()
+
+    # -- producers (any thread) -------------------------------------------------------
+    def add_event(self, row: tuple) -> None:
+        """Queue one slice, a tuple in EVENT_COLUMNS order."""
+        self._rows["events"].append(row)
+
+    def add_counter(self, row: tuple) -> None:
+        """Queue one sample, a tuple in COUNTER_COLUMNS order."""
+        self._rows["counters"].append(row)
+
+    def add_table(self, name: str, table: pa.Table) -> None:
+        """Queue a whole Arrow table (for collectors that produce columns in bulk)."""
+        self._tables[name].append(table.select(list(TABLES[name].names)).cast(TABLES[name]))
+
+    def update_meta(self, **fields: Any) -> None:
+        with self._lock:
+            self.meta.update(fields)
+            self._meta_dirty = True
+
+    def set_collector_status(self, name: str, status: str, reason: str | None = None) -> None:
+        """Record a collector as ``ok``, ``unavailable`` or ``dropped`` (with the reason)."""
+        with self._lock:
+            entry = {"status": status}
+            if reason:
+                entry["reason"] = reason
+            self.meta.setdefault("collectors", {})[name] = entry
+            self._meta_dirty = True
+
+    def set_thread_name(self, pid: int, tid: int, name: str) -> None:
+        with self._lock:
+            threads = self.meta.setdefault("threads", [])
+            if not any(t["pid"] == pid and t["tid"] == tid for t in threads):
+                threads.append({"pid": pid, "tid": tid, "name": name})
+                self._meta_dirty = True
+
+    # -- flushing ---------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_interval_s):
+            self.flush()
+
+    def _drain(self, name: str) -> list[pa.Table]:
+        rows = self._rows[name]
+        n = len(rows)
+        tables = []
+        if n:
+            batch = [rows.popleft() for _ in range(n)]
+            columns = list(zip(*batch))
+            schema = TABLES[name]
+            tables.append(
+                pa.table({col: pa.array(columns[i], type=schema.field(col).type) for i, col in enumerate(schema.names)}, schema=schema)
+            )
+        while self._tables[name]:
+            tables.append(self._tables[name].popleft())
+        return tables
+
+    def flush(self) -> None:
+        """Write everything pending now. Never raises: failures are logged and retried."""
+        with self._lock:
+            for name in TABLES:
+                try:
+                    tables = self._drain(name)
+                except Exception as exc:  # a malformed row from a collector
+                    self._note_error(f"bad {name} rows dropped: {exc}")
+                    continue
+                if not tables:
+                    continue
+                table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+                part = self.path / name / f"part-{self._part[name] + 1:06d}.parquet"
+                try:
+                    _write_parquet_atomic(table, part)
+                    self._part[name] += 1
+                except OSError as exc:
+                    self._note_error(f"cannot write {part}: {exc}")
+                    self._requeue(name, table)
+            if self._meta_dirty:
+                try:
+                    _write_json_atomic(self.path / META_FILE, self.meta)
+                    self._meta_dirty = False
+                except OSError as exc:
+                    self._note_error(f"cannot write {self.path / META_FILE}: {exc}")
+
+    def _requeue(self, name: str, table: pa.Table) -> None:
+        if table.num_rows > MAX_PENDING_ROWS:
+            self.rows_dropped += table.num_rows - MAX_PENDING_ROWS
+            table = table.slice(table.num_rows - MAX_PENDING_ROWS)
+        self._tables[name].appendleft(table)
+
+    def _note_error(self, message: str) -> None:
+        if self._write_error is None:
+            log.warning("accelscope: %s (will retry; training continues)", message)
+        self._write_error = message
+        self.meta["write_error"] = message
+        self._meta_dirty = True
+
+    def _flush_meta(self) -> None:
+        _write_json_atomic(self.path / META_FILE, self.meta)
+        self._meta_dirty = False
+
+    def close(self, **final_meta: Any) -> None:
+        """Stop the flusher, write what is pending and mark the run complete."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.flush()
+        complete = self._pending_rows() == 0
+        with self._lock:
+            self.meta.update(final_meta)
+            self.meta["complete"] = complete
+            if self.rows_dropped:
+                self.meta["rows_dropped"] = self.rows_dropped
+            self._meta_dirty = True
+        self.flush()
+        if complete:
+            for name in TABLES:
+                try:
+                    compact(self.path / name)
+                except OSError as exc:
+                    log.warning("accelscope: could not compact %s: %s", self.path / name, exc)
+
+    def _pending_rows(self) -> int:
+        return sum(len(q) for q in self._rows.values()) + sum(t.num_rows for q in self._tables.values() for t in q)
+
+
+def _parts(directory: Path) -> list[Path]:
+    """Readable part files of one table, skipping parts already merged into a compacted file."""
+    if not directory.is_dir():
+        return []
+    found: list[tuple[int, str, Path]] = []
+    for entry in directory.iterdir():
+        m = _PART_RE.match(entry.name)
+        if m:
+            found.append((int(m.group(2)), m.group(1), entry))
+    covered = max((n for n, kind, _ in found if kind == "compacted"), default=0)
+    return [p for n, kind, p in sorted(found) if kind == "compacted" and n == covered or kind == "part" and n > covered]
+
+
+def compact(directory: Path) -> None:
+    """Merge the part files of one table into one file, crash-safely.
+
+    The merged file is named after the last part it holds; readers ignore parts it
+    covers, so a crash between writing it and deleting the parts loses nothing.
+    """
+    parts = _parts(directory)
+    if len(parts) <= 1:
+        return
+    last = max(int(_PART_RE.match(p.name).group(2)) for p in parts)
+    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    _write_parquet_atomic(table, directory / f"compacted-{last:06d}.parquet")
+    for p in parts:
+        p.unlink(missing_ok=True)
+
+
+class Run:
+    """A run directory opened for reading. Tables load lazily and are cached."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]):
+        self.path = path
+        self.meta = meta
+        self._cache: dict[str, pl.DataFrame] = {}
+        self.read_warnings: list[str] = []
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> "Run":
+        """Open a run directory, raising RunFormatError with a one-line reason if it is not one."""
+        p = Path(path)
+        if not p.exists():
+            raise RunFormatError(f"{p}: no such file or directory")
+        if not p.is_dir():
+            raise RunFormatError(f"{p}: not an accelscope run directory (it is a file)")
+        meta_path = p / META_FILE
+        if not meta_path.is_file():
+            empty = not any(p.iterdir())
+            raise RunFormatError(f"{p}: {'empty directory' if empty else 'not an accelscope run'} (no {META_FILE})")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunFormatError(f"{meta_path}: unreadable run metadata ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("schema") != SCHEMA_NAME:
+            raise RunFormatError(f"{meta_path}: not accelscope run metadata")
+        version = meta.get("schema_version")
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise RunFormatError(f"{p}: run format version {version!r} is newer than this accelscope reads ({SCHEMA_VERSION})")
+        return cls(p, meta)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def _table(self, name: str) -> pl.DataFrame:
+        if name not in self._cache:
+            schema = TABLES[name]
+            frames = []
+            for part in _parts(self.path / name):
+                try:
+                    frames.append(pq.read_table(part).cast(schema))
+                except Exception as exc:  # a damaged part must not hide the others
+                    self.read_warnings.append(f"{part}: skipped unreadable part ({exc})")
+            table = pa.concat_tables(frames) if frames else schema.empty_table()
+            self._cache[name] = pl.from_arrow(table)
+        return self._cache[name]
+
+    @property
+    def events(self) -> pl.DataFrame:
+        return self._table("events")
+
+    @property
+    def counters(self) -> pl.DataFrame:
+        return self._table("counters")
+
+    def thread_names(self) -> dict[tuple[int, int], str]:
+        return {(t["pid"], t["tid"]): t["name"] for t in self.meta.get("threads", [])}
+
+
+def open_run(path: str | os.PathLike[str]) -> Run:
+    return Run.open(path)
+
+
+def write_run(path: str | os.PathLike[str], events: pa.Table | pl.DataFrame, counters: pa.Table | pl.DataFrame | None, meta: dict[str, Any]) -> Path:
+    """Write a complete run in one go (importers, tests)."""
+    writer = RunWriter(path, meta, flush_interval_s=3600)
+    for name, table in (("events", events), ("counters", counters)):
+        if table is None:
+            continue
+        if isinstance(table, pl.DataFrame):
+            table = table.to_arrow()
+        writer.add_table(name, table)
+    writer.close()
+    return writer.path
+
+
+__all__ = ["Run", "RunWriter", "open_run", "write_run", "unique_run_dir", "EVENT_COLUMNS", "COUNTER_COLUMNS"]
