@@ -78,13 +78,12 @@ class TorchProfilerCollector(Collector):
             if path is None:
                 return
             try:
-                doc = kineto.load_json(path)
-                table, threads = kineto.to_events(doc, rank=self.ctx.rank, keep_steps=False)
-                self.ctx.writer.add_table("events", table)
-                for t in threads:
+                trace = kineto.read_kineto(path, rank=self.ctx.rank, keep_steps=False)
+                self.ctx.writer.add_table("events", trace.events)
+                for t in trace.threads:
                     self.ctx.writer.set_thread_name(t["pid"], t["tid"], t["name"])
-                if doc.get("deviceProperties"):
-                    self.ctx.writer.update_meta(device_properties=doc["deviceProperties"])
+                if trace.header.get("deviceProperties"):
+                    self.ctx.writer.update_meta(device_properties=trace.header["deviceProperties"])
                 path.unlink(missing_ok=True)
             except Exception as exc:  # keep the file for the user; report, keep converting
                 log.warning("accelscope: could not convert torch.profiler window %s: %s", path, exc)

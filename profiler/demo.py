@@ -2,7 +2,7 @@
 per-batch cost is set by ``loader_delay_ms``, profiled end to end.
 
 The delay stands for an expensive input pipeline (decoding, augmentation). With the
-default settings (``num_workers=0``, 40 ms per batch) the loop is input-bound; with
+default settings (``num_workers=0``, 60 ms per batch) the loop is input-bound; with
 ``loader_delay_ms=0`` and ``workers=2`` it is not.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from accelscope.errors import require
 
 DEFAULT_STEPS = 60
-DEFAULT_DELAY_MS = 40.0
+DEFAULT_DELAY_MS = 60.0
 DEFAULT_WORKERS = 0
 BATCH_SIZE = 64
 IMAGE_SIZE = 32

@@ -22,13 +22,15 @@ MEMCPY = "memcpy"
 MEMSET = "memset"
 CPU_OP = "cpu_op"
 RUNTIME = "runtime"
+SYNC = "sync"
 PYTHON = "python"
 INPUT_WAIT = "input_wait"
 STEP = "step"
 ANNOTATION = "annotation"
 OTHER = "other"
 
-KINDS = (KERNEL, MEMCPY, MEMSET, CPU_OP, RUNTIME, PYTHON, INPUT_WAIT, STEP, ANNOTATION, OTHER)
+KINDS = (KERNEL, MEMCPY, MEMSET, SYNC, CPU_OP, RUNTIME, PYTHON, INPUT_WAIT, STEP, ANNOTATION, OTHER)
+# Device work that keeps the accelerator busy (sync slices are waits, not work).
 DEVICE_KINDS = frozenset({KERNEL, MEMCPY, MEMSET})
 
 EVENT_SCHEMA = pa.schema(

@@ -1,0 +1,28 @@
+"""Serving a dashboard app in a background thread (tests, screenshots, notebooks)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def background_server(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve ``app`` (a Dash app) from a background thread; yield its URL; shut it down on exit.
+
+    ``port=0`` picks a free port. Request logs are silenced.
+    """
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = make_server(host, port, app.server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="accelscope-dashboard", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

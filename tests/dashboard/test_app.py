@@ -1,0 +1,405 @@
+"""The dashboard app and its figures, on a real recorded run (no browser here)."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+
+pytest.importorskip("dash", reason="the dashboard extra is not installed")
+
+from accelscope.analysis import VERDICT_TEXT, analyze  # noqa: E402
+from accelscope.dashboard import app as app_mod  # noqa: E402
+from accelscope.dashboard.app import create_app  # noqa: E402
+from accelscope.dashboard.data import RunView, run_labels  # noqa: E402
+from accelscope.errors import RunFormatError  # noqa: E402
+from accelscope.traces import schema as S  # noqa: E402
+from accelscope.traces.run import Run, write_run  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARD_DIR = REPO / "dashboard"
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _events(rows: list[tuple]) -> pl.DataFrame:
+    """rows: (start_ns, dur_ns, kind, name, device, stream, pid, tid)."""
+    cols: dict[str, list] = {c: [] for c in S.EVENT_SCHEMA.names}
+    for start, dur, kind, name, device, stream, pid, tid in rows:
+        for c, v in zip(S.EVENT_SCHEMA.names, (start, dur, kind, name, device, stream, pid, tid, 0, None, None)):
+            cols[c].append(v)
+    return pl.from_arrow(pa.table(cols, schema=S.EVENT_SCHEMA))
+
+
+def _slices_per_row(fig) -> dict[float, int]:
+    """Slices drawn per timeline row: each slice is a run of points ended by a None."""
+    out: dict[float, int] = {}
+    for tr in fig.data:
+        ys = list(tr.y)
+        for i, y in enumerate(ys):
+            if y is None:
+                out[ys[i - 1]] = out.get(ys[i - 1], 0) + 1
+    return out
+
+
+def _lane_rows(fig, label: str) -> tuple[float, float]:
+    """The row range of the lane with this tick label (lanes are centred on their rows)."""
+    ticks = list(fig.layout.yaxis.ticktext)
+    vals = list(fig.layout.yaxis.tickvals)
+    i = next(k for k, t in enumerate(ticks) if t.split("<br>")[0] == label)
+    lo = vals[i - 1] if i else -1
+    hi = vals[i + 1] if i + 1 < len(vals) else float("inf")
+    return lo, hi
+
+
+@pytest.fixture(scope="module")
+def board(recorded_run):
+    return create_app([recorded_run])._accelscope
+
+
+@pytest.fixture(scope="module")
+def report(recorded_run):
+    return analyze(Run.open(recorded_run))
+
+
+@pytest.fixture(scope="module")
+def figs(board):
+    return board.figures(0)
+
+
+# -- overview -------------------------------------------------------------------------------
+def test_step_graph_has_one_stacked_bar_per_step_with_the_analyzers_durations(figs, report):
+    fig = figs["step"]
+    assert [t.type for t in fig.data] == ["bar", "bar"]
+    assert fig.layout.barmode == "stack"
+    wait, rest = fig.data
+    assert wait.name == "input wait" and rest.name == "rest of step"
+    assert report.n_steps == 14
+    assert list(wait.x) == list(range(14)) and list(rest.x) == list(range(14))
+    expected_total = report.steps["dur_ns"].to_numpy() / 1e6
+    expected_wait = report.steps["input_wait_ns"].to_numpy() / 1e6
+    np.testing.assert_allclose(np.array(wait.y) + np.array(rest.y), expected_total, rtol=1e-9)
+    np.testing.assert_allclose(wait.y, expected_wait, rtol=1e-9)
+    assert (np.array(wait.y) > 0).all(), "every step of the demo waits for its batch"
+    # The warm-up step is marked: hatched and labelled.
+    assert wait.marker.pattern.shape[0] == "/" and set(wait.marker.pattern.shape[1:]) == {""}
+    assert any(a.text == "warm-up" and a.x == 0 for a in fig.layout.annotations)
+
+
+def test_overview_shows_the_analyzers_numbers(board, report):
+    out = dict(zip((f"{cid}.{prop}" for cid, prop in app_mod.OUTPUTS), board.render(0)))
+    assert out["overview-steps.children"] == "14"
+    assert out["overview-mean-step.children"] == f"{report.mean_step_ns / 1e6:,.1f} ms"
+    assert out["overview-input-share.children"] == f"{report.input_wait_share * 100:.1f}%"
+    assert out["overview-verdict.children"] == VERDICT_TEXT[report.verdict]
+    assert out["overview-verdict-card.className"] == f"card verdict-{report.verdict}"
+    notes = [li.children for li in out["overview-notes.children"]]
+    assert notes == report.notes
+    recs = [li.children for li in out["overview-recommendations.children"]]
+    assert recs == (report.recommendations or ["none: input is not the bottleneck"])
+    assert out["run-info.children"][0].children == "recorded"
+
+
+def test_callbacks_serve_only_the_given_runs(board):
+    dash = pytest.importorskip("dash")
+    for bad in (1, -1, "0", "../recorded", "/etc", None, True, 0.0, {"path": "/"}):
+        with pytest.raises(dash.exceptions.PreventUpdate):
+            board.render(bad)
+
+
+# -- timeline -----------------------------------------------------------------------------------
+def test_zooming_asks_for_that_window_only(board):
+    dash = pytest.importorskip("dash")
+    full = board.figures(0)["timeline"]
+    assert full.layout.uirevision == "run-0"
+    zoomed = board.zoom({"xaxis.range[0]": 100.0, "xaxis.range[1]": 300.0}, 0)
+    assert list(zoomed.layout.xaxis.range) == [100.0, 300.0]
+    assert "in this view" in zoomed.layout.title.text and zoomed.layout.uirevision == "run-0"
+    xs = [x for t in zoomed.data for x in t.x if x is not None]
+    assert min(xs) >= 100.0 - 200.0 and max(xs) <= 300.0 + 200.0
+    assert board.zoom({"xaxis.range": [100, 300]}, 0).layout.xaxis.range == zoomed.layout.xaxis.range
+    assert board.zoom({"xaxis.autorange": True}, 0) is full
+    assert board.zoom({"xaxis.range": [-1e9, 1e12]}, 0) is full
+    for bad in ({"autosize": True}, {"xaxis.range[0]": "0", "xaxis.range[1]": "1"}, {"xaxis.range": [5, 1]},
+                {"xaxis.range": [float("nan"), 1]}, "/etc/passwd", None):
+        with pytest.raises(dash.exceptions.PreventUpdate):
+            board.zoom(bad, 0)
+    with pytest.raises(dash.exceptions.PreventUpdate):
+        board.zoom({"xaxis.range": [0, 10]}, 3)
+
+
+def test_timeline_lanes_include_the_training_thread_and_steps(figs, recorded_run):
+    fig = figs["timeline"]
+    run = Run.open(recorded_run)
+    training = [n for n in run.thread_names().values() if "(training)" in n]
+    assert training, "the recorder names the training thread"
+    ticks = [t.split("<br>")[0] for t in fig.layout.yaxis.ticktext]
+    assert ticks[0] == "<b>steps</b>"
+    assert training[0] in ticks
+    assert {t.type for t in fig.data} == {"scattergl"}
+    assert fig.layout.xaxis.title.text == "time since run start (ms)"
+    assert fig.layout.template.layout.to_plotly_json() == __import__("plotly.io").io.templates["plotly_white"].layout.to_plotly_json()
+
+
+def test_timeline_draws_every_input_wait_in_red_on_the_training_thread(figs, recorded_run):
+    fig = figs["timeline"]
+    run = Run.open(recorded_run)
+    waits = run.events.filter(pl.col("kind") == S.INPUT_WAIT)
+    traces = [t for t in fig.data if t.name == S.INPUT_WAIT]
+    assert len(traces) == 1
+    tr = traces[0]
+    assert tr.line.color.upper() == "#D62728"
+    assert list(tr.y).count(None) == waits.height
+    label = next(n for n in run.thread_names().values() if "(training)" in n)
+    lo, hi = _lane_rows(fig, label)
+    assert all(lo < y < hi for y in tr.y if y is not None)
+    # Hover says what the slice is and how long it took.
+    first = next(t for t in tr.text if t)
+    assert "next(DataLoader)" in first and "input_wait" in first and " ms" in first
+    # The x values are ms from the run's start.
+    xs = [x for x in tr.x if x is not None]
+    origin = min(run.meta["start_ns"], int(run.events["start_ns"].min()))
+    assert min(xs) == pytest.approx((waits["start_ns"].min() - origin) / 1e6, abs=1e-3)
+
+
+def test_timeline_kinds_and_steps(figs, recorded_run):
+    fig = figs["timeline"]
+    run = Run.open(recorded_run)
+    names = {t.name for t in fig.data}
+    assert {S.STEP, S.INPUT_WAIT, S.ANNOTATION, S.CPU_OP} <= names
+    step_slices = sum(list(t.y).count(None) for t in fig.data if t.name == S.STEP)
+    assert step_slices == run.events.filter(pl.col("kind") == S.STEP).height
+    # A legend entry per kind, not per trace.
+    assert sum(1 for t in fig.data if t.showlegend is not False) == len(names)
+    # Nested slices on one thread are spread over several rows.
+    label = next(n for n in run.thread_names().values() if "(training)" in n)
+    lo, hi = _lane_rows(fig, label)
+    rows = {y for t in fig.data for y in t.y if y is not None and lo < y < hi}
+    assert len(rows) >= 3
+
+
+# -- host metrics ---------------------------------------------------------------------------------
+def test_metrics_graph_has_cpu_and_memory_subplots(figs, recorded_run):
+    fig = figs["metrics"]
+    run = Run.open(recorded_run)
+    by_name = {t.name: t for t in fig.data}
+    assert {"this process", "whole system", "process RSS", "system used"} <= set(by_name)
+    assert by_name["this process"].yaxis == "y" and by_name["process RSS"].yaxis == "y2"
+    rss = run.counters.filter(pl.col("name") == "process_rss_bytes").sort("time_ns")
+    np.testing.assert_allclose(by_name["process RSS"].y, rss["value"].to_numpy() / 2**20, rtol=1e-5)
+    xs = np.array(by_name["process RSS"].x)
+    assert xs.min() >= 0 and np.all(np.diff(xs) > 0)
+    assert list(fig.layout.xaxis.range) == list(figs["timeline"].layout.xaxis.range)
+
+
+# -- errors and inputs ----------------------------------------------------------------------------
+def test_a_missing_path_raises_run_format_error(tmp_path, recorded_run):
+    with pytest.raises(RunFormatError, match="no such file"):
+        create_app([recorded_run, tmp_path / "missing"])
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(RunFormatError):
+        create_app([tmp_path / "file.txt"])
+
+
+def test_runs_with_the_same_name_get_distinct_labels(tmp_path, recorded_run):
+    a = shutil.copytree(recorded_run, tmp_path / "a" / "recorded")
+    b = shutil.copytree(recorded_run, tmp_path / "b" / "recorded")
+    board = create_app([a, b, a])._accelscope
+    labels = [v.label for v in board.views]
+    assert labels == ["a/recorded", "b/recorded", "a/recorded (2)"]
+    assert run_labels([Path("x/one"), Path("y/two")]) == ["one", "two"]
+
+
+def test_a_run_without_steps_still_renders(tmp_path):
+    ev = _events([(1_000_000, 5_000_000, S.CPU_OP, "aten::mm", "cpu", None, 1, 1)])
+    path = write_run(tmp_path / "nosteps", ev, None, {"start_ns": 0, "complete": True})
+    board = create_app([path])._accelscope
+    out = dict(zip((cid for cid, _ in app_mod.OUTPUTS), board.render(0)))
+    assert out["overview-steps"] == "0"
+    assert out["overview-verdict"] == "no steps recorded"
+    assert out["timeline-graph"].data[0].name == S.CPU_OP
+    assert "No host metrics" in out["metrics-graph"].layout.annotations[0].text
+
+
+def test_device_streams_get_their_own_lanes(tmp_path):
+    rows = [(0, 10_000_000, S.STEP, "ProfilerStep#0", "cpu", None, 1, 1)]
+    rows += [(i * 100_000, 50_000, S.KERNEL, f"k{i}", "cuda:0", 7, 1, 99) for i in range(20)]
+    rows += [(i * 100_000, 20_000, S.MEMCPY, "Memcpy HtoD", "cuda:0", 13, 1, 99) for i in range(5)]
+    rows += [(0, 9_000_000, S.RUNTIME, "cudaLaunchKernel", "cpu", None, 1, 1)]
+    path = write_run(tmp_path / "gpu", _events(rows), None, {"start_ns": 0, "threads": [{"pid": 1, "tid": 1, "name": "main"}]})
+    fig = create_app([path])._accelscope.figures(0)["timeline"]
+    ticks = [t.split("<br>")[0] for t in fig.layout.yaxis.ticktext]
+    assert ticks == ["<b>steps</b>", "main", "cuda:0 stream 7", "cuda:0 stream 13"]
+    kernel = next(t for t in fig.data if t.name == S.KERNEL)
+    lo, hi = _lane_rows(fig, "cuda:0 stream 7")
+    assert list(kernel.y).count(None) == 20 and all(lo < y < hi for y in kernel.y if y is not None)
+
+
+def test_the_timeline_sends_at_most_the_lane_cap_keeping_the_longest(tmp_path):
+    n = 10_000
+    rng = np.random.default_rng(0)
+    durs = rng.permutation(np.arange(1, n + 1)) * 100  # all distinct
+    rows = [(i * 2_000_000, int(d), S.CPU_OP, f"op{i}", "cpu", None, 1, 1) for i, d in enumerate(durs)]
+    rows += [(i * 2_000_000, 1_000, S.CPU_OP, "other", "cpu", None, 1, 2) for i in range(10)]
+    path = write_run(tmp_path / "big", _events(rows), None, {"start_ns": 0})
+    board = create_app([path])._accelscope
+    fig = board.figures(0)["timeline"]
+    per_row = _slices_per_row(fig)
+    assert sum(per_row.values()) == 3000 + 10
+    cpu = next(t for t in fig.data if t.name == S.CPU_OP)
+    kept = {int(t.split("<b>op")[1].split("<")[0]) for t in cpu.text if t and "<b>op" in t}
+    assert len(kept) == 3000
+    assert min(durs[i] for i in kept) > max(durs[i] for i in set(range(n)) - kept), "the longest slices are kept"
+    assert "7,000 shorter slices not drawn" in fig.layout.title.text
+    ticks = list(fig.layout.yaxis.ticktext)
+    assert any("3,000 of 10,000 slices" in t for t in ticks)
+    # The payload stays bounded: a few points per kept slice.
+    assert sum(len(t.x) for t in fig.data) < 10 * 3010 + 400 * 4
+
+    # Zooming in brings back the short slices of that window.
+    view = board.views[0]
+    window = view.timeline_window(0, 20 * 2.0)  # the first 20 slices of thread 1
+    assert window.window == (0.0, 40.0) and window.dropped == 0
+    lane = next(lane for lane in window.lanes if lane.label == "1/1")
+    assert lane.shown == 20 and lane.total == 20
+
+    # The cap is a parameter of the view.
+    small = RunView(Run.open(path), "big", max_slices_per_lane=50)
+    assert small.timeline.shown_slices == 60 and small.timeline.dropped == n - 50
+
+
+def test_overlapping_slices_on_one_thread_are_spread_by_depth(tmp_path):
+    rows = [
+        (0, 1000, S.ANNOTATION, "forward", "cpu", None, 1, 1),
+        (100, 500, S.CPU_OP, "aten::conv2d", "cpu", None, 1, 1),
+        (150, 300, S.CPU_OP, "aten::convolution", "cpu", None, 1, 1),
+        (600, 100, S.CPU_OP, "aten::relu", "cpu", None, 1, 1),
+        (2000, 100, S.CPU_OP, "aten::add", "cpu", None, 1, 1),
+    ]
+    path = write_run(tmp_path / "nest", _events(rows), None, {"start_ns": 0})
+    tl = RunView(Run.open(path), "nest").timeline
+    rows_by_name = {}
+    for seg in tl.segments:
+        for y, t in zip(seg.y, seg.text):
+            if t:
+                rows_by_name[t.split("</b>")[0][3:]] = y
+    assert rows_by_name == {"forward": 0, "aten::conv2d": 1, "aten::convolution": 2, "aten::relu": 1, "aten::add": 0}
+
+
+# -- packaging rules ----------------------------------------------------------------------------
+def test_dashboard_sources_never_import_collectors():
+    for path in DASHBOARD_DIR.glob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                assert not name.startswith(("accelscope.collectors", "accelscope.api")), f"{path.name} imports {name}"
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
+def test_building_the_dashboard_loads_no_collector(recorded_run):
+    """In a fresh interpreter: creating the app and rendering a run imports no collector
+    beyond what ``import accelscope`` itself pulls in."""
+    res = _run_python(
+        f"""
+        import sys
+        import accelscope
+        before = sorted(m for m in sys.modules if m.startswith("accelscope.collectors"))
+        from accelscope.dashboard.app import create_app
+        board = create_app([{str(recorded_run)!r}])._accelscope
+        board.figures(0); board.render(0)
+        after = sorted(m for m in sys.modules if m.startswith("accelscope.collectors"))
+        print(repr((before, after, "torch" in sys.modules)))
+        """
+    )
+    assert res.returncode == 0, res.stderr
+    before, after, torch_loaded = eval(res.stdout.strip().splitlines()[-1])
+    assert after == before, f"the dashboard imported {set(after) - set(before)}"
+    assert not torch_loaded, "the dashboard must not need the framework the run was recorded with"
+
+
+def test_importing_the_dashboard_does_not_import_collectors():
+    res = _run_python(
+        """
+        import sys
+        import accelscope.dashboard, accelscope.dashboard.app, accelscope.dashboard.figures
+        print(repr(sorted(m for m in sys.modules if m.startswith("accelscope.collectors"))))
+        print("accelscope.api" in sys.modules)
+        """
+    )
+    assert res.returncode == 0, res.stderr
+    loaded, api_loaded = res.stdout.strip().splitlines()[-2:]
+    assert api_loaded == "False", "the recorder API must not load with the dashboard"
+    assert loaded == "[]"
+
+
+def test_without_dash_import_works_and_create_app_names_the_extra(recorded_run):
+    res = _run_python(
+        f"""
+        import sys
+        sys.modules["dash"] = None  # as if dash were not installed
+        import accelscope.dashboard
+        from accelscope.dashboard.app import create_app
+        try:
+            create_app([{str(recorded_run)!r}])
+        except ImportError as exc:
+            print(type(exc).__name__, exc)
+        """
+    )
+    assert res.returncode == 0, res.stderr
+    assert "MissingExtraError" in res.stdout and "accelscope[dashboard]" in res.stdout
+
+
+# -- serving ------------------------------------------------------------------------------
+def test_serve_binds_localhost_without_debug_by_default(monkeypatch, recorded_run):
+    import dash
+
+    calls = []
+    monkeypatch.setattr(dash.Dash, "run", lambda self, **kw: calls.append(kw))
+    app_mod.serve([recorded_run])
+    assert calls and calls[0]["host"] == "127.0.0.1" and calls[0]["port"] == 8050
+    assert calls[0]["debug"] is False
+    app_mod.serve([recorded_run], host="0.0.0.0", port=9000, debug=True)
+    assert calls[1]["host"] == "0.0.0.0" and calls[1]["port"] == 9000 and calls[1]["debug"] is True
+
+
+def test_the_app_serves_the_page_and_no_files(recorded_run):
+    app = create_app([recorded_run])
+    client = app.server.test_client()
+    page = client.get("/")
+    assert page.status_code == 200 and b"accelscope" in page.data
+    app.server.logger.disabled = True  # Dash answers bad component paths with a logged 500
+    urls = [
+        "/assets/../meta.json",
+        f"/assets/{recorded_run}/meta.json",
+        f"/{recorded_run}/meta.json",
+        "/assets/%2e%2e/%2e%2e/pyproject.toml",
+        "/_dash-component-suites/dash/../../../../../etc/passwd",
+    ]
+    for url in urls:
+        res = client.get(url)
+        # Unknown paths get an error or the page itself (Dash routes them to the app), never a file.
+        assert res.status_code != 200 or res.data.startswith(b"<!DOCTYPE html>"), url
+        assert b"schema_version" not in res.data and b"[project]" not in res.data and b"root:" not in res.data
+
+
+def test_every_kind_of_slice_has_its_own_colour():
+    from accelscope.dashboard.figures import KIND_COLORS
+
+    assert set(S.KINDS) <= set(KIND_COLORS)
+    assert len({KIND_COLORS[k] for k in S.KINDS}) == len(S.KINDS)
+    assert KIND_COLORS[S.INPUT_WAIT].upper() == "#D62728"

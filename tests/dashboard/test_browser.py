@@ -1,0 +1,199 @@
+"""The dashboard in a real browser: headless Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+GRAPHS = ("step-graph", "timeline-graph", "metrics-graph")
+TIMEOUT_MS = 60_000
+
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} not found: the browser tests need Debian's chromium", allow_module_level=True)
+try:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+except ImportError:
+    pytest.skip("playwright is not importable (pip install playwright)", allow_module_level=True)
+pytest.importorskip("dash", reason="the dashboard extra is not installed")
+
+from accelscope.analysis import VERDICT_TEXT, analyze  # noqa: E402
+from accelscope.dashboard.app import create_app  # noqa: E402
+from accelscope.dashboard.server import background_server  # noqa: E402
+from accelscope.traces import schema as S  # noqa: E402
+from accelscope.traces.run import Run, write_run  # noqa: E402
+
+
+def _small_run(path: Path) -> Path:
+    """Five 100 ms steps with no input wait: a second, different run to switch to."""
+    rows = []
+    for i in range(5):
+        rows.append((i * 100_000_000, 100_000_000, S.STEP, S.step_name(i)))
+        rows.append((i * 100_000_000 + 10_000_000, 80_000_000, S.ANNOTATION, "forward"))
+    cols = {c: [] for c in S.EVENT_SCHEMA.names}
+    for start, dur, kind, name in rows:
+        for c, v in zip(S.EVENT_SCHEMA.names, (start, dur, kind, name, "cpu", None, 1, 1, 0, None, None)):
+            cols[c].append(v)
+    events = pl.from_arrow(pa.table(cols, schema=S.EVENT_SCHEMA))
+    return write_run(path, events, None, {"start_ns": 0, "threads": [{"pid": 1, "tid": 1, "name": "trainer"}]})
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    return _small_run(tmp_path_factory.mktemp("browser") / "small")
+
+
+@pytest.fixture(scope="module")
+def page(recorded_run, small_run):
+    app = create_app([recorded_run, small_run])
+    errors: list[str] = []
+    with background_server(app) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            pg = browser.new_page(viewport={"width": 1400, "height": 900})
+            pg.on("pageerror", lambda exc: errors.append(str(exc)))
+            pg.goto(url, wait_until="networkidle", timeout=TIMEOUT_MS)
+            _wait_for_render(pg)
+            pg.errors = errors
+            yield pg
+        finally:
+            browser.close()
+
+
+def _wait_for_render(pg, steps: str | None = None) -> None:
+    cond = f"e.textContent === {steps!r}" if steps else "e.textContent.trim() !== '…'"
+    pg.wait_for_function(f"() => {{ const e = document.getElementById('overview-steps'); return e && {cond}; }}", timeout=TIMEOUT_MS)
+    for gid in GRAPHS:
+        pg.wait_for_function(
+            f"() => {{ const g = document.querySelector('#{gid} .js-plotly-plot'); return g && g._fullLayout && g.querySelector('.main-svg'); }}",
+            timeout=TIMEOUT_MS,
+        )
+
+
+def _plot(pg, gid: str, expr: str):
+    return pg.evaluate(f"() => {{ const gd = document.querySelector('#{gid} .js-plotly-plot'); return {expr}; }}")
+
+
+def _timeline_px(pg, x_ms: float, row: float) -> tuple[float, float]:
+    """Page coordinates of a point of the timeline's plot area."""
+    return tuple(
+        _plot(
+            pg,
+            "timeline-graph",
+            f"(() => {{ const r = gd.querySelector('.nsewdrag').getBoundingClientRect(); const fl = gd._fullLayout;"
+            f" return [r.left + fl.xaxis.l2p({x_ms}), r.top + fl.yaxis.l2p({row})]; }})()",
+        )
+    )
+
+
+def _zoom(pg, start_ms: float, end_ms: float, row: float) -> None:
+    """Drag-zoom the timeline to [start_ms, end_ms] and wait for the server's figure of that window.
+
+    The graph starts listening for zooms once its first draw settled: retry until it does.
+    """
+    for _ in range(10):
+        (xa, y), (xb, _) = _timeline_px(pg, start_ms, row), _timeline_px(pg, end_ms, row)
+        pg.mouse.move(xa, y)
+        pg.mouse.down()
+        pg.mouse.move((xa + xb) / 2, y, steps=5)
+        pg.mouse.move(xb, y, steps=5)
+        pg.mouse.up()
+        try:
+            pg.wait_for_function(
+                "() => document.querySelector('#timeline-graph .js-plotly-plot').layout.title.text.includes('in this view')",
+                timeout=3000,
+            )
+            return
+        except PlaywrightTimeout:
+            pg.evaluate("() => Plotly.relayout(document.querySelector('#timeline-graph .js-plotly-plot'), {'xaxis.autorange': true})")
+    raise AssertionError("the timeline never showed the zoomed window")
+
+
+def test_overview_shows_the_runs_numbers(page, recorded_run):
+    report = analyze(Run.open(recorded_run))
+    assert page.text_content("#overview-steps") == str(report.n_steps) == "14"
+    assert page.text_content("#overview-verdict") == VERDICT_TEXT[report.verdict]
+    assert page.text_content("#overview-input-share") == f"{report.input_wait_share * 100:.1f}%"
+    assert page.text_content("#overview-mean-step") == f"{report.mean_step_ns / 1e6:,.1f} ms"
+    color = page.eval_on_selector("#overview-verdict", "e => getComputedStyle(e).color")
+    expected = {"high": "rgb(198, 40, 40)", "moderate": "rgb(184, 110, 0)", "none": "rgb(46, 125, 50)"}[report.verdict]
+    assert color == expected
+    assert "recorded" in page.text_content("#run-info")
+    # The step graph has one bar per step in each of its two stacks.
+    bars = _plot(page, "step-graph", "gd._fullData.map(t => [t.type, t.x.length])")
+    assert bars == [["bar", 14], ["bar", 14]]
+    assert page.title() == "accelscope"
+
+
+def test_timeline_draws_the_runs_lanes(page, recorded_run):
+    run = Run.open(recorded_run)
+    training = next(n for n in run.thread_names().values() if "(training)" in n)
+    ticks = page.eval_on_selector_all("#timeline-graph .ytick text", "els => els.map(e => e.textContent)")
+    assert "steps" in ticks and training in ticks
+    types = set(_plot(page, "timeline-graph", "gd._fullData.map(t => t.type)"))
+    assert types == {"scattergl"}
+    legend = page.eval_on_selector_all("#timeline-graph .legend .legendtext", "els => els.map(e => e.textContent)")
+    assert S.INPUT_WAIT in legend and S.STEP in legend
+    # WebGL actually drew: the plot has a gl canvas of the plot's size.
+    canvas = page.eval_on_selector("#timeline-graph canvas.gl-canvas-context", "c => [c.width, c.height]")
+    assert canvas[0] > 100 and canvas[1] > 50
+    metrics = _plot(page, "metrics-graph", "gd._fullData.map(t => t.name)")
+    assert "this process" in metrics and "process RSS" in metrics
+
+
+def test_hovering_an_input_wait_names_it(page):
+    # Zoom onto the first input wait, then hover its middle.
+    x0, x1, row = _plot(
+        page,
+        "timeline-graph",
+        "(() => { const t = gd._fullData.find(d => d.name === 'input_wait');"
+        " const i = t.y.findIndex(v => v !== null); let j = i; while (t.y[j + 1] !== null) j++;"
+        " return [t.x[i], t.x[j], t.y[i]]; })()",
+    )
+    _zoom(page, max(0.0, x0 - (x1 - x0)), x1 + (x1 - x0), row)
+    rng = _plot(page, "timeline-graph", "gd._fullLayout.xaxis.range")
+    assert rng[1] - rng[0] < 4 * (x1 - x0)
+    page.wait_for_timeout(300)
+    x, y = _timeline_px(page, (x0 + x1) / 2 + (x1 - x0) / 7, row)
+    page.mouse.move(x, y)
+    page.wait_for_function("() => document.querySelectorAll('#timeline-graph .hoverlayer text').length > 0", timeout=10_000)
+    hover = " ".join(page.eval_on_selector_all("#timeline-graph .hoverlayer text", "els => els.map(e => e.textContent)"))
+    assert "next(DataLoader)" in hover and "input_wait" in hover and "ms" in hover
+    # Double-click resets to the whole run.
+    page.mouse.dblclick(x, y)
+    page.wait_for_function(
+        "() => document.querySelector('#timeline-graph .js-plotly-plot').layout.title.text.includes('in the run')",
+        timeout=TIMEOUT_MS,
+    )
+    page.mouse.move(0, 0)
+
+
+def test_switching_runs_updates_every_view(page, small_run):
+    page.click("#run-select")
+    page.get_by_role("option", name="small").click()
+    _wait_for_render(page, steps="5")
+    assert page.text_content("#overview-verdict") == VERDICT_TEXT["none"]
+    assert page.text_content("#overview-input-share") == "0.0%"
+    ticks = page.eval_on_selector_all("#timeline-graph .ytick text", "els => els.map(e => e.textContent)")
+    assert "trainer" in ticks
+    assert page.eval_on_selector("#overview-verdict", "e => getComputedStyle(e).color") == "rgb(46, 125, 50)"
+    assert "No host metrics" in page.text_content("#metrics-graph")
+
+
+def test_no_script_errors(page):
+    assert page.errors == []
