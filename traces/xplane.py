@@ -208,7 +208,9 @@ def messages() -> SimpleNamespace:
     try:
         from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
     except ImportError as exc:
-        raise AccelscopeError(f"reading .xplane.pb files needs the 'protobuf' package: pip install protobuf ({exc})") from None
+        raise AccelscopeError(
+            f"reading .xplane.pb files needs the 'protobuf' package: pip install protobuf ({exc})"
+        ) from None
 
     F = descriptor_pb2.FieldDescriptorProto
     fdp = descriptor_pb2.FileDescriptorProto(name="accelscope/xplane.proto", package=_PKG, syntax="proto3")
@@ -373,8 +375,9 @@ def read_xplane(path: str | Path, rank: int = 0) -> Imported:
 
 def _convert(space, p: Path, rank: int) -> Imported:  # noqa: C901 - one pass over the planes
     cols: dict[str, list] = {c: [] for c in S.EVENT_COLUMNS}
-    c_start, c_dur, c_kind, c_name, c_dev = cols["start_ns"], cols["dur_ns"], cols["kind"], cols["name"], cols["device"]
-    c_stream, c_pid, c_tid, c_corr, c_args = cols["stream"], cols["pid"], cols["tid"], cols["correlation_id"], cols["args"]
+    c_start, c_dur, c_kind, c_name = cols["start_ns"], cols["dur_ns"], cols["kind"], cols["name"]
+    c_dev, c_stream, c_pid, c_tid = cols["device"], cols["stream"], cols["pid"], cols["tid"]
+    c_corr, c_args = cols["correlation_id"], cols["args"]
     counters: dict[str, list] = {c: [] for c in S.COUNTER_COLUMNS}
 
     # Clock anchor.
@@ -395,7 +398,7 @@ def _convert(space, p: Path, rank: int) -> Imported:  # noqa: C901 - one pass ov
     if space.hostnames:
         cpu_entry["hostname"] = space.hostnames[0]
     host_names_seen: set[str] = set()
-    # Step marker candidates: (row, source, step_num, device index, args dict).
+    # Step marker candidates: (row, step number or None, args dict); args are written at the end.
     host_roots: list[tuple[int, int | None, dict]] = []
     keras_batches: list[tuple[int, int | None, dict]] = []
     device_steps: dict[int, list[tuple[int, int | None, dict]]] = {}
@@ -434,7 +437,9 @@ def _convert(space, p: Path, rank: int) -> Imported:  # noqa: C901 - one pass ov
             return got
 
         if dev is not None:
-            has_raw = any(l.events and (l.display_name or l.name).strip().lower() not in LINE_ROLES for l in plane.lines)
+            has_raw = any(
+                ln.events and (ln.display_name or ln.name).strip().lower() not in LINE_ROLES for ln in plane.lines
+            )
             stream_base = sub * _SUBPLANE_STREAM_STRIDE
         else:
             process_id = _as_int(plane_stats.get("process_id"))

@@ -317,7 +317,10 @@ def test_gpu_streams_give_kernels_memcpy_memset_and_derived_lines_stay_annotatio
     assert {"device": "cuda:0", "stream": 7, "name": "Stream #7(Kernel,MemcpyH2D)"} in imp.meta["streams"]
     # Counter lines become counter samples, not slices.
     counters = imp.counters.to_pylist()
-    assert {(c["name"], c["device"], c["value"]) for c in counters} == {("HBM used", "cuda:0", 123.0), ("HBM used", "cuda:1", 123.0)}
+    assert {(c["name"], c["device"], c["value"]) for c in counters} == {
+        ("HBM used", "cuda:0", 123.0),
+        ("HBM used", "cuda:1", 123.0),
+    }
     assert not any(r["name"] == "HBM used" for r in rows)
 
 
