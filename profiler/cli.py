@@ -53,11 +53,33 @@ def _print_report(report) -> None:
         console.print(f"[bold]recommendation:[/] {rec}")
 
 
-def cmd_analyze(args: argparse.Namespace) -> int:
-    from accelscope.analysis import analyze
+def _open(path: str):
+    """A run directory, or a trace file/directory imported on the fly (cached)."""
+    from accelscope.traces.importer import resolve_run
     from accelscope.traces.run import Run
 
-    report = analyze(Run.open(args.run))
+    def announce(src: Path, dest: Path) -> None:
+        print(f"importing {src} -> {dest}", file=sys.stderr, flush=True)
+
+    return Run.open(resolve_run(path, on_import=announce))
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from accelscope.traces.importer import import_traces
+    from accelscope.traces.run import Run
+
+    out = import_traces(args.paths, args.output, force=args.force)
+    run = Run.open(out)
+    ranks = run.meta.get("ranks", [])
+    print(f"imported {run.events.height:,} events from {len(run.meta.get('sources', []))} file(s), "
+          f"rank(s) {', '.join(map(str, ranks))}, into {out}")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from accelscope.analysis import analyze
+
+    report = analyze(_open(args.run))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -67,14 +89,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from accelscope.traces.chrome import export_chrome_trace
-    from accelscope.traces.run import Run
 
     out = Path(args.output)
     if not (out.name.endswith(".json") or out.name.endswith(".json.gz")):
         return _fail(f"{out}: the output must end in .json or .json.gz")
     if out.exists() and not args.force:
         return _fail(f"{out} exists (use --force to overwrite)")
-    path = export_chrome_trace(Run.open(args.run), out)
+    path = export_chrome_trace(_open(args.run), out)
     print(f"wrote {path} (open it in https://ui.perfetto.dev or chrome://tracing)")
     return 0
 
@@ -90,11 +111,9 @@ def _serve(runs: Sequence[str], host: str, port: int) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from accelscope.traces.run import Run
-
-    for run in args.runs:  # validate every run before binding the port
-        Run.open(run)
-    return _serve(args.runs, args.host, args.port)
+    # Import and validate every run before binding the port.
+    runs = [str(_open(run).path) for run in args.runs]
+    return _serve(runs, args.host, args.port)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -136,19 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_options(p)
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("import", help="import Kineto JSON / XPlane traces (files, rank directories, TensorBoard logdirs) into a run")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="trace files or directories; several files become ranks of one run")
+    p.add_argument("-o", "--output", required=True, help="run directory to create")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=cmd_import)
+
     p = sub.add_parser("analyze", help="report step time and input-wait share of a run")
-    p.add_argument("run", help="run directory")
+    p.add_argument("run", help="run directory, or a trace file/directory (imported on the fly and cached)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("export", help="export a run to Chrome trace JSON (Perfetto, chrome://tracing)")
-    p.add_argument("run", help="run directory")
+    p.add_argument("run", help="run directory, or a trace file/directory (imported on the fly and cached)")
     p.add_argument("-o", "--output", required=True, help="output file, .json or .json.gz")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("dashboard", help="browse runs in a web dashboard")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or trace files/directories (imported on the fly and cached)")
     add_serve_options(p)
     p.set_defaults(func=cmd_dashboard)
     return parser

@@ -21,6 +21,7 @@ from accelscope.traces import schema as S
 from accelscope.traces.run import Run
 
 EXPORT_VERSION = 1
+DEVICE_PID_PER_RANK = 1_000_000
 KIND_CATEGORY = {
     S.KERNEL: "kernel",
     S.MEMCPY: "gpu_memcpy",
@@ -48,6 +49,7 @@ def iter_trace_events(run: Run, base_ns: int) -> Iterator[str]:
     """Yield the JSON text of every trace event of ``run``, one event per string."""
     ev = run.events.sort("start_ns")
     host_pid = int(run.meta.get("pid") or 0)
+    multi_rank = len(run.meta.get("ranks") or [0]) > 1
     threads_seen: set[tuple[int, int]] = set()
     names = run.thread_names()
     for (pid, tid), name in names.items():
@@ -58,6 +60,8 @@ def iter_trace_events(run: Run, base_ns: int) -> Iterator[str]:
         dev_index = _device_index(row["device"])
         on_device = dev_index is not None
         pid = dev_index if on_device else (row["pid"] if row["pid"] is not None else host_pid)
+        if multi_rank and on_device:
+            pid = DEVICE_PID_PER_RANK * (row["rank"] + 1) + dev_index  # device pids repeat per rank
         tid = (row["stream"] if row["stream"] is not None else 0) if on_device else (row["tid"] if row["tid"] is not None else 0)
         if pid not in pids_named:
             pids_named.add(pid)
@@ -74,6 +78,9 @@ def iter_trace_events(run: Run, base_ns: int) -> Iterator[str]:
         if row["correlation_id"] is not None:
             args["correlation"] = row["correlation_id"]
         args["accelscope_kind"] = row["kind"]
+        args["accelscope_device"] = row["device"]
+        if multi_rank:
+            args["accelscope_rank"] = row["rank"]
         cat = KIND_CATEGORY.get(row["kind"], "other")
         if on_device and row["kind"] == S.ANNOTATION:
             cat = "gpu_user_annotation"

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Union
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from accelscope.errors import AccelscopeError
 from accelscope.traces import schema as S
@@ -77,6 +78,10 @@ class _Args(msgspec.Struct):
     correlation: Scalar = None
     name: Union[str, None] = None  # M events: thread_name / process_name
     labels: Union[str, None] = None
+    # Written by accelscope's Chrome export so that re-importing it is lossless.
+    accelscope_kind: Union[str, None] = None
+    accelscope_device: Union[str, None] = None
+    accelscope_rank: Union[int, None] = None
 
 
 class _Event(msgspec.Struct):
@@ -101,6 +106,10 @@ _decode_raw = msgspec.json.Decoder(list[_RawEvent]).decode
 
 class TraceFormatError(AccelscopeError, ValueError):
     """A file is not a readable Kineto trace; the message names the file and the problem."""
+
+
+class NotATraceError(TraceFormatError):
+    """Valid JSON, but not a Kineto trace (no ``traceEvents``): skipped in directories."""
 
 
 # -- scanning ------------------------------------------------------------------------------
@@ -163,7 +172,7 @@ class _Scanner:
                     break
             if found is None:
                 if len(text) > 256 << 20:
-                    raise TraceFormatError(f"{self.path}: no traceEvents array in the first 256 MB: not a Kineto trace")
+                    raise NotATraceError(f"{self.path}: no traceEvents array in the first 256 MB: not a Kineto trace")
                 self.carry = text
                 return None
             self.head = text[: found + 1]
@@ -195,7 +204,11 @@ class _Scanner:
     def header(self) -> dict[str, Any]:
         """The document without its events, once everything was fed."""
         if self.state == "before":
-            raise TraceFormatError(f"{self.path}: no traceEvents array: not a Kineto trace")
+            try:
+                json.loads(self.carry)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise TraceFormatError(f"{self.path}: not JSON ({getattr(exc, 'msg', exc)})") from None
+            raise NotATraceError(f"{self.path}: no traceEvents array: not a Kineto trace")
         if self.state == "in":
             raise TraceFormatError(f"{self.path}: truncated JSON (the traceEvents array never closes)")
         try:
@@ -317,7 +330,7 @@ class _Batches:
         if (dur_ns < 0).any():
             bad = int(np.flatnonzero(dur_ns < 0)[0])
             raise TraceFormatError(f"{self.path}: event {xs[bad].name!r} has a negative duration ({xs[bad].dur} µs)")
-        kinds, devices, streams, pids, tids, corr = [], [], [], [], [], []
+        kinds, devices, streams, pids, tids, corr, ranks = [], [], [], [], [], [], []
         for e in xs:
             kind, on_device, prefix = self._category(e.cat)
             args = e.args
@@ -333,7 +346,14 @@ class _Batches:
             else:
                 devices.append("cpu")
                 streams.append(None)
+            if args is not None and args.accelscope_kind is not None:
+                kind = args.accelscope_kind
+                if args.accelscope_device is not None:
+                    devices[-1] = args.accelscope_device
+                    if args.accelscope_device == "cpu":
+                        streams[-1] = None
             kinds.append(kind)
+            ranks.append(args.accelscope_rank if args is not None else None)
             pids.append(pid)
             tids.append(tid)
             corr.append(_as_int(args.correlation) if args is not None else None)
@@ -353,7 +373,7 @@ class _Batches:
                 "stream": pa.array(streams, pa.int64()),
                 "pid": pa.array(pids, pa.int64()),
                 "tid": pa.array(tids, pa.int64()),
-                "rank": pa.nulls(n, pa.int32()),
+                "rank": pa.array(ranks, pa.int32()),
                 "correlation_id": pa.array(corr, pa.int64()),
                 "args": pa.array(arg_text, pa.string()),
             },
@@ -422,15 +442,12 @@ def read_kineto(
     table = pa.concat_tables(batches.tables)
     start = table.column("start_ns")
     if base_ns:
-        import pyarrow.compute as pc
-
         start = pc.add(start, pa.scalar(base_ns, pa.int64()))
     table = table.set_column(0, "start_ns", start)
-    table = table.set_column(table.schema.get_field_index("rank"), "rank", pa.array(np.full(table.num_rows, the_rank, dtype=np.int32)))
+    rank_index = table.schema.get_field_index("rank")
+    table = table.set_column(rank_index, "rank", pc.fill_null(table.column(rank_index), pa.scalar(the_rank, pa.int32())))
     table = table.cast(S.EVENT_SCHEMA)
     if not keep_steps:
-        import pyarrow.compute as pc
-
         table = table.filter(pc.not_equal(table.column("kind"), S.STEP))
     threads = [{"pid": pid, "tid": tid, "name": name} for (pid, tid), name in sorted(batches.threads.items())]
     return KinetoTrace(p, table, the_rank, source, header, threads, batches.processes)

@@ -19,7 +19,8 @@ def _cli(*args):
     [
         (lambda p: None, "no such file or directory"),
         (lambda p: p.mkdir(), "empty directory"),
-        (lambda p: p.write_text("not a run"), "not an accelscope run directory"),
+        (lambda p: p.write_text("not a run"), "not an accelscope run or a trace file"),
+        (lambda p: (p.mkdir(), (p / "notes.txt").write_text("x")), "not an accelscope run, and no trace files"),
     ],
 )
 def test_analyze_bad_input_is_one_line_and_exit_2(tmp_path, setup, expected):

@@ -1,0 +1,398 @@
+"""Import traces other tools wrote into a run directory.
+
+Accepts Kineto JSON (``.json``, ``.json.gz``), XPlane (``.xplane.pb``), directories of
+them (one file per rank), and TensorBoard log directories (``plugins/profile/<session>/``).
+Several files make one run with a rank column; see ``align_ranks`` for the clocks.
+
+An import is written to a temporary directory beside the target and renamed into place
+only when complete, so a failed import never leaves a run that looks complete, and an
+existing directory is never overwritten unless asked to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from accelscope import __version__
+from accelscope.errors import AccelscopeError
+from accelscope.traces import schema as S
+from accelscope.traces.run import META_FILE, Run, write_run
+
+log = logging.getLogger("accelscope")
+
+KINETO_SUFFIXES = (".json", ".json.gz")
+XPLANE_SUFFIXES = (".xplane.pb", ".xplane.pb.gz")
+CACHE_SUFFIX = ".accelscope"
+
+
+class TraceImportError(AccelscopeError, ValueError):
+    """An input cannot be imported; the message names the file and the problem."""
+
+
+@dataclass
+class Source:
+    path: Path
+    format: str  # "kineto" or "xplane"
+    from_directory: bool = False  # found by walking a directory, not named by the user
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+
+@dataclass
+class RankTrace:
+    source: Source
+    events: pa.Table
+    counters: pa.Table | None
+    rank: int
+    rank_source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _format_of(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(XPLANE_SUFFIXES):
+        return "xplane"
+    if name.endswith(KINETO_SUFFIXES):
+        return "kineto"
+    return None
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and (path / META_FILE).is_file()
+
+
+def discover(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Source], list[str]]:
+    """Trace files named by ``paths`` (files or directories), and notes on what was skipped.
+
+    A directory contributes every trace file below it. In a TensorBoard log directory
+    with several profile sessions (``plugins/profile/<session>/``) only the newest
+    session is taken, and the note says so.
+    """
+    sources: list[Source] = []
+    notes: list[str] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise TraceImportError(f"{p}: no such file or directory")
+        if p.is_file():
+            fmt = _format_of(p)
+            if fmt is None:
+                raise TraceImportError(f"{p}: not an accelscope run or a trace file (expected .json, .json.gz or .xplane.pb)")
+            sources.append(Source(p, fmt))
+            continue
+        if is_run_dir(p):
+            raise TraceImportError(f"{p}: already an accelscope run, nothing to import")
+        found = sorted(f for f in p.rglob("*") if f.is_file() and _format_of(f) and not any(part.endswith(CACHE_SUFFIX) or part.startswith(".") for part in f.relative_to(p).parts))
+        sessions = sorted({f.parent for f in found if f.parent.parent.name == "profile" and f.parent.parent.parent.name == "plugins"})
+        if len(sessions) > 1:
+            newest = sessions[-1]
+            notes.append(f"{p}: {len(sessions)} profile sessions; importing the newest, {newest.name} (name a session directory to pick another)")
+            found = [f for f in found if f.parent == newest or f.parent not in sessions]
+        if not found:
+            what = "empty directory" if not any(p.iterdir()) else "not an accelscope run, and no trace files (.json, .json.gz, .xplane.pb) in it"
+            raise TraceImportError(f"{p}: {what}")
+        sources.extend(Source(f, _format_of(f), from_directory=True) for f in found)
+    return sources, notes
+
+
+def _devices_from_kineto(props: Any) -> list[dict[str, Any]]:
+    devices = [{"id": "cpu", "kind": "cpu"}]
+    if isinstance(props, list):
+        for d in props:
+            if isinstance(d, dict) and isinstance(d.get("id"), int):
+                entry = {"id": f"cuda:{d['id']}", "kind": "gpu", "name": d.get("name")}
+                if isinstance(d.get("totalGlobalMem"), int):
+                    entry["memory_total_bytes"] = d["totalGlobalMem"]
+                devices.append(entry)
+    return devices
+
+
+def read_source(source: Source, on_bytes: Callable[[int], None] | None = None) -> RankTrace:
+    """Read one trace file into columns (raises TraceImportError/AccelscopeError with one line)."""
+    if source.format == "kineto":
+        from accelscope.traces.kineto import read_kineto
+
+        t = read_kineto(source.path, on_bytes=on_bytes)
+        header = {k: v for k, v in t.header.items() if k != "traceEvents"}
+        meta = {
+            "framework": {"name": "torch"},
+            "devices": _devices_from_kineto(header.get("deviceProperties")),
+            "device_properties": header.get("deviceProperties") or [],
+            "threads": [dict(th, rank=t.rank) for th in t.threads],
+            "distributed_info": header.get("distributedInfo"),
+            "clock": {"name": "unix_epoch_ns", "source": "Kineto ts (µs) + baseTimeNanoseconds"},
+        }
+        return RankTrace(source, t.events, None, t.rank, t.rank_source, meta)
+    from accelscope.traces.kineto import rank_from_file_name
+    from accelscope.traces.xplane import read_xplane
+
+    rank = rank_from_file_name(source.path)
+    imp = read_xplane(source.path, rank=rank or 0)
+    if on_bytes is not None:
+        on_bytes(source.size_bytes)
+    meta = dict(imp.meta)
+    meta["threads"] = [dict(th, rank=rank or 0) for th in meta.get("threads", [])]
+    return RankTrace(source, imp.events, imp.counters, rank or 0, "file name" if rank is not None else "default", meta)
+
+
+def _step_starts(events: pa.Table) -> dict[str, int]:
+    steps = events.filter(pc.equal(events.column("kind"), S.STEP))
+    out: dict[str, int] = {}
+    for name, start in zip(steps.column("name").to_pylist(), steps.column("start_ns").to_pylist()):
+        out[name] = min(start, out.get(name, start))
+    return out
+
+
+def align_ranks(traces: list[RankTrace]) -> dict[str, Any]:
+    """Put every rank on one clock; returns the method and per-rank offsets for the metadata.
+
+    Ranks recorded on epoch clocks (Kineto, anchored XPlane) are already on one clock up
+    to the hosts' clock sync (NTP: usually well under a millisecond). They are kept as
+    recorded when their time ranges overlap, and the skew is only estimated: the spread
+    of the start of the first step all ranks share (steps start together when the job
+    synchronises every step). Ranks whose ranges do not overlap at all (relative clocks,
+    or a host with a wrong clock) are shifted so that the first shared step, else the
+    first event, starts at the same time as on the lowest rank.
+    """
+    if len(traces) < 2:
+        return {"method": "single rank"}
+    ranges = [(int(pc.min(t.events.column("start_ns")).as_py()), int(pc.max(pc.add(t.events.column("start_ns"), t.events.column("dur_ns"))).as_py())) for t in traces]
+    overlap = max(r[0] for r in ranges) < min(r[1] for r in ranges)
+    starts = [_step_starts(t.events) for t in traces]
+    common = set(starts[0]).intersection(*starts[1:])
+    first_common = min(common, key=lambda n: starts[0][n]) if common else None
+    if overlap:
+        skew = None
+        if first_common is not None:
+            values = [s[first_common] for s in starts]
+            skew = max(values) - min(values)
+        return {"method": "as recorded (epoch clocks overlap)", "reference_step": first_common, "estimated_skew_ns": skew, "offsets_ns": {str(t.rank): 0 for t in traces}}
+    ref = traces[0]
+    offsets = {}
+    for t, s, r in zip(traces, starts, ranges):
+        offset = (starts[0][first_common] - s[first_common]) if first_common is not None else (ranges[0][0] - r[0])
+        offsets[str(t.rank)] = int(offset)
+        if offset:
+            t.events = t.events.set_column(0, "start_ns", pc.add(t.events.column("start_ns"), pa.scalar(int(offset), pa.int64())))
+            if t.counters is not None and t.counters.num_rows:
+                i = t.counters.schema.get_field_index("time_ns")
+                t.counters = t.counters.set_column(i, "time_ns", pc.add(t.counters.column("time_ns"), pa.scalar(int(offset), pa.int64())))
+    del ref
+    method = f"shifted to align the start of {first_common}" if first_common is not None else "shifted to align the first event"
+    return {"method": method, "reference_step": first_common, "offsets_ns": offsets}
+
+
+class _Progress:
+    """A progress bar over input bytes, shown only when an import runs longer than ~1.5 s."""
+
+    def __init__(self, total_bytes: int, enabled: bool):
+        self.total = total_bytes
+        self.enabled = enabled and sys.stderr.isatty()
+        self.done_before = 0
+        self.t0 = time.monotonic()
+        self._bar = None
+        self._task = None
+
+    def update(self, file_bytes: int) -> None:
+        if not self.enabled:
+            return
+        if self._bar is None:
+            if time.monotonic() - self.t0 < 1.5:
+                return
+            from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+            self._bar = Progress("importing", BarColumn(), DownloadColumn(), TimeRemainingColumn(), transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task("import", total=self.total)
+        self._bar.update(self._task, completed=self.done_before + file_bytes)
+
+    def file_done(self, size: int) -> None:
+        self.done_before += size
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _fingerprint(sources: list[Source]) -> list[dict[str, Any]]:
+    out = []
+    for s in sources:
+        st = s.path.stat()
+        out.append({"path": str(s.path.resolve()), "format": s.format, "size_bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return out
+
+
+def import_traces(
+    paths: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    progress: bool = True,
+    extra_meta: dict[str, Any] | None = None,
+) -> Path:
+    """Import trace files into the run directory ``out`` and return its path."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise TraceImportError(f"{out} exists (use --force to replace it)")
+    sources, notes = discover(paths)
+    bar = _Progress(sum(s.size_bytes for s in sources), progress)
+    from accelscope.traces.kineto import NotATraceError
+
+    traces: list[RankTrace] = []
+    try:
+        for s in sources:
+            try:
+                traces.append(read_source(s, on_bytes=bar.update))
+            except NotATraceError as exc:
+                if not s.from_directory:
+                    raise
+                notes.append(f"skipped {exc}")
+            bar.file_done(s.size_bytes)
+    finally:
+        bar.close()
+    if not traces:
+        raise TraceImportError(f"{', '.join(map(str, paths))}: nothing importable ({'; '.join(notes)})")
+    sources = [t.source for t in traces]
+    if len(traces) > 1:
+        _resolve_ranks(traces)
+    traces.sort(key=lambda t: t.rank)
+    alignment = align_ranks(traces)
+    events = pa.concat_tables([t.events.cast(S.EVENT_SCHEMA) for t in traces])
+    counters = [t.counters.cast(S.COUNTER_SCHEMA) for t in traces if t.counters is not None and t.counters.num_rows]
+    counters_table = pa.concat_tables(counters) if counters else None
+    meta = _merge_meta(traces)
+    meta.update(
+        accelscope_version=__version__,
+        imported=True,
+        ranks=[t.rank for t in traces],
+        rank=traces[0].rank,
+        clock_alignment=alignment,
+        sources=[dict(fp, rank=t.rank, rank_source=t.rank_source, events=t.events.num_rows) for fp, t in zip(_fingerprint(sources), traces)],
+        import_notes=notes,
+        steps=int(pc.sum(pc.equal(events.column("kind"), S.STEP)).as_py() or 0),
+        start_ns=int(pc.min(events.column("start_ns")).as_py()),
+        end_ns=int(pc.max(pc.add(events.column("start_ns"), events.column("dur_ns"))).as_py()),
+    )
+    if extra_meta:
+        meta.update(extra_meta)
+    for note in notes:
+        log.warning("accelscope: %s", note)
+    tmp = out.with_name(f".{out.name}.importing-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        write_run(tmp, events, counters_table, meta)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _resolve_ranks(traces: list[RankTrace]) -> None:
+    seen: dict[int, RankTrace] = {}
+    defaulted = [t for t in traces if t.rank_source == "default"]
+    if len(defaulted) == len(traces):
+        # No rank anywhere: number the files in name order, and say so in the metadata.
+        for i, t in enumerate(sorted(traces, key=lambda t: str(t.source.path))):
+            t.rank, t.rank_source = i, "file order"
+            t.events = t.events.set_column(t.events.schema.get_field_index("rank"), "rank", pa.array(np.full(t.events.num_rows, i, dtype=np.int32)))
+            if t.counters is not None and t.counters.num_rows:
+                t.counters = t.counters.set_column(t.counters.schema.get_field_index("rank"), "rank", pa.array(np.full(t.counters.num_rows, i, dtype=np.int32)))
+            for th in t.meta.get("threads", []):
+                th["rank"] = i
+    for t in traces:
+        if t.rank in seen:
+            raise TraceImportError(f"{t.source.path}: duplicate rank {t.rank} (also in {seen[t.rank].source.path})")
+        seen[t.rank] = t
+
+
+def _merge_meta(traces: list[RankTrace]) -> dict[str, Any]:
+    first = traces[0].meta
+    devices: dict[str, dict[str, Any]] = {}
+    threads: list[dict[str, Any]] = []
+    for t in traces:
+        for d in t.meta.get("devices", []):
+            devices.setdefault(d["id"], d)
+        threads.extend(t.meta.get("threads", []))
+    meta = {k: v for k, v in first.items() if k not in ("threads", "devices", "source")}
+    meta["devices"] = list(devices.values())
+    meta["threads"] = threads
+    meta["complete"] = True
+    meta["mode"] = "imported"
+    return meta
+
+
+# -- import on the fly, with a cache -------------------------------------------------------------
+def cache_root() -> Path:
+    base = os.environ.get("ACCELSCOPE_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "accelscope")
+    return Path(base)
+
+
+def _cache_candidates(path: Path) -> list[Path]:
+    resolved = path.resolve()
+    beside = resolved.parent / f"{resolved.name}{CACHE_SUFFIX}" if resolved.is_file() else resolved / f".run{CACHE_SUFFIX}"
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:16]
+    return [beside, cache_root() / f"{resolved.name}-{digest}"]
+
+
+def _cache_is_fresh(run_dir: Path, sources: list[Source]) -> bool:
+    try:
+        meta = json.loads((run_dir / META_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    cached = [{k: s.get(k) for k in ("path", "format", "size_bytes", "mtime_ns")} for s in meta.get("sources", [])]
+    return bool(meta.get("import_cache")) and meta.get("complete") and cached == _fingerprint(sources)
+
+
+def _writable(directory: Path) -> bool:
+    """Writable for us, and not marked read-only (no write bit at all), which root ignores."""
+    return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & 0o222)
+
+
+def resolve_run(path: str | os.PathLike[str], *, progress: bool = True, on_import: Callable[[Path, Path], None] | None = None) -> Path:
+    """The run directory for ``path``: itself if it is a run, else an imported (cached) run.
+
+    The cache lives beside the input (``trace.json.gz.accelscope/``, or
+    ``DIR/.run.accelscope/`` for a directory) when that is writable, else under
+    ``$ACCELSCOPE_CACHE_DIR`` (default ``~/.cache/accelscope``). It is reused while the
+    inputs' sizes and modification times are unchanged. A directory at the cache path that
+    is not accelscope's own cache is never touched.
+    """
+    p = Path(path)
+    if is_run_dir(p):
+        return p
+    sources, _ = discover([p])
+    for candidate in _cache_candidates(p):
+        if candidate.exists():
+            if is_run_dir(candidate) and _cache_is_fresh(candidate, sources):
+                return candidate
+            if not (is_run_dir(candidate) and json.loads((candidate / META_FILE).read_text()).get("import_cache")):
+                continue  # something else lives there: leave it alone
+        try:
+            candidate.parent.mkdir(parents=True, exist_ok=True)
+            if not _writable(candidate.parent):
+                continue
+            if on_import is not None:
+                on_import(p, candidate)
+            return import_traces([p], candidate, force=True, progress=progress, extra_meta={"import_cache": True})
+        except PermissionError:
+            continue
+    raise TraceImportError(f"{p}: cannot write an imported run beside it or in {cache_root()}")
