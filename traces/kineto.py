@@ -300,8 +300,8 @@ class _Batches:
     def add(self, text: bytes) -> None:
         try:
             events = _decode_events(text)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise TraceFormatError(f"{self.path}: invalid trace event ({exc})") from None
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise TraceFormatError(f"{self.path}: invalid trace event ({' '.join(str(exc).split())})") from None
         # "Trace" slices only mark the profiler's own recording window: not work, no thread.
         keep = [i for i, e in enumerate(events) if e.ph == "X" and e.cat != "Trace"]
         for e in events:
