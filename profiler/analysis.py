@@ -1,30 +1,35 @@
-"""Step-level analysis of a run: step times, input-wait share, verdict.
+"""Run-level analysis: per-step breakdown, idle time by cause, verdict, recommendations.
 
-A table in, a table out: ``step_table`` turns a run's events into one row per step;
-``analyze`` summarises it. Plotting and printing live elsewhere (cli, dashboard).
+A table in, tables out: ``analyze(run)`` runs ``breakdown.analyze_rank`` on each rank and
+summarises. Plotting and printing live elsewhere (cli, dashboard).
+
+The verdict uses XProf's thresholds on the *input-wait share*: the share of step time
+during which the accelerator had no work while the training loop waited for input
+(exclusive time, so waiting that overlaps device work does not count). On CPU-only runs
+there is no device, so it is simply the share of step time spent waiting for input.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from accelscope.intervals import covered_within
+from accelscope import causes as C
+from accelscope.breakdown import BREAKDOWN, DEVICE_CATEGORIES, RankResult, analyze_rank, empty_gaps
 from accelscope.traces import schema as S
 from accelscope.traces.run import Run
 
-# XProf's input-pipeline thresholds (share of step time spent waiting for input).
 HIGH_THRESHOLD = 0.20
 MODERATE_THRESHOLD = 0.05
 VERDICTS = ("high", "moderate", "none")
-VERDICT_TEXT = {
-    "high": "highly input-bound",
-    "moderate": "moderately input-bound",
-    "none": "not input-bound",
-}
+VERDICT_TEXT = {"high": "highly input-bound", "moderate": "moderately input-bound", "none": "not input-bound"}
+# A cause gets a recommendation when it idles the accelerator at least this share of step time.
+RECOMMEND_SHARE = 0.02
+TOP_N = 20
 
 
 def verdict_for(share: float) -> str:
@@ -36,107 +41,263 @@ def verdict_for(share: float) -> str:
     return "none"
 
 
-def step_table(events: pl.DataFrame) -> pl.DataFrame:
-    """One row per step: index, name, start/end/duration, input-wait time and share, warmup flag.
-
-    The first step counts as warm-up (worker start-up, lazy initialisation, allocator
-    growth) when there are at least three steps; summaries leave it out.
-    """
-    steps = events.filter(pl.col("kind") == S.STEP).sort("start_ns")
-    waits = events.filter(pl.col("kind") == S.INPUT_WAIT)
-    starts = steps["start_ns"].to_numpy()
-    ends = starts + steps["dur_ns"].to_numpy()
-    wait_ns = covered_within(waits["start_ns"].to_numpy(), (waits["start_ns"] + waits["dur_ns"]).to_numpy(), starts, ends)
-    n = steps.height
-    dur = ends - starts
-    share = np.divide(wait_ns, dur, out=np.zeros(n, dtype=np.float64), where=dur > 0)
-    return pl.DataFrame(
-        {
-            "step": np.arange(n, dtype=np.int64),
-            "name": steps["name"],
-            "rank": steps["rank"],
-            "start_ns": starts,
-            "end_ns": ends,
-            "dur_ns": dur,
-            "input_wait_ns": wait_ns.astype(np.int64),
-            "input_wait_share": share,
-            "verdict": [verdict_for(x) for x in share],
-            "warmup": np.arange(n) == 0 if n >= 3 else np.zeros(n, dtype=bool),
-        },
-        schema_overrides={"name": pl.String, "rank": pl.Int32},
-    )
+class NoStepsError(ValueError):
+    pass
 
 
 @dataclass
 class Report:
     run_name: str
-    steps: pl.DataFrame
+    steps: pl.DataFrame  # one row per (rank, step): breakdown columns <category>_ns, shares, verdict, warmup
+    gaps: pl.DataFrame  # one row per idle interval per device: cause and time per cause
+    devices: pl.DataFrame
+    streams: pl.DataFrame
     n_steps: int
     mean_step_ns: float
     input_wait_share: float
+    busy_share: float
     verdict: str
+    idle_by_cause_ns: dict[str, int]
+    breakdown_ns: dict[str, int]
+    top_kernels: pl.DataFrame
+    top_ops: pl.DataFrame
+    has_device: bool
     notes: list[str] = field(default_factory=list)
     recommendations: list[str] = field(default_factory=list)
+    advice: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def steady_ns(self) -> int:
+        return int(self.steps.filter(~pl.col("warmup"))["dur_ns"].sum())
+
+    @property
+    def idle_share(self) -> float:
+        return 1.0 - self.busy_share
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``analyze --json`` document (see docs/cli.md)."""
+        """The ``analyze --json`` document (schema in docs/cli.md)."""
+        total = self.steady_ns or 1
+        us = lambda ns: round(ns / 1000, 3)  # noqa: E731
         return {
             "run": self.run_name,
             "verdict": self.verdict,
             "verdict_text": VERDICT_TEXT[self.verdict],
             "input_wait_share": round(self.input_wait_share, 6),
+            "busy_share": round(self.busy_share, 6),
+            "idle_share": round(self.idle_share, 6),
             "step_count": self.n_steps,
-            "mean_step_us": round(self.mean_step_ns / 1000, 3),
+            "mean_step_us": us(self.mean_step_ns),
+            "has_device": self.has_device,
             "thresholds": {"high": HIGH_THRESHOLD, "moderate": MODERATE_THRESHOLD},
+            "devices": [{"rank": r["rank"], "device": r["device"], "busy_share": round(r["busy_share"], 6)} for r in self.devices.iter_rows(named=True)],
+            "breakdown": {c: {"us": us(v), "share": round(v / total, 6)} for c, v in self.breakdown_ns.items()},
+            "idle_by_cause": {c: {"us": us(v), "share": round(v / total, 6)} for c, v in self.idle_by_cause_ns.items()},
             "steps": [
                 {
+                    "rank": r["rank"],
                     "step": r["step"],
                     "name": r["name"],
-                    "dur_us": round(r["dur_ns"] / 1000, 3),
-                    "input_wait_us": round(r["input_wait_ns"] / 1000, 3),
+                    "dur_us": us(r["dur_ns"]),
+                    "busy_share": round(r["busy_share"], 6),
+                    "input_wait_us": us(r["input_wait_ns"]),
                     "input_wait_share": round(r["input_wait_share"], 6),
                     "verdict": r["verdict"],
                     "warmup": r["warmup"],
+                    "breakdown": {c: us(r[f"{c}_ns"]) for c in BREAKDOWN},
                 }
                 for r in self.steps.iter_rows(named=True)
             ],
+            "recommendations": self.advice,
+            "top_kernels": _table_json(self.top_kernels),
+            "top_ops": _table_json(self.top_ops),
             "notes": self.notes,
-            "recommendations": self.recommendations,
         }
 
 
-class NoStepsError(ValueError):
-    pass
+def _table_json(df: pl.DataFrame) -> list[dict[str, Any]]:
+    """Rows of a table for JSON: ``*_ns`` columns become ``*_us``."""
+    out = []
+    for r in df.iter_rows(named=True):
+        row = {}
+        for k, v in r.items():
+            if k.endswith("_ns"):
+                row[k[:-3] + "_us"] = round(v / 1000, 3)
+            else:
+                row[k] = round(v, 6) if isinstance(v, float) else v
+        out.append(row)
+    return out
+
+
+def short_name(name: str, width: int = 60) -> str:
+    """A kernel or op name short enough for a table: no ``void``, no argument list."""
+    if name.startswith("void "):
+        name = name[5:]
+    cut = name.find("(")
+    if cut > 0:
+        name = name[:cut]
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def _top(events: pl.DataFrame, kinds: list[str], total_ns: int) -> pl.DataFrame:
+    df = events.filter(pl.col("kind").is_in(kinds))
+    if df.height == 0:
+        return pl.DataFrame(schema={"name": pl.String, "kind": pl.String, "count": pl.UInt32, "total_ns": pl.Int64, "mean_ns": pl.Float64, "share_of_step_time": pl.Float64})
+    return (
+        df.group_by("name")
+        .agg(pl.col("kind").first(), pl.len().alias("count"), pl.col("dur_ns").sum().alias("total_ns"), pl.col("dur_ns").mean().alias("mean_ns"))
+        .with_columns((pl.col("total_ns") / max(total_ns, 1)).alias("share_of_step_time"))
+        .sort("total_ns", descending=True)
+        .head(TOP_N)
+    )
+
+
+def _dataloader_evidence(run: Run, events: pl.DataFrame) -> str:
+    pipeline = run.meta.get("input_pipeline") or {}
+    if "num_workers" in pipeline:
+        return f" with num_workers={pipeline['num_workers']}"
+    names = events.filter(pl.col("name").str.contains(r"DataLoader\)#"))["name"].unique().to_list()
+    if any("_SingleProcessDataLoaderIter" in n for n in names):
+        return " with num_workers=0 (single-process DataLoader)"
+    if any("_MultiProcessingDataLoaderIter" in n for n in names):
+        return " with DataLoader workers"
+    return ""
+
+
+ADVICE = {
+    C.INPUT_WAIT: "raise DataLoader num_workers, set pin_memory=True and persistent_workers=True, prefetch (prefetch_factor; tf.data .prefetch), or move decoding/augmentation off the critical path",
+    C.H2D_COPY: "pin host memory (pin_memory=True) and copy with .to(device, non_blocking=True), or prefetch the next batch to the device on a side stream",
+    C.COLLECTIVE: "overlap communication with compute (DDP bucket_cap_mb, gradient accumulation), and look for a straggler rank",
+    C.SYNC: "remove host-device syncs from the loop (.item(), .cpu(), printing tensors, torch.cuda.synchronize); log metrics every N steps",
+    C.OPTIMIZER: "use a fused or foreach optimizer (fused=True / foreach=True) and keep Python work out of the step",
+    C.PROFILER: "reduce profiler overhead (record_shapes/with_stack off, shorter active windows)",
+    C.HOST_COMPUTE: "the host launches work too slowly for the device: fewer, larger kernels (torch.compile, CUDA graphs), a larger batch, or less Python per step",
+    C.NO_HOST: "nothing was traced on the host then: usually Python between ops; record with stacks (with_stack=True) to see it",
+}
 
 
 def analyze(run: Run) -> Report:
-    """Summarise a run's steps. Raises NoStepsError when the run recorded none."""
-    steps = step_table(run.events)
-    if steps.height == 0:
-        raise NoStepsError(f"{run.path}: no steps recorded (call prof.step() once per training step)")
+    """Analyse every rank of ``run``. Raises NoStepsError when it has no events at all."""
+    events = run.events
+    if events.height == 0:
+        raise NoStepsError(f"{run.path}: no events recorded")
     notes: list[str] = list(run.read_warnings)
     if not run.meta.get("complete", False):
         notes.append("the run did not finish cleanly: analysing what was flushed before it stopped")
-    steady = steps.filter(~pl.col("warmup"))
-    if steady.height < steps.height:
+    bad = events.filter(pl.col("dur_ns") < 0).height
+    if bad:
+        notes.append(f"{bad} slices with negative durations were ignored")
+        events = events.filter(pl.col("dur_ns") >= 0)
+    results: list[RankResult] = []
+    for (rank,), ev in events.group_by(["rank"], maintain_order=True):
+        results.append(analyze_rank(ev, int(rank)))
+    for r in results:
+        notes.extend(n if len(results) == 1 else f"rank {r.rank}: {n}" for n in r.notes)
+    steps = _finish_steps(pl.concat([r.steps for r in results]))
+    if steps["warmup"].any():
         notes.append("step 0 is treated as warm-up and left out of the summary")
+    steady = steps.filter(~pl.col("warmup"))
     total = int(steady["dur_ns"].sum())
-    share = float(steady["input_wait_ns"].sum()) / total if total > 0 else 0.0
+    share = float(steady["input_wait_ns"].sum()) / total if total else 0.0
+    busy = float(steady["busy_ns"].sum()) / total if total else 0.0
+    gaps = pl.concat([r.gaps for r in results]) if results else empty_gaps()
+    steady_keys = steady.select("rank", "step")
+    steady_gaps = gaps.join(steady_keys, on=["rank", "step"], how="semi")
+    n_devices = max(sum(max(r.devices.height, 1) for r in results) / max(len(results), 1), 1)
+    idle_by_cause = {c: int(steady_gaps[f"{c}_ns"].sum() / n_devices) for c in C.CAUSES}
+    breakdown_ns = {c: int(steady[f"{c}_ns"].sum()) for c in BREAKDOWN}
     verdict = verdict_for(share)
-    recs = []
-    if verdict != "none":
-        recs.append(
-            f"input wait is {share:.1%} of step time: the accelerator waits for data. "
-            "Load batches in parallel (DataLoader num_workers > 0, persistent_workers=True), "
-            "prefetch (prefetch_factor, tf.data prefetch), and pin host memory (pin_memory=True)."
+    n_steady = steady.height or 1
+    mean_step = float(steady["dur_ns"].mean()) if steady.height else float("nan")
+    advice = []
+    for cause, idle_ns in sorted(idle_by_cause.items(), key=lambda kv: -kv[1]):
+        cause_share = idle_ns / total if total else 0.0
+        if cause_share < RECOMMEND_SHARE:
+            continue
+        per_step = idle_ns / n_steady
+        evidence = f"{C.CAUSE_TEXT[cause]} idles the {'accelerator' if any(r.has_device for r in results) else 'compute thread'} {cause_share:.1%} of step time ({per_step / 1e6:.1f} ms per step)"
+        if cause == C.INPUT_WAIT:
+            evidence = f"input wait is {cause_share:.1%} of step time{_dataloader_evidence(run, events)}"
+        projected = mean_step - per_step
+        advice.append(
+            {
+                "cause": cause,
+                "evidence": evidence,
+                "action": ADVICE[cause],
+                "idle_share": round(cause_share, 6),
+                "projected_step_us": round(projected / 1000, 3),
+                "projected_speedup": round(mean_step / projected, 4) if projected > 0 else None,
+                "text": f"{evidence}: {ADVICE[cause]}. Expected: {mean_step / 1e6:.1f} -> {projected / 1e6:.1f} ms per step ({mean_step / projected:.2f}x) if this idle time goes."
+                if projected > 0 else f"{evidence}: {ADVICE[cause]}.",
+            }
         )
     return Report(
         run_name=run.name,
         steps=steps,
+        gaps=gaps,
+        devices=pl.concat([r.devices for r in results]),
+        streams=pl.concat([r.streams for r in results]),
         n_steps=steps.height,
-        mean_step_ns=float(steady["dur_ns"].mean()),
+        mean_step_ns=mean_step,
         input_wait_share=share,
+        busy_share=busy,
         verdict=verdict,
+        idle_by_cause_ns=idle_by_cause,
+        breakdown_ns=breakdown_ns,
+        top_kernels=_top(events, [S.KERNEL, S.MEMCPY, S.MEMSET], total),
+        top_ops=_top(events, [S.CPU_OP], total),
+        has_device=any(r.has_device for r in results),
         notes=notes,
-        recommendations=recs,
+        recommendations=[a["text"] for a in advice],
+        advice=advice,
     )
+
+
+def _finish_steps(steps: pl.DataFrame) -> pl.DataFrame:
+    """Add warm-up flags, shares and per-step verdicts to breakdown rows of any ranks.
+
+    Step 0 (``ProfilerStep#0``: worker start-up, lazy initialisation, allocator growth) is
+    warm-up when a rank has at least three steps; summaries leave it out.
+    """
+    steps = steps.sort("rank", "start_ns")
+    n_per_rank = steps.group_by("rank").len()["len"].max() if steps.height else 0
+    share = pl.col("input_wait_ns") / pl.col("dur_ns").clip(lower_bound=1)
+    return steps.with_columns(
+        warmup=(pl.col("name") == "ProfilerStep#0") & pl.lit((n_per_rank or 0) >= 3),
+        busy_share=pl.col("busy_ns") / pl.col("dur_ns").clip(lower_bound=1),
+        input_wait_share=share,
+        verdict=pl.when(share >= HIGH_THRESHOLD).then(pl.lit("high")).when(share >= MODERATE_THRESHOLD).then(pl.lit("moderate")).otherwise(pl.lit("none")),
+    )
+
+
+def step_table(events: pl.DataFrame) -> pl.DataFrame:
+    """One row per step of a single-rank events table, with its breakdown and verdict."""
+    return _finish_steps(analyze_rank(events, int(events["rank"][0]) if events.height else 0).steps)
+
+
+_GATE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|==|!=|>|<)\s*([-+0-9.eE]+)\s*$")
+
+
+def check_gates(doc: dict[str, Any], gates: list[str]) -> list[str]:
+    """The gates (``"input_wait_share>0.10"``) that ``doc`` crosses, as messages.
+
+    A metric is a dotted path into the ``analyze --json`` document, e.g. ``idle_share``,
+    ``mean_step_us`` or ``idle_by_cause.h2d_copy.share``. Raises ValueError for a gate
+    that does not parse or names no number.
+    """
+    crossed = []
+    ops = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal, "==": np.equal, "!=": np.not_equal}
+    for gate in gates:
+        m = _GATE.match(gate)
+        if not m:
+            raise ValueError(f"--fail-if {gate!r}: expected METRIC OP NUMBER, e.g. 'input_wait_share>0.10'")
+        path, op, value = m.group(1), m.group(2), float(m.group(3))
+        node: Any = doc
+        for part in path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise ValueError(f"--fail-if {gate!r}: no metric {path!r} in the analysis (see docs/cli.md)")
+            node = node[part]
+        if isinstance(node, bool) or not isinstance(node, (int, float)):
+            raise ValueError(f"--fail-if {gate!r}: {path!r} is not a number")
+        if ops[op](node, value):
+            crossed.append(f"{path} = {node:g} {op} {value:g}")
+    return crossed

@@ -16,6 +16,7 @@ from accelscope import __version__
 from accelscope.errors import AccelscopeError
 
 EXIT_USAGE = 2
+EXIT_GATE = 1
 
 
 def _fail(message: str) -> int:
@@ -27,26 +28,54 @@ def _print_report(report) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from accelscope.analysis import VERDICT_TEXT
+    from accelscope.analysis import VERDICT_TEXT, short_name
+    from accelscope.breakdown import BREAKDOWN
+    from accelscope.causes import CAUSE_TEXT
 
     console = Console()
     colour = {"high": "bold red", "moderate": "bold yellow", "none": "bold green"}[report.verdict]
-    console.print(f"[bold]{report.run_name}[/]: {report.n_steps} steps, mean step {report.mean_step_ns / 1e6:.1f} ms")
+    what = "accelerator" if report.has_device else "compute thread (no device activity recorded)"
+    console.print(f"[bold]{report.run_name}[/]: {report.n_steps} steps, mean step {report.mean_step_ns / 1e6:.1f} ms, {what} busy {report.busy_share:.1%}")
     console.print(f"input wait: [bold]{report.input_wait_share:.1%}[/] of step time -> [{colour}]{VERDICT_TEXT[report.verdict]}[/]")
-    steps = report.steps
-    table = Table(title="Steps" if steps.height <= 20 else "Steps (the 20 with the most input wait)")
-    for col in ("step", "duration ms", "input wait ms", "input wait %", "verdict"):
-        table.add_column(col, justify="right" if col != "verdict" else "left")
-    shown = steps if steps.height <= 20 else steps.sort("input_wait_ns", descending=True).head(20).sort("step")
-    for r in shown.iter_rows(named=True):
-        table.add_row(
-            f"{r['step']}{' (warm-up)' if r['warmup'] else ''}",
-            f"{r['dur_ns'] / 1e6:.2f}",
-            f"{r['input_wait_ns'] / 1e6:.2f}",
-            f"{r['input_wait_share']:.1%}",
-            r["verdict"],
-        )
+    total = report.steady_ns or 1
+
+    table = Table(title="Where step time went (each instant counted once, first category wins)")
+    table.add_column("category")
+    table.add_column("ms per step", justify="right")
+    table.add_column("share", justify="right")
+    n = max(report.steps.filter(~report.steps["warmup"]).height, 1)
+    for c in BREAKDOWN:
+        v = report.breakdown_ns[c]
+        if v:
+            table.add_row(c.replace("_", " "), f"{v / n / 1e6:.2f}", f"{v / total:.1%}")
     console.print(table)
+
+    idle = Table(title="Why the " + ("accelerator" if report.has_device else "compute thread") + " was idle")
+    idle.add_column("cause")
+    idle.add_column("ms per step", justify="right")
+    idle.add_column("share of step time", justify="right")
+    for c, v in sorted(report.idle_by_cause_ns.items(), key=lambda kv: -kv[1]):
+        if v:
+            idle.add_row(CAUSE_TEXT[c], f"{v / n / 1e6:.2f}", f"{v / total:.1%}")
+    console.print(idle)
+
+    steps = report.steps
+    title = "Steps" if steps.height <= 20 else "Steps (the 20 slowest)"
+    st = Table(title=title)
+    for col in ("rank", "step", "ms", "busy", "input wait", "verdict"):
+        st.add_column(col, justify="left" if col == "verdict" else "right")
+    shown = steps if steps.height <= 20 else steps.sort("dur_ns", descending=True).head(20).sort("rank", "start_ns")
+    for r in shown.iter_rows(named=True):
+        st.add_row(str(r["rank"]), f"{r['step']}{' (warm-up)' if r['warmup'] else ''}", f"{r['dur_ns'] / 1e6:.2f}",
+                   f"{r['busy_share']:.1%}", f"{r['input_wait_share']:.1%}", r["verdict"])
+    console.print(st)
+    if report.top_kernels.height:
+        tk = Table(title="Top device work")
+        for col in ("name", "count", "total ms", "mean us", "share of step time"):
+            tk.add_column(col, justify="left" if col == "name" else "right", no_wrap=True)
+        for r in report.top_kernels.head(10).iter_rows(named=True):
+            tk.add_row(short_name(r["name"]), str(r["count"]), f"{r['total_ns'] / 1e6:.2f}", f"{r['mean_ns'] / 1e3:.1f}", f"{r['share_of_step_time']:.1%}")
+        console.print(tk)
     for note in report.notes:
         console.print(f"note: {note}")
     for rec in report.recommendations:
@@ -79,12 +108,18 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from accelscope.analysis import analyze
 
+    from accelscope.analysis import check_gates
+
     report = analyze(_open(args.run))
+    doc = report.to_dict()
+    crossed = check_gates(doc, args.fail_if or [])
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps(doc, indent=2))
     else:
         _print_report(report)
-    return 0
+    for message in crossed:
+        print(f"accelscope: gate failed: {message}", file=sys.stderr)
+    return EXIT_GATE if crossed else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -164,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="report step time and input-wait share of a run")
     p.add_argument("run", help="run directory, or a trace file/directory (imported on the fly and cached)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--fail-if", nargs="+", metavar="GATE", help="exit 1 if any gate holds, e.g. 'input_wait_share>0.10' 'idle_share>0.30' (metrics: docs/cli.md)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("export", help="export a run to Chrome trace JSON (Perfetto, chrome://tracing)")

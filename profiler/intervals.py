@@ -22,9 +22,12 @@ def union(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return s[first], reach[last]
 
 
-def covered_within(starts: np.ndarray, ends: np.ndarray, win_starts: np.ndarray, win_ends: np.ndarray) -> np.ndarray:
-    """Length of the union of [starts, ends) inside each window [win_start, win_end)."""
-    s, e = union(starts, ends)
+def covered_within(starts: np.ndarray, ends: np.ndarray, win_starts: np.ndarray, win_ends: np.ndarray, merged: bool = False) -> np.ndarray:
+    """Length of the union of [starts, ends) inside each window [win_start, win_end).
+
+    ``merged=True`` says the intervals are already sorted and disjoint (from ``union``).
+    """
+    s, e = (np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)) if merged else union(starts, ends)
     win_starts = np.asarray(win_starts, dtype=np.int64)
     win_ends = np.asarray(win_ends, dtype=np.int64)
     if s.size == 0:
@@ -39,3 +42,38 @@ def covered_within(starts: np.ndarray, ends: np.ndarray, win_starts: np.ndarray,
         return prefix[kk] * (k >= 0) + partial
 
     return np.maximum(cumulative(win_ends) - cumulative(win_starts), 0)
+
+
+def complement(starts: np.ndarray, ends: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """The gaps of the union of [starts, ends) inside [lo, hi)."""
+    s, e = union(starts, ends)
+    keep = (e > lo) & (s < hi)
+    s, e = np.clip(s[keep], lo, hi), np.clip(e[keep], lo, hi)
+    gap_s = np.concatenate(([lo], e))
+    gap_e = np.concatenate((s, [hi]))
+    nonempty = gap_e > gap_s
+    return gap_s[nonempty], gap_e[nonempty]
+
+
+def split_at(starts: np.ndarray, ends: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split intervals at every cut point strictly inside them (cuts sorted)."""
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.asarray(ends, dtype=np.int64)
+    cuts = np.unique(np.asarray(cuts, dtype=np.int64))
+    lo = np.searchsorted(cuts, starts, side="right")
+    hi = np.searchsorted(cuts, ends, side="left")
+    n_cuts = np.maximum(hi - lo, 0)
+    if not n_cuts.any():
+        return starts, ends
+    reps = n_cuts + 1
+    out_s = np.repeat(starts, reps)
+    out_e = np.repeat(ends, reps)
+    # Piece k of interval i (k = 0..n_cuts[i]) runs from cut lo+k-1 (or start) to cut lo+k (or end).
+    first = np.repeat(np.cumsum(reps) - reps, reps)
+    k = np.arange(out_s.size) - first
+    base = np.repeat(lo, reps)
+    has_left = k > 0
+    has_right = k < np.repeat(n_cuts, reps)
+    out_s[has_left] = cuts[(base + k - 1)[has_left]]
+    out_e[has_right] = cuts[(base + k)[has_right]]
+    return out_s, out_e

@@ -40,10 +40,17 @@ def test_summary_leaves_out_the_warmup_step(tmp_path):
     assert report.verdict == "moderate"
     assert report.n_steps == 5 and report.mean_step_ns == 1000
     assert any("warm-up" in n for n in report.notes)
-    assert report.recommendations and "10.0%" in report.recommendations[0]
+    assert report.recommendations and "input wait is 10.0%" in report.recommendations[0]
 
 
-def test_run_without_steps_is_a_clear_error(tmp_path):
-    write_run(tmp_path / "r", _events([(0, 10, "cpu_op")]), None, {})
-    with pytest.raises(NoStepsError, match="no steps recorded"):
+def test_run_without_steps_falls_back_to_fixed_windows_and_says_so(tmp_path):
+    write_run(tmp_path / "r", _events([(0, 1000, "cpu_op"), (100, 200, "input_wait")]), None, {})
+    report = analyze(Run.open(tmp_path / "r"))
+    assert report.n_steps == 10 and any("no step markers" in n for n in report.notes)
+    assert int(report.steps["input_wait_ns"].sum()) == 200
+
+
+def test_run_without_events_is_a_clear_error(tmp_path):
+    write_run(tmp_path / "r", None, None, {})
+    with pytest.raises(NoStepsError, match="no events"):
         analyze(Run.open(tmp_path / "r"))

@@ -67,3 +67,17 @@ def test_dashboard_rejects_a_missing_run_before_serving(tmp_path):
 def test_demo_rejects_bad_options(tmp_path):
     proc = _cli("demo", "--steps", "0", "--no-serve", "--out-dir", str(tmp_path))
     assert proc.returncode == 2 and "--steps" in proc.stderr
+
+
+def test_fail_if_gates_exit_1_and_name_the_gate(recorded_run):
+    proc = _cli("analyze", str(recorded_run), "--json", "--fail-if", "input_wait_share>0.05", "mean_step_us>1e12")
+    assert proc.returncode == 1
+    assert "gate failed: input_wait_share" in proc.stderr and "mean_step_us" not in proc.stderr
+    assert json.loads(proc.stdout)["verdict"] in ("high", "moderate")
+    assert _cli("analyze", str(recorded_run), "--fail-if", "input_wait_share>0.99").returncode == 0
+
+
+@pytest.mark.parametrize("gate, message", [("input_wait_share>>1", "expected METRIC OP NUMBER"), ("nope>1", "no metric"), ("verdict>1", "not a number")])
+def test_bad_gates_are_usage_errors(recorded_run, gate, message):
+    proc = _cli("analyze", str(recorded_run), "--fail-if", gate)
+    assert proc.returncode == 2 and message in proc.stderr

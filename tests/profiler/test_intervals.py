@@ -28,3 +28,35 @@ def test_covered_within_matches_brute_force(ivs, win):
 def test_union_merges_overlapping_intervals():
     s, e = union(np.array([5, 0, 2, 10]), np.array([7, 3, 6, 12]))
     assert s.tolist() == [0, 10] and e.tolist() == [7, 12]
+
+
+@settings(max_examples=200, deadline=None)
+@given(intervals, st.integers(0, 600), st.integers(0, 600))
+def test_complement_is_exactly_the_uncovered_time(ivs, lo, length):
+    from accelscope.intervals import complement
+
+    s = np.array([a for a, _ in ivs], dtype=np.int64)
+    e = np.array([a + d for a, d in ivs], dtype=np.int64)
+    gs, ge = complement(s, e, lo, lo + length)
+    covered = set()
+    for a, d in ivs:
+        covered.update(range(a, a + d))
+    gaps = set()
+    for a, b in zip(gs.tolist(), ge.tolist()):
+        gaps.update(range(a, b))
+    assert gaps == set(range(lo, lo + length)) - covered
+    assert (ge > gs).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 500), st.integers(1, 100)), max_size=20), st.lists(st.integers(0, 600), max_size=10))
+def test_split_at_cuts_and_keeps_every_instant(ivs, cuts):
+    from accelscope.intervals import split_at
+
+    s = np.array([a for a, _ in ivs], dtype=np.int64)
+    e = np.array([a + d for a, d in ivs], dtype=np.int64)
+    ps, pe = split_at(s, e, np.array(sorted(cuts), dtype=np.int64))
+    assert int((pe - ps).sum()) == int((e - s).sum())
+    cutset = set(cuts)
+    for a, b in zip(ps.tolist(), pe.tolist()):
+        assert not any(a < c < b for c in cutset)

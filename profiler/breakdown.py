@@ -1,0 +1,224 @@
+"""Where each step's time went, and why the accelerator sat idle: tables in, tables out.
+
+For one rank's events:
+
+* ``step_windows``: one row per step (from ``step`` slices; fixed windows when there are none);
+* device busy time: the union of kernel, memcpy and memset slices (TPU ops are kernels),
+  per device and per stream, never a sum of durations;
+* ``gaps``: every idle interval of every device inside the steps, with a primary cause
+  and the time per cause, from what the host did during the gap (see causes.py);
+* a per-step breakdown whose categories sum to the step time.
+
+CPU-only ranks (no device slices) are analysed on their compute thread(s) instead: the
+host's own work plays the device's part. docs/analysis.md states every rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from accelscope import causes as C
+from accelscope.intervals import complement, covered_within, split_at, union
+from accelscope.traces import schema as S
+
+# Per-step categories, in priority order: each instant of a step counts once, for the
+# first category active then (the former TensorBoard plugin's rule, extended).
+KERNEL = "kernel"
+COMMUNICATION = "communication"
+MEMCPY = "memcpy"
+MEMSET = "memset"
+RUNTIME = "runtime"
+INPUT_WAIT = "input_wait"
+HOST_COMPUTE = "host_compute"
+OTHER_IDLE = "other_idle"
+BREAKDOWN = (KERNEL, COMMUNICATION, MEMCPY, MEMSET, RUNTIME, INPUT_WAIT, HOST_COMPUTE, OTHER_IDLE)
+DEVICE_CATEGORIES = (KERNEL, COMMUNICATION, MEMCPY, MEMSET)
+
+FALLBACK_WINDOWS = 10
+_STEP_NUMBER = r"#(\d+)$"
+
+
+@dataclass
+class RankResult:
+    rank: int
+    steps: pl.DataFrame
+    gaps: pl.DataFrame
+    devices: pl.DataFrame
+    streams: pl.DataFrame
+    has_device: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def _ends(df: pl.DataFrame) -> np.ndarray:
+    return (df["start_ns"] + df["dur_ns"]).to_numpy()
+
+
+def step_windows(events: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
+    """Host step slices of one rank as windows; fixed windows over the trace when there are none."""
+    notes: list[str] = []
+    steps = events.filter((pl.col("kind") == S.STEP) & (pl.col("device") == "cpu")).sort("start_ns")
+    if steps.height:
+        number = steps["name"].str.extract(_STEP_NUMBER).cast(pl.Int64, strict=False)
+        number = pl.Series(np.where(number.is_null().to_numpy(), np.arange(steps.height), number.fill_null(0).to_numpy()))
+        starts = steps["start_ns"].to_numpy()
+        ends = _ends(steps)
+        # Overlapping step slices (a nested or duplicated marker) would count time twice.
+        if steps.height > 1 and (starts[1:] < ends[:-1]).any():
+            notes.append("some step slices overlap; each is analysed as recorded, so overlapping time counts in both")
+        return pl.DataFrame({"step": number.cast(pl.Int64), "name": steps["name"], "start_ns": starts, "end_ns": ends}), notes
+    lo = int(events["start_ns"].min())
+    hi = int(_ends(events).max())
+    edges = np.linspace(lo, hi, FALLBACK_WINDOWS + 1).astype(np.int64)
+    notes.append(f"no step markers: analysed in {FALLBACK_WINDOWS} equal windows of {(hi - lo) / FALLBACK_WINDOWS / 1e6:.1f} ms instead (mark steps with prof.step() or ProfilerStep annotations)")
+    return pl.DataFrame({"step": np.arange(FALLBACK_WINDOWS, dtype=np.int64), "name": [f"window {i}" for i in range(FALLBACK_WINDOWS)], "start_ns": edges[:-1], "end_ns": edges[1:]}), notes
+
+
+def launch_threads(events: pl.DataFrame) -> pl.DataFrame:
+    """Host threads that drive the device: those that call the runtime, plus the training loop."""
+    host = events.filter(pl.col("device") == "cpu")
+    drivers = host.filter(pl.col("kind").is_in([S.RUNTIME, S.STEP, S.INPUT_WAIT])).select("pid", "tid").unique()
+    if drivers.height == 0:
+        drivers = host.select("pid", "tid").unique()
+    return drivers
+
+
+def _intervals(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    return df["start_ns"].to_numpy(), _ends(df)
+
+
+def _exclusive(layers: list[tuple[np.ndarray, np.ndarray]], win_s: np.ndarray, win_e: np.ndarray) -> list[np.ndarray]:
+    """Per window, the time each layer covers that no earlier layer covers."""
+    out = []
+    acc_s = np.empty(0, dtype=np.int64)
+    acc_e = np.empty(0, dtype=np.int64)
+    prev = np.zeros(win_s.shape, dtype=np.int64)
+    for s, e in layers:
+        acc_s, acc_e = union(np.concatenate((acc_s, s)), np.concatenate((acc_e, e)))
+        cov = covered_within(acc_s, acc_e, win_s, win_e, merged=True)
+        out.append(cov - prev)
+        prev = cov
+    return out
+
+
+def analyze_rank(events: pl.DataFrame, rank: int) -> RankResult:
+    """Steps, gaps and busy time of one rank's events."""
+    windows, notes = step_windows(events)
+    win_s = windows["start_ns"].to_numpy()
+    win_e = windows["end_ns"].to_numpy()
+    dur = win_e - win_s
+
+    device_ev = events.filter(pl.col("kind").is_in(list(S.DEVICE_KINDS)) & (pl.col("device") != "cpu"))
+    has_device = device_ev.height > 0
+    drivers = launch_threads(events)
+    host = events.filter(pl.col("device") == "cpu").with_columns(cause=C.host_cause_expr())
+    host = host.filter(pl.col("cause").is_not_null())
+    on_drivers = host.join(drivers, on=["pid", "tid"], how="semi")
+    inputs = host.filter(pl.col("cause") == C.INPUT_WAIT)
+
+    # -- per-step breakdown ------------------------------------------------------------------
+    comm = C.is_comm_kernel()
+    kernel = device_ev.filter((pl.col("kind") == S.KERNEL) & ~comm)
+    communication = device_ev.filter((pl.col("kind") == S.KERNEL) & comm)
+    layers = {
+        KERNEL: _intervals(kernel),
+        COMMUNICATION: _intervals(communication),
+        MEMCPY: _intervals(device_ev.filter(pl.col("kind") == S.MEMCPY)),
+        MEMSET: _intervals(device_ev.filter(pl.col("kind") == S.MEMSET)),
+        RUNTIME: _intervals(on_drivers.filter(pl.col("kind") == S.RUNTIME)),
+        INPUT_WAIT: _intervals(inputs),
+        HOST_COMPUTE: _intervals(on_drivers.filter(pl.col("cause") != C.INPUT_WAIT)),
+    }
+    if has_device:
+        excl = dict(zip(layers, _exclusive(list(layers.values()), win_s, win_e)))
+        excl[OTHER_IDLE] = dur - sum(excl.values())
+        busy = sum(excl[c] for c in DEVICE_CATEGORIES)
+    else:
+        # CPU-only: the training thread computes whenever it is not waiting (for input, a
+        # collective or a sync); light-mode runs record no ops, so absence is not idleness.
+        waits = _exclusive([layers[INPUT_WAIT], _intervals(on_drivers.filter(pl.col("cause").is_in([C.COLLECTIVE, C.SYNC])))], win_s, win_e)
+        excl = {c: np.zeros(win_s.shape, dtype=np.int64) for c in BREAKDOWN}
+        excl[INPUT_WAIT] = waits[0]
+        excl[OTHER_IDLE] = waits[1]
+        excl[HOST_COMPUTE] = dur - waits[0] - waits[1]
+        busy = excl[HOST_COMPUTE]
+    steps = windows.with_columns(
+        pl.Series("rank", np.full(windows.height, rank, dtype=np.int32)),
+        pl.Series("dur_ns", dur),
+        *[pl.Series(f"{c}_ns", excl[c].astype(np.int64)) for c in BREAKDOWN],
+        pl.Series("busy_ns", busy.astype(np.int64)),
+    )
+
+    # -- idle gaps and their causes ------------------------------------------------------------
+    if has_device:
+        idle_targets = [(dev, _intervals(g)) for (dev,), g in device_ev.group_by(["device"], maintain_order=True)]
+        cause_layers = [_intervals(inputs)] + [_intervals(on_drivers.filter(pl.col("cause") == c)) for c in C.CAUSES[1:-1]]
+    else:
+        # Idle = waiting: the busy time is everything else in the steps.
+        waiting = on_drivers.filter(pl.col("cause").is_in([C.COLLECTIVE, C.SYNC]))
+        ws, we = union(*[np.concatenate(x) for x in zip(_intervals(inputs), _intervals(waiting))])
+        busy_s, busy_e = [], []
+        for lo, hi in zip(win_s.tolist(), win_e.tolist()):
+            s_, e_ = complement(ws, we, lo, hi)
+            busy_s.append(s_)
+            busy_e.append(e_)
+        idle_targets = [("cpu", (np.concatenate(busy_s) if busy_s else np.empty(0, np.int64), np.concatenate(busy_e) if busy_e else np.empty(0, np.int64)))]
+        cause_layers = [_intervals(inputs)] + [_intervals(on_drivers.filter(pl.col("cause") == c)) for c in C.CAUSES[1:-1]]
+    gap_frames = []
+    for device, (bs, be) in idle_targets:
+        gs_list, ge_list = [], []
+        for lo, hi in zip(win_s.tolist(), win_e.tolist()):
+            s, e = complement(bs, be, lo, hi)
+            gs_list.append(s)
+            ge_list.append(e)
+        gs = np.concatenate(gs_list) if gs_list else np.empty(0, np.int64)
+        ge = np.concatenate(ge_list) if ge_list else np.empty(0, np.int64)
+        gs, ge = split_at(gs, ge, np.concatenate((win_s, win_e)))
+        if gs.size == 0:
+            continue
+        step_idx = np.searchsorted(win_s, gs, side="right") - 1
+        per_cause = _exclusive(cause_layers, gs, ge)
+        by_cause = np.vstack(per_cause + [(ge - gs) - sum(per_cause)])
+        primary = np.asarray(C.CAUSES)[np.argmax(by_cause, axis=0)]
+        gap_frames.append(
+            pl.DataFrame(
+                {
+                    "rank": np.full(gs.size, rank, dtype=np.int32),
+                    "device": [device] * gs.size,
+                    "step": windows["step"].to_numpy()[np.clip(step_idx, 0, None)],
+                    "start_ns": gs,
+                    "end_ns": ge,
+                    "dur_ns": ge - gs,
+                    "cause": primary,
+                    **{f"{c}_ns": by_cause[i].astype(np.int64) for i, c in enumerate(C.CAUSES)},
+                }
+            )
+        )
+    gaps = pl.concat(gap_frames) if gap_frames else empty_gaps()
+
+    # -- busy per device and per stream --------------------------------------------------------
+    total = int(dur.sum())
+    dev_rows, stream_rows = [], []
+    if has_device:
+        for (dev,), g in device_ev.group_by(["device"], maintain_order=True):
+            b = int(covered_within(*_intervals(g), win_s, win_e).sum())
+            dev_rows.append({"rank": rank, "device": dev, "busy_ns": b, "busy_share": b / total if total else 0.0})
+            for (stream,), gs_ in g.group_by(["stream"], maintain_order=True):
+                bs_ = int(covered_within(*_intervals(gs_), win_s, win_e).sum())
+                stream_rows.append({"rank": rank, "device": dev, "stream": stream, "busy_ns": bs_, "busy_share": bs_ / total if total else 0.0})
+    else:
+        b = int(busy.sum())
+        dev_rows.append({"rank": rank, "device": "cpu", "busy_ns": b, "busy_share": b / total if total else 0.0})
+    devices = pl.DataFrame(dev_rows, schema={"rank": pl.Int32, "device": pl.String, "busy_ns": pl.Int64, "busy_share": pl.Float64})
+    streams = pl.DataFrame(stream_rows, schema={"rank": pl.Int32, "device": pl.String, "stream": pl.Int64, "busy_ns": pl.Int64, "busy_share": pl.Float64})
+    if not has_device:
+        notes.append("no device activity recorded: analysed the training thread instead (busy whenever it is not waiting for input, a collective or a sync)")
+    return RankResult(rank, steps, gaps, devices.sort("device"), streams.sort("device", "stream"), has_device, notes)
+
+
+def empty_gaps() -> pl.DataFrame:
+    schema = {"rank": pl.Int32, "device": pl.String, "step": pl.Int64, "start_ns": pl.Int64, "end_ns": pl.Int64, "dur_ns": pl.Int64, "cause": pl.String}
+    schema.update({f"{c}_ns": pl.Int64 for c in C.CAUSES})
+    return pl.DataFrame(schema=schema)
