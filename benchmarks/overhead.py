@@ -1,7 +1,7 @@
 """Overhead of accelscope on a CPU training loop with ~10 ms steps.
 
 Runs the same loop bare, under accelscope light mode (host sampling, step and input
-timing), under full mode (plus torch.profiler windows), and under bare torch.profiler
+timing, live analysis), the same without live analysis, under full mode (plus torch.profiler windows), and under bare torch.profiler
 with the same schedule; rounds are interleaved so machine noise hits every variant
 alike. Prints the median per-step time of each and the ratios. Targets: light <= 1.02x
 bare; full <= 1.10x bare torch.profiler.
@@ -66,10 +66,10 @@ def run_bare(data, step, steps, out):
     return (time.perf_counter() - t) / steps
 
 
-def run_accelscope(mode):
+def run_accelscope(mode, live=True):
     def run(data, step, steps, out):
         t = time.perf_counter()
-        with accelscope.profile(out / f"{mode}-{time.perf_counter_ns()}", mode=mode, schedule=SCHEDULE) as prof:
+        with accelscope.profile(out / f"{mode}-{time.perf_counter_ns()}", mode=mode, schedule=SCHEDULE, live=live) as prof:
             for x, y in prof.iter(batches(data, steps)):
                 step(x, y)
                 prof.step()
@@ -107,6 +107,7 @@ def main() -> None:
     variants = {
         "bare": run_bare,
         "light": run_accelscope("light"),
+        "light, no live": run_accelscope("light", live=False),
         "full": run_accelscope("full"),
         "torch.profiler": run_torch_profiler,
     }
@@ -124,6 +125,7 @@ def main() -> None:
     for k, v in med.items():
         print(f"  {k:15s} median step {v * 1e3:7.3f} ms")
     print(f"  light / bare            = {med['light'] / med['bare']:.4f}   (target <= 1.02)")
+    print(f"  light / light, no live  = {med['light'] / med['light, no live']:.4f}   (live analyzer; target <= 1.01)")
     print(f"  full  / bare            = {med['full'] / med['bare']:.4f}")
     print(f"  full  / torch.profiler  = {med['full'] / med['torch.profiler']:.4f}   (target <= 1.10)")
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar
 from accelscope import __version__
 from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable
 from accelscope.collectors.host import HostSampler
+from accelscope.live import StepRecord
 from accelscope.schedule import Schedule
 from accelscope.traces import schema as S
 from accelscope.traces.run import RunWriter, unique_run_dir
@@ -92,6 +93,7 @@ class Profiler:
         flush_interval_s: float = 1.0,
         rank: int | None = None,
         collectors: Iterable[Collector] = (),
+        live: bool = True,
     ):
         if mode not in ("full", "light"):
             raise ValueError(f"mode must be 'full' or 'light', got {mode!r}")
@@ -110,6 +112,9 @@ class Profiler:
         self.run_dir: Path | None = None
         self.steps = 0
         self._extra_collectors = list(collectors)
+        self.live = live
+        self._live = None
+        self._step_wait_ns = 0
         self._collectors: list[Collector] = []
         self._step_collectors: list[Collector] = []
         self._writer: RunWriter | None = None
@@ -148,6 +153,11 @@ class Profiler:
             self._writer = None
             return self
         self._writer.set_thread_name(self.pid, threading.get_native_id(), f"{threading.current_thread().name} (training)")
+        if self.live:
+            from accelscope.live import LiveAnalyzer
+
+            self._live = LiveAnalyzer(self.run_dir)
+            self._writer.counter_listener = self._live.on_counter
         ctx = CollectorContext(self._writer, self.now_ns, self.pid, self.rank, self._report_failure)
         candidates: list[Collector] = [HostSampler(self.host_interval_s)]
         if self.mode == "full" and framework == "torch":
@@ -223,6 +233,8 @@ class Profiler:
                 collector.stop()
             except Exception as exc:
                 self._drop(collector, f"failed to stop: {type(exc).__name__}: {exc}")
+        if self._live is not None:
+            self._live.close()
         final: dict[str, Any] = {"end_ns": self.now_ns(), "steps": self.steps}
         if error:
             final["training_error"] = error
@@ -272,6 +284,9 @@ class Profiler:
         self._record(S.STEP, S.step_name(index), start, now)
         self.steps = index + 1
         self._step_start_ns = now
+        if self._live is not None:
+            self._live.on_step(StepRecord(index, start, now, self._step_wait_ns))
+        self._step_wait_ns = 0
         for collector in self._step_collectors:
             try:
                 collector.on_step(index)
@@ -281,6 +296,7 @@ class Profiler:
     def iter(self, iterable: Iterable[T]) -> Iterator[T]:
         """Iterate ``iterable``, recording every wait for the next item as an input wait."""
         label = f"next({type(iterable).__name__})"
+        self._note_input_pipeline(iterable)
         it = iter(iterable)
         while True:
             t0 = self.now_ns()
@@ -293,8 +309,21 @@ class Profiler:
                     self._record(S.INPUT_WAIT, label + " [exhausted]", t0, self.now_ns())
                 return
             if self._active:
-                self._record(S.INPUT_WAIT, label, t0, self.now_ns())
+                t1 = self.now_ns()
+                self._record(S.INPUT_WAIT, label, t0, t1)
+                self._step_wait_ns += t1 - t0
             yield item
+
+    def _note_input_pipeline(self, iterable: object) -> None:
+        """Record a DataLoader's settings, the evidence behind input-wait advice."""
+        if self._writer is None or not hasattr(iterable, "num_workers"):
+            return
+        info: dict[str, Any] = {"type": type(iterable).__name__}
+        for attr in ("num_workers", "batch_size", "pin_memory", "prefetch_factor", "persistent_workers"):
+            value = getattr(iterable, attr, None)
+            if isinstance(value, (int, float, bool, str)) or value is None:
+                info[attr] = value
+        self._writer.update_meta(input_pipeline=info)
 
     def region(self, name: str) -> Region:
         """A named span, as a context manager or a decorator."""
@@ -311,13 +340,15 @@ def profile(
     flush_interval_s: float = 1.0,
     rank: int | None = None,
     collectors: Iterable[Collector] = (),
+    live: bool = True,
 ) -> Profiler:
     """Profile a training loop into the run directory ``out_dir``.
 
     ``mode="light"`` records host metrics, steps and input waits only; ``"full"`` adds the
     framework's op/kernel trace in the windows ``schedule`` picks. ``out_dir`` is never
     overwritten: if it already holds a run, ``out_dir.1`` (``.2``, ...) is used and
-    ``prof.run_dir`` says which.
+    ``prof.run_dir`` says which. ``live=True`` flags input-bound steps while training
+    runs (a log line, and ``RUN/live.json`` for the dashboard).
     """
     return Profiler(
         out_dir,
@@ -328,4 +359,5 @@ def profile(
         flush_interval_s=flush_interval_s,
         rank=rank,
         collectors=collectors,
+        live=live,
     )

@@ -92,6 +92,8 @@ class RunWriter:
             **meta,
         }
         self.flush_interval_s = flush_interval_s
+        #: Called with (name, device, time_ns, value) for every sample (live analysis).
+        self.counter_listener = None
         self._rows: dict[str, collections.deque] = {name: collections.deque() for name in TABLES}
         self._tables: dict[str, collections.deque] = {name: collections.deque() for name in TABLES}
         self._part = {name: 0 for name in TABLES}
@@ -113,6 +115,8 @@ class RunWriter:
     def add_counter(self, row: tuple) -> None:
         """Queue one sample, a tuple in COUNTER_COLUMNS order."""
         self._rows["counters"].append(row)
+        if self.counter_listener is not None:
+            self.counter_listener(row[0], row[1], row[2], row[3])
 
     def add_table(self, name: str, table: pa.Table) -> None:
         """Queue a whole Arrow table (for collectors that produce columns in bulk)."""

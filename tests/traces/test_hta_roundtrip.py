@@ -21,9 +21,16 @@ from accelscope.traces.importer import import_traces  # noqa: E402
 from accelscope.traces.run import Run  # noqa: E402
 
 NW0 = "traces/kineto/tb_plugin/samples/resnet50_num_workers_0/worker0.1623143089861.pt.trace.json.gz"
+NS = "traces/HolisticTraceAnalysis/tests/data/ns_resolution_trace/rank-0.Apr_03_18_51_38.1102.pt.trace.json.gz"
 SMALL = "traces/kineto/_history/00a807b7/docs/traces/before_fix_trace.json"
 PCT = ("idle_time_pctg", "compute_time_pctg", "non_compute_time_pctg")
 TIMES = ("idle_time(us)", "compute_time(us)", "non_compute_time(us)", "kernel_time(us)")
+NS_XFAIL = pytest.mark.xfail(
+    strict=True,
+    reason="the export (1) adds args.stream/device to gpu_user_annotation slices, which HTA then counts as GPU work "
+    "(idle 1.53 % vs 2.63 %), and (2) writes ts relative to baseTimeNanoseconds, so HTA's ceil/floor of float "
+    "microseconds rounds differently from the absolute float it reads in the original (2.94 % with (1) fixed)",
+)
 
 
 def hta_analysis(trace_dir: Path):
@@ -39,30 +46,39 @@ def hta_analysis(trace_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def nw0_both(shared_dir, tmp_path_factory):
-    """HTA's temporal breakdown of the original nw0 trace and of our export of it."""
-    tmp = tmp_path_factory.mktemp("hta_roundtrip")
-    original = tmp / "original"
-    original.mkdir()
-    (original / "rank-0.json.gz").symlink_to(shared_dir / NW0)
-    run = Run.open(import_traces([shared_dir / NW0], tmp / "run", progress=False))
-    exported = export_chrome_trace(run, tmp / "exported" / "rank-0.json")
-    breakdowns = {}
-    for label, trace_dir in (("original", original), ("exported", exported.parent)):
-        analysis = hta_analysis(trace_dir)
-        breakdowns[label] = (sorted(analysis.t.traces), analysis.get_temporal_breakdown(visualize=False))
-    return breakdowns
+def breakdowns(shared_dir, tmp_path_factory):
+    """trace -> {"original"|"exported": (HTA's ranks, HTA's temporal breakdown)}, computed once."""
+    cache: dict[str, dict] = {}
+
+    def get(trace: str) -> dict:
+        if trace not in cache:
+            src = shared_dir / trace
+            tmp = tmp_path_factory.mktemp("hta_roundtrip")
+            original = tmp / "original"
+            original.mkdir()
+            (original / src.name).symlink_to(src)
+            run = Run.open(import_traces([src], tmp / "run", progress=False))
+            exported = export_chrome_trace(run, tmp / "exported" / "rank-0.json")
+            cache[trace] = {}
+            for label, trace_dir in (("original", original), ("exported", exported.parent)):
+                analysis = hta_analysis(trace_dir)
+                cache[trace][label] = (sorted(analysis.t.traces), analysis.get_temporal_breakdown(visualize=False))
+        return cache[trace]
+
+    return get
 
 
-def test_hta_reads_the_original_as_documented(nw0_both):
-    ranks, df = nw0_both["original"]
+def test_hta_reads_the_original_as_documented(breakdowns):
+    ranks, df = breakdowns(NW0)["original"]
     assert ranks == [0]
     assert df["idle_time_pctg"].iloc[0] == pytest.approx(39.43, abs=0.01), "HTA's idle share of nw0 differs from shared/README.md: another HTA version?"
 
 
-def test_temporal_breakdown_survives_import_and_export(nw0_both):
-    ranks, ours = nw0_both["exported"]
-    _, theirs = nw0_both["original"]
+@pytest.mark.parametrize("trace", [pytest.param(NW0, id="nw0"), pytest.param(NS, id="ns_resolution", marks=NS_XFAIL)])
+def test_temporal_breakdown_survives_import_and_export(breakdowns, trace):
+    both = breakdowns(trace)
+    ranks, ours = both["exported"]
+    _, theirs = both["original"]
     assert ranks == [0]
     for col in PCT:
         assert ours[col].iloc[0] == pytest.approx(theirs[col].iloc[0], abs=0.1), f"{col}: export {ours[col].iloc[0]} vs original {theirs[col].iloc[0]}"
