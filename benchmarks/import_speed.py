@@ -3,9 +3,9 @@
 Cases (all measured in this one run, rounds interleaved so machine noise hits each alike):
 
 * nw0: the ResNet-50 ``num_workers=0`` trace from the PyTorch TensorBoard plugin samples
-  (75.7k events, 35 MB of JSON);
+  (75.7k events, 34 MiB of JSON);
 * 3 ranks: a directory of the three larger HTA test traces, as ``rank-0/1/2.json.gz``
-  (434k events, 95 MB of JSON). Both tools take a file's rank from its contents
+  (394k events, 90 MiB of JSON). Both tools take a file's rank from its contents
   (``distributedInfo.rank``; HTA from the first ``"rank": N`` in the text), and two of
   the three files say rank 0, so the copies differ from the originals in that one
   number, else HTA silently keeps one of the two and accelscope refuses the duplicate;

@@ -2,9 +2,15 @@
 
 Slices become ``X`` events, counters ``C`` events, process and thread names ``M``
 events, and launch->device-work links ``ac2g`` flow events where the correlation id is
-known. Timestamps are microseconds relative to ``baseTimeNanoseconds``, as Kineto
-writes them, so precision survives the float. A versioned ``otherData.accelscope``
-block records where the file came from.
+known. Timestamps are absolute microseconds written as exact decimal text from the
+integer nanoseconds (``1623142623460016.128``), so no precision is lost to a float and
+tools that round floats (HTA) see the same numbers as in the original trace. A
+versioned ``otherData.accelscope`` block records where the file came from, and each
+slice's args carry ``accelscope_kind``/``accelscope_device`` so that re-importing an
+export gives back the same events.
+
+A run with several ranks exports to one file (Perfetto) or, given a directory, to one
+``rank-N.json[.gz]`` per rank (HTA reads one file per rank).
 """
 
 from __future__ import annotations
@@ -15,17 +21,19 @@ import os
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+import msgspec
 import polars as pl
 
 from accelscope.traces import schema as S
 from accelscope.traces.run import Run
 
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 DEVICE_PID_PER_RANK = 1_000_000
 KIND_CATEGORY = {
     S.KERNEL: "kernel",
     S.MEMCPY: "gpu_memcpy",
     S.MEMSET: "gpu_memset",
+    S.SYNC: "cuda_sync",
     S.CPU_OP: "cpu_op",
     S.RUNTIME: "cuda_runtime",
     S.PYTHON: "python_function",
@@ -34,6 +42,11 @@ KIND_CATEGORY = {
     S.ANNOTATION: "user_annotation",
     S.OTHER: "other",
 }
+# Device slices that run on a stream (annotations on a device lane do not: HTA would
+# count them as GPU work).
+STREAM_KINDS = frozenset({S.KERNEL, S.MEMCPY, S.MEMSET, S.SYNC})
+
+_encode = msgspec.json.Encoder().encode
 
 
 def _device_index(device: str) -> int | None:
@@ -41,22 +54,36 @@ def _device_index(device: str) -> int | None:
     return int(index) if head != "cpu" and index.isdigit() else None
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))
+def _us(ns: int) -> msgspec.Raw:
+    """Exact microseconds as JSON number text: integer µs, or µs with three decimals."""
+    whole, frac = divmod(ns, 1000)
+    return msgspec.Raw(f"{whole}".encode() if frac == 0 else f"{whole}.{frac:03d}".encode())
 
 
-def iter_trace_events(run: Run, base_ns: int) -> Iterator[str]:
-    """Yield the JSON text of every trace event of ``run``, one event per string."""
-    ev = run.events.sort("start_ns")
+def _args(raw: str | None, extra: dict[str, Any]) -> msgspec.Raw:
+    """The slice's own args object with ``extra`` keys appended, without re-parsing it."""
+    added = _encode(extra)
+    if not raw or raw == "{}":
+        return msgspec.Raw(added)
+    raw = raw.strip()
+    if not raw.startswith("{"):  # not an object: keep it under a key
+        return msgspec.Raw(_encode({**extra, "value": msgspec.Raw(raw.encode())}))
+    return msgspec.Raw(raw[:-1].encode() + b"," + added[1:])
+
+
+def iter_trace_events(run: Run, events: pl.DataFrame | None = None, counters: pl.DataFrame | None = None) -> Iterator[bytes]:
+    """Yield the JSON text of every trace event of ``run`` (or of the given subsets)."""
+    ev = (run.events if events is None else events).sort("start_ns")
     host_pid = int(run.meta.get("pid") or 0)
-    multi_rank = len(run.meta.get("ranks") or [0]) > 1
-    threads_seen: set[tuple[int, int]] = set()
+    multi_rank = ev["rank"].n_unique() > 1 if ev.height else False
     names = run.thread_names()
+    threads_seen: set[tuple[int, int]] = set()
+    pids_named: set[int] = set()
     for (pid, tid), name in names.items():
         threads_seen.add((pid, tid))
-        yield _dumps({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": name}})
-    pids_named: set[int] = set()
+        yield _encode({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": name}})
     for row in ev.iter_rows(named=True):
+        kind = row["kind"]
         dev_index = _device_index(row["device"])
         on_device = dev_index is not None
         pid = dev_index if on_device else (row["pid"] if row["pid"] is not None else host_pid)
@@ -65,50 +92,44 @@ def iter_trace_events(run: Run, base_ns: int) -> Iterator[str]:
         tid = (row["stream"] if row["stream"] is not None else 0) if on_device else (row["tid"] if row["tid"] is not None else 0)
         if pid not in pids_named:
             pids_named.add(pid)
-            label = f"{row['device'].upper()}" if on_device else f"host (rank {row['rank']})"
-            yield _dumps({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": label}})
+            label = row["device"].upper() if on_device else f"host (rank {row['rank']})"
+            yield _encode({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": label}})
         if (pid, tid) not in threads_seen:
             threads_seen.add((pid, tid))
-            tname = f"stream {tid}" if on_device else f"thread {tid}"
-            yield _dumps({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": tname}})
-        args = json.loads(row["args"]) if row["args"] else {}
-        if on_device:
-            args["device"] = dev_index
-            args["stream"] = tid
+            yield _encode({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": f"stream {tid}" if on_device else f"thread {tid}"}})
+        extra: dict[str, Any] = {}
+        if on_device and kind in STREAM_KINDS:
+            extra["device"] = dev_index
+            extra["stream"] = tid
         if row["correlation_id"] is not None:
-            args["correlation"] = row["correlation_id"]
-        args["accelscope_kind"] = row["kind"]
-        args["accelscope_device"] = row["device"]
+            extra["correlation"] = row["correlation_id"]
+        extra["accelscope_kind"] = kind
+        extra["accelscope_device"] = row["device"]
         if multi_rank:
-            args["accelscope_rank"] = row["rank"]
-        cat = KIND_CATEGORY.get(row["kind"], "other")
-        if on_device and row["kind"] == S.ANNOTATION:
+            extra["accelscope_rank"] = row["rank"]
+        cat = KIND_CATEGORY.get(kind, "other")
+        if on_device and kind == S.ANNOTATION:
             cat = "gpu_user_annotation"
-        ts_us = (row["start_ns"] - base_ns) / 1000.0
-        yield _dumps({"ph": "X", "cat": cat, "name": row["name"], "pid": pid, "tid": tid, "ts": ts_us, "dur": row["dur_ns"] / 1000.0, "args": args})
-        if row["correlation_id"] is not None and (row["kind"] == S.RUNTIME or on_device):
-            flow = {"ph": "s" if not on_device else "f", "id": row["correlation_id"], "pid": pid, "tid": tid, "ts": ts_us, "cat": "ac2g", "name": "ac2g"}
+        ts = _us(row["start_ns"])
+        yield _encode({"ph": "X", "cat": cat, "name": row["name"], "pid": pid, "tid": tid, "ts": ts, "dur": _us(row["dur_ns"]), "args": _args(row["args"], extra)})
+        if row["correlation_id"] is not None and (kind == S.RUNTIME or (on_device and kind in STREAM_KINDS)):
+            flow = {"ph": "f" if on_device else "s", "id": row["correlation_id"], "pid": pid, "tid": tid, "ts": ts, "cat": "ac2g", "name": "ac2g"}
             if on_device:
                 flow["bp"] = "e"
-            yield _dumps(flow)
-    counters = run.counters.sort("time_ns")
-    for row in counters.iter_rows(named=True):
+            yield _encode(flow)
+    cs = run.counters if counters is None else counters
+    for row in cs.sort("time_ns").iter_rows(named=True):
         if row["value"] is None:
             continue
         dev_index = _device_index(row["device"])
         pid = dev_index if dev_index is not None else host_pid
-        yield _dumps({"ph": "C", "name": row["name"], "pid": pid, "tid": 0, "ts": (row["time_ns"] - base_ns) / 1000.0, "args": {row["name"]: row["value"]}})
+        yield _encode({"ph": "C", "name": row["name"], "pid": pid, "tid": 0, "ts": _us(row["time_ns"]), "args": {row["name"]: row["value"]}})
 
 
-def export_chrome_trace(run: Run, out: str | os.PathLike[str]) -> Path:
-    """Write ``run`` as Chrome trace JSON; gzip-compressed when ``out`` ends in ``.gz``."""
-    out = Path(out)
-    starts = [t for t in (run.events["start_ns"].min() if run.events.height else None, run.counters["time_ns"].min() if run.counters.height else None) if t is not None]
-    base_ns = (min(starts) // 1_000_000_000) * 1_000_000_000 if starts else 0
-    header = {
+def _header(run: Run, ranks: list[int]) -> dict[str, Any]:
+    header: dict[str, Any] = {
         "schemaVersion": 1,
         "displayTimeUnit": "ms",
-        "baseTimeNanoseconds": base_ns,
         "deviceProperties": run.meta.get("device_properties", []),
         "otherData": {
             "accelscope": {
@@ -117,28 +138,50 @@ def export_chrome_trace(run: Run, out: str | os.PathLike[str]) -> Path:
                 "run": run.name,
                 "clock": run.meta.get("clock"),
                 "framework": run.meta.get("framework"),
+                "ranks": ranks,
             }
         },
     }
-    ranks = run.meta.get("ranks") or [0]
     if len(ranks) == 1:
         header["distributedInfo"] = {"rank": ranks[0]}
+    return header
+
+
+def _write_file(run: Run, out: Path, ranks: list[int], events: pl.DataFrame, counters: pl.DataFrame) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    opener = gzip.open if out.suffix == ".gz" else open
-    with opener(tmp, "wt", encoding="utf-8") as fh:
-        _write(fh, header, iter_trace_events(run, base_ns))
+    opener = gzip.open if out.name.endswith(".gz") else open
+    with opener(tmp, "wb") as fh:
+        _write(fh, _header(run, ranks), iter_trace_events(run, events, counters))
     os.replace(tmp, out)
     return out
 
 
-def _write(fh: IO[str], header: dict[str, Any], events: Iterator[str]) -> None:
-    head = _dumps(header)
-    fh.write(head[:-1] + ',"traceEvents":[\n')
+def export_chrome_trace(run: Run, out: str | os.PathLike[str]) -> Path:
+    """Write ``run`` as one Chrome trace JSON file; gzip-compressed when ``out`` ends in ``.gz``."""
+    ranks = sorted(run.events["rank"].unique().to_list()) if run.events.height else (run.meta.get("ranks") or [0])
+    return _write_file(run, Path(out), ranks, run.events, run.counters)
+
+
+def export_per_rank(run: Run, directory: str | os.PathLike[str], gz: bool = True) -> list[Path]:
+    """Write one ``rank-N.json[.gz]`` per rank into ``directory`` (what HTA loads)."""
+    directory = Path(directory)
+    ranks = sorted(run.events["rank"].unique().to_list()) if run.events.height else (run.meta.get("ranks") or [0])
+    suffix = ".json.gz" if gz else ".json"
+    return [
+        _write_file(run, directory / f"rank-{r}{suffix}", [r], run.events.filter(pl.col("rank") == r), run.counters.filter(pl.col("rank") == r))
+        for r in ranks
+    ]
+
+
+def _write(fh: IO[bytes], header: dict[str, Any], events: Iterator[bytes]) -> None:
+    # Default separators (", ", ": "): HTA finds the rank with the pattern '"rank": N'.
+    head = json.dumps(header).encode()
+    fh.write(head[:-1] + b', "traceEvents": [\n')
     first = True
     for text in events:
         if not first:
-            fh.write(",\n")
+            fh.write(b",\n")
         fh.write(text)
         first = False
-    fh.write("\n]}\n")
+    fh.write(b"\n]}\n")

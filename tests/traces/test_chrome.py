@@ -17,10 +17,12 @@ def test_recorded_run_exports_every_slice_and_counter(recorded_run, tmp_path):
     assert sum(e["ph"] == "C" for e in evs) == run.counters.filter(pl.col("value").is_not_null()).height
     names = {(e["pid"], e["tid"]): e["args"]["name"] for e in evs if e["ph"] == "M" and e["name"] == "thread_name"}
     assert any("training" in n for n in names.values())
-    assert doc["otherData"]["accelscope"]["export_version"] == 1
-    # Timestamps survive: the first slice starts where the run says.
-    first = min(x, key=lambda e: e["ts"])
-    assert doc["baseTimeNanoseconds"] + round(first["ts"] * 1000) == run.events["start_ns"].min()
+    assert doc["otherData"]["accelscope"]["export_version"] == 2
+    assert doc["distributedInfo"] == {"rank": 0}
+    # Timestamps survive exactly: written as decimal text of the integer nanoseconds.
+    text = (tmp_path / "t.json").read_text()
+    first_ns = run.events["start_ns"].min()
+    assert f'"ts":{first_ns // 1000}.{first_ns % 1000:03d}' in text or f'"ts":{first_ns // 1000},' in text
     steps = [e for e in x if e["name"].startswith("ProfilerStep#")]
     assert len(steps) == 14 and all(e["cat"] == "user_annotation" for e in steps)
 
@@ -54,3 +56,30 @@ def test_device_work_gets_lanes_and_launch_flows(tmp_path):
     assert flows == [("f", 99), ("s", 99)]
     counter = next(e for e in doc["traceEvents"] if e["ph"] == "C")
     assert counter["pid"] == 1 and counter["args"] == {"gpu_util_percent": 50.0}
+
+
+def test_multi_rank_run_exports_one_file_per_rank(shared_dir, tmp_path):
+    from accelscope.traces.chrome import export_per_rank
+    from accelscope.traces.importer import import_traces
+
+    run = Run.open(import_traces([shared_dir / "traces/HolisticTraceAnalysis/tests/data/trace_filter"], tmp_path / "r", progress=False))
+    files = export_per_rank(run, tmp_path / "ranks")
+    assert [f.name for f in files] == ["rank-0.json.gz", "rank-1.json.gz"]
+    for rank, f in enumerate(files):
+        text = gzip.decompress(f.read_bytes()).decode()
+        assert f'"distributedInfo": {{"rank": {rank}}}' in text
+        doc = json.loads(text)
+        assert sum(e["ph"] == "X" for e in doc["traceEvents"]) == run.events.filter(pl.col("rank") == rank).height
+
+
+def test_device_annotations_get_no_stream(tmp_path):
+    rows = {
+        "start_ns": [1_000_000, 1_000_500], "dur_ns": [5_000, 100], "kind": ["annotation", "kernel"], "name": ["fwd", "k"],
+        "device": ["cuda:0", "cuda:0"], "stream": [7, 7], "pid": [0, 0], "tid": [7, 7], "rank": [0, 0],
+        "correlation_id": [None, 5], "args": [None, None],
+    }
+    write_run(tmp_path / "r", pl.DataFrame(rows, schema=pl.Schema(EVENT_SCHEMA)), None, {})
+    doc = json.loads(export_chrome_trace(Run.open(tmp_path / "r"), tmp_path / "t.json").read_text())
+    ann, kern = (next(e for e in doc["traceEvents"] if e.get("name") == n and e["ph"] == "X") for n in ("fwd", "k"))
+    assert ann["cat"] == "gpu_user_annotation" and "stream" not in ann["args"]
+    assert kern["args"]["stream"] == 7 and kern["ts"] == 1000.5

@@ -25,12 +25,6 @@ NS = "traces/HolisticTraceAnalysis/tests/data/ns_resolution_trace/rank-0.Apr_03_
 SMALL = "traces/kineto/_history/00a807b7/docs/traces/before_fix_trace.json"
 PCT = ("idle_time_pctg", "compute_time_pctg", "non_compute_time_pctg")
 TIMES = ("idle_time(us)", "compute_time(us)", "non_compute_time(us)", "kernel_time(us)")
-NS_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="the export (1) adds args.stream/device to gpu_user_annotation slices, which HTA then counts as GPU work "
-    "(idle 1.53 % vs 2.63 %), and (2) writes ts relative to baseTimeNanoseconds, so HTA's ceil/floor of float "
-    "microseconds rounds differently from the absolute float it reads in the original (2.94 % with (1) fixed)",
-)
 
 
 def hta_analysis(trace_dir: Path):
@@ -74,7 +68,7 @@ def test_hta_reads_the_original_as_documented(breakdowns):
     assert df["idle_time_pctg"].iloc[0] == pytest.approx(39.43, abs=0.01), "HTA's idle share of nw0 differs from shared/README.md: another HTA version?"
 
 
-@pytest.mark.parametrize("trace", [pytest.param(NW0, id="nw0"), pytest.param(NS, id="ns_resolution", marks=NS_XFAIL)])
+@pytest.mark.parametrize("trace", [pytest.param(NW0, id="nw0"), pytest.param(NS, id="ns_resolution")])
 def test_temporal_breakdown_survives_import_and_export(breakdowns, trace):
     both = breakdowns(trace)
     ranks, ours = both["exported"]
@@ -86,11 +80,6 @@ def test_temporal_breakdown_survives_import_and_export(breakdowns, trace):
         assert ours[col].iloc[0] == pytest.approx(theirs[col].iloc[0], rel=1e-3), f"{col}: export {ours[col].iloc[0]} vs original {theirs[col].iloc[0]}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="export writes distributedInfo as '\"rank\":3' (compact JSON); HTA finds a file's rank with the regex "
-    "'\"rank\":\\s+(\\d+)' (hta/common/trace_file.py), which needs a space after the colon, so it files every export under rank 0",
-)
 def test_hta_finds_the_rank_of_an_export(shared_dir, tmp_path):
     from hta.common.trace_file import create_rank_to_trace_dict
 

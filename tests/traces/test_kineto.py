@@ -83,11 +83,13 @@ def test_cpu_only_rank_has_no_device_events(shared_dir):
     assert set(ev.column("device").to_pylist()) == {"cpu"}
 
 
-def test_small_chunks_give_the_same_result(shared_dir):
-    path = shared_dir / HTA / "trace_filter/sampled_rank-0.json.gz"
-    whole = read_kineto(path).events
-    pieces = read_kineto(path, chunk_bytes=777).events
-    assert pieces.equals(whole)
+@pytest.mark.parametrize("rel", ["trace_filter/sampled_rank-0.json.gz", "ns_resolution_trace/rank-0.Apr_03_18_51_38.1102.pt.trace.json.gz", "mtia_inference_trace/mtia_inference_rank_0.json.gz"])
+def test_streaming_in_small_chunks_gives_the_same_result_as_one_decode(shared_dir, rel):
+    path = shared_dir / HTA / rel
+    whole = read_kineto(path, stream=False)
+    pieces = read_kineto(path, stream=True, chunk_bytes=7777)
+    assert pieces.events.equals(whole.events)
+    assert pieces.header == whole.header and pieces.threads == whole.threads
 
 
 def test_keep_steps_false_drops_profiler_steps(tmp_path):
@@ -115,11 +117,12 @@ def test_keep_steps_false_drops_profiler_steps(tmp_path):
         (b'{"traceEvents": [{"ph": "X", "name": "a", "ts": "soon", "dur": 5}]}', "invalid trace event"),
     ],
 )
-def test_bad_traces_fail_with_one_line_naming_the_file(tmp_path, content, message):
+@pytest.mark.parametrize("stream", [False, True])
+def test_bad_traces_fail_with_one_line_naming_the_file(tmp_path, content, message, stream):
     path = tmp_path / "bad.json"
     path.write_bytes(content)
     with pytest.raises(TraceFormatError) as info:
-        read_kineto(path)
+        read_kineto(path, stream=stream)
     assert message in str(info.value) and "bad.json" in str(info.value) and "\n" not in str(info.value)
 
 
