@@ -19,7 +19,8 @@ For the real cases, the median over the rounds of:
       all ``TraceAnalysis.__init__`` does); for several ranks HTA's default (a fork pool
       of min(ranks, cores) processes) is shown as well, for information;
   (c) the parse floor: gunzip + ``json.loads`` of the same files;
-  (d) reopening the imported run: ``Run.open(out)`` + materialising ``.events``.
+  (d) reopening the imported run: ``Run.open(out)`` + materialising ``.slices`` (every column but the args JSON,
+      which only exports and detail views read).
 Peak memory: a child process imports the modules and reads its ``VmHWM``, imports a 15 kB
 trace (which loads what the first import loads lazily) and reads it again (the baseline),
 runs the import, and reads ``VmHWM`` once more; the net figure (peak - baseline) is the
@@ -157,7 +158,7 @@ def our_reopen(run_dir: Path) -> tuple[float, int]:
     from accelscope.traces.run import Run
 
     t0 = time.perf_counter()
-    rows = Run.open(run_dir).events.height
+    rows = Run.open(run_dir).slices.height  # what analysis and the dashboard load
     return time.perf_counter() - t0, rows
 
 
@@ -207,7 +208,7 @@ def child_import(out: str, paths: list[str]) -> None:
     seconds = time.perf_counter() - t0
     peak = vm_hwm()
     t1 = time.perf_counter()
-    rows = Run.open(out).events.height
+    rows = Run.open(out).slices.height
     reopen = time.perf_counter() - t1
     print(json.dumps({"modules_bytes": modules, "baseline_bytes": warm, "peak_bytes": peak, "seconds": seconds, "rows": rows, "reopen_seconds": reopen}))
 
@@ -278,7 +279,7 @@ def bench_real(cases: dict[str, tuple[list[Path], Path]], rounds: int, work: Pat
         print(f"\n{label}: {inf['files']} file(s), {inf['events']:,} trace events -> {inf['rows']:,} rows, {fmt_bytes(inf['gz_bytes'])} gzipped, {fmt_bytes(inf['json_bytes'])} JSON (median of {rounds} rounds)")
         print(f"  parse floor          {med['floor']:7.3f} s  (gunzip {med['gunzip']:.3f} + json.loads {med['json_loads']:.3f})")
         print(f"  our import           {med['import']:7.3f} s  ({inf['events'] / med['import']:,.0f} events/s, writing the run included)")
-        print(f"  our reopen           {med['reopen']:7.3f} s  (Run.open + .events)")
+        print(f"  our reopen           {med['reopen']:7.3f} s  (Run.open + .slices: every column but the args JSON)")
         res = {**inf, "median_s": med, "rounds": rounds}
         if have_hta:
             print(f"  HTA load             {med['hta']:7.3f} s  (multiprocessing off, {inf['hta_ranks']} rank(s))")
@@ -320,7 +321,7 @@ def bench_scaled(n_events: int, keep: Path | None, work: Path) -> dict:
     what = "trace events" if n_written is not None else "rows (trace event count unknown for a reused file)"
     print(f"scaled nw0: {events:,} {what} -> {m['rows']:,} rows, {fmt_bytes(json_bytes)} JSON")
     print(f"  our import           {m['seconds']:7.2f} s  ({events / m['seconds']:,.0f} events/s, in a child process, writing the run included)")
-    print(f"  our reopen           {m['reopen_seconds']:7.2f} s  (Run.open + .events)")
+    print(f"  our reopen           {m['reopen_seconds']:7.2f} s  (Run.open + .slices: every column but the args JSON)")
     mem = print_memory(m, json_bytes)
     shutil.rmtree(work / "scaled.child.run", ignore_errors=True)
     return {"events": events, "rows": m["rows"], "json_bytes": json_bytes, "seconds": m["seconds"], "events_per_s": events / m["seconds"], "reopen_seconds": m["reopen_seconds"], "memory": mem}

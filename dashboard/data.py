@@ -219,7 +219,7 @@ class RunView:
             start = self.run.meta.get("start_ns")
             if isinstance(start, int):
                 candidates.append(start)
-            ev, ct = self.run.events, self.run.counters
+            ev, ct = self.run.slices, self.run.counters
             if ev.height:
                 candidates.append(int(ev["start_ns"].min()))
             if ct.height:
@@ -235,7 +235,7 @@ class RunView:
             end = self.run.meta.get("end_ns")
             if isinstance(end, int):
                 candidates.append(end)
-            ev, ct = self.run.events, self.run.counters
+            ev, ct = self.run.slices, self.run.counters
             if ev.height:
                 candidates.append(int((ev["start_ns"] + ev["dur_ns"]).max()))
             if ct.height:
@@ -326,7 +326,7 @@ class RunView:
     # -- timeline ----------------------------------------------------------------------
     @property
     def lane_layout(self) -> LaneLayout:
-        return self._cached("lanes", lambda: build_lane_layout(self.run.events, self.run.thread_names()))
+        return self._cached("lanes", lambda: build_lane_layout(self.run.slices, self.run.thread_names()))
 
     @property
     def timeline(self) -> Timeline:

@@ -177,7 +177,7 @@ ADVICE = {
 
 def analyze(run: Run) -> Report:
     """Analyse every rank of ``run``. Raises NoStepsError when it has no events at all."""
-    events = run.events
+    events = run.slices
     if events.height == 0:
         raise NoStepsError(f"{run.path}: no events recorded")
     notes: list[str] = list(run.read_warnings)

@@ -123,9 +123,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from accelscope.traces.chrome import export_chrome_trace
+    from accelscope.traces.chrome import export_chrome_trace, export_per_rank
 
     out = Path(args.output)
+    if args.per_rank:
+        if out.exists() and any(out.iterdir()) and not args.force:
+            return _fail(f"{out} exists and is not empty (use --force to write into it)")
+        files = export_per_rank(_open(args.run), out)
+        print(f"wrote {len(files)} file(s), one per rank, into {out} (HTA: TraceAnalysis(trace_dir={str(out)!r}))")
+        return 0
     if not (out.name.endswith(".json") or out.name.endswith(".json.gz")):
         return _fail(f"{out}: the output must end in .json or .json.gz")
     if out.exists() and not args.force:
@@ -204,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a run to Chrome trace JSON (Perfetto, chrome://tracing)")
     p.add_argument("run", help="run directory, or a trace file/directory (imported on the fly and cached)")
-    p.add_argument("-o", "--output", required=True, help="output file, .json or .json.gz")
+    p.add_argument("-o", "--output", required=True, help="output file, .json or .json.gz (a directory with --per-rank)")
+    p.add_argument("--per-rank", action="store_true", help="write one rank-N.json.gz per rank into the -o directory (what HTA loads)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=cmd_export)
 

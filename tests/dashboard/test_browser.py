@@ -106,6 +106,8 @@ def _zoom(pg, start_ms: float, end_ms: float, row: float) -> None:
 
     The graph starts listening for zooms once its first draw settled: retry until it does.
     """
+    # Mouse events only reach what is on screen: the overview above may push the timeline down.
+    pg.eval_on_selector("#timeline-graph", "e => e.scrollIntoView({block: 'center'})")
     for _ in range(10):
         (xa, y), (xb, _) = _timeline_px(pg, start_ms, row), _timeline_px(pg, end_ms, row)
         pg.mouse.move(xa, y)
@@ -165,7 +167,8 @@ def test_hovering_an_input_wait_names_it(page):
         " const i = t.y.findIndex(v => v !== null); let j = i; while (t.y[j + 1] !== null) j++;"
         " return [t.x[i], t.x[j], t.y[i]]; })()",
     )
-    _zoom(page, max(0.0, x0 - (x1 - x0)), x1 + (x1 - x0), row)
+    # Start the drag inside the plot: a drag that starts on its left edge pans the axis.
+    _zoom(page, max(x0 / 2, x0 - (x1 - x0)), x1 + (x1 - x0), row)
     rng = _plot(page, "timeline-graph", "gd._fullLayout.xaxis.range")
     assert rng[1] - rng[0] < 4 * (x1 - x0)
     page.wait_for_timeout(300)

@@ -7,9 +7,12 @@ from accelscope.traces.schema import EVENT_SCHEMA
 
 
 def _events(rows):
+    """Host slices; step slices are named ProfilerStep#N in start order, as recorders name them."""
     cols = {c: [] for c in EVENT_SCHEMA.names}
+    step_starts = sorted(start for start, _, kind in rows if kind == "step")
     for start, dur, kind in rows:
-        for c, v in zip(EVENT_SCHEMA.names, (start, dur, kind, kind, "cpu", None, 1, 1, 0, None, None)):
+        name = f"ProfilerStep#{step_starts.index(start)}" if kind == "step" else kind
+        for c, v in zip(EVENT_SCHEMA.names, (start, dur, kind, name, "cpu", None, 1, 1, 0, None, None)):
             cols[c].append(v)
     return pl.from_arrow(__import__("pyarrow").table(cols, schema=EVENT_SCHEMA))
 

@@ -81,3 +81,9 @@ def test_fail_if_gates_exit_1_and_name_the_gate(recorded_run):
 def test_bad_gates_are_usage_errors(recorded_run, gate, message):
     proc = _cli("analyze", str(recorded_run), "--fail-if", gate)
     assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_export_per_rank_writes_one_file_per_rank(recorded_run, tmp_path):
+    proc = _cli("export", str(recorded_run), "--per-rank", "-o", str(tmp_path / "ranks"))
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in (tmp_path / "ranks").iterdir()] == ["rank-0.json.gz"]
