@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from accelscope import causes as C
-from accelscope.intervals import complement, covered_within, split_at, union
+from accelscope.intervals import covered_within, gaps_within, union
 from accelscope.traces import schema as S
 
 # Per-step categories, in priority order: each instant of a step counts once, for the
@@ -113,8 +113,10 @@ def analyze_rank(events: pl.DataFrame, rank: int) -> RankResult:
     device_ev = events.filter(pl.col("kind").is_in(list(S.DEVICE_KINDS)) & (pl.col("device") != "cpu"))
     has_device = device_ev.height > 0
     drivers = launch_threads(events)
-    host = events.filter(pl.col("device") == "cpu").with_columns(cause=C.host_cause_expr())
-    host = host.filter(pl.col("cause").is_not_null())
+    host = events.filter(pl.col("device") == "cpu")
+    # Classify each distinct (kind, name) once: a trace has hundreds of names, not millions.
+    named = host.select("kind", "name").unique().with_columns(cause=C.host_cause_expr()).filter(pl.col("cause").is_not_null())
+    host = host.join(named, on=["kind", "name"], how="inner")
     on_drivers = host.join(drivers, on=["pid", "tid"], how="semi")
     inputs = host.filter(pl.col("cause") == C.INPUT_WAIT)
 
@@ -158,27 +160,15 @@ def analyze_rank(events: pl.DataFrame, rank: int) -> RankResult:
     else:
         # Idle = waiting: the busy time is everything else in the steps.
         waiting = on_drivers.filter(pl.col("cause").is_in([C.COLLECTIVE, C.SYNC]))
-        ws, we = union(*[np.concatenate(x) for x in zip(_intervals(inputs), _intervals(waiting))])
-        busy_s, busy_e = [], []
-        for lo, hi in zip(win_s.tolist(), win_e.tolist()):
-            s_, e_ = complement(ws, we, lo, hi)
-            busy_s.append(s_)
-            busy_e.append(e_)
-        idle_targets = [("cpu", (np.concatenate(busy_s) if busy_s else np.empty(0, np.int64), np.concatenate(busy_e) if busy_e else np.empty(0, np.int64)))]
+        ws, we = (np.concatenate(x) for x in zip(_intervals(inputs), _intervals(waiting)))
+        busy_s, busy_e, _ = gaps_within(ws, we, win_s, win_e)
+        idle_targets = [("cpu", (busy_s, busy_e))]
         cause_layers = [_intervals(inputs)] + [_intervals(on_drivers.filter(pl.col("cause") == c)) for c in C.CAUSES[1:-1]]
     gap_frames = []
     for device, (bs, be) in idle_targets:
-        gs_list, ge_list = [], []
-        for lo, hi in zip(win_s.tolist(), win_e.tolist()):
-            s, e = complement(bs, be, lo, hi)
-            gs_list.append(s)
-            ge_list.append(e)
-        gs = np.concatenate(gs_list) if gs_list else np.empty(0, np.int64)
-        ge = np.concatenate(ge_list) if ge_list else np.empty(0, np.int64)
-        gs, ge = split_at(gs, ge, np.concatenate((win_s, win_e)))
+        gs, ge, step_idx = gaps_within(bs, be, win_s, win_e)
         if gs.size == 0:
             continue
-        step_idx = np.searchsorted(win_s, gs, side="right") - 1
         per_cause = _exclusive(cause_layers, gs, ge)
         by_cause = np.vstack(per_cause + [(ge - gs) - sum(per_cause)])
         primary = np.asarray(C.CAUSES)[np.argmax(by_cause, axis=0)]
@@ -187,7 +177,7 @@ def analyze_rank(events: pl.DataFrame, rank: int) -> RankResult:
                 {
                     "rank": np.full(gs.size, rank, dtype=np.int32),
                     "device": [device] * gs.size,
-                    "step": windows["step"].to_numpy()[np.clip(step_idx, 0, None)],
+                    "step": windows["step"].to_numpy()[step_idx],
                     "start_ns": gs,
                     "end_ns": ge,
                     "dur_ns": ge - gs,

@@ -44,9 +44,9 @@ def covered_within(starts: np.ndarray, ends: np.ndarray, win_starts: np.ndarray,
     return np.maximum(cumulative(win_ends) - cumulative(win_starts), 0)
 
 
-def complement(starts: np.ndarray, ends: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """The gaps of the union of [starts, ends) inside [lo, hi)."""
-    s, e = union(starts, ends)
+def complement(starts: np.ndarray, ends: np.ndarray, lo: int, hi: int, merged: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The gaps of the union of [starts, ends) inside [lo, hi) (``merged``: already a union)."""
+    s, e = (np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)) if merged else union(starts, ends)
     keep = (e > lo) & (s < hi)
     s, e = np.clip(s[keep], lo, hi), np.clip(e[keep], lo, hi)
     gap_s = np.concatenate(([lo], e))
@@ -77,3 +77,23 @@ def split_at(starts: np.ndarray, ends: np.ndarray, cuts: np.ndarray) -> tuple[np
     out_s[has_left] = cuts[(base + k - 1)[has_left]]
     out_e[has_right] = cuts[(base + k)[has_right]]
     return out_s, out_e
+
+
+def gaps_within(starts: np.ndarray, ends: np.ndarray, win_starts: np.ndarray, win_ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Uncovered pieces of each window: (starts, ends, window index), split at window edges.
+
+    Windows are sorted by start; where they overlap, a piece belongs to the window its
+    midpoint falls in last.
+    """
+    win_starts = np.asarray(win_starts, dtype=np.int64)
+    win_ends = np.asarray(win_ends, dtype=np.int64)
+    empty = np.empty(0, dtype=np.int64)
+    if win_starts.size == 0:
+        return empty, empty, empty
+    s, e = union(starts, ends)
+    gs, ge = complement(s, e, int(win_starts.min()), int(win_ends.max()), merged=True)
+    gs, ge = split_at(gs, ge, np.concatenate((win_starts, win_ends)))
+    mid = gs + (ge - gs) // 2
+    idx = np.searchsorted(win_starts, mid, side="right") - 1
+    inside = (idx >= 0) & (mid < win_ends[np.clip(idx, 0, None)])
+    return gs[inside], ge[inside], idx[inside]

@@ -60,3 +60,29 @@ def test_split_at_cuts_and_keeps_every_instant(ivs, cuts):
     cutset = set(cuts)
     for a, b in zip(ps.tolist(), pe.tolist()):
         assert not any(a < c < b for c in cutset)
+
+
+@settings(max_examples=200, deadline=None)
+@given(intervals, st.lists(st.tuples(st.integers(0, 300), st.integers(1, 100)), min_size=1, max_size=6))
+def test_gaps_within_are_the_uncovered_time_of_each_window(ivs, wins):
+    from accelscope.intervals import gaps_within
+
+    wins = sorted(wins)
+    # Non-overlapping windows, as steps are.
+    ws, we, last = [], [], -1
+    for a, d in wins:
+        a = max(a, last)
+        ws.append(a)
+        we.append(a + d)
+        last = a + d
+    s = np.array([a for a, _ in ivs], dtype=np.int64)
+    e = np.array([a + d for a, d in ivs], dtype=np.int64)
+    gs, ge, idx = gaps_within(s, e, np.array(ws), np.array(we))
+    covered = set()
+    for a, d in ivs:
+        covered.update(range(a, a + d))
+    for w, (a, b) in enumerate(zip(ws, we)):
+        mine = set()
+        for x, y in zip(gs[idx == w].tolist(), ge[idx == w].tolist()):
+            mine.update(range(x, y))
+        assert mine == set(range(a, b)) - covered
