@@ -17,6 +17,7 @@ test: $(STAMP_DEV) chromium
 bench: $(STAMP_DEV)
 	$(VENV)/bin/python benchmarks/overhead.py
 	$(VENV)/bin/python benchmarks/import_speed.py
+	$(VENV)/bin/python benchmarks/analysis_speed.py
 
 screenshot: $(STAMP_DEV) chromium
 	$(VENV)/bin/python docs/screenshot.py -o docs/dashboard.png

@@ -3,7 +3,8 @@
 Runs the same loop bare, under accelscope light mode (host sampling, step and input
 timing, live analysis), the same without live analysis, under full mode (plus torch.profiler windows), and under bare torch.profiler
 with the same schedule; rounds are interleaved so machine noise hits every variant
-alike. Prints the median per-step time of each and the ratios. Targets: light <= 1.02x
+alike. Prints the median per-step time of each inside its loop (steady state) and the
+ratios, and the one-off start-up + shutdown cost of a profiled run apart. Targets: light <= 1.02x
 bare; full <= 1.10x bare torch.profiler.
 
     python benchmarks/overhead.py [--steps 200] [--rounds 5]
@@ -66,14 +67,22 @@ def run_bare(data, step, steps, out):
     return (time.perf_counter() - t) / steps
 
 
+FIXED_COST_S: dict[str, list[float]] = {}
+
+
 def run_accelscope(mode, live=True):
+    """Per-step time inside the profiled loop; start-up and shutdown are recorded apart."""
     def run(data, step, steps, out):
-        t = time.perf_counter()
+        t0 = time.perf_counter()
         with accelscope.profile(out / f"{mode}-{time.perf_counter_ns()}", mode=mode, schedule=SCHEDULE, live=live) as prof:
+            t1 = time.perf_counter()
             for x, y in prof.iter(batches(data, steps)):
                 step(x, y)
                 prof.step()
-        return (time.perf_counter() - t) / steps
+            t2 = time.perf_counter()
+        t3 = time.perf_counter()
+        FIXED_COST_S.setdefault(f"{mode}{'' if live else ', no live'}", []).append((t1 - t0) + (t3 - t2))
+        return (t2 - t1) / steps
 
     return run
 
@@ -88,12 +97,13 @@ def run_torch_profiler(data, step, steps, out):
         p.export_chrome_trace(str(out / f"tp-{time.perf_counter_ns()}-{counter[0]}.json"))
         counter[0] += 1
 
-    t = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU], schedule=lambda s: to_torch[SCHEDULE(s)], on_trace_ready=ready) as p:
+        t = time.perf_counter()
         for x, y in batches(data, steps):
             step(x, y)
             p.step()
-    return (time.perf_counter() - t) / steps
+        dt = time.perf_counter() - t
+    return dt / steps
 
 
 def main() -> None:
@@ -124,6 +134,8 @@ def main() -> None:
     print(f"\nCPU loop, batch {batch}, {args.steps} steps x {args.rounds} interleaved rounds, torch threads {args.threads}")
     for k, v in med.items():
         print(f"  {k:15s} median step {v * 1e3:7.3f} ms")
+    for k, v in FIXED_COST_S.items():
+        print(f"  {k:15s} start + stop {statistics.median(v) * 1e3:7.1f} ms once per run (threads, first flush, compaction)")
     print(f"  light / bare            = {med['light'] / med['bare']:.4f}   (target <= 1.02)")
     print(f"  light / light, no live  = {med['light'] / med['light, no live']:.4f}   (live analyzer; target <= 1.01)")
     print(f"  full  / bare            = {med['full'] / med['bare']:.4f}")
