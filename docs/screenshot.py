@@ -15,15 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from accelscope.dashboard.server import CHROMIUM, CHROMIUM_ARGS
+
 GRAPHS = ("step-graph", "timeline-graph", "metrics-graph")
 
 
@@ -53,7 +46,7 @@ def screenshot(run: Path, out: Path, width: int = 1440, height: int = 900, scale
     app = create_app([run])
     out.parent.mkdir(parents=True, exist_ok=True)
     with background_server(app) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS), headless=True)
         try:
             page = browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=scale)
             page.goto(url, wait_until="networkidle")

@@ -11,15 +11,8 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from accelscope.dashboard.server import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (imports no dash)
+
 GRAPHS = ("step-graph", "timeline-graph", "metrics-graph")
 TIMEOUT_MS = 60_000
 
@@ -63,7 +56,7 @@ def page(recorded_run, small_run):
     app = create_app([recorded_run, small_run])
     errors: list[str] = []
     with background_server(app) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS), headless=True)
         try:
             pg = browser.new_page(viewport={"width": 1400, "height": 900})
             pg.on("pageerror", lambda exc: errors.append(str(exc)))
