@@ -209,7 +209,7 @@ def _layout(board: Dashboard):
                     html.P(id="run-info", className="run-info"),
                     section(
                         "Overview",
-                        "Where each step's time went: waiting for the next batch (input wait) versus everything else.",
+                        "Where each step's time went: device work, then what the host did while the device was idle (each instant counted once; see docs/analysis.md).",
                         html.Div(
                             [
                                 _card("Steps", "overview-steps", caption_id="overview-steps-caption"),

@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from accelscope.analysis import VERDICT_TEXT, NoStepsError, Report, analyze
+from accelscope.breakdown import BREAKDOWN
 from accelscope.traces import schema as S
 from accelscope.traces.run import Run
 
@@ -105,7 +106,8 @@ class Overview:
 
 @dataclass
 class StepBars:
-    """One row per step, in ms: input wait and the rest of the step."""
+    """One row per step, in ms: input wait, the rest of the step, and the analyzer's
+    breakdown (``parts``: category -> ms per step, categories that occur, in priority order)."""
 
     step: list[int]
     name: list[str]
@@ -114,6 +116,7 @@ class StepBars:
     share: list[float]
     warmup: list[bool]
     mean_step_ms: float | None
+    parts: list[tuple[str, list[float]]] = field(default_factory=list)
 
 
 # -- timeline ----------------------------------------------------------------------------
@@ -286,6 +289,7 @@ class RunView:
             st = rep.steps
             dur = st["dur_ns"].to_numpy().astype(np.float64) / 1e6
             wait = st["input_wait_ns"].to_numpy().astype(np.float64) / 1e6
+            parts = [(c, (st[f"{c}_ns"].to_numpy() / 1e6).tolist()) for c in BREAKDOWN if st[f"{c}_ns"].sum() > 0]
             return StepBars(
                 step=st["step"].to_list(),
                 name=st["name"].to_list(),
@@ -294,6 +298,7 @@ class RunView:
                 share=st["input_wait_share"].to_list(),
                 warmup=st["warmup"].to_list(),
                 mean_step_ms=self.overview.mean_step_ms,
+                parts=parts,
             )
 
         return self._cached("step_bars", build)

@@ -65,39 +65,46 @@ def _empty(message: str, height: int = 260):
     return fig
 
 
-# -- overview: one stacked bar per step ------------------------------------------------------
+# The analyzer's per-step categories: device work in blues/greens, waiting in red, host in slate.
+BREAKDOWN_COLORS = {
+    "kernel": "#3B6EA8",
+    "communication": "#7B5EA7",
+    "memcpy": "#2A9D8F",
+    "memset": "#8AB17D",
+    "runtime": "#E9A23B",
+    "input_wait": INPUT_WAIT_COLOR,
+    "host_compute": "#8E9AAF",
+    "other_idle": "#D9DDE3",
+}
+
+
+# -- overview: one stacked bar per step, split by the analyzer's categories ------------------
 def step_figure(bars: StepBars):
     go = _go()
     if not bars.step:
         return _empty("No steps recorded: call prof.step() once per training step.")
     warm = bars.warmup
-    hover = [
-        f"<b>{name}</b>{' (warm-up)' if w else ''}<br>step {wait + rest:,.1f} ms"
-        f"<br>input wait {wait:,.1f} ms ({share:.0%})<br>rest {rest:,.1f} ms"
-        for name, w, wait, rest, share in zip(bars.name, warm, bars.input_wait_ms, bars.rest_ms, bars.share)
-    ]
     opacity = [0.45 if w else 1.0 for w in warm]
     pattern = dict(shape=["/" if w else "" for w in warm], fgcolor="white", size=6, solidity=0.3)
-    fig = go.Figure(
-        [
-            go.Bar(
-                name="input wait",
-                x=bars.step,
-                y=bars.input_wait_ms,
-                marker=dict(color=INPUT_WAIT_COLOR, opacity=opacity, pattern=pattern),
-                hovertext=hover,
-                hovertemplate="%{hovertext}<extra></extra>",
-            ),
-            go.Bar(
-                name="rest of step",
-                x=bars.step,
-                y=bars.rest_ms,
-                marker=dict(color=REST_COLOR, opacity=opacity, pattern=pattern),
-                hovertext=hover,
-                hovertemplate="%{hovertext}<extra></extra>",
-            ),
+    totals = [wait + rest for wait, rest in zip(bars.input_wait_ms, bars.rest_ms)]
+    traces = []
+    for category, values in bars.parts:
+        label = category.replace("_", " ")
+        hover = [
+            f"<b>{name}</b>{' (warm-up)' if w else ''}<br>{label} {v:,.2f} ms ({v / t if t else 0:.0%} of {t:,.1f} ms)"
+            for name, w, v, t in zip(bars.name, warm, values, totals)
         ]
-    )
+        traces.append(
+            go.Bar(
+                name=label,
+                x=bars.step,
+                y=values,
+                marker=dict(color=BREAKDOWN_COLORS.get(category, REST_COLOR), opacity=opacity, pattern=pattern),
+                hovertext=hover,
+                hovertemplate="%{hovertext}<extra></extra>",
+            )
+        )
+    fig = go.Figure(traces)
     annotations = []
     for i, w in enumerate(warm):
         if w:

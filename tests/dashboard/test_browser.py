@@ -129,9 +129,9 @@ def test_overview_shows_the_runs_numbers(page, recorded_run):
     expected = {"high": "rgb(198, 40, 40)", "moderate": "rgb(184, 110, 0)", "none": "rgb(46, 125, 50)"}[report.verdict]
     assert color == expected
     assert "recorded" in page.text_content("#run-info")
-    # The step graph has one bar per step in each of its two stacks.
-    bars = _plot(page, "step-graph", "gd._fullData.map(t => [t.type, t.x.length])")
-    assert bars == [["bar", 14], ["bar", 14]]
+    # The step graph stacks the breakdown categories, one bar per step in each.
+    bars = _plot(page, "step-graph", "gd._fullData.map(t => [t.type, t.x.length, t.name])")
+    assert [b[:2] for b in bars] == [["bar", 14]] * len(bars) and {"input wait", "host compute"} <= {b[2] for b in bars}
     assert page.title() == "accelscope"
 
 
