@@ -129,12 +129,17 @@ def _table_json(df: pl.DataFrame) -> list[dict[str, Any]]:
 
 
 def short_name(name: str, width: int = 60) -> str:
-    """A kernel or op name short enough for a table: no ``void``, no argument list."""
+    """A kernel or op name short enough for a table: no ``void``, no trailing argument list."""
     if name.startswith("void "):
         name = name[5:]
-    cut = name.find("(")
-    if cut > 0:
-        name = name[:cut]
+    if name.endswith(")"):
+        depth = 0
+        for i in range(len(name) - 1, -1, -1):  # the "(" that opens the final argument list
+            depth += {")": 1, "(": -1}.get(name[i], 0)
+            if depth == 0:
+                if i > 0:
+                    name = name[:i]
+                break
     return name if len(name) <= width else name[: width - 1] + "…"
 
 

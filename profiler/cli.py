@@ -141,6 +141,57 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from accelscope.analysis import VERDICT_TEXT, analyze, short_name
+    from accelscope.causes import CAUSE_TEXT
+    from accelscope.compare import compare
+
+    cmp = compare(analyze(_open(args.a)), analyze(_open(args.b)))
+    if args.json:
+        print(json.dumps(cmp.to_dict(), indent=2))
+        return 0
+    console = Console()
+
+    def delta(a: float, b: float, unit: str = " ms", pct: bool = False) -> str:
+        d = b - a
+        if pct:
+            return f"{d * 100:+.1f} pp"
+        rel = f" ({d / a:+.0%})" if a else ""
+        return f"{d:+.2f}{unit}{rel}"
+
+    console.print(f"[bold]A[/] {cmp.a.run_name}: {VERDICT_TEXT[cmp.a.verdict]}    [bold]B[/] {cmp.b.run_name}: {VERDICT_TEXT[cmp.b.verdict]}")
+    t = Table(title="Summary (steady-state steps)")
+    for col in ("", "A", "B", "B - A"):
+        t.add_column(col, justify="left" if not col else "right")
+    a, b = cmp.summary["mean_step_ms"]
+    t.add_row("mean step", f"{a:.2f} ms", f"{b:.2f} ms", delta(a, b))
+    for key, label in (("busy_share", "device busy"), ("input_wait_share", "input wait")):
+        a, b = cmp.summary[key]
+        t.add_row(label, f"{a:.1%}", f"{b:.1%}", delta(a, b, pct=True))
+    console.print(t)
+    for title, rows, names in (("Breakdown, ms per step", cmp.breakdown_ms, None), ("Idle time by cause, ms per step", cmp.idle_ms, CAUSE_TEXT)):
+        t = Table(title=title)
+        for col in ("", "A", "B", "B - A"):
+            t.add_column(col, justify="left" if not col else "right")
+        for k, (a, b) in rows.items():
+            t.add_row(names[k] if names else k.replace("_", " "), f"{a:.2f}", f"{b:.2f}", delta(a, b, unit=""))
+        console.print(t)
+    for title, df in (("Largest changes in device work, ms per step", cmp.kernels), ("Largest changes in ops (inclusive), ms per step", cmp.ops)):
+        if df.height == 0:
+            continue
+        t = Table(title=title)
+        t.add_column("name", overflow="ellipsis", no_wrap=True, max_width=44)
+        for col in ("A", "B", "B - A"):
+            t.add_column(col, justify="right", no_wrap=True, min_width=7)
+        for r in df.head(10).iter_rows(named=True):
+            t.add_row(short_name(r["name"], 44), f"{r['a_ms']:.2f}", f"{r['b_ms']:.2f}", f"{r['delta_ms']:+.2f}")
+        console.print(t)
+    return 0
+
+
 def _serve(runs: Sequence[str], host: str, port: int) -> int:
     from accelscope.dashboard.app import serve
 
@@ -207,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--fail-if", nargs="+", metavar="GATE", help="exit 1 if any gate holds, e.g. 'input_wait_share>0.10' 'idle_share>0.30' (metrics: docs/cli.md)")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("diff", help="compare two runs: step time, breakdown, idle causes, top kernels and ops")
+    p.add_argument("a", help="the baseline run (or trace)")
+    p.add_argument("b", help="the run (or trace) to compare with it")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("export", help="export a run to Chrome trace JSON (Perfetto, chrome://tracing)")
     p.add_argument("run", help="run directory, or a trace file/directory (imported on the fly and cached)")

@@ -1,0 +1,80 @@
+"""Compare two runs: step time, breakdown, idle causes and the top kernels and ops.
+
+A table in, a table out: ``compare(a, b)`` returns a ``Comparison`` whose parts are
+plain dicts and Polars tables; the CLI prints it (``accelscope diff A B``) and the
+dashboard can draw it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from accelscope import causes as C
+from accelscope.analysis import Report
+from accelscope.breakdown import BREAKDOWN
+
+TOP_N = 15
+
+
+@dataclass
+class Comparison:
+    a: Report
+    b: Report
+    summary: dict[str, tuple[float, float]]  # metric -> (a, b)
+    breakdown_ms: dict[str, tuple[float, float]]  # category -> ms per step (a, b)
+    idle_ms: dict[str, tuple[float, float]]  # cause -> ms per step (a, b)
+    kernels: pl.DataFrame  # name, a_ms, b_ms, delta_ms (per step), sorted by |delta|
+    ops: pl.DataFrame
+
+    def to_dict(self) -> dict[str, Any]:
+        def pair(d: dict[str, tuple[float, float]]) -> dict[str, dict[str, float]]:
+            return {k: {"a": round(a, 6), "b": round(b, 6), "delta": round(b - a, 6)} for k, (a, b) in d.items()}
+
+        return {
+            "a": self.a.run_name,
+            "b": self.b.run_name,
+            "verdict": {"a": self.a.verdict, "b": self.b.verdict},
+            "summary": pair(self.summary),
+            "breakdown_ms_per_step": pair(self.breakdown_ms),
+            "idle_ms_per_step": pair(self.idle_ms),
+            "kernels": self.kernels.to_dicts(),
+            "ops": self.ops.to_dicts(),
+        }
+
+
+def _per_step(report: Report, values: dict[str, int]) -> dict[str, float]:
+    n = max(report.steps.filter(~pl.col("warmup")).height, 1)
+    return {k: v / n / 1e6 for k, v in values.items()}
+
+
+def _top_delta(a: Report, b: Report, attr: str) -> pl.DataFrame:
+    na = max(a.steps.filter(~pl.col("warmup")).height, 1)
+    nb = max(b.steps.filter(~pl.col("warmup")).height, 1)
+    ta = getattr(a, attr).select("name", (pl.col("total_ns") / na / 1e6).alias("a_ms"))
+    tb = getattr(b, attr).select("name", (pl.col("total_ns") / nb / 1e6).alias("b_ms"))
+    both = ta.join(tb, on="name", how="full", coalesce=True).fill_null(0.0)
+    return both.with_columns(delta_ms=pl.col("b_ms") - pl.col("a_ms")).sort(pl.col("delta_ms").abs(), descending=True).head(TOP_N)
+
+
+def compare(a: Report, b: Report) -> Comparison:
+    """Everything that differs between two analysed runs, per step (warm-up left out)."""
+    summary = {
+        "mean_step_ms": (a.mean_step_ns / 1e6, b.mean_step_ns / 1e6),
+        "busy_share": (a.busy_share, b.busy_share),
+        "input_wait_share": (a.input_wait_share, b.input_wait_share),
+        "steps": (float(a.n_steps), float(b.n_steps)),
+    }
+    ba, bb = _per_step(a, a.breakdown_ns), _per_step(b, b.breakdown_ns)
+    ia, ib = _per_step(a, a.idle_by_cause_ns), _per_step(b, b.idle_by_cause_ns)
+    return Comparison(
+        a=a,
+        b=b,
+        summary=summary,
+        breakdown_ms={c: (ba[c], bb[c]) for c in BREAKDOWN if ba[c] or bb[c]},
+        idle_ms={c: (ia[c], ib[c]) for c in C.CAUSES if ia[c] or ib[c]},
+        kernels=_top_delta(a, b, "top_kernels"),
+        ops=_top_delta(a, b, "top_ops"),
+    )
