@@ -192,6 +192,19 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from accelscope.dashboard.report import write_report
+
+    out = Path(args.output)
+    if out.suffix.lower() not in (".html", ".htm"):
+        return _fail(f"{out}: the report must end in .html")
+    if out.exists() and not args.force:
+        return _fail(f"{out} exists (use --force to overwrite)")
+    path = write_report(_open(args.run).path, out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline)")
+    return 0
+
+
 def _serve(runs: Sequence[str], host: str, port: int) -> int:
     from accelscope.dashboard.app import serve
 
@@ -271,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-rank", action="store_true", help="write one rank-N.json.gz per rank into the -o directory (what HTA loads)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="write a self-contained HTML report of a run (opens offline)")
+    p.add_argument("run", help="run directory, or a trace file/directory (imported on the fly and cached)")
+    p.add_argument("-o", "--output", required=True, help="output .html file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("dashboard", help="browse runs in a web dashboard")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or trace files/directories (imported on the fly and cached)")

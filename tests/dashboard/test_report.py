@@ -1,0 +1,51 @@
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("plotly", reason="the dashboard extra is not installed")
+
+from accelscope.analysis import VERDICT_TEXT, analyze  # noqa: E402
+from accelscope.dashboard.server import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from accelscope.traces.run import Run  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def report_file(recorded_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    proc = subprocess.run([sys.executable, "-m", "accelscope", "report", str(recorded_run), "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_report_is_self_contained_and_states_the_verdict(report_file, recorded_run):
+    text = report_file.read_text()
+    report = analyze(Run.open(recorded_run))
+    assert VERDICT_TEXT[report.verdict] in text and f"{report.input_wait_share:.1%}" in text
+    assert not re.search(r"<script[^>]+src=", text), "no external scripts: it must open offline"
+    assert "Plotly.newPlot" in text and len(text) > 3_000_000, "plotly.js is embedded (several MB)"
+
+
+def test_report_refuses_to_overwrite(report_file, recorded_run):
+    proc = subprocess.run([sys.executable, "-m", "accelscope", "report", str(recorded_run), "-o", str(report_file)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "exists" in proc.stderr
+
+
+@pytest.mark.browser
+def test_report_draws_offline_in_a_browser(report_file):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: the browser tests need Debian's chromium")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS))
+        context = browser.new_context(offline=True)
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(report_file.as_uri())
+        page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3", timeout=30_000)
+        names = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].map(g => g._fullData.map(t => t.name))")
+        browser.close()
+    assert errors == []
+    assert "input wait" in names[0] and "input_wait" in names[1]
