@@ -2,5 +2,6 @@
 
 from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable, SamplerCollector
 from accelscope.collectors.host import HostSampler
+from accelscope.collectors.nvml import NvmlCollector  # importing it never loads pynvml
 
-__all__ = ["Collector", "CollectorContext", "CollectorUnavailable", "SamplerCollector", "HostSampler"]
+__all__ = ["Collector", "CollectorContext", "CollectorUnavailable", "SamplerCollector", "HostSampler", "NvmlCollector"]

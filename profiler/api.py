@@ -9,6 +9,7 @@ and warned about once.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
 import platform
@@ -160,6 +161,12 @@ class Profiler:
             self._writer.counter_listener = self._live.on_counter
         ctx = CollectorContext(self._writer, self.now_ns, self.pid, self.rank, self._report_failure)
         candidates: list[Collector] = [HostSampler(self.host_interval_s)]
+        # NVML GPU metrics whenever nvidia-ml-py is installed (the nvml extra); without a
+        # driver the collector records itself unavailable, with the reason, and that is all.
+        if not any(c.name == "nvml" for c in self._extra_collectors) and importlib.util.find_spec("pynvml") is not None:
+            from accelscope.collectors.nvml import NvmlCollector
+
+            candidates.append(NvmlCollector(self.host_interval_s))
         if self.mode == "full" and framework == "torch":
             from accelscope.collectors.torch_profiler import TorchProfilerCollector
 

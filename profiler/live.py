@@ -26,6 +26,7 @@ log = logging.getLogger("accelscope")
 
 LIVE_FILE = "live.json"
 MIN_STATUS_GAP_S = 0.02
+MIN_FLAGGED_STEP_NS = 1_000_000
 # A step is idle-heavy when the device utilisation sampled during it averages below this.
 IDLE_HEAVY_UTIL_PERCENT = 50.0
 # Utilisation counters the live analyzer listens to (NVML GPU, TPU duty cycle).
@@ -116,7 +117,8 @@ class LiveAnalyzer:
         self.total_ns += dur
         self.total_wait_ns += r.input_wait_ns
         self._recent.append(step)
-        flagged = verdict != "none" or idle_heavy
+        # Sub-millisecond "steps" (a loop without real work) are not worth a warning.
+        flagged = (verdict != "none" or idle_heavy) and dur >= MIN_FLAGGED_STEP_NS
         if flagged:
             self.flagged += 1
             self._flags.append(step)

@@ -72,8 +72,8 @@ def test_idle_heavy_steps_are_flagged_from_device_samples(tmp_path):
 def test_memory_stays_bounded_over_many_steps(tmp_path):
     live = LiveAnalyzer(tmp_path, window=50, status_interval_s=0.05)
     for i in range(20_000):
-        live.on_step(StepRecord(i, i * 1000, i * 1000 + 900, 500))
-        live.on_counter("gpu_util_percent", "cuda:0", i * 1000, 50.0)
+        live.on_step(StepRecord(i, i * 3_000_000, i * 3_000_000 + 2_000_000, 1_000_000))
+        live.on_counter("gpu_util_percent", "cuda:0", i * 3_000_000, 50.0)
     live.close(timeout_s=30)
     assert live.steps == 20_000
     assert len(live._recent) == 50 and len(live._flags) == 20 and len(live._util) <= 4096
