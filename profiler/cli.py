@@ -192,6 +192,20 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from accelscope.runner import run_script
+
+    argv = list(args.script)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        return _fail("run: name a script to profile, e.g. accelscope run -- train.py --epochs 1")
+    code, run_dir = run_script(argv[0], argv[1:], args.out_dir, mode=args.mode)
+    if run_dir is not None:
+        print(f"accelscope: run written to {run_dir} (accelscope analyze {run_dir})", file=sys.stderr)
+    return code
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from accelscope.dashboard.report import write_report
 
@@ -259,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-serve", action="store_true", help="do not start the dashboard")
     add_serve_options(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="profile an unmodified PyTorch script: accelscope run [options] -- script.py args...")
+    p.add_argument("--mode", choices=("full", "light"), default="light", help="light (default): steps, input waits, host and GPU metrics; full adds torch.profiler windows")
+    p.add_argument("--out-dir", default="runs", help="directory for the run (default ./runs)")
+    p.add_argument("script", nargs=argparse.REMAINDER, help="the script and its arguments")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("import", help="import Kineto JSON / XPlane traces (files, rank directories, TensorBoard logdirs) into a run")
     p.add_argument("paths", nargs="+", metavar="PATH", help="trace files or directories; several files become ranks of one run")
