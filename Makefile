@@ -18,6 +18,7 @@ bench: $(STAMP_DEV)
 	$(VENV)/bin/python benchmarks/overhead.py
 	$(VENV)/bin/python benchmarks/import_speed.py
 	$(VENV)/bin/python benchmarks/analysis_speed.py
+	$(VENV)/bin/python benchmarks/sampler_cpu.py
 
 screenshot: $(STAMP_DEV) chromium
 	$(VENV)/bin/python docs/screenshot.py -o docs/dashboard.png

@@ -217,3 +217,24 @@ def test_full_mode_traces_only_the_scheduled_windows(tmp_path):
     expected = {s for a, b in sched.windows(12) for s in range(a, b + 1)}
     assert traced == expected
     assert not (prof.run_dir / ".tmp-torch").exists(), "temporary Kineto exports are cleaned up"
+
+
+def test_memory_stays_flat_over_many_steps(tmp_path):
+    import psutil
+
+    proc = psutil.Process()
+    with accelscope.profile(tmp_path / "r", mode="light", flush_interval_s=0.05) as prof:
+        def run(n):
+            for _ in prof.iter(range(n)):
+                time.sleep(0.0001)
+                prof.step()
+
+        run(5_000)
+        time.sleep(0.2)  # let the writer flush
+        rss_early = proc.memory_info().rss
+        run(20_000)
+        time.sleep(0.2)
+        rss_late = proc.memory_info().rss
+    assert prof.steps == 25_000
+    assert rss_late - rss_early < 30 * 2**20, "recorded rows go to disk, not to memory"
+    assert Run.open(prof.run_dir).events.filter(accelscope.open_run(prof.run_dir).events["kind"] == "step").height == 25_000
