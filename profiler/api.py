@@ -306,20 +306,28 @@ class Profiler:
         self._note_input_pipeline(iterable)
         it = iter(iterable)
         while True:
-            t0 = self.now_ns()
-            if self._step_start_ns is None:
-                self._step_start_ns = t0
+            t0 = self.input_wait_started()
             try:
                 item = next(it)
             except StopIteration:
-                if self._active:
-                    self._record(S.INPUT_WAIT, label + " [exhausted]", t0, self.now_ns())
+                self.input_wait_ended(label + " [exhausted]", t0)
                 return
-            if self._active:
-                t1 = self.now_ns()
-                self._record(S.INPUT_WAIT, label, t0, t1)
-                self._step_wait_ns += t1 - t0
+            self.input_wait_ended(label, t0)
             yield item
+
+    def input_wait_started(self) -> int:
+        """Now, as the start of a wait for input (the first one also starts step 0)."""
+        t0 = self.now_ns()
+        if self._step_start_ns is None:
+            self._step_start_ns = t0
+        return t0
+
+    def input_wait_ended(self, label: str, start_ns: int) -> None:
+        """Record the wait for input that began at ``start_ns`` (for loaders not behind ``iter``)."""
+        if self._active:
+            t1 = self.now_ns()
+            self._record(S.INPUT_WAIT, label, start_ns, t1)
+            self._step_wait_ns += t1 - start_ns
 
     def _note_input_pipeline(self, iterable: object) -> None:
         """Record a DataLoader's settings, the evidence behind input-wait advice."""

@@ -23,7 +23,6 @@ def run_script(script: str, args: list[str], out_dir: str | Path, *, mode: str =
     if not path.is_file():
         raise AccelscopeError(f"{path}: no such script")
     import accelscope
-    from accelscope.traces import schema as S
 
     try:
         import torch
@@ -45,15 +44,11 @@ def run_script(script: str, args: list[str], out_dir: str | Path, *, mode: str =
     original_next = dataloader._BaseDataLoaderIter.__next__
 
     def timed_next(self: Any) -> Any:
-        t0 = prof.now_ns()
-        if prof._step_start_ns is None:
-            prof._step_start_ns = t0
+        t0 = prof.input_wait_started()
         try:
             return original_next(self)
         finally:
-            t1 = prof.now_ns()
-            prof._record(S.INPUT_WAIT, f"next({type(self).__name__})", t0, t1)
-            prof._step_wait_ns += t1 - t0
+            prof.input_wait_ended(f"next({type(self).__name__})", t0)
 
     hook = register_optimizer_step_post_hook(on_optimizer_step)
     dataloader._BaseDataLoaderIter.__next__ = timed_next
