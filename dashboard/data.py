@@ -8,6 +8,7 @@ browser costs nothing after the first visit.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import threading
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from accelscope.analysis import VERDICT_TEXT, NoStepsError, Report, analyze
+from accelscope.causes import CAUSE_TEXT, CAUSES
 from accelscope.breakdown import BREAKDOWN
 from accelscope.traces import schema as S
 from accelscope.traces.run import Run
@@ -33,6 +35,7 @@ MAX_STEP_BANDS = 400
 HOVER_POINTS_PER_ROW = 400
 
 STEPS_LANE = "steps"
+IDLE_GAP = "idle gap"
 
 
 # -- labels ------------------------------------------------------------------------------
@@ -336,14 +339,49 @@ class RunView:
     @property
     def timeline(self) -> Timeline:
         """The whole run."""
-        return self._cached("timeline", lambda: build_timeline(self.lane_layout, self.origin_ns, self.end_ms, None, self.max_slices_per_lane))
+        return self._cached("timeline", lambda: self._with_gaps(build_timeline(self.lane_layout, self.origin_ns, self.end_ms, None, self.max_slices_per_lane)))
 
     def timeline_window(self, start_ms: float, end_ms: float) -> Timeline:
         """The slices overlapping [start_ms, end_ms] (ms since run start), capped per lane."""
         lo, hi = max(0.0, float(start_ms)), min(self.end_ms, float(end_ms))
         if hi <= lo or (lo <= 0.0 and hi >= self.end_ms):
             return self.timeline
-        return build_timeline(self.lane_layout, self.origin_ns, self.end_ms, (lo, hi), self.max_slices_per_lane)
+        return self._with_gaps(build_timeline(self.lane_layout, self.origin_ns, self.end_ms, (lo, hi), self.max_slices_per_lane))
+
+    def _with_gaps(self, tl: Timeline) -> Timeline:
+        """Add the analyzer's idle gaps of each device, on the device's first lane, with their cause."""
+        rep = self.report
+        if rep is None or not rep.has_device or rep.gaps.height == 0 or not tl.lanes:
+            return tl
+        rows: dict[tuple[int, str], int] = {}
+        for lane in self.lane_layout.lanes:
+            label = lane.label.split(" · ", 1)[-1]
+            device = label.split(" ", 1)[0]
+            rank = int(lane.label.split(" · ")[0].removeprefix("rank ")) if lane.label.startswith("rank ") else None
+            if device != "cpu" and ":" in device:
+                for r in ([rank] if rank is not None else rep.gaps["rank"].unique().to_list()):
+                    rows.setdefault((r, device), lane.row0)
+        gaps = rep.gaps
+        if tl.window is not None:
+            a_ns = self.origin_ns + int(tl.window[0] * 1e6)
+            b_ns = self.origin_ns + int(np.ceil(tl.window[1] * 1e6))
+            gaps = gaps.filter((pl.col("start_ns") < b_ns) & (pl.col("end_ns") > a_ns))
+        keys = list(rows)
+        if not keys:
+            return tl
+        lookup = pl.DataFrame({"rank": [k[0] for k in keys], "device": [k[1] for k in keys], "row": [rows[k] for k in keys]}, schema={"rank": pl.Int32, "device": pl.String, "row": pl.Int64})
+        gaps = gaps.join(lookup, on=["rank", "device"], how="inner").sort("dur_ns", descending=True).head(self.max_slices_per_lane)
+        if gaps.height == 0:
+            return tl
+        cause_cols = [f"{c}_ns" for c in CAUSES]
+        names = []
+        for r in gaps.select("cause", *cause_cols).iter_rows(named=True):
+            parts = sorted(((r[f"{c}_ns"], c) for c in CAUSES if r[f"{c}_ns"] > 0), reverse=True)[:3]
+            detail = ", ".join(f"{CAUSE_TEXT[c]} {format_duration_ns(v)}" for v, c in parts)
+            names.append(f"idle: {CAUSE_TEXT[r['cause']]} ({detail})")
+        part = pl.DataFrame({"start_ns": gaps["start_ns"], "dur_ns": gaps["dur_ns"], "row": gaps["row"], "name": names, "kind": ["idle gap"] * gaps.height, "step_i": gaps["step"]})
+        span = tl.window if tl.window is not None else tl.x_range
+        return dataclasses.replace(tl, segments=tl.segments + [_segments(IDLE_GAP, part, self.origin_ns, span)])
 
     # -- metrics -----------------------------------------------------------------------
     @property

@@ -25,6 +25,7 @@ KIND_COLORS = {
     S.STEP: "#8A8F98",
     S.ANNOTATION: "#59A14F",
     S.OTHER: "#B8B8B8",
+    "idle gap": "rgba(255, 140, 0, 0.55)",  # the analyzer's idle gaps, on device lanes
 }
 STEP_COLORS = ("#7C8594", "#B3BAC5")  # alternating steps
 INPUT_WAIT_COLOR = KIND_COLORS[S.INPUT_WAIT]

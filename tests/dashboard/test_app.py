@@ -406,3 +406,22 @@ def test_every_kind_of_slice_has_its_own_colour():
     assert set(S.KINDS) <= set(KIND_COLORS)
     assert len({KIND_COLORS[k] for k in S.KINDS}) == len(S.KINDS)
     assert KIND_COLORS[S.INPUT_WAIT].upper() == "#D62728"
+
+
+def test_idle_gaps_are_drawn_on_the_device_lane_with_their_cause(shared_dir, tmp_path):
+    from accelscope.traces.importer import import_traces
+
+    nw0 = shared_dir / "traces/kineto/tb_plugin/samples/resnet50_num_workers_0/worker0.1623143089861.pt.trace.json.gz"
+    run_dir = import_traces([nw0], tmp_path / "nw0", progress=False)
+    board = create_app([run_dir])._accelscope
+    fig = board.figures(0)["timeline"]
+    gaps = next(t for t in fig.data if t.name == "idle gap")
+    device_row = next(v for v, label in zip(fig.layout.yaxis.tickvals, fig.layout.yaxis.ticktext) if label.startswith("cuda:0"))
+    assert {y for y in gaps.y if y is not None} == {device_row}
+    texts = [t for t in gaps.text if t]
+    assert any("idle: waiting for input" in t for t in texts), "nw0's large gaps are the DataLoader"
+    # Zoomed views get the gaps of their window only.
+    view = board.views[0]
+    zoomed = view.timeline_window(0.0, 50.0)
+    gap_seg = next(s for s in zoomed.segments if s.kind == "idle gap")
+    assert 0 < gap_seg.slices < next(s for s in view.timeline.segments if s.kind == "idle gap").slices
