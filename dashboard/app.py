@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from accelscope.dashboard.data import RunView, run_labels
 from accelscope.errors import require
+from accelscope.traces import schema as S
 from accelscope.traces.run import Run
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -147,6 +148,8 @@ class Dashboard:
             figs["step"],
             figs["timeline"],
             figs["metrics"],
+            view.name_table([S.KERNEL, S.MEMCPY, S.MEMSET]),
+            view.name_table([S.CPU_OP]),
         )
 
 
@@ -163,7 +166,40 @@ OUTPUTS = (
     ("step-graph", "figure"),
     ("timeline-graph", "figure"),
     ("metrics-graph", "figure"),
+    ("kernels-table", "rowData"),
+    ("ops-table", "rowData"),
 )
+TABLE_COLUMNS = [
+    ("name", "name", "text"),
+    ("kind", "kind", "text"),
+    ("count", "count", "numeric"),
+    ("total_ms", "total ms", "numeric"),
+    ("mean_us", "mean µs", "numeric"),
+    ("max_us", "max µs", "numeric"),
+    ("share_pct", "% of step time", "numeric"),
+]
+
+
+def _table(table_id: str):
+    """A sortable, filterable grid (AG Grid: Dash's DataTable is deprecated)."""
+    dag = require("dash_ag_grid", "dashboard", "accelscope dashboard")
+    columns = []
+    for cid, name, typ in TABLE_COLUMNS:
+        col = {"field": cid, "headerName": name, "filter": "agNumberColumnFilter" if typ == "numeric" else "agTextColumnFilter"}
+        if cid == "name":
+            col.update(flex=3, minWidth=320, tooltipField="name")
+        else:
+            col.update(flex=1, minWidth=90, type="numericColumn" if typ == "numeric" else None)
+        columns.append({k: v for k, v in col.items() if v is not None})
+    return dag.AgGrid(
+        id=table_id,
+        columnDefs=columns,
+        rowData=[],
+        defaultColDef={"sortable": True, "filter": True, "resizable": True, "floatingFilter": True},
+        dashGridOptions={"pagination": True, "paginationPageSize": 20, "paginationPageSizeSelector": [20, 50, 100], "rowHeight": 30, "headerHeight": 34, "floatingFiltersHeight": 36, "tooltipShowDelay": 300, "animateRows": False},
+        className="ag-theme-alpine",
+        style={"height": "740px"},
+    )
 
 
 def _card(label: str, value_id: str, caption: str = "", caption_id: str | None = None, card_id: str | None = None):
@@ -233,6 +269,15 @@ def _layout(board: Dashboard):
                         "One lane per host thread and per device stream; nested slices stack downwards. "
                         "Shaded bands mark every other step. Hover a slice for its name and duration.",
                         loading(dcc.Graph(id="timeline-graph", config={**graph_config, "scrollZoom": True})),
+                    ),
+                    section(
+                        "Kernels and ops",
+                        "Time per name over the run, longest first; click a header to sort, type in the row under it to filter. "
+                        "Op times are inclusive (nested ops count in their parents too).",
+                        html.H3("Device work (kernels, copies, memsets)"),
+                        _table("kernels-table"),
+                        html.H3("Host ops"),
+                        _table("ops-table"),
                     ),
                     section(
                         "Host metrics",

@@ -35,6 +35,8 @@ MAX_STEP_BANDS = 400
 HOVER_POINTS_PER_ROW = 400
 
 STEPS_LANE = "steps"
+# Rows sent to each kernel/op table (the longest by total time); the browser sorts and filters them.
+TABLE_ROWS = 500
 IDLE_GAP = "idle gap"
 
 
@@ -347,6 +349,38 @@ class RunView:
         if hi <= lo or (lo <= 0.0 and hi >= self.end_ms):
             return self.timeline
         return self._with_gaps(build_timeline(self.lane_layout, self.origin_ns, self.end_ms, (lo, hi), self.max_slices_per_lane))
+
+    def name_table(self, kinds: Sequence[str]) -> list[dict[str, Any]]:
+        """Rows for a sortable table: time per name over the whole run, longest first.
+
+        Shares are of the steady-state step time (warm-up left out), as in the overview.
+        """
+        def build() -> list[dict[str, Any]]:
+            ev = self.run.slices.filter(pl.col("kind").is_in(list(kinds)))
+            if ev.height == 0:
+                return []
+            rep = self.report
+            total = rep.steady_ns if rep is not None and rep.steady_ns else int(ev["dur_ns"].sum()) or 1
+            table = (
+                ev.group_by("name")
+                .agg(pl.col("kind").first(), pl.len().alias("count"), pl.col("dur_ns").sum().alias("total_ns"), pl.col("dur_ns").mean().alias("mean_ns"), pl.col("dur_ns").max().alias("max_ns"))
+                .sort("total_ns", descending=True)
+                .head(TABLE_ROWS)
+            )
+            return [
+                {
+                    "name": r["name"],
+                    "kind": r["kind"],
+                    "count": r["count"],
+                    "total_ms": round(r["total_ns"] / 1e6, 3),
+                    "mean_us": round(r["mean_ns"] / 1e3, 2),
+                    "max_us": round(r["max_ns"] / 1e3, 2),
+                    "share_pct": round(100 * r["total_ns"] / total, 2),
+                }
+                for r in table.iter_rows(named=True)
+            ]
+
+        return self._cached(f"table:{','.join(kinds)}", build)
 
     def _with_gaps(self, tl: Timeline) -> Timeline:
         """Add the analyzer's idle gaps of each device, on the device's first lane, with their cause."""

@@ -425,3 +425,14 @@ def test_idle_gaps_are_drawn_on_the_device_lane_with_their_cause(shared_dir, tmp
     zoomed = view.timeline_window(0.0, 50.0)
     gap_seg = next(s for s in zoomed.segments if s.kind == "idle gap")
     assert 0 < gap_seg.slices < next(s for s in view.timeline.segments if s.kind == "idle gap").slices
+
+
+def test_kernel_and_op_tables_hold_the_runs_time_per_name(board, report):
+    out = dict(zip((f"{cid}.{prop}" for cid, prop in app_mod.OUTPUTS), board.render(0)))
+    ops = out["ops-table.rowData"]
+    assert ops and out["kernels-table.rowData"] == [], "a CPU run: host ops, no device work"
+    totals = [r["total_ms"] for r in ops]
+    assert totals == sorted(totals, reverse=True)
+    ev = Run.open(board.views[0].run.path).slices
+    mm = ev.filter((ev["kind"] == "cpu_op") & (ev["name"] == ops[0]["name"]))
+    assert ops[0]["count"] == mm.height and ops[0]["total_ms"] == round(mm["dur_ns"].sum() / 1e6, 3)

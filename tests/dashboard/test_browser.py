@@ -151,6 +151,20 @@ def test_timeline_draws_the_runs_lanes(page, recorded_run):
     assert "this process" in metrics and "process RSS" in metrics
 
 
+def test_ops_grid_lists_the_runs_ops_sortably(page, recorded_run):
+    page.eval_on_selector("#ops-table", "e => e.scrollIntoView({block: 'center'})")
+    page.wait_for_selector("#ops-table .ag-row .ag-cell[col-id='name']", timeout=TIMEOUT_MS)
+    first = page.text_content("#ops-table .ag-row[row-index='0'] .ag-cell[col-id='name']")
+    run = Run.open(recorded_run)
+    ops = run.slices.filter(pl.col("kind") == "cpu_op").group_by("name").agg(pl.col("dur_ns").sum()).sort("dur_ns", descending=True)
+    assert first == ops["name"][0]
+    # Sorting by count in the browser reorders the rows.
+    page.click("#ops-table .ag-header-cell[col-id='count']")
+    page.wait_for_timeout(300)
+    counts = page.eval_on_selector_all("#ops-table .ag-center-cols-container .ag-row .ag-cell[col-id='count']", "els => els.map(e => Number(e.textContent))")
+    assert counts and (counts == sorted(counts) or counts == sorted(counts, reverse=True))
+
+
 def test_hovering_an_input_wait_names_it(page):
     # Zoom onto the first input wait, then hover its middle.
     x0, x1, row = _plot(
@@ -193,3 +207,4 @@ def test_switching_runs_updates_every_view(page, small_run):
 
 def test_no_script_errors(page):
     assert page.errors == []
+
