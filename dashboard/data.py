@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
-from accelscope.analysis import VERDICT_TEXT, NoStepsError, Report, analyze
+from accelscope.analysis import VERDICT_TEXT, NoStepsError, Report, analyze, time_per_name
 from accelscope.causes import CAUSE_TEXT, CAUSES
 from accelscope.breakdown import BREAKDOWN
 from accelscope.traces import schema as S
@@ -356,17 +356,10 @@ class RunView:
         Shares are of the steady-state step time (warm-up left out), as in the overview.
         """
         def build() -> list[dict[str, Any]]:
-            ev = self.run.slices.filter(pl.col("kind").is_in(list(kinds)))
-            if ev.height == 0:
-                return []
+            ev = self.run.slices
             rep = self.report
             total = rep.steady_ns if rep is not None and rep.steady_ns else int(ev["dur_ns"].sum()) or 1
-            table = (
-                ev.group_by("name")
-                .agg(pl.col("kind").first(), pl.len().alias("count"), pl.col("dur_ns").sum().alias("total_ns"), pl.col("dur_ns").mean().alias("mean_ns"), pl.col("dur_ns").max().alias("max_ns"))
-                .sort("total_ns", descending=True)
-                .head(TABLE_ROWS)
-            )
+            table = time_per_name(ev, list(kinds), total, limit=TABLE_ROWS)
             return [
                 {
                     "name": r["name"],
@@ -375,7 +368,7 @@ class RunView:
                     "total_ms": round(r["total_ns"] / 1e6, 3),
                     "mean_us": round(r["mean_ns"] / 1e3, 2),
                     "max_us": round(r["max_ns"] / 1e3, 2),
-                    "share_pct": round(100 * r["total_ns"] / total, 2),
+                    "share_pct": round(100 * r["share_of_step_time"], 2),
                 }
                 for r in table.iter_rows(named=True)
             ]

@@ -143,16 +143,18 @@ def short_name(name: str, width: int = 60) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
-def _top(events: pl.DataFrame, kinds: list[str], total_ns: int) -> pl.DataFrame:
+def time_per_name(events: pl.DataFrame, kinds: list[str], total_ns: int, limit: int = TOP_N) -> pl.DataFrame:
+    """Slices of ``kinds`` grouped by name: count, total/mean/max ns and share of ``total_ns``,
+    longest total first (the report's top tables and the dashboard's grids)."""
     df = events.filter(pl.col("kind").is_in(kinds))
     if df.height == 0:
-        return pl.DataFrame(schema={"name": pl.String, "kind": pl.String, "count": pl.UInt32, "total_ns": pl.Int64, "mean_ns": pl.Float64, "share_of_step_time": pl.Float64})
+        return pl.DataFrame(schema={"name": pl.String, "kind": pl.String, "count": pl.UInt32, "total_ns": pl.Int64, "mean_ns": pl.Float64, "max_ns": pl.Int64, "share_of_step_time": pl.Float64})
     return (
         df.group_by("name")
-        .agg(pl.col("kind").first(), pl.len().alias("count"), pl.col("dur_ns").sum().alias("total_ns"), pl.col("dur_ns").mean().alias("mean_ns"))
+        .agg(pl.col("kind").first(), pl.len().alias("count"), pl.col("dur_ns").sum().alias("total_ns"), pl.col("dur_ns").mean().alias("mean_ns"), pl.col("dur_ns").max().alias("max_ns"))
         .with_columns((pl.col("total_ns") / max(total_ns, 1)).alias("share_of_step_time"))
         .sort("total_ns", descending=True)
-        .head(TOP_N)
+        .head(limit)
     )
 
 
@@ -248,8 +250,8 @@ def analyze(run: Run) -> Report:
         verdict=verdict,
         idle_by_cause_ns=idle_by_cause,
         breakdown_ns=breakdown_ns,
-        top_kernels=_top(events, [S.KERNEL, S.MEMCPY, S.MEMSET], total),
-        top_ops=_top(events, [S.CPU_OP], total),
+        top_kernels=time_per_name(events, [S.KERNEL, S.MEMCPY, S.MEMSET], total),
+        top_ops=time_per_name(events, [S.CPU_OP], total),
         has_device=any(r.has_device for r in results),
         notes=notes,
         recommendations=[a["text"] for a in advice],

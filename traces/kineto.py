@@ -63,7 +63,6 @@ DEVICE_CATEGORIES = frozenset({"kernel", "cuda_profiler_range", "gpu_memcpy", "m
 # MTIA command-processor events are named by what they do.
 MTIA_EVENT_KIND = {"dma_request": S.MEMCPY, "event_record": S.SYNC, "event_wait": S.SYNC}
 
-_STEP_RE = re.compile(r"^ProfilerStep#(\d+)$")
 _INT_RE = re.compile(r"(-?\d+)")
 _RANK_FILE_RE = re.compile(r"rank[-_]?(\d+)", re.IGNORECASE)
 _TRACE_EVENTS_KEY = re.compile(rb'"traceEvents"\s*:\s*$')
@@ -116,6 +115,12 @@ _decode_doc_raw_ts = msgspec.json.Decoder(_DocRawTs).decode
 _decode_header = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _decode_args = msgspec.json.Decoder(list[Union[_Args, None]]).decode
 _decode_raw_ts = msgspec.json.Decoder(list[_RawTs]).decode
+
+
+def _kept(e: _Event | _RawTs) -> bool:
+    """Complete slices become rows; "Trace" slices only mark the profiler's own recording
+    window (not work, no thread) and are dropped."""
+    return e.ph == "X" and e.cat != "Trace"
 
 
 class TraceFormatError(AccelscopeError, ValueError):
@@ -310,15 +315,14 @@ class _Batches:
             events = _decode_events(text)
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise TraceFormatError(f"{self.path}: invalid trace event ({' '.join(str(exc).split())})") from None
-        self.add_events(events, lambda: [r.ts for r in _decode_raw_ts(text) if r.ph == "X" and r.cat != "Trace"])
+        self.add_events(events, lambda: [r.ts for r in _decode_raw_ts(text) if _kept(r)])
 
     def add_events(self, events: list[_Event], raw_ts: Callable[[], list[msgspec.Raw]]) -> None:
         """Add decoded events; ``raw_ts`` gives the kept slices' timestamp texts if needed."""
         for e in events:
             if e.ph == "M" and e.name in ("thread_name", "process_name") and e.args:
                 self._name_lane(e)
-        # "Trace" slices only mark the profiler's own recording window: not work, no thread.
-        xs = [e for e in events if e.ph == "X" and e.cat != "Trace"]
+        xs = [e for e in events if _kept(e)]
         if not xs:
             return
         n = len(xs)
@@ -559,27 +563,14 @@ def _add_document(path: Path, data: bytes, batches: _Batches) -> dict[str, Any]:
 
     def raw_ts(lo: int, hi: int) -> list[msgspec.Raw]:
         if not raw:
-            raw.extend(r.ts for r in _decode_doc_raw_ts(data).traceEvents if r.ph == "X" and r.cat != "Trace")
+            raw.extend(r.ts for r in _decode_doc_raw_ts(data).traceEvents if _kept(r))
         return raw[lo:hi]
 
     done = 0
     for i in range(0, len(events), _BATCH_EVENTS):
         chunk = events[i : i + _BATCH_EVENTS]
-        kept = sum(1 for e in chunk if e.ph == "X" and e.cat != "Trace")
+        kept = sum(1 for e in chunk if _kept(e))
         batches.add_events(chunk, lambda lo=done, hi=done + kept: raw_ts(lo, hi))
         done += kept
     return header
 
-
-# -- small documents -------------------------------------------------------------------------
-def load_json(path: str | Path) -> dict[str, Any]:
-    """Read a whole Kineto JSON document into Python objects (small files, tests)."""
-    p = Path(path)
-    try:
-        with (gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")) as fh:
-            doc = json.loads(fh.read())
-    except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TraceFormatError(f"{p}: not a readable trace ({exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("traceEvents"), list):
-        raise TraceFormatError(f"{p}: JSON without a traceEvents list is not a Kineto trace")
-    return doc
