@@ -200,17 +200,30 @@ def analyze(run: Run) -> Report:
     for r in results:
         notes.extend(n if len(results) == 1 else f"rank {r.rank}: {n}" for n in r.notes)
     steps = _finish_steps(pl.concat([r.steps for r in results]))
+    steps = steps.with_columns(input_timed=_input_timed(run, steps))
+    steps = steps.with_columns(verdict=pl.when(pl.col("input_timed")).then(pl.col("verdict")))
     if steps["warmup"].any():
         notes.append("step 0 is treated as warm-up and left out of the summary")
     steady = steps.filter(~pl.col("warmup"))
     total = int(steady["dur_ns"].sum())
-    share = float(steady["input_wait_ns"].sum()) / total if total else 0.0
+    timed = steady.filter(pl.col("input_timed"))
+    timed_total = int(timed["dur_ns"].sum())
+    share = float(timed["input_wait_ns"].sum()) / timed_total if timed_total else 0.0
+    if 0 < timed.height < steady.height:
+        notes.append(
+            f"input waits were seen only in the {timed.height} of {steady.height} steps the framework profiler traced "
+            "(its IteratorGetNext / DataLoader ops): the input-wait share and its advice come from those steps "
+            "(prof.iter times every step)"
+        )
     busy = float(steady["busy_ns"].sum()) / total if total else 0.0
     gaps = pl.concat([r.gaps for r in results]) if results else empty_gaps()
     steady_keys = steady.select("rank", "step")
     steady_gaps = gaps.join(steady_keys, on=["rank", "step"], how="semi")
     n_devices = max(sum(max(r.devices.height, 1) for r in results) / max(len(results), 1), 1)
     idle_by_cause = {c: int(steady_gaps[f"{c}_ns"].sum() / n_devices) for c in C.CAUSES}
+    if 0 < timed.height < steady.height:  # extrapolate input waits from the steps that saw them
+        timed_gaps = steady_gaps.join(timed.select("rank", "step"), on=["rank", "step"], how="semi")
+        idle_by_cause[C.INPUT_WAIT] = int(timed_gaps[f"{C.INPUT_WAIT}_ns"].sum() / n_devices * total / max(timed_total, 1))
     breakdown_ns = {c: int(steady[f"{c}_ns"].sum()) for c in BREAKDOWN}
     verdict = verdict_for(share)
     n_steady = steady.height or 1
@@ -257,6 +270,34 @@ def analyze(run: Run) -> Report:
         recommendations=[a["text"] for a in advice],
         advice=advice,
     )
+
+
+def _input_timed(run: Run, steps: pl.DataFrame) -> pl.Series:
+    """Per step: were waits for input observable?
+
+    Recorded runs that never timed input on the training thread (no ``prof.iter``, as in
+    Keras ``model.fit``) see input waits only inside the framework profiler's windows
+    (``IteratorGetNext``, DataLoader ops). Everything else (imported traces, runs with
+    ``prof.iter``, light runs) counts every step.
+    """
+    meta = run.meta
+    schedule = meta.get("schedule")
+    traced_ok = any(
+        name in (meta.get("collectors") or {}) and meta["collectors"][name].get("status") == "ok"
+        for name in ("torch_profiler", "tensorflow_profiler")
+    )
+    if meta.get("input_timing") == "every step" or not schedule or not traced_ok:
+        return pl.Series("input_timed", [True] * steps.height, dtype=pl.Boolean)
+    from accelscope.schedule import Schedule
+
+    n = int(steps["step"].max()) + 1 if steps.height else 0
+    windows = Schedule(**schedule).windows(n)
+    traced = np.zeros(n, dtype=bool)
+    for first, last in windows:
+        traced[first:last + 1] = True
+    numbers = steps["step"].to_numpy()
+    ok = (numbers >= 0) & (numbers < n)
+    return pl.Series("input_timed", np.where(ok, traced[np.clip(numbers, 0, max(n - 1, 0))], False), dtype=pl.Boolean)
 
 
 def _finish_steps(steps: pl.DataFrame) -> pl.DataFrame:

@@ -116,6 +116,7 @@ class Profiler:
         self.live = live
         self._live = None
         self._step_wait_ns = 0
+        self._input_timed = False
         self._collectors: list[Collector] = []
         self._step_collectors: list[Collector] = []
         self._writer: RunWriter | None = None
@@ -172,7 +173,9 @@ class Profiler:
 
             candidates.append(TorchProfilerCollector(self.schedule, self.run_dir / ".tmp-torch"))
         elif self.mode == "full" and framework == "tensorflow":
-            self._writer.set_collector_status("tensorflow", "unavailable", "the TensorFlow collector is not part of this version; step and input timing still run")
+            from accelscope.collectors.tf_profiler import TensorFlowProfilerCollector
+
+            candidates.append(TensorFlowProfilerCollector(self.schedule, self.run_dir / ".tmp-tensorflow"))
         candidates.extend(self._extra_collectors)
         for collector in candidates:
             try:
@@ -281,6 +284,16 @@ class Profiler:
         if self._writer is not None:
             self._writer.add_event((start_ns, end_ns - start_ns, kind, name, "cpu", None, self.pid, threading.get_native_id(), self.rank, None, args))
 
+    def start_step(self) -> None:
+        """Mark that the next step starts now.
+
+        By default a step starts where the previous one ended; loops that do other work
+        between steps (validation, callbacks) call this so that work stays out of steps.
+        """
+        if self._active:
+            self._step_start_ns = self.now_ns()
+            self._step_wait_ns = 0
+
     def step(self) -> None:
         """Mark the end of one training step (and the start of the next)."""
         if not self._active:
@@ -328,6 +341,9 @@ class Profiler:
             t1 = self.now_ns()
             self._record(S.INPUT_WAIT, label, start_ns, t1)
             self._step_wait_ns += t1 - start_ns
+            if not self._input_timed and self._writer is not None:
+                self._input_timed = True
+                self._writer.update_meta(input_timing="every step")
 
     def _note_input_pipeline(self, iterable: object) -> None:
         """Record a DataLoader's settings, the evidence behind input-wait advice."""

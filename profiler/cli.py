@@ -67,7 +67,7 @@ def _print_report(report) -> None:
     shown = steps if steps.height <= 20 else steps.sort("dur_ns", descending=True).head(20).sort("rank", "start_ns")
     for r in shown.iter_rows(named=True):
         st.add_row(str(r["rank"]), f"{r['step']}{' (warm-up)' if r['warmup'] else ''}", f"{r['dur_ns'] / 1e6:.2f}",
-                   f"{r['busy_share']:.1%}", f"{r['input_wait_share']:.1%}", r["verdict"])
+                   f"{r['busy_share']:.1%}", f"{r['input_wait_share']:.1%}" if r["input_timed"] else "not seen", r["verdict"] or "—")
     console.print(st)
     if report.top_kernels.height:
         tk = Table(title="Top device work")
@@ -242,9 +242,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if not args.no_serve:
         from accelscope.dashboard.app import create_app  # noqa: F401 - fail early without the dashboard extra
-    print(f"accelscope demo: training a small CNN on the CPU for {args.steps} steps "
-          f"(loader delay {args.loader_delay_ms:g} ms/batch, {args.workers} DataLoader workers)", flush=True)
-    run_dir = run_demo(args.out_dir, steps=args.steps, loader_delay_ms=args.loader_delay_ms, workers=args.workers, mode=args.mode)
+    if args.framework == "tensorflow":
+        how = "Keras model.fit" if args.keras_fit else "a Keras custom loop"
+        feed = f"tf.data, {args.workers} parallel map calls"
+    else:
+        how, feed = "PyTorch", f"{args.workers} DataLoader workers"
+    print(f"accelscope demo: training a small CNN on the CPU for {args.steps} steps with {how} "
+          f"(loader delay {args.loader_delay_ms:g} ms/batch, {feed})", flush=True)
+    run_dir = run_demo(args.out_dir, steps=args.steps, loader_delay_ms=args.loader_delay_ms, workers=args.workers,
+                       mode=args.mode, framework=args.framework, keras_fit=args.keras_fit)
     print(f"run written to {run_dir}\n", flush=True)
     _print_report(analyze(Run.open(run_dir)))
     if args.no_serve:
@@ -267,8 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="profile a real small CNN training loop on the CPU and open the dashboard")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"training steps (default {DEFAULT_STEPS})")
     p.add_argument("--loader-delay-ms", type=float, default=DEFAULT_DELAY_MS, help=f"simulated input-pipeline cost per batch (default {DEFAULT_DELAY_MS:g})")
-    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help=f"DataLoader num_workers (default {DEFAULT_WORKERS})")
-    p.add_argument("--mode", choices=("full", "light"), default="full", help="full: with torch.profiler windows (default); light: steps, input waits, host metrics")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help=f"DataLoader num_workers, or tf.data parallel map calls (default {DEFAULT_WORKERS})")
+    p.add_argument("--framework", choices=("torch", "tensorflow"), default="torch", help="train with PyTorch (default) or TensorFlow/Keras (needs the tf extra)")
+    p.add_argument("--keras-fit", action="store_true", help="with --framework tensorflow: train with model.fit and accelscope.keras.ProfileCallback instead of a custom loop")
+    p.add_argument("--mode", choices=("full", "light"), default="full", help="full: with framework profiler windows (default); light: steps, input waits, host metrics")
     p.add_argument("--out-dir", default="runs", help="directory for the run (default ./runs)")
     p.add_argument("--no-serve", action="store_true", help="do not start the dashboard")
     add_serve_options(p)

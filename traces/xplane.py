@@ -362,18 +362,19 @@ def _framework(space, host_names: set[str]) -> dict[str, Any]:
     return {"name": "unknown"}
 
 
-def read_xplane(path: str | Path, rank: int = 0) -> Imported:
+def read_xplane(path: str | Path, rank: int = 0, keep_steps: bool = True) -> Imported:
     """Read an ``.xplane.pb`` (TensorFlow / JAX profiler) into events, counters and meta.
 
-    Raises :class:`AccelscopeError` (one line naming the file) for a missing, empty or
+    ``keep_steps=False`` keeps every step marker as an ``annotation`` (for traces recorded
+    inside a run whose steps ``prof.step()`` already marks). Raises :class:`AccelscopeError` (one line naming the file) for a missing, empty or
     corrupt file and for an XSpace without events. See the module docstring for the mapping.
     """
     p = Path(path)
     space = load_xspace(p)
-    return _convert(space, p, rank)
+    return _convert(space, p, rank, keep_steps)
 
 
-def _convert(space, p: Path, rank: int) -> Imported:  # noqa: C901 - one pass over the planes
+def _convert(space, p: Path, rank: int, keep_steps: bool = True) -> Imported:  # noqa: C901 - one pass over the planes
     cols: dict[str, list] = {c: [] for c in S.EVENT_COLUMNS}
     c_start, c_dur, c_kind, c_name = cols["start_ns"], cols["dur_ns"], cols["kind"], cols["name"]
     c_dev, c_stream, c_pid, c_tid = cols["device"], cols["stream"], cols["pid"], cols["tid"]
@@ -601,7 +602,10 @@ def _convert(space, p: Path, rank: int) -> Imported:  # noqa: C901 - one pass ov
 
     step_source = None
     n_steps = 0
-    if host_roots:
+    if not keep_steps:
+        for cands in (host_roots, keras_batches, *device_steps.values()):
+            keep_as_annotation(cands)
+    elif host_roots:
         n_steps, step_source = make_steps(host_roots), "host root TraceMe (_r) markers"
         keep_as_annotation(keras_batches)
         for cands in device_steps.values():

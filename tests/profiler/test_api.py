@@ -2,6 +2,7 @@ import logging
 import threading
 import time
 
+import polars as pl
 import pytest
 
 import accelscope
@@ -35,6 +36,27 @@ def test_every_step_and_input_wait_is_recorded(tmp_path):
     assert (steps["start_ns"][1:] == (steps["start_ns"] + steps["dur_ns"])[:-1]).all()
     # The first step starts when the loop first asks for a batch.
     assert steps["start_ns"][0] == waits["start_ns"][0]
+
+
+def test_start_step_leaves_the_time_before_it_out_of_the_step(tmp_path):
+    with accelscope.profile(tmp_path / "r", mode="light", live=False) as prof:
+        for _ in range(3):
+            time.sleep(0.03)  # between steps: validation, callbacks
+            prof.start_step()
+            time.sleep(0.005)
+            prof.step()
+    steps = Run.open(prof.run_dir).events.filter(pl.col("kind") == "step")
+    assert steps.height == 3 and steps["dur_ns"].max() < 25e6
+
+
+def test_input_timing_is_noted_once_input_is_timed(tmp_path):
+    with accelscope.profile(tmp_path / "a", mode="light", live=False) as prof:
+        prof.step()
+    assert "input_timing" not in Run.open(prof.run_dir).meta
+    with accelscope.profile(tmp_path / "b", mode="light", live=False) as prof:
+        for _ in prof.iter([1]):
+            prof.step()
+    assert Run.open(prof.run_dir).meta["input_timing"] == "every step"
 
 
 def test_clock_is_unix_epoch_ns(tmp_path):

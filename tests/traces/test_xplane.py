@@ -108,6 +108,14 @@ def test_tf_custom_loop_has_train_steps_and_input_waits_covering_them(shared_dir
     assert steps[0]["start_ns"] % 1000 != 0 or steps[1]["start_ns"] % 1000 != 0
 
 
+def test_keep_steps_false_leaves_step_markers_as_annotations(shared_dir):
+    imp = read_xplane(shared_dir / CUSTOM_LOOP, keep_steps=False)
+    rows = _rows(imp)
+    assert not [r for r in rows if r["kind"] == "step"]
+    markers = [r for r in rows if r["kind"] == "annotation" and r["name"] == "train"]
+    assert len(markers) == 12 and "step_source" not in imp.meta
+
+
 def test_keras_fit_steps_come_from_profiled_batch(shared_dir):
     imp = read_xplane(shared_dir / KERAS_FIT)
     rows = _rows(imp)

@@ -1,0 +1,69 @@
+"""The TensorFlow demo measures what it injects, and compares with the PyTorch demo."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from accelscope.analysis import analyze
+from accelscope.traces.run import Run
+
+pytest.importorskip("tensorflow", reason="the TensorFlow demo needs the tf extra")
+pytestmark = pytest.mark.slow
+
+
+def _measure(tmp_path, **kw):
+    from accelscope.demo import run_demo
+
+    report = analyze(Run.open(run_demo(tmp_path, progress=False, framework="tensorflow", **kw)))
+    return report, report.mean_step_ns / 1e6
+
+
+def test_default_tf_demo_is_highly_input_bound_and_measures_the_true_share(tmp_path):
+    from accelscope.demo import DEFAULT_DELAY_MS
+
+    report, step_ms = _measure(tmp_path, steps=24)
+    assert report.verdict == "high"
+    assert abs(report.input_wait_share - DEFAULT_DELAY_MS / step_ms) <= 0.05
+
+
+def test_parallel_tf_data_without_delay_is_not_input_bound(tmp_path):
+    report, _ = _measure(tmp_path, steps=24, loader_delay_ms=0, workers=2)
+    assert report.verdict == "none"
+
+
+def test_keras_fit_demo_measures_the_share_from_traced_steps(tmp_path):
+    from accelscope.demo import DEFAULT_DELAY_MS
+
+    report, step_ms = _measure(tmp_path, steps=30, keras_fit=True)
+    assert report.verdict == "high"
+    assert abs(report.input_wait_share - DEFAULT_DELAY_MS / step_ms) <= 0.05
+
+
+def test_keras_fit_needs_the_tensorflow_framework(tmp_path):
+    from accelscope.demo import run_demo
+
+    with pytest.raises(ValueError, match="--framework tensorflow"):
+        run_demo(tmp_path, keras_fit=True)
+
+
+def test_pytorch_and_tensorflow_runs_of_the_same_model_compare(tmp_path):
+    pytest.importorskip("torch", reason="the comparison needs the torch extra too")
+    runs = []
+    for fw in ("torch", "tensorflow"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "accelscope", "demo", "--framework", fw, "--steps", "16", "--loader-delay-ms", "20",
+             "--mode", "light", "--out-dir", str(tmp_path), "--no-serve"],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs.append(next(line.split("run written to ", 1)[1] for line in proc.stdout.splitlines() if "run written to" in line))
+    proc = subprocess.run([sys.executable, "-m", "accelscope", "diff", *runs, "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    metas = [Run.open(r).meta["framework"]["name"] for r in runs]
+    assert metas == ["torch", "tensorflow"]
+    # Both steps wait ~20 ms for input: both runs see it.
+    waits = doc["breakdown_ms_per_step"]["input_wait"]
+    assert waits["a"] > 15 and waits["b"] > 15

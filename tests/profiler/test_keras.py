@@ -1,0 +1,113 @@
+"""accelscope.keras.ProfileCallback with real Keras model.fit (tensorflow-cpu)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+
+import accelscope
+from accelscope.analysis import analyze
+from accelscope.schedule import Schedule
+from accelscope.traces import schema as S
+from accelscope.traces.run import Run
+
+tf = pytest.importorskip("tensorflow", reason="the tf extra (tensorflow-cpu) is needed")
+
+
+def _data(n_batches: int, delay_ms: float = 0.0):
+    def load(i):
+        if delay_ms:
+            time.sleep(delay_ms / 1000)
+        rng = np.random.default_rng(int(i))
+        return rng.normal(size=(16, 8)).astype(np.float32), rng.integers(0, 3, 16).astype(np.int64)
+
+    def load_op(i):
+        x, y = tf.numpy_function(load, [i], (tf.float32, tf.int64), stateful=True)
+        x.set_shape((16, 8))
+        y.set_shape((16,))
+        return x, y
+
+    return tf.data.Dataset.range(n_batches).map(load_op)
+
+
+def _model():
+    model = tf.keras.Sequential([tf.keras.Input((8,)), tf.keras.layers.Dense(32, activation="relu"), tf.keras.layers.Dense(3)])
+    model.compile("sgd", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def test_each_training_batch_is_one_step(tmp_path):
+    from accelscope.keras import ProfileCallback
+
+    with accelscope.profile(tmp_path / "r", mode="light", framework="tensorflow", live=False) as prof:
+        _model().fit(_data(12), epochs=2, callbacks=[ProfileCallback(prof)], shuffle=False, verbose=0)
+    steps = Run.open(prof.run_dir).events.filter(pl.col("kind") == S.STEP)
+    assert prof.steps == 24 and steps.height == 24
+
+
+def test_validation_stays_out_of_steps(tmp_path):
+    from accelscope.keras import ProfileCallback
+
+    with accelscope.profile(tmp_path / "r", mode="light", framework="tensorflow", live=False) as prof:
+        _model().fit(_data(6), validation_data=_data(4, delay_ms=30), epochs=2, callbacks=[ProfileCallback(prof)], shuffle=False, verbose=0)
+    ev = Run.open(prof.run_dir).events
+    steps = ev.filter(pl.col("kind") == S.STEP).sort("start_ns")
+    evals = ev.filter((pl.col("kind") == S.ANNOTATION) & (pl.col("name") == "keras evaluate batch"))
+    assert evals.height == 8
+    s, e = steps["start_ns"].to_numpy(), (steps["start_ns"] + steps["dur_ns"]).to_numpy()
+    for a, b in zip(evals["start_ns"].to_numpy(), (evals["start_ns"] + evals["dur_ns"]).to_numpy()):
+        assert not ((s < b) & (a < e)).any()
+    # The 30 ms validation batches are not counted in any step.
+    assert steps["dur_ns"].max() < 30e6 * 4
+
+
+def test_callback_given_a_directory_owns_the_run(tmp_path):
+    from accelscope.keras import ProfileCallback
+
+    cb = ProfileCallback(tmp_path / "owned", mode="light", live=False)
+    _model().fit(_data(5), epochs=1, callbacks=[cb], shuffle=False, verbose=0)
+    run = Run.open(cb.prof.run_dir)
+    assert run.meta["complete"] and run.meta["framework"]["name"] == "tensorflow"
+    assert run.meta["steps"] == 5
+
+
+def test_options_with_a_running_profiler_are_refused(tmp_path):
+    from accelscope.keras import ProfileCallback
+
+    with accelscope.profile(tmp_path / "r", mode="light", live=False) as prof:
+        with pytest.raises(ValueError, match="accelscope.profile"):
+            ProfileCallback(prof, mode="full")
+
+
+def test_fit_in_full_mode_traces_steps_and_input_waits(tmp_path):
+    from accelscope.keras import ProfileCallback
+
+    schedule = Schedule(skip_first=1, wait=1, warmup=1, active=3, repeat=1)  # steps 3-5
+    with accelscope.profile(tmp_path / "r", framework="tensorflow", schedule=schedule, live=False) as prof:
+        _model().fit(_data(8, delay_ms=20), epochs=1, callbacks=[ProfileCallback(prof)], shuffle=False, verbose=0)
+    ev = Run.open(prof.run_dir).events
+    markers = ev.filter((pl.col("kind") == S.ANNOTATION) & (pl.col("name") == "train"))
+    nums = sorted(int(a.split('"step_num":')[1].split(",")[0].rstrip("}")) for a in markers["args"].to_list())
+    assert nums == [3, 4, 5]  # the callback's TF step markers, numbered as accelscope's steps
+    waits = ev.filter((pl.col("kind") == S.INPUT_WAIT) & pl.col("name").str.starts_with("IteratorGetNext"))
+    assert waits.height >= 3 and waits["dur_ns"].median() >= 15e6
+
+
+@pytest.mark.slow
+def test_fit_input_share_is_measured_from_the_traced_steps(tmp_path):
+    from accelscope.keras import ProfileCallback
+
+    schedule = Schedule(skip_first=2, wait=2, warmup=1, active=4, repeat=2)
+    delay_ms = 40.0
+    with accelscope.profile(tmp_path / "r", framework="tensorflow", schedule=schedule, live=False) as prof:
+        _model().fit(_data(24, delay_ms=delay_ms), epochs=1, callbacks=[ProfileCallback(prof)], shuffle=False, verbose=0)
+    report = analyze(Run.open(prof.run_dir))
+    true_share = delay_ms / (report.mean_step_ns / 1e6)
+    assert abs(report.input_wait_share - true_share) <= 0.05, (report.input_wait_share, true_share)
+    assert report.verdict == "high"
+    assert any("traced" in n for n in report.notes)
+    timed = report.steps.filter(pl.col("input_timed"))
+    assert timed.height == 8
