@@ -18,6 +18,7 @@
  *   hires DEV VALUE              nvmlDeviceGetSamples yields 2 new samples of VALUE a call
  *   err FUNCTION DEV CODE        FUNCTION always returns CODE for DEV
  *   lost DEV K                   after K utilisation reads, every call on DEV returns 15
+ *   hang DEV K                   after K utilisation reads, every call on DEV blocks (a wedged driver)
  * If NVML_SHIM_LOG names a file, nvmlShutdown writes "FUNCTION DEV CALLS" lines to it.
  * Only the functions below exist: others are "Function Not Found" in pynvml.
  */
@@ -36,6 +37,7 @@ typedef struct {
     unsigned util_base, util_step, memutil, power_mw, temp, sm_clock, mem_clock, pcie_rx, pcie_tx, hires, util_calls;
     unsigned long long mem_total, mem_used, throttle, procmem, last_hires_us;
     int lost_after; /* -1: never */
+    int hang_after; /* -1: never */
 } dev_t_;
 
 typedef struct { char fn[64]; int dev; int code; } err_t_;
@@ -56,6 +58,7 @@ static void load(void) {
         d->index = i; d->util_base = 10 * i; d->util_step = 1; d->memutil = 5; d->mem_total = 16ULL << 30;
         d->mem_used = 1ULL << 30; d->power_mw = 100000; d->temp = 40; d->sm_clock = 1400; d->mem_clock = 5000;
         d->lost_after = -1;
+        d->hang_after = -1;
     }
     const char *path = getenv("NVML_SHIM_SCRIPT");
     FILE *f = path ? fopen(path, "r") : NULL;
@@ -87,6 +90,7 @@ static void load(void) {
             else if (!strcmp(key, "procmem")) d->procmem = a;
             else if (!strcmp(key, "hires")) d->hires = a;
             else if (!strcmp(key, "lost")) d->lost_after = (int)a;
+            else if (!strcmp(key, "hang")) d->hang_after = (int)a;
         }
     }
     fclose(f);
@@ -99,6 +103,7 @@ static int enter(const char *fn, const dev_t_ *d) {
     if (i == nfn && nfn < MAXFN) strcpy(fn_names[nfn++], fn);
     if (i < MAXFN) calls[i][dev]++;
     if (d && d->lost_after >= 0 && (int)d->util_calls >= d->lost_after) return 15;
+    if (d && d->hang_after >= 0 && (int)d->util_calls >= d->hang_after) for (;;) sleep(3600);
     for (int e = 0; e < nerr; e++) if (errs[e].dev == dev && !strcmp(errs[e].fn, fn)) return errs[e].code;
     return 0;
 }

@@ -27,8 +27,12 @@ RUNNER = textwrap.dedent(
     from accelscope.collectors.nvml import NvmlCollector
 
     out, seconds, kwargs = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])
+    hang_timeout_s = kwargs.pop("hang_timeout_s", None)
+    collector = NvmlCollector(0.02, **kwargs)
+    if hang_timeout_s is not None:
+        collector.hang_timeout_s = hang_timeout_s
     steps = 0
-    with accelscope.profile(out, mode="light", live=False, collectors=[NvmlCollector(0.02, **kwargs)]) as prof:
+    with accelscope.profile(out, mode="light", live=False, collectors=[collector]) as prof:
         end = time.monotonic() + seconds
         while time.monotonic() < end:  # the "training loop"
             sum(range(20000))
@@ -167,6 +171,15 @@ def test_gpu_lost_mid_run_is_recorded_once_and_the_other_gpu_continues(shim_dir,
     assert run.meta["nvml_lost_devices"] == ["cuda:1"]
     assert run.meta["collectors"]["nvml"] == {"status": "ok"}
     assert run.meta["complete"] is True
+
+
+def test_a_wedged_driver_is_dropped_as_hung_and_training_keeps_its_pace(shim_dir, tmp_path):
+    run, result, _ = run_profiled(tmp_path, shim_dir, BASE_SCRIPT + "hang 0 3\n", seconds=2.5, hang_timeout_s=0.5)
+    status = run.meta["collectors"]["nvml"]
+    assert status["status"] == "dropped" and "hung" in status["reason"]
+    # ~5.5 ms per step for 2.5 s: the blocked sampler never stalls the loop.
+    assert result["steps"] > 250
+    assert len(series(run, "gpu_util_percent", "cuda:1")) >= 2  # sampled before the hang
 
 
 def test_no_nvml_library_marks_the_collector_unavailable(shim_dir, tmp_path):

@@ -1,0 +1,93 @@
+"""Failures injected into the torch.profiler collector stay out of the training loop."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import polars as pl
+import pytest
+
+import accelscope
+from accelscope.schedule import Schedule
+from accelscope.traces import schema as S
+from accelscope.traces.run import Run
+
+torch = pytest.importorskip("torch", reason="the torch extra is needed")
+SCHEDULE = Schedule(skip_first=1, wait=1, warmup=1, active=2, repeat=2)
+
+
+def _train(tmp_path, n=12, **kw):
+    x = torch.randn(64, 64)
+    with accelscope.profile(tmp_path / "r", framework="torch", schedule=SCHEDULE, live=False, **kw) as prof:
+        for _ in prof.iter(range(n)):
+            (x @ x).relu().sum()
+            prof.step()
+    return prof, Run.open(prof.run_dir)
+
+
+def test_a_window_that_cannot_be_converted_is_kept_and_reported(tmp_path, monkeypatch, caplog):
+    from accelscope.traces import kineto
+
+    real = kineto.read_kineto
+    seen = []
+
+    def first_fails(path, **kw):
+        seen.append(path)
+        if len(seen) == 1:
+            raise kineto.TraceFormatError(f"{path}: truncated JSON")
+        return real(path, **kw)
+
+    monkeypatch.setattr(kineto, "read_kineto", first_fails)
+    with caplog.at_level(logging.WARNING, logger="accelscope"):
+        prof, run = _train(tmp_path)
+    assert prof.steps == 12
+    assert run.meta["collectors"]["torch_profiler"]["status"] == "ok"
+    assert any("could not convert torch.profiler window" in r.getMessage() for r in caplog.records)
+    assert seen[0].exists(), "the unconverted window stays on disk for the user"
+    ops = run.events.filter((pl.col("kind") == S.CPU_OP) & (pl.col("name") == "aten::mm"))
+    assert ops.height == 2, "the second window still arrives"
+
+
+def test_profiler_step_raising_drops_the_collector_once(tmp_path, monkeypatch, caplog):
+    from torch.profiler import profile
+
+    calls = {"n": 0}
+    real_step = profile.step
+
+    def step_fails(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("Kineto lost its CUPTI subscriber")
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(profile, "step", step_fails)
+    with caplog.at_level(logging.WARNING, logger="accelscope"):
+        prof, run = _train(tmp_path)
+    assert prof.steps == 12 and run.meta["steps"] == 12
+    status = run.meta["collectors"]["torch_profiler"]
+    assert status["status"] == "dropped" and "CUPTI" in status["reason"]
+    assert calls["n"] == 4, "a dropped collector is not called again"
+    assert sum("torch_profiler" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING) == 1
+
+
+def test_profiler_failing_to_start_leaves_light_recording_running(tmp_path, monkeypatch):
+    from torch.profiler import profile
+
+    def start_fails(self):
+        raise RuntimeError("another profiler is already running")
+
+    monkeypatch.setattr(profile, "start", start_fails)
+    prof, run = _train(tmp_path)
+    assert run.meta["collectors"]["torch_profiler"]["status"] == "dropped"
+    assert run.events.filter(pl.col("kind") == S.STEP).height == 12
+    assert run.events.filter(pl.col("kind") == S.INPUT_WAIT).height >= 12
+
+
+def test_without_torch_the_collector_is_unavailable(tmp_path, monkeypatch):
+    from accelscope.collectors.base import CollectorUnavailable
+    from accelscope.collectors.torch_profiler import TorchProfilerCollector
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(CollectorUnavailable, match=r"accelscope\[torch\]"):
+        TorchProfilerCollector(SCHEDULE, tmp_path).start(None)
