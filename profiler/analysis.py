@@ -103,6 +103,9 @@ class Report:
                     "input_wait_share": round(r["input_wait_share"], 6),
                     "verdict": r["verdict"],
                     "warmup": r["warmup"],
+                    "input_timed": r["input_timed"],
+                    "outlier": r["outlier"],
+                    "outlier_reason": r["outlier_reason"],
                     "breakdown": {c: us(r[f"{c}_ns"]) for c in BREAKDOWN},
                 }
                 for r in self.steps.iter_rows(named=True)
@@ -202,6 +205,10 @@ def analyze(run: Run) -> Report:
     steps = _finish_steps(pl.concat([r.steps for r in results]))
     steps = steps.with_columns(input_timed=_input_timed(run, steps))
     steps = steps.with_columns(verdict=pl.when(pl.col("input_timed")).then(pl.col("verdict")))
+    steps = mark_outliers(steps)
+    n_out = int(steps["outlier"].sum())
+    if n_out:
+        notes.append(f"{n_out} outlier step{'s' if n_out > 1 else ''} (far slower than the median step; see the steps table)")
     if steps["warmup"].any():
         notes.append("step 0 is treated as warm-up and left out of the summary")
     steady = steps.filter(~pl.col("warmup"))
@@ -270,6 +277,38 @@ def analyze(run: Run) -> Report:
         recommendations=[a["text"] for a in advice],
         advice=advice,
     )
+
+
+# A step is an outlier when its modified z-score (Iglewicz and Hoaglin: 0.6745 * (x -
+# median) / MAD) exceeds this, and it is also this much slower than the median step
+# (steady loops have tiny MADs, so a z-score alone would flag jitter).
+OUTLIER_Z = 3.5
+OUTLIER_MIN_EXCESS = 0.25
+
+
+def mark_outliers(steps: pl.DataFrame) -> pl.DataFrame:
+    """Add ``outlier`` and ``outlier_reason`` per step: unusually slow steady-state steps
+    of each rank, with the breakdown category that grew most against that rank's median."""
+    steady = ~pl.col("warmup")
+    med = pl.col("dur_ns").filter(steady).median().over("rank")
+    mad = (pl.col("dur_ns") - med).abs().filter(steady).median().over("rank")
+    z = 0.6745 * (pl.col("dur_ns") - med) / pl.max_horizontal(mad, pl.lit(1.0))
+    out = steps.with_columns(
+        outlier=steady & (z > OUTLIER_Z) & (pl.col("dur_ns") > med * (1 + OUTLIER_MIN_EXCESS)) & (pl.len().over("rank") >= 5),
+        _median_ns=med,
+    )
+    if not out["outlier"].any():
+        return out.with_columns(outlier_reason=pl.lit(None, dtype=pl.String)).drop("_median_ns")
+    # Which category grew most: that step minus the rank's median of that category.
+    excess = [(pl.col(f"{c}_ns") - pl.col(f"{c}_ns").filter(steady).median().over("rank")).alias(c) for c in BREAKDOWN]
+    grown = out.select(excess).to_numpy()
+    top = np.argmax(grown, axis=1)
+    label = {c: c.replace("_", " ") for c in BREAKDOWN}
+    reasons = [
+        f"{d / m:.1f}x the median step; +{g / 1e6:.1f} ms {label[BREAKDOWN[t]]}" if o else None
+        for o, d, m, g, t in zip(out["outlier"], out["dur_ns"], out["_median_ns"], grown[np.arange(len(top)), top], top)
+    ]
+    return out.with_columns(outlier_reason=pl.Series(reasons, dtype=pl.String)).drop("_median_ns")
 
 
 def _input_timed(run: Run, steps: pl.DataFrame) -> pl.Series:

@@ -57,3 +57,33 @@ def test_run_without_events_is_a_clear_error(tmp_path):
     write_run(tmp_path / "r", None, None, {})
     with pytest.raises(NoStepsError, match="no events"):
         analyze(Run.open(tmp_path / "r"))
+
+
+def _light_run(tmp_path, durations_s, slow_wait_s=None):
+    import time
+
+    import accelscope
+
+    with accelscope.profile(tmp_path / "r", mode="light", live=False) as prof:
+        for i, d in enumerate(durations_s):
+            t0 = prof.input_wait_started()
+            if slow_wait_s and i == slow_wait_s[0]:
+                time.sleep(slow_wait_s[1])
+            prof.input_wait_ended("next(batch)", t0)
+            time.sleep(d)
+            prof.step()
+    return analyze(Run.open(prof.run_dir))
+
+
+def test_a_step_far_slower_than_the_median_is_an_outlier_with_its_reason(tmp_path):
+    report = _light_run(tmp_path, [0.01] * 12, slow_wait_s=(7, 0.05))
+    out = report.steps.filter(pl.col("outlier"))
+    assert out["step"].to_list() == [7]
+    assert "input wait" in out["outlier_reason"][0]
+    assert any("outlier" in n for n in report.notes)
+    assert report.to_dict()["steps"][7]["outlier"] is True
+
+
+def test_steady_steps_and_warm_up_are_not_outliers(tmp_path):
+    report = _light_run(tmp_path, [0.08] + [0.01] * 11)
+    assert not report.steps["outlier"].any()
