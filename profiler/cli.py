@@ -66,7 +66,8 @@ def _print_report(report) -> None:
         st.add_column(col, justify="left" if col == "verdict" else "right")
     shown = steps if steps.height <= 20 else steps.sort("dur_ns", descending=True).head(20).sort("rank", "start_ns")
     for r in shown.iter_rows(named=True):
-        st.add_row(str(r["rank"]), f"{r['step']}{' (warm-up)' if r['warmup'] else ''}", f"{r['dur_ns'] / 1e6:.2f}",
+        tag = " (warm-up)" if r["warmup"] else " (outlier)" if r["outlier"] else ""
+        st.add_row(str(r["rank"]), f"{r['step']}{tag}", f"{r['dur_ns'] / 1e6:.2f}",
                    f"{r['busy_share']:.1%}", f"{r['input_wait_share']:.1%}" if r["input_timed"] else "not seen", r["verdict"] or "—")
     console.print(st)
     if report.top_kernels.height:
