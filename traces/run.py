@@ -298,6 +298,17 @@ class Run:
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def live(self) -> bool:
+        """True while the run is still being recorded (its writer has not closed it)."""
+        return not self.meta.get("complete", False)
+
+    def fingerprint(self) -> tuple:
+        """What is on disk now: changes whenever a part is flushed, parts are compacted or
+        the metadata is rewritten. Cheap (a few stat calls), for readers that poll a
+        run being recorded; compare it with the value taken when this Run was opened."""
+        return run_fingerprint(self.path)
+
     def _table(self, name: str, columns: tuple[str, ...] | None = None) -> pl.DataFrame:
         key = (name, columns)
         if key not in self._cache:
@@ -333,6 +344,17 @@ class Run:
 
     def thread_names(self) -> dict[tuple[int, int], str]:
         return {(t["pid"], t["tid"]): t["name"] for t in self.meta.get("threads", [])}
+
+
+def run_fingerprint(path: str | os.PathLike[str]) -> tuple:
+    """See :meth:`Run.fingerprint`."""
+    p = Path(path)
+    try:
+        st = (p / META_FILE).stat()
+        meta = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        meta = None
+    return (meta, *(tuple(x.name for x in _parts(p / name)) for name in sorted(TABLES)))
 
 
 def open_run(path: str | os.PathLike[str]) -> Run:

@@ -44,6 +44,21 @@ def test_rows_are_flushed_while_recording(tmp_path):
     w.close()
 
 
+def test_fingerprint_changes_with_each_flush_and_at_close_only(tmp_path):
+    w = RunWriter(tmp_path / "r", {}, flush_interval_s=3600)
+    run = Run.open(tmp_path / "r")
+    assert run.live
+    before = run.fingerprint()
+    assert Run.open(tmp_path / "r").fingerprint() == before, "nothing written: nothing changed"
+    w.add_event(_event(1))
+    w.flush()
+    flushed = run.fingerprint()
+    assert flushed != before
+    w.close()
+    closed = Run.open(tmp_path / "r")
+    assert not closed.live and closed.fingerprint() != flushed
+
+
 def test_close_compacts_parts_into_one_file(tmp_path):
     w = RunWriter(tmp_path / "r", {}, flush_interval_s=3600)
     for i in range(3):
