@@ -168,6 +168,11 @@ class Profiler:
             from accelscope.collectors.nvml import NvmlCollector
 
             candidates.append(NvmlCollector(self.host_interval_s))
+        # TPU runtime metrics when this machine has a TPU (or the service address is set).
+        from accelscope.collectors.tpu import TpuCollector, tpu_present
+
+        if not any(c.name == "tpu" for c in self._extra_collectors) and tpu_present():
+            candidates.append(TpuCollector(self.host_interval_s))
         if self.mode == "full" and framework == "torch":
             from accelscope.collectors.torch_profiler import TorchProfilerCollector
 
