@@ -273,7 +273,9 @@ def test_a_hanging_service_does_not_block_training(serve, tmp_path):
 
 
 def test_a_service_that_stops_answering_is_lost_after_three_silent_samples(serve, tmp_path):
-    server = serve(hang_after=3 + 3 * 3)  # start's probe and three samples are answered
+    # Start's probe (3 calls) and three samples are answered: the first sample asks all
+    # three metrics, later ones skip hbm_total_bytes (asked every 20th sample).
+    server = serve(hang_after=3 + 3 + 2 + 2)
     run, _, _ = train(tmp_path, TpuCollector(0.02, address=server.address, timeout_s=0.1), 1.5)
     duty = series(run, "tpu_duty_cycle_percent", "tpu:0")
     assert duty == [11.0, 12.0, 13.0, None, None, None], "calls past the deadline are null samples"
@@ -360,6 +362,13 @@ def test_tpu_presence_from_pci_ids_and_device_nodes(tmp_path, monkeypatch):
     assert tpu_present(str(tmp_path / "none"), str(dev))
     monkeypatch.setenv("ACCELSCOPE_TPU_METRICS_ADDR", "127.0.0.1:1")
     assert tpu_present(str(tmp_path / "none"), str(tmp_path / "none"))
+
+
+def test_constant_hbm_total_is_asked_far_less_often_than_the_live_metrics(serve, tmp_path):
+    server = serve()
+    train(tmp_path, TpuCollector(0.02, address=server.address), 0.6)
+    assert server.calls[DUTY] >= 10
+    assert server.calls[TOTAL] <= 1 + server.calls[DUTY] // 20 + 1
 
 
 def test_profile_starts_the_collector_by_itself_when_the_service_address_is_set(serve, tmp_path, monkeypatch):
