@@ -7,13 +7,18 @@ and its figures built once, on first view, then served from memory.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import threading
 from pathlib import Path
 from typing import Any, Sequence
 
+from accelscope.dashboard.sections import layout_sections
+from accelscope.dashboard.sections import register as register_sections
 from accelscope.dashboard.data import RunView, run_labels
+from accelscope.dashboard.figures import TIME_MARGIN
+from accelscope.dashboard.lod import DEFAULT_WIDTH_PX, MIN_WIDTH_PX, clamp_width_px
 from accelscope.errors import require
 from accelscope.traces import schema as S
 from accelscope.traces.run import Run
@@ -61,6 +66,21 @@ INDEX_STRING = """<!DOCTYPE html>
   .findings ul { margin:0; padding-left:18px; line-height:1.5; }
   .findings .none { color:var(--muted); }
   .recommendations li { color:#7a2e0e; }
+  .live-badge:not(:empty) { display:inline-block; margin:-8px 0 14px; padding:3px 10px; border-radius:12px; background:#fdecec; color:#C62828; font-size:12.5px; font-weight:600; }
+  .compare-picker { display:flex; align-items:center; gap:10px; max-width:560px; margin:4px 0 10px; }
+  .compare-picker label { color:var(--muted); font-size:13px; white-space:nowrap; }
+  .compare-picker > div { flex:1; }
+  .ag-theme-alpine .step-outlier { background:#fdecec !important; }
+  .ag-theme-alpine .step-warmup { color:#8a8f98; }
+  #timeline-details { border-top:1px solid var(--line); margin-top:6px; padding:10px 4px 6px; min-height:48px; }
+  .details-hint { color:var(--muted); font-size:12.5px; margin:0; }
+  .details-head { margin-bottom:6px; }
+  .details-kind { display:inline-block; background:#eef2f8; color:var(--accent); border-radius:4px; padding:1px 7px; font-size:12px; margin-right:8px; }
+  .details-title { font-weight:600; word-break:break-all; }
+  .details-rows { display:grid; grid-template-columns:max-content 1fr; gap:2px 14px; margin:0 0 6px; font-size:13px; }
+  .details-rows dt { color:var(--muted); } .details-rows dd { margin:0; font-variant-numeric:tabular-nums; }
+  .details-table { border-collapse:collapse; font-size:12.5px; margin-bottom:4px; }
+  .details-table th, .details-table td { text-align:left; padding:2px 14px 2px 0; border-bottom:1px solid #eef0f3; }
 </style>
 </head>
 <body>
@@ -68,6 +88,13 @@ INDEX_STRING = """<!DOCTYPE html>
 <footer>{%config%}{%scripts%}{%renderer%}</footer>
 </body>
 </html>"""
+
+
+FIGURES = ("step", "timeline", "metrics")
+# Whole-run timelines are built per graph width rounded to this, and this many widths kept per run.
+WIDTH_STEP_PX = 20
+WHOLE_TIMELINES_KEPT = 4
+TIME_MARGIN_PX = TIME_MARGIN["l"] + TIME_MARGIN["r"]  # the timeline's plot area is the graph less these
 
 
 class Dashboard:
@@ -79,8 +106,8 @@ class Dashboard:
             raise ValueError("the dashboard needs at least one run directory")
         runs = [Run.open(p) for p in paths]  # RunFormatError, one line, for the CLI to print
         self.views = [RunView(run, label) for run, label in zip(runs, run_labels(paths))]
-        self._figures: dict[int, dict[str, Any]] = {}
-        self._locks = [threading.Lock() for _ in self.views]
+        self._figures: dict[tuple[int, str], Any] = {}
+        self._locks = {(i, name): threading.Lock() for i in range(len(self.views)) for name in FIGURES}
 
     def index(self, value: Any) -> int | None:
         """The run index a browser value names, or None when it names none of ours."""
@@ -88,40 +115,130 @@ class Dashboard:
             return None
         return value if 0 <= value < len(self.views) else None
 
+    def figure(self, index: int, name: str) -> Any:
+        """One of a run's figures ("step", "timeline", "metrics"), built once."""
+        from accelscope.dashboard import figures as F
+
+        if name == "timeline":
+            return self.whole_timeline(index)
+        key = (index, name)
+        with self._locks[key]:
+            if key not in self._figures:
+                view = self.views[index]
+                if name == "step":
+                    self._figures[key] = F.step_figure(view.step_bars)
+                else:
+                    self._figures[key] = F.metrics_figure(view.metrics, (0.0, max(view.end_ms, 1e-3)))
+            return self._figures[key]
+
+    def whole_timeline(self, index: int, width_px: Any = None) -> Any:
+        """The whole run's timeline figure for a graph about ``width_px`` wide (default 1600),
+        built once per width (widths rounded to 20 px; the last few kept)."""
+        from accelscope.dashboard import figures as F
+
+        width = DEFAULT_WIDTH_PX if width_px is None else max(clamp_width_px(width_px) // WIDTH_STEP_PX * WIDTH_STEP_PX, MIN_WIDTH_PX)
+        key = (index, "timeline", width)
+        with self._locks[(index, "timeline")]:
+            if key not in self._figures:
+                view = self.views[index]
+                view.prepare(width)
+                tl = view.timeline_window(0.0, view.end_ms, width)
+                widths = [k for k in self._figures if k[:2] == (index, "timeline")]
+                for old in widths[: max(len(widths) - WHOLE_TIMELINES_KEPT + 1, 0)]:
+                    del self._figures[old]
+                self._figures[key] = F.timeline_figure(tl, uirevision=f"run-{index}")
+            return self._figures[key]
+
     def figures(self, index: int) -> dict[str, Any]:
-        from accelscope.dashboard.figures import figures_for
+        """All three figures of a run."""
+        return {name: self.figure(index, name) for name in FIGURES}
 
-        with self._locks[index]:
-            if index not in self._figures:
-                self._figures[index] = figures_for(self.views[index], uirevision=f"run-{index}")
-            return self._figures[index]
+    def prepare_in_background(self, index: int = 0) -> threading.Thread:
+        """Start computing a run's figures now, so the first page load finds them ready or under way."""
 
-    def zoom(self, relayout: Any, value: Any):
-        """The timeline for the x range the browser zoomed to (the whole run on reset).
+        def work() -> None:
+            try:
+                # Everything but the timeline's marks, which wait for the width the page will ask for.
+                self.views[index].prepare(None)
+                self.figure(index, "step")
+            except Exception:  # the page's own request will compute it again and report the error
+                logging.getLogger("accelscope").exception("preparing the dashboard's first run failed")
 
-        Only two numbers from the browser are used, as bounds of a time window.
+        thread = threading.Thread(target=work, name="accelscope-dashboard-prepare", daemon=True)
+        thread.start()
+        return thread
+
+    def timeline(self, value: Any, width_px: Any = None) -> tuple[Any, dict[str, str]]:
+        """The whole-run timeline of a run (the page's second callback) for a graph
+        ``width_px`` wide, and the graph's style: as tall as the figure (lanes and panels),
+        which zooms never change."""
+        index = self.index(value)
+        if index is None:
+            dash = require("dash", "dashboard", "accelscope dashboard")
+            raise dash.exceptions.PreventUpdate
+        fig = self.whole_timeline(index, width_px)
+        return fig, {"height": f"{int(fig.layout.height or 450)}px"}
+
+    def timeline_request(self, request: Any) -> tuple[Any, dict[str, str]]:
+        """``timeline`` for the browser's request store: {"run": index, "width_px": plot width}."""
+        if not isinstance(request, dict):
+            dash = require("dash", "dashboard", "accelscope dashboard")
+            raise dash.exceptions.PreventUpdate
+        return self.timeline(request.get("run"), request.get("width_px"))
+
+    def zoom(self, relayout: Any, value: Any, width_px: Any = None):
+        """The timeline for the x range the browser zoomed to (the whole run on reset),
+        with the level of detail of a graph ``width_px`` pixels wide (clamped; default 1600).
+
+        Only three numbers from the browser are used: the bounds of a time window and a width.
         """
         dash = require("dash", "dashboard", "accelscope dashboard")
         index = self.index(value)
         if index is None or not isinstance(relayout, dict):
             raise dash.exceptions.PreventUpdate
-        if relayout.get("xaxis.autorange") is True:
-            return self.figures(index)["timeline"]
-        bounds = relayout.get("xaxis.range")
+        # The lanes' x axis, or a panel's (x2, x3) that matches it: whichever the browser names.
+        axis = next((a for a in ("xaxis", "xaxis2", "xaxis3") if any(k.startswith(a + ".") for k in relayout)), "xaxis")
+        if relayout.get(f"{axis}.autorange") is True:
+            return self.whole_timeline(index, width_px)
+        bounds = relayout.get(f"{axis}.range")
         if not (isinstance(bounds, list) and len(bounds) == 2):
-            bounds = [relayout.get("xaxis.range[0]"), relayout.get("xaxis.range[1]")]
+            bounds = [relayout.get(f"{axis}.range[0]"), relayout.get(f"{axis}.range[1]")]
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bounds) or bounds[1] <= bounds[0]:
             raise dash.exceptions.PreventUpdate
         from accelscope.dashboard.figures import timeline_figure
 
         view = self.views[index]
-        tl = view.timeline_window(float(bounds[0]), float(bounds[1]))
-        if tl is view.timeline:
-            return self.figures(index)["timeline"]
-        return timeline_figure(tl, uirevision=f"run-{index}")
+        if bounds[0] <= 0.0 and bounds[1] >= view.end_ms:
+            return self.whole_timeline(index, width_px)
+        return timeline_figure(view.timeline_window(float(bounds[0]), float(bounds[1]), width_px), uirevision=f"run-{index}")
+
+    def zoom_view(self, view_data: Any, value: Any):
+        """``zoom`` for the browser's store: {"relayout": relayoutData, "width_px": plot width}."""
+        if not isinstance(view_data, dict):
+            dash = require("dash", "dashboard", "accelscope dashboard")
+            raise dash.exceptions.PreventUpdate
+        return self.zoom(view_data.get("relayout"), value, view_data.get("width_px"))
+
+    def details(self, click: Any, value: Any):
+        """The panel under the timeline for a clicked mark (clickData), or a hint."""
+        html = require("dash.html", "dashboard", "accelscope dashboard")
+        index = self.index(value)
+        custom = None
+        if isinstance(click, dict) and isinstance(click.get("points"), list) and click["points"]:
+            point = click["points"][0]
+            if isinstance(point, dict):
+                custom = parse_click_id(point.get("hovertext"))
+        d = self.views[index].details(custom) if index is not None else None
+        if d is None:
+            return html.P("Click a slice, a merged mark or an idle gap on the timeline (or a point of the latency plot) to see its details here.", className="details-hint")
+        return render_details(d)
 
     def render(self, value: Any) -> tuple:
-        """Everything the page shows for one run, in the order of ``OUTPUTS``."""
+        """Everything the page shows for one run but the timeline, in the order of ``OUTPUTS``.
+
+        The timeline comes from its own callback (``timeline``), so the browser draws the
+        rest while the timeline is computed, and the two are computed at the same time.
+        """
         index = self.index(value)
         if index is None:
             dash = require("dash", "dashboard", "accelscope dashboard")
@@ -129,7 +246,6 @@ class Dashboard:
         html = require("dash.html", "dashboard", "accelscope dashboard")
         view = self.views[index]
         ov = view.overview
-        figs = self.figures(index)
         info = [html.B(view.label)] + [html.Span(" · " + item if i else item) for i, item in enumerate(view.info)]
         notes = [html.Li(n) for n in ov.notes] or [html.Li("none", className="none")]
         recs = [html.Li(r) for r in ov.recommendations] or [html.Li("none: input is not the bottleneck", className="none")]
@@ -145,13 +261,32 @@ class Dashboard:
             f"card {VERDICT_CLASS[ov.verdict]}",
             notes,
             recs,
-            figs["step"],
-            figs["timeline"],
-            figs["metrics"],
+            self.figure(index, "step"),
+            self.figure(index, "metrics"),
             view.name_table([S.KERNEL, S.MEMCPY, S.MEMSET]),
             view.name_table([S.CPU_OP]),
         )
 
+
+# relayoutData -> {"relayout": ..., "width_px": plot-area width}; nothing for changes that are not zooms.
+CLIENT_VIEW = """
+function(relayout) {
+    const nope = window.dash_clientside.no_update;
+    if (!relayout || !Object.keys(relayout).some(k => k.startsWith('xaxis'))) { return nope; }
+    const gd = document.querySelector('#timeline-graph .js-plotly-plot');
+    const size = gd && gd._fullLayout && gd._fullLayout._size;
+    return {relayout: relayout, width_px: size ? Math.round(size.w) : null};
+}
+"""
+
+# run-select -> {"run": index, "width_px": the width the plot area will have (the graph less its margins)}.
+CLIENT_REQUEST = f"""
+function(run) {{
+    const el = document.getElementById('timeline-graph');
+    const w = el ? el.getBoundingClientRect().width - {TIME_MARGIN_PX} : null;
+    return {{run: run, width_px: w && w > 0 ? Math.round(w) : null}};
+}}
+"""
 
 OUTPUTS = (
     ("run-info", "children"),
@@ -164,7 +299,6 @@ OUTPUTS = (
     ("overview-notes", "children"),
     ("overview-recommendations", "children"),
     ("step-graph", "figure"),
-    ("timeline-graph", "figure"),
     ("metrics-graph", "figure"),
     ("kernels-table", "rowData"),
     ("ops-table", "rowData"),
@@ -178,6 +312,30 @@ TABLE_COLUMNS = [
     ("max_us", "max µs", "numeric"),
     ("share_pct", "% of step time", "numeric"),
 ]
+
+
+def parse_click_id(text: Any) -> list[int] | None:
+    """"category,first,last" (figures.click_ids) as three ints; None for anything else."""
+    if not isinstance(text, str) or len(text) > 64:
+        return None
+    parts = text.split(",")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return None
+    return [int(p) for p in parts]
+
+
+def render_details(d) -> Any:
+    """A Details (data.py) as HTML: a title, label/value pairs, and a table when it has one."""
+    html = require("dash.html", "dashboard", "accelscope dashboard")
+    children = [
+        html.Div([html.Span(d.kind, className="details-kind"), html.Span(d.title, className="details-title")], className="details-head"),
+        html.Dl([item for label, value in d.rows for item in (html.Dt(label), html.Dd(value))], className="details-rows"),
+    ]
+    if d.table:
+        head = html.Thead(html.Tr([html.Th(h) for h in d.table_header]))
+        body = html.Tbody([html.Tr([html.Td(c) for c in row]) for row in d.table])
+        children.append(html.Table([head, body], className="details-table"))
+    return html.Div(children, className="details-body")
 
 
 def _table(table_id: str):
@@ -243,6 +401,7 @@ def _layout(board: Dashboard):
             html.Div(
                 [
                     html.P(id="run-info", className="run-info"),
+                    html.Div(id="live-badge", className="live-badge"),
                     section(
                         "Overview",
                         "Where each step's time went: device work, then what the host did while the device was idle (each instant counted once; see docs/analysis.md).",
@@ -267,8 +426,15 @@ def _layout(board: Dashboard):
                     section(
                         "Timeline",
                         "One lane per host thread and per device stream; nested slices stack downwards. "
-                        "Shaded bands mark every other step. Hover a slice for its name and duration.",
-                        loading(dcc.Graph(id="timeline-graph", config={**graph_config, "scrollZoom": True})),
+                        "Shaded bands mark every other step; orange marks on a device lane are its idle gaps. "
+                        "Slices shorter than a pixel are merged into lighter marks; zoom in to see them. "
+                        "Beneath: how many operations each stream had queued, and how long each waited from launch to start.",
+                        # Double-click autoranges (rather than "reset" to the range the last zoomed figure
+                        # was drawn with), which the zoom callback answers with the whole run.
+                        loading(dcc.Graph(id="timeline-graph", config={**graph_config, "scrollZoom": True, "doubleClick": "autosize"})),
+                        dcc.Store(id="timeline-view"),
+                        dcc.Store(id="timeline-request"),
+                        html.Div(id="timeline-details"),
                     ),
                     section(
                         "Kernels and ops",
@@ -280,10 +446,12 @@ def _layout(board: Dashboard):
                         _table("ops-table"),
                     ),
                     section(
-                        "Host metrics",
-                        "Sampled CPU and memory use of the training process, its children (DataLoader workers) and the whole machine.",
+                        "Device and host metrics",
+                        "Sampled over the run, on the timeline's time axis: GPU (NVML) and TPU counters when recorded, and CPU and memory "
+                        "of the training process, its children (DataLoader workers) and the whole machine.",
                         loading(dcc.Graph(id="metrics-graph", config=graph_config)),
                     ),
+                    *layout_sections(board, section, loading, graph_config),
                 ],
                 className="page",
             ),
@@ -291,11 +459,30 @@ def _layout(board: Dashboard):
     )
 
 
-def create_app(run_paths: Sequence[str | Path]):
-    """A Dash app showing these run directories (raises RunFormatError for a path that is not one)."""
+def _import_for_first_request() -> None:
+    """Import now what the first request would otherwise import (Parquet reading pulls in
+    pyarrow.dataset and pandas, ~0.5 s), so a page load does not wait for it."""
+    for name in ("pyarrow.parquet", "pyarrow.dataset", "plotly.graph_objects", "plotly.subplots"):
+        importlib.import_module(name)
+    # Plotly loads its template and each property's validator on first use (~0.2 s): use them once.
+    from accelscope.dashboard import figures as F
+    from accelscope.dashboard.data import StepBars
+
+    F.step_figure(StepBars([0, 1], ["a", "b"], [1.0, 1.0], [1.0, 1.0], [0.5, 0.5], [True, False], 2.0, [("kernel", [1.0, 1.0])]))
+    F.warm_up()
+
+
+def create_app(run_paths: Sequence[str | Path], prepare: bool = False):
+    """A Dash app showing these run directories (raises RunFormatError for a path that is not one).
+
+    ``prepare``: start analysing the first run right away, in a background thread (``serve`` does).
+    """
     dash = require("dash", "dashboard", "accelscope dashboard")
     require("plotly", "dashboard", "accelscope dashboard")
+    _import_for_first_request()
     board = Dashboard(run_paths)
+    if prepare:
+        board.prepare_in_background(0)
     app = dash.Dash(
         __name__,
         title="accelscope",
@@ -308,19 +495,35 @@ def create_app(run_paths: Sequence[str | Path]):
     app.layout = _layout(board)
     outputs = [dash.Output(cid, prop) for cid, prop in OUTPUTS]
     app.callback(*outputs, dash.Input("run-select", "value"))(board.render)
+    # The whole-run timeline is drawn for the graph's width, which only the browser knows.
+    app.clientside_callback(CLIENT_REQUEST, dash.Output("timeline-request", "data"), dash.Input("run-select", "value"))
+    app.callback(dash.Output("timeline-graph", "figure"), dash.Output("timeline-graph", "style"), dash.Input("timeline-request", "data"))(board.timeline_request)
+    # The browser adds the plot's width in pixels to each zoom, for the level of detail.
+    app.clientside_callback(
+        CLIENT_VIEW,
+        dash.Output("timeline-view", "data"),
+        dash.Input("timeline-graph", "relayoutData"),
+        prevent_initial_call=True,
+    )
     app.callback(
         dash.Output("timeline-graph", "figure", allow_duplicate=True),
-        dash.Input("timeline-graph", "relayoutData"),
+        dash.Input("timeline-view", "data"),
         dash.State("run-select", "value"),
         prevent_initial_call=True,
-    )(board.zoom)
+    )(board.zoom_view)
+    app.callback(
+        dash.Output("timeline-details", "children"),
+        dash.Input("timeline-graph", "clickData"),
+        dash.Input("run-select", "value"),
+    )(board.details)
+    app._accelscope_sections = register_sections(app, board)
     app._accelscope = board  # for tests and the screenshot script
     return app
 
 
 def serve(run_paths: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8050, debug: bool = False) -> None:
     """Serve the dashboard until interrupted (Dash prints the URL; request logs are silenced)."""
-    app = create_app(run_paths)
+    app = create_app(run_paths, prepare=True)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     app.run(host=host, port=port, debug=bool(debug), use_reloader=False, dev_tools_silence_routes_logging=True)
 

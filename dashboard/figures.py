@@ -5,7 +5,12 @@ Plotly is imported when a figure is built, so this module imports without it.
 
 from __future__ import annotations
 
-from accelscope.dashboard.data import STEPS_LANE, RunView, Series, StepBars, Timeline
+import numpy as np
+import polars as pl
+
+from accelscope.dashboard.data import STEPS_LANE, Lane, MarkTrace, RunView, Series, StepBars, Timeline
+from accelscope.dashboard.formatting import format_duration_ns
+from accelscope.dashboard.scheduling_view import LATENCY_PLOT_PX, MAX_FLOWS, Latency
 from accelscope.errors import require
 from accelscope.traces import schema as S
 
@@ -133,67 +138,238 @@ def step_figure(bars: StepBars):
 
 
 # -- timeline -----------------------------------------------------------------------------------
+MERGED_OPACITY = 0.55  # merged marks are drawn lighter than slices drawn one by one
+PANEL_GAP_PX = 56  # room between the lanes and each scheduling panel, for its title
+QUEUE_PX = 110
+FLOW_COLOR = "rgba(60, 72, 88, 0.35)"
+HOVER_LABEL = dict(bgcolor="white", font=dict(color="#1f2430", size=12), bordercolor="#9aa1ab")
+LATENCY_TEMPLATE = (
+    "<b>%{text}</b><br>launch → start %{customdata[3]:.3~s}s<br>launched at %{customdata[5]:,.3f} ms, started at %{x:,.3f} ms<extra></extra>"
+)
+STREAM_COLORS = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#9D755D", "#EECA3B"]
+
+
+def _strings(texts: list[str] | None) -> np.ndarray | None:
+    """Per-point strings as a numpy unicode array: plotly validates it at once, not string by string."""
+    return None if texts is None else np.asarray(texts, dtype=str)
+
+
+def click_ids(custom: np.ndarray) -> np.ndarray:
+    """"category,first,last" per point, sent as ``hovertext``: Dash puts a clicked point's
+    hovertext in clickData, but reads customdata from the figure as sent, where a base64
+    array cannot be indexed. (The hovertemplate shows neither.)"""
+    if custom.size == 0:
+        return np.array([], dtype=str)
+    ids = pl.DataFrame({c: custom[:, i].astype(np.int64) for i, c in enumerate(("c", "a", "b"))})
+    return ids.select(pl.concat_str([pl.col("c"), pl.col("a"), pl.col("b")], separator=",")).to_series().to_numpy().astype(str)
+
+
+def _mark_trace(go, tr: MarkTrace, show_legend: bool):
+    if tr.kind == S.STEP:
+        color = STEP_COLORS[1] if tr.name.endswith("(odd)") else STEP_COLORS[0]
+        width = LINE_PX - 3
+    else:
+        color = KIND_COLORS.get(tr.kind, KIND_COLORS[S.OTHER])
+        width = LINE_PX
+    return go.Scattergl(
+        name=tr.kind,
+        legendgroup=tr.kind,
+        showlegend=show_legend,
+        x=tr.x_ms,
+        y=tr.y,
+        mode="lines",
+        line=dict(color=color, width=width),
+        opacity=MERGED_OPACITY if tr.merged else 1.0,
+        hoverinfo="skip",
+        connectgaps=False,
+        meta=dict(marks=tr.marks, slices=tr.slices, merged=tr.merged, trace=tr.name),
+    )
+
+
+def _title(tl: Timeline) -> str:
+    """Two lines: what is drawn (slices, marks, what was merged), then what to do."""
+    where = "in this view" if tl.window is not None else "in the run"
+    text = f"{tl.total_slices:,} slices {where} on {len(tl.lanes)} lanes, drawn as {tl.marks:,} marks"
+    if tl.merged_slices:
+        text += (
+            f": {tl.kept_slices:,} one by one, {tl.merged_slices:,} shorter than a pixel ({format_duration_ns(tl.bucket_ns)})"
+            f" merged into {tl.merged_marks:,} lighter marks"
+        )
+    hints = []
+    if tl.flows is not None:
+        if tl.flows.shown:
+            hints.append(f"{tl.flows.shown:,} launch → kernel arrows")
+        elif tl.flows.in_view > MAX_FLOWS:
+            hints.append(f"launch → kernel arrows below {MAX_FLOWS} launches in view ({tl.flows.in_view:,} now)")
+    hints.append("drag to zoom, double-click to reset, click a mark for details")
+    return text + "<br>" + " · ".join(hints)
+
+
+def latency_title(lat: Latency) -> str:
+    if lat.in_view == 0 or lat.median_ns is None or lat.p90_ns is None:
+        return "launch → start latency: no device work starts in this view"
+    text = (
+        f"launch → start latency of {lat.in_view:,} device ops: median {format_duration_ns(lat.median_ns)}, "
+        f"p90 {format_duration_ns(lat.p90_ns)}"
+    )
+    if lat.run_median_ns is not None and lat.run_p90_ns is not None and (lat.run_median_ns, lat.run_p90_ns) != (lat.median_ns, lat.p90_ns):
+        text += f" (whole run: {format_duration_ns(lat.run_median_ns)}, {format_duration_ns(lat.run_p90_ns)})"
+    if lat.thinned:
+        text += " · one point per 2×2 px"
+    return text
+
+
+def queue_title(queue: list) -> str:
+    peak = max((q.max_in_view for q in queue), default=0)
+    return f"queue depth per stream (device ops launched, not finished) · max {peak:,} in view"
+
+
 def timeline_figure(tl: Timeline, uirevision: str | None = None):
     go = _go()
     if not tl.lanes:
         return _empty("No slices recorded in this run.")
     traces = []
     legend_done: set[str] = set()
-    for seg in tl.segments:
-        if seg.kind.startswith(S.STEP):
-            kind = S.STEP
-            color = STEP_COLORS[0] if seg.kind == S.STEP else STEP_COLORS[1]
-        else:
-            kind = seg.kind
-            color = KIND_COLORS.get(kind, KIND_COLORS[S.OTHER])
+    for tr in tl.traces:  # one legend entry per kind (it toggles the kind's merged marks too)
+        traces.append(_mark_trace(go, tr, tr.kind not in legend_done))
+        legend_done.add(tr.kind)
+    # Merged marks under the slices they sit beside; input waits on top so they are never hidden.
+    traces.sort(key=lambda t: (t.name == S.INPUT_WAIT, not t.meta["merged"]))
+
+    if tl.flows is not None and tl.flows.shown:
+        sizes = np.tile(np.array([0, 8, 0], dtype=np.float32), tl.flows.shown)
         traces.append(
             go.Scattergl(
-                name=kind,
-                legendgroup=kind,
-                showlegend=kind not in legend_done,
-                x=seg.x,
-                y=seg.y,
-                text=seg.text,
-                mode="lines",
-                line=dict(color=color, width=LINE_PX if kind != S.STEP else LINE_PX - 3),
-                hovertemplate="%{text}<extra></extra>",
+                name="launch → kernel",
+                x=tl.flows.x_ms,
+                y=tl.flows.y,
+                mode="lines+markers",
+                line=dict(color=FLOW_COLOR, width=1),
+                marker=dict(size=sizes, symbol="triangle-down", color=FLOW_COLOR),
+                hoverinfo="skip",
                 connectgaps=False,
             )
         )
-        legend_done.add(kind)
-    # Put the input waits on top so they are never hidden.
-    traces.sort(key=lambda t: t.name == S.INPUT_WAIT)
+    for h in tl.hover:
+        traces.append(
+            go.Scattergl(
+                name=h.name,
+                x=h.x_ms,
+                y=h.y,
+                text=_strings(h.text),
+                customdata=h.custom,
+                hovertext=click_ids(h.custom),
+                mode="markers",
+                marker=dict(size=LINE_PX, color="rgba(0,0,0,0)"),
+                hoverlabel=HOVER_LABEL,  # the markers are transparent: plotly would draw the text so too
+                hovertemplate=h.template,
+                showlegend=False,
+            )
+        )
 
+    # Vertical layout in pixels: lanes, then the queue-depth track, then the latency plot.
     rows = tl.rows
+    lanes_px = rows * ROW_PX
+    panels: list[tuple[str, int]] = []
+    if tl.queue:
+        panels.append(("queue", QUEUE_PX))
+    if tl.latency is not None and tl.latency.in_view >= 0 and (tl.latency.in_view or tl.latency.run_median_ns is not None):
+        panels.append(("latency", LATENCY_PLOT_PX))
+    plot_px = lanes_px + sum(PANEL_GAP_PX + px for _, px in panels)
+    domains: dict[str, tuple[float, float]] = {}
+    top = plot_px
+    domains["lanes"] = ((top - lanes_px) / plot_px, 1.0)
+    top -= lanes_px
+    axis_of = {"lanes": "y"}
+    for i, (name, px) in enumerate(panels, start=2):
+        top -= PANEL_GAP_PX
+        domains[name] = (max(top - px, 0) / plot_px, top / plot_px)
+        axis_of[name] = f"y{i}"
+        top -= px
+    annotations = []
+    extra_axes: dict[str, dict] = {}
+    # Each panel has its own x axis matching the lanes' one, anchored to the panel: an x axis drawn
+    # away from a subplot leaves its drag strip inside that subplot, over the device lane.
+    x_common = dict(range=list(tl.x_range), showgrid=True, gridcolor="#eef0f3", zeroline=False)
+    for name, _ in panels:
+        ax = axis_of[name]
+        xa = "x" + ax[1:]
+        key = "yaxis" + ax[1:]
+        lo, hi = domains[name]
+        last = name == panels[-1][0]
+        extra_axes["xaxis" + ax[1:]] = dict(
+            x_common, matches="x", anchor=ax, showticklabels=last, title="time since run start (ms)" if last else None
+        )
+        common = dict(domain=[lo, hi], anchor=xa, fixedrange=True, gridcolor="#eef0f3", zeroline=False, rangemode="tozero")
+        if name == "queue":
+            extra_axes[key] = dict(common, title=dict(text="ops queued", font=dict(size=11, color="#4b5563")))
+            for i, q in enumerate(tl.queue):
+                traces.append(
+                    go.Scattergl(
+                        name=q.label,
+                        legendgroup="queue",
+                        showlegend=False,
+                        x=q.x_ms,
+                        y=q.depth,
+                        mode="lines",
+                        line=dict(color=STREAM_COLORS[i % len(STREAM_COLORS)], width=1.5, shape="hv"),
+                        fill="tozeroy",
+                        xaxis=xa,
+                        yaxis=ax,
+                        hovertemplate=f"{q.label}: %{{y}} queued at %{{x:.3f}} ms<extra></extra>",
+                    )
+                )
+            title = queue_title(tl.queue)
+        else:
+            lat = tl.latency
+            unit_ms = lat.run_p90_ns is not None and lat.run_p90_ns >= 1e6
+            extra_axes[key] = dict(common, title=dict(text="latency (ms)" if unit_ms else "latency (µs)", font=dict(size=11, color="#4b5563")))
+            for i, s in enumerate(lat.series):
+                y = s.latency_us / 1e3 if unit_ms else s.latency_us
+                unit = "ms" if unit_ms else "µs"
+                traces.append(
+                    go.Scattergl(
+                        name=s.label,
+                        legendgroup="latency",
+                        showlegend=False,
+                        x=s.x_ms,
+                        y=y,
+                        text=_strings(s.text),
+                        customdata=s.custom,
+                        hovertext=click_ids(s.custom),
+                        mode="markers",
+                        marker=dict(size=4, color=STREAM_COLORS[i % len(STREAM_COLORS)], opacity=0.7),
+                        xaxis=xa,
+                        yaxis=ax,
+                        hovertemplate=LATENCY_TEMPLATE if s.text is not None else f"launch → start %{{customdata[3]:.3~s}}s<br>started at %{{x:,.3f}} ms<extra>{s.label}</extra>",
+                    )
+                )
+            title = latency_title(lat)
+        annotations.append(
+            dict(text=title, xref="paper", yref="paper", x=0, y=hi, yshift=6, xanchor="left", yanchor="bottom", showarrow=False, font=dict(size=12, color="#4b5563"))
+        )
+
     shapes = [
         dict(type="rect", xref="x", yref="paper", x0=a, x1=b, y0=0, y1=1, fillcolor="rgba(60,72,88,0.06)", line=dict(width=0), layer="below")
         for a, b in tl.step_bands
     ]
     for lane in tl.lanes[1:]:
         y = lane.row0 - 0.5
-        shapes.append(dict(type="line", xref="paper", x0=0, x1=1, y0=y, y1=y, line=dict(color="#d5d9e0", width=1), layer="below"))
+        shapes.append(dict(type="line", xref="paper", yref="y", x0=0, x1=1, y0=y, y1=y, line=dict(color="#d5d9e0", width=1), layer="below"))
     tickvals = [lane.row0 + (lane.rows - 1) / 2 for lane in tl.lanes]
-    ticktext = [_lane_tick(lane.label, lane.rows, lane.shown, lane.total) for lane in tl.lanes]
+    ticktext = [_lane_tick(lane) for lane in tl.lanes]
 
-    where = "in this view" if tl.window is not None else "in the run"
-    if tl.dropped:
-        title = (
-            f"{tl.shown_slices:,} of {tl.total_slices:,} slices {where} shown: the longest {tl.max_per_lane:,} per lane; "
-            f"{tl.dropped:,} shorter slices not drawn (zoom in to see them)"
-        )
-        title_color = "#B45309"
-    else:
-        title = f"{tl.total_slices:,} slices {where} on {len(tl.lanes)} lanes · drag to zoom, double-click to reset"
-        title_color = "#6B7280"
-    height = max(260, rows * ROW_PX + 120)
+    margin = dict(**TIME_MARGIN, t=84, b=50)
+    height = max(260, plot_px + margin["t"] + margin["b"])
     fig = go.Figure(traces)
     fig.update_layout(
-        **_base_layout(height=height, margin=dict(**TIME_MARGIN, t=64, b=50)),
-        title=dict(text=title, font=dict(size=12, color=title_color), x=0, xanchor="left", y=1, yanchor="top", pad=dict(t=8), xref="paper"),
+        **_base_layout(height=height, margin=margin),
+        title=dict(text=_title(tl), font=dict(size=12, color="#6B7280"), x=0, xanchor="left", y=1, yanchor="top", pad=dict(t=8), xref="paper"),
         showlegend=True,
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0, itemsizing="constant", traceorder="normal"),
-        xaxis=dict(title="time since run start (ms)", range=list(tl.x_range), showgrid=True, gridcolor="#eef0f3", zeroline=False, ticksuffix=""),
+        xaxis=dict(x_common, anchor="y", showticklabels=not panels, title="time since run start (ms)" if not panels else None),
         yaxis=dict(
+            domain=list(domains["lanes"]),
             range=[rows - 0.5, -0.5],
             tickmode="array",
             tickvals=tickvals,
@@ -204,22 +380,42 @@ def timeline_figure(tl: Timeline, uirevision: str | None = None):
             automargin=False,
             ticks="",
             ticklabelstandoff=8,
+            anchor="x",
         ),
         shapes=shapes,
+        annotations=annotations,
         hovermode="closest",
         hoverdistance=12,
         dragmode="zoom",
         uirevision=uirevision,
+        meta=dict(width_px=tl.width_px, bucket_ns=tl.bucket_ns, window=list(tl.window) if tl.window else None),
+        **extra_axes,
     )
     return fig
 
 
-def _lane_tick(label: str, rows: int, shown: int, total: int) -> str:
+def warm_up() -> None:
+    """Build one small figure with every trace type and property the timeline uses."""
+    go = _go()
+    one = np.zeros(1)
+    fig = go.Figure(
+        [
+            go.Scattergl(x=one, y=one, mode="lines+markers", line=dict(color="#000", width=1, shape="hv"), marker=dict(size=one, symbol="triangle-down", color="#000", opacity=1.0),
+                         text=[""], customdata=np.zeros((1, 3)), hovertemplate="%{text}", hoverinfo="skip", fill="tozeroy", connectgaps=False, opacity=1.0, meta={}, legendgroup="a", yaxis="y2"),
+            go.Scatter(x=one, y=one, mode="lines", line=dict(color="#000", width=1), legend="legend2", hovertemplate="%{y}"),
+        ]
+    )
+    fig.update_layout(**_base_layout(height=100), yaxis=dict(domain=[0, 1], tickvals=[0], ticktext=["a"]), yaxis2=dict(domain=[0, 1], anchor="x"), shapes=[dict(type="rect", x0=0, x1=1, y0=0, y1=1)],
+                      annotations=[dict(text="a", x=0, y=0)], title=dict(text="a", pad=dict(t=1)), legend=dict(itemsizing="constant"), uirevision="a", meta={})
+
+
+def _lane_tick(lane: Lane) -> str:
+    label = lane.label
     if len(label) > LANE_LABEL_CHARS:
         label = label[: LANE_LABEL_CHARS - 1] + "…"
     text = label if label != STEPS_LANE else "<b>steps</b>"
-    if shown < total:
-        text += f"<br><span style='font-size:10px;color:#B45309'>{shown:,} of {total:,} slices</span>"
+    if lane.merged:
+        text += f"<br><span style='font-size:10px;color:#6B7280'>{lane.total:,} slices, {lane.merged:,} merged</span>"
     return text
 
 

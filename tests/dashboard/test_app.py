@@ -38,15 +38,22 @@ def _events(rows: list[tuple]) -> pl.DataFrame:
     return pl.from_arrow(pa.table(cols, schema=S.EVENT_SCHEMA))
 
 
-def _slices_per_row(fig) -> dict[float, int]:
-    """Slices drawn per timeline row: each slice is a run of points ended by a None."""
-    out: dict[float, int] = {}
+def _marks(fig, kind: str, merged: bool | None = False) -> list[tuple[float, float, float]]:
+    """(x0_ms, x1_ms, row) of each segment drawn for a kind: line traces hold [x0, x1, NaN] triplets."""
+    out: list[tuple[float, float, float]] = []
     for tr in fig.data:
-        ys = list(tr.y)
-        for i, y in enumerate(ys):
-            if y is None:
-                out[ys[i - 1]] = out.get(ys[i - 1], 0) + 1
+        meta = tr.meta if isinstance(tr.meta, dict) else {}
+        if "merged" not in meta or tr.legendgroup != kind or (merged is not None and meta["merged"] != merged):
+            continue
+        x, y = np.asarray(tr.x, dtype=float), np.asarray(tr.y, dtype=float)
+        assert np.isnan(x[2::3]).all() and np.isnan(y[2::3]).all()
+        out += list(zip(x[0::3].tolist(), x[1::3].tolist(), y[0::3].tolist()))
     return out
+
+
+def _hover(fig, name: str):
+    """The hover/click trace of that name ("kernel details", "idle gap details", ...)."""
+    return next(t for t in fig.data if t.name == name)
 
 
 def _lane_rows(fig, label: str) -> tuple[float, float]:
@@ -124,8 +131,9 @@ def test_zooming_asks_for_that_window_only(board):
     zoomed = board.zoom({"xaxis.range[0]": 100.0, "xaxis.range[1]": 300.0}, 0)
     assert list(zoomed.layout.xaxis.range) == [100.0, 300.0]
     assert "in this view" in zoomed.layout.title.text and zoomed.layout.uirevision == "run-0"
-    xs = [x for t in zoomed.data for x in t.x if x is not None]
-    assert min(xs) >= 100.0 - 200.0 and max(xs) <= 300.0 + 200.0
+    xs = np.concatenate([np.asarray(t.x, dtype=float) for t in zoomed.data if isinstance(t.meta, dict) and "merged" in t.meta])
+    xs = xs[~np.isnan(xs)]
+    assert xs.min() >= 100.0 - 200.0 and xs.max() <= 300.0 + 200.0  # marks reach at most one view width beyond
     assert board.zoom({"xaxis.range": [100, 300]}, 0).layout.xaxis.range == zoomed.layout.xaxis.range
     assert board.zoom({"xaxis.autorange": True}, 0) is full
     assert board.zoom({"xaxis.range": [-1e9, 1e12]}, 0) is full
@@ -153,38 +161,44 @@ def test_timeline_lanes_include_the_training_thread_and_steps(figs, recorded_run
 def test_timeline_draws_every_input_wait_in_red_on_the_training_thread(figs, recorded_run):
     fig = figs["timeline"]
     run = Run.open(recorded_run)
-    waits = run.events.filter(pl.col("kind") == S.INPUT_WAIT)
-    traces = [t for t in fig.data if t.name == S.INPUT_WAIT]
-    assert len(traces) == 1
-    tr = traces[0]
-    assert tr.line.color.upper() == "#D62728"
-    assert list(tr.y).count(None) == waits.height
+    waits = run.events.filter(pl.col("kind") == S.INPUT_WAIT).sort("start_ns")
+    pixel_ns = fig.layout.meta["bucket_ns"]
+    long = waits.filter(pl.col("dur_ns") >= pixel_ns)
+    assert long.height >= waits.height - 1, "at most the last wait (StopIteration) is under a pixel"
+    drawn = {t.meta["merged"]: t for t in fig.data if t.legendgroup == S.INPUT_WAIT and t.mode == "lines"}
+    expected = {False: long.height, True: waits.height - long.height}
+    assert {m: t.meta["slices"] for m, t in drawn.items()} == {m: n for m, n in expected.items() if n}
+    assert {t.line.color.upper() for t in drawn.values()} == {"#D62728"}
+    marks = sorted(_marks(fig, S.INPUT_WAIT))
+    waits = long
+    assert len(marks) == waits.height
     label = next(n for n in run.thread_names().values() if "(training)" in n)
     lo, hi = _lane_rows(fig, label)
-    assert all(lo < y < hi for y in tr.y if y is not None)
-    # Hover says what the slice is and how long it took.
-    first = next(t for t in tr.text if t)
-    assert "next(DataLoader)" in first and "input_wait" in first and " ms" in first
-    # The x values are ms from the run's start.
-    xs = [x for x in tr.x if x is not None]
+    assert all(lo < row < hi for _, _, row in marks)
+    # The x values are ms from the run's start, each mark spanning its wait.
     origin = min(run.meta["start_ns"], int(run.events["start_ns"].min()))
-    assert min(xs) == pytest.approx((waits["start_ns"].min() - origin) / 1e6, abs=1e-3)
+    np.testing.assert_allclose([m[0] for m in marks], (waits["start_ns"].to_numpy() - origin) / 1e6, atol=1e-6)
+    np.testing.assert_allclose([m[1] - m[0] for m in marks], waits["dur_ns"].to_numpy() / 1e6, atol=1e-6)
+    # Hover says what the slice is and how long it took (the template formats the seconds).
+    hover = _hover(fig, "input_wait details")
+    assert set(hover.text) == {"next(DataLoader)"} and "input_wait · %{customdata[3]:.3~s}s" in hover.hovertemplate
+    np.testing.assert_allclose(sorted(set(np.asarray(hover.customdata)[:, 3])), sorted(set(waits["dur_ns"].to_numpy() / 1e9)), rtol=1e-9)
 
 
 def test_timeline_kinds_and_steps(figs, recorded_run):
     fig = figs["timeline"]
     run = Run.open(recorded_run)
-    names = {t.name for t in fig.data}
-    assert {S.STEP, S.INPUT_WAIT, S.ANNOTATION, S.CPU_OP} <= names
-    step_slices = sum(list(t.y).count(None) for t in fig.data if t.name == S.STEP)
-    assert step_slices == run.events.filter(pl.col("kind") == S.STEP).height
+    kinds = {t.legendgroup for t in fig.data if isinstance(t.meta, dict) and "merged" in t.meta}
+    assert {S.STEP, S.INPUT_WAIT, S.ANNOTATION, S.CPU_OP} <= kinds
+    assert len(_marks(fig, S.STEP)) == run.events.filter(pl.col("kind") == S.STEP).height
     # A legend entry per kind, not per trace.
-    assert sum(1 for t in fig.data if t.showlegend is not False) == len(names)
+    assert sorted(t.legendgroup for t in fig.data if t.showlegend is not False) == sorted(kinds)
     # Nested slices on one thread are spread over several rows.
     label = next(n for n in run.thread_names().values() if "(training)" in n)
     lo, hi = _lane_rows(fig, label)
-    rows = {y for t in fig.data for y in t.y if y is not None and lo < y < hi}
+    rows = {row for kind in kinds for _, _, row in _marks(fig, kind, None) if lo < row < hi}
     assert len(rows) >= 3
+
 
 
 # -- host metrics ---------------------------------------------------------------------------------
@@ -227,7 +241,7 @@ def test_a_run_without_steps_is_analysed_in_fixed_windows(tmp_path):
     assert out["overview-steps"] == "10"
     assert out["overview-verdict"] == "not input-bound"
     assert "no step markers" in str(out)
-    assert out["timeline-graph"].data[0].name == S.CPU_OP
+    assert board.figures(0)["timeline"].data[0].name == S.CPU_OP
     assert "No host metrics" in out["metrics-graph"].layout.annotations[0].text
 
 
@@ -240,42 +254,29 @@ def test_device_streams_get_their_own_lanes(tmp_path):
     fig = create_app([path])._accelscope.figures(0)["timeline"]
     ticks = [t.split("<br>")[0] for t in fig.layout.yaxis.ticktext]
     assert ticks == ["<b>steps</b>", "main", "cuda:0 stream 7", "cuda:0 stream 13"]
-    kernel = next(t for t in fig.data if t.name == S.KERNEL)
+    kernels = _marks(fig, S.KERNEL)
     lo, hi = _lane_rows(fig, "cuda:0 stream 7")
-    assert list(kernel.y).count(None) == 20 and all(lo < y < hi for y in kernel.y if y is not None)
+    assert len(kernels) == 20 and all(lo < row < hi for _, _, row in kernels)
+    np.testing.assert_allclose([x0 for x0, _, _ in sorted(kernels)], [i * 0.1 for i in range(20)], atol=1e-9)
 
 
-def test_the_timeline_sends_at_most_the_lane_cap_keeping_the_longest(tmp_path):
-    n = 10_000
-    rng = np.random.default_rng(0)
-    durs = rng.permutation(np.arange(1, n + 1)) * 100  # all distinct
-    rows = [(i * 2_000_000, int(d), S.CPU_OP, f"op{i}", "cpu", None, 1, 1) for i, d in enumerate(durs)]
-    rows += [(i * 2_000_000, 1_000, S.CPU_OP, "other", "cpu", None, 1, 2) for i in range(10)]
-    path = write_run(tmp_path / "big", _events(rows), None, {"start_ns": 0})
+def test_a_thread_of_100k_short_ops_is_drawn_as_a_few_thousand_marks_that_account_for_all(tmp_path):
+    n = 100_000
+    starts = np.arange(n, dtype=np.int64) * 1_000  # 1 µs apart, 500 ns long: 100 ms in all
+    rows = [(int(s), 500, S.CPU_OP, f"op{i % 7}", "cpu", None, 1, 1) for i, s in enumerate(starts)]
+    path = write_run(tmp_path / "dense", _events(rows), None, {"start_ns": 0})
     board = create_app([path])._accelscope
     fig = board.figures(0)["timeline"]
-    per_row = _slices_per_row(fig)
-    assert sum(per_row.values()) == 3000 + 10
-    cpu = next(t for t in fig.data if t.name == S.CPU_OP)
-    kept = {int(t.split("<b>op")[1].split("<")[0]) for t in cpu.text if t and "<b>op" in t}
-    assert len(kept) == 3000
-    assert min(durs[i] for i in kept) > max(durs[i] for i in set(range(n)) - kept), "the longest slices are kept"
-    assert "7,000 shorter slices not drawn" in fig.layout.title.text
-    ticks = list(fig.layout.yaxis.ticktext)
-    assert any("3,000 of 10,000 slices" in t for t in ticks)
-    # The payload stays bounded: a few points per kept slice.
-    assert sum(len(t.x) for t in fig.data) < 10 * 3010 + 400 * 4
-
-    # Zooming in brings back the short slices of that window.
-    view = board.views[0]
-    window = view.timeline_window(0, 20 * 2.0)  # the first 20 slices of thread 1
-    assert window.window == (0.0, 40.0) and window.dropped == 0
-    lane = next(lane for lane in window.lanes if lane.label == "1/1")
-    assert lane.shown == 20 and lane.total == 20
-
-    # The cap is a parameter of the view.
-    small = RunView(Run.open(path), "big", max_slices_per_lane=50)
-    assert small.timeline.shown_slices == 60 and small.timeline.dropped == n - 50
+    merged = _hover(fig, "cpu_op merged details")
+    custom = np.asarray(merged.customdata)
+    marks = np.unique(custom[:, 1])  # one hover point per merged mark here (each under a pixel)
+    assert marks.size == custom.shape[0] <= 1600
+    assert _marks(fig, S.CPU_OP, merged=False) == [], "no op is a pixel long in the whole run"
+    assert custom[:, 4].sum() == n, "every op is in exactly one merged mark"
+    np.testing.assert_allclose(custom[:, 3].sum(), n * 500 / 1e9, rtol=1e-6)  # busy: the union (no overlap here)
+    assert "100000 slices in the run" in fig.layout.title.text.replace(",", "")
+    tick = next(t for t in fig.layout.yaxis.ticktext if t.startswith("1/1"))
+    assert "100,000 slices, 100,000 merged" in tick
 
 
 def test_overlapping_slices_on_one_thread_are_spread_by_depth(tmp_path):
@@ -288,12 +289,9 @@ def test_overlapping_slices_on_one_thread_are_spread_by_depth(tmp_path):
     ]
     path = write_run(tmp_path / "nest", _events(rows), None, {"start_ns": 0})
     tl = RunView(Run.open(path), "nest").timeline
-    rows_by_name = {}
-    for seg in tl.segments:
-        for y, t in zip(seg.y, seg.text):
-            if t:
-                rows_by_name[t.split("</b>")[0][3:]] = y
+    rows_by_name = {name: int(y) for h in tl.hover for name, y in zip(h.text, h.y)}
     assert rows_by_name == {"forward": 0, "aten::conv2d": 1, "aten::convolution": 2, "aten::relu": 1, "aten::add": 0}
+
 
 
 # -- packaging rules ----------------------------------------------------------------------------
@@ -415,16 +413,19 @@ def test_idle_gaps_are_drawn_on_the_device_lane_with_their_cause(shared_dir, tmp
     run_dir = import_traces([nw0], tmp_path / "nw0", progress=False)
     board = create_app([run_dir])._accelscope
     fig = board.figures(0)["timeline"]
-    gaps = next(t for t in fig.data if t.name == "idle gap")
     device_row = next(v for v, label in zip(fig.layout.yaxis.tickvals, fig.layout.yaxis.ticktext) if label.startswith("cuda:0"))
-    assert {y for y in gaps.y if y is not None} == {device_row}
-    texts = [t for t in gaps.text if t]
-    assert any("idle: waiting for input" in t for t in texts), "nw0's large gaps are the DataLoader"
-    # Zoomed views get the gaps of their window only.
+    assert {row for _, _, row in _marks(fig, "idle gap", None)} == {device_row}
+    hover = _hover(fig, "idle gap details")
+    assert any(t.startswith("waiting for input (waiting for input ") for t in hover.text), "nw0's large gaps are the DataLoader"
+    assert "<b>idle: %{text}</b>" in hover.hovertemplate
+    # Every gap of the run is drawn, one by one or inside a merged mark.
+    report = analyze(Run.open(run_dir))
     view = board.views[0]
+    assert view.timeline.gaps_in_view == report.gaps.height
+    # Zoomed views get the gaps of their window only.
     zoomed = view.timeline_window(0.0, 50.0)
-    gap_seg = next(s for s in zoomed.segments if s.kind == "idle gap")
-    assert 0 < gap_seg.slices < next(s for s in view.timeline.segments if s.kind == "idle gap").slices
+    in_window = report.gaps.filter((pl.col("start_ns") < view.origin_ns + 50_000_000) & (pl.col("end_ns") > view.origin_ns)).height
+    assert 0 < zoomed.gaps_in_view == in_window < report.gaps.height
 
 
 def test_kernel_and_op_tables_hold_the_runs_time_per_name(board, report):
@@ -436,3 +437,41 @@ def test_kernel_and_op_tables_hold_the_runs_time_per_name(board, report):
     ev = Run.open(board.views[0].run.path).slices
     mm = ev.filter((ev["kind"] == "cpu_op") & (ev["name"] == ops[0]["name"]))
     assert ops[0]["count"] == mm.height and ops[0]["total_ms"] == round(mm["dur_ns"].sum() / 1e6, 3)
+
+
+# -- zoom width and click details ------------------------------------------------------------------
+def test_a_zoom_is_drawn_for_the_width_the_browser_sent_clamped(board):
+    fig = board.zoom({"xaxis.range[0]": 100.0, "xaxis.range[1]": 300.0}, 0, 800)
+    assert fig.layout.meta["width_px"] == 800
+    assert fig.layout.meta["bucket_ns"] == pytest.approx(200e6 / 800)
+    assert board.zoom({"xaxis.range[0]": 100.0, "xaxis.range[1]": 300.0}, 0, 1e12).layout.meta["width_px"] == 4000
+    assert board.zoom({"xaxis.range[0]": 100.0, "xaxis.range[1]": 300.0}, 0, "wide").layout.meta["width_px"] == 1600
+
+
+def test_a_zoom_on_a_panels_axis_zooms_the_timeline(board):
+    fig = board.zoom({"xaxis2.range[0]": 50.0, "xaxis2.range[1]": 80.0}, 0)
+    assert list(fig.layout.xaxis.range) == [50.0, 80.0] and "in this view" in fig.layout.title.text
+
+
+def test_the_whole_run_is_drawn_once_per_width_and_reset_returns_it(board):
+    a = board.whole_timeline(0, 1093)
+    assert a is board.whole_timeline(0, 1081), "widths are rounded to 20 px"
+    assert a.layout.meta["width_px"] == 1080 and a.layout.meta["window"] is None
+    assert board.zoom({"xaxis.autorange": True}, 0, 1090) is a
+
+
+def test_clicking_a_slice_shows_its_details_from_three_integers(board, recorded_run):
+    view = board.views[0]
+    table = view.lane_layout.table
+    pos = int(np.flatnonzero(table["kind_code"].to_numpy() == view.lane_layout.kinds.index(S.INPUT_WAIT))[0])
+    panel = board.details({"points": [{"hovertext": f"0,{pos},{pos}", "customdata": "ignored"}]}, 0)
+    text = str(panel)
+    start_ms = (table["start_ns"][pos] - view.origin_ns) / 1e6
+    assert "next(DataLoader)" in text and "input_wait" in text and f"{start_ms:,.3f} ms" in text
+    assert "MainThread (training)" in text
+
+
+@pytest.mark.parametrize("hovertext", [None, "", "0,1", "0,1,2,3", "0,-1,0", "a,b,c", "0,1e9,1", "9,0,0", "1,5,2", "0," + "9" * 70 + ",0", 5])
+def test_clicks_with_anything_but_three_valid_integers_show_the_hint(board, hovertext):
+    panel = board.details({"points": [{"hovertext": hovertext}]}, 0)
+    assert panel.className == "details-hint"
