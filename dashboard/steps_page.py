@@ -108,7 +108,7 @@ def steps_grid(grid_id: str = "steps-table"):
         if cid == "outlier_reason":
             col.update(flex=3, minWidth=260, tooltipField=cid)
         else:
-            col.update(flex=1, minWidth=80)
+            col.update(flex=1, minWidth=105 if cid in ("dur_ms", "input_wait_pct", "verdict") else 80)
             if typ == "numeric":
                 col["type"] = "numericColumn"
         cols.append(col)
