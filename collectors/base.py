@@ -19,6 +19,30 @@ from accelscope.traces.run import RunWriter
 log = logging.getLogger("accelscope")
 
 
+class NotAvailable:
+    """A value a device library or service could not give; ``reason`` says why.
+
+    Falsy and never equal to a number, so a sample is the value or one of these: the
+    hardware wrappers (``libnvml``, ``libtpu``) return it instead of raising.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.reason}>"
+
+
+def is_na(value: object) -> bool:
+    """True for a :class:`NotAvailable` value."""
+    return isinstance(value, NotAvailable)
+
+
 class CollectorUnavailable(Exception):
     """Raised by ``start`` when a collector cannot run here (no driver, no framework)."""
 

@@ -20,31 +20,14 @@ import logging
 import threading
 from typing import Any
 
+from accelscope.collectors.base import NotAvailable, is_na  # noqa: F401 - re-exported
+
 log = logging.getLogger("accelscope")
-
-
-class NotAvailable:
-    """A value NVML could not give; ``reason`` says why. Falsy, and never equal to a number."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str):
-        self.reason = reason
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __repr__(self) -> str:
-        return f"<N/A: {self.reason}>"
 
 
 NA = NotAvailable("not available")
 NOT_SUPPORTED = NotAvailable("not supported")
 LOST = NotAvailable("gpu lost")
-
-
-def is_na(value: Any) -> bool:
-    return isinstance(value, NotAvailable)
 
 
 _lock = threading.Lock()

@@ -41,6 +41,8 @@ import logging
 from types import SimpleNamespace
 from typing import Any
 
+from accelscope.collectors.base import NotAvailable, is_na  # noqa: F401 - re-exported
+
 log = logging.getLogger("accelscope")
 
 DEFAULT_ADDRESS = "localhost:8431"
@@ -59,21 +61,6 @@ HBM_TOTAL_BYTES = "tpu.runtime.hbm.memory.total.bytes"  # gauge as_int, per devi
 DEVICE_KEYS = ("device-id", "device_ordinal")
 
 
-class NotAvailable:
-    """A value the service could not give; ``reason`` says why. Falsy, never a number."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str):
-        self.reason = reason
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__}: {self.reason}>"
-
-
 class TimedOut(NotAvailable):
     """The service did not answer within the deadline."""
 
@@ -84,10 +71,6 @@ class NotSupported(NotAvailable):
 
 class Lost(NotAvailable):
     """Nothing serves at the address (or gRPC itself is missing)."""
-
-
-def is_na(value: Any) -> bool:
-    return isinstance(value, NotAvailable)
 
 
 def missing_grpc() -> str | None:
