@@ -210,7 +210,7 @@ def measure(app_module: str, run: Path, zooms: int, label: str, centre_ms: float
                 # The floor: the same page with a two-point timeline (Dash, plotly.js, the grids, the other graphs).
                 import plotly.graph_objects as go
 
-                tiny = go.Figure(go.Scattergl(x=[0, 1], y=[0, 1]), layout=dict(title=dict(text="in the run"), height=400))
+                tiny = go.Figure(go.Scatter(x=[0, 1], y=[0, 1]), layout=dict(title=dict(text="in the run"), height=400))
                 board.whole_timeline = lambda index, width_px=None: tiny
                 floor = browser.new_page(viewport=VIEWPORT)
                 out["floor_render_s"] = first_render(floor, url)[1] / 1000

@@ -234,10 +234,12 @@ class Dashboard:
         return render_details(d)
 
     def render(self, value: Any) -> tuple:
-        """Everything the page shows for one run but the timeline, in the order of ``OUTPUTS``.
+        """The run's header and Overview section, in the order of ``OUTPUTS``.
 
-        The timeline comes from its own callback (``timeline``), so the browser draws the
-        rest while the timeline is computed, and the two are computed at the same time.
+        The page loads in three callbacks, in the order a reader meets them: this one, the
+        timeline (``timeline``, computed at the same time), then the sections below it
+        (``render_rest``), asked for only once the timeline is painted, so the browser draws
+        the timeline first rather than after the tables.
         """
         index = self.index(value)
         if index is None:
@@ -262,9 +264,20 @@ class Dashboard:
             notes,
             recs,
             self.figure(index, "step"),
+        )
+
+    def render_rest(self, request: Any) -> tuple:
+        """The sections below the timeline (``REST_OUTPUTS``) for the browser's rest-request
+        store: {"run": index, "n": which timeline request it follows}."""
+        index = self.index(request.get("run")) if isinstance(request, dict) else None
+        if index is None:
+            dash = require("dash", "dashboard", "accelscope dashboard")
+            raise dash.exceptions.PreventUpdate
+        view = self.views[index]
+        return (
             self.figure(index, "metrics"),
-            view.name_table([S.KERNEL, S.MEMCPY, S.MEMSET]),
-            view.name_table([S.CPU_OP]),
+            _table("kernels-table", view.name_table([S.KERNEL, S.MEMCPY, S.MEMSET])),
+            _table("ops-table", view.name_table([S.CPU_OP])),
         )
 
 
@@ -279,13 +292,65 @@ function(relayout) {
 }
 """
 
-# run-select -> {"run": index, "width_px": the width the plot area will have (the graph less its margins)}.
+# run-select -> {"run": index, "width_px": the width the plot area will have (the graph less its
+# margins), "n": a number new for each request (a live reload asks for the same run again)}.
 CLIENT_REQUEST = f"""
 function(run) {{
     const el = document.getElementById('timeline-graph');
     const w = el ? el.getBoundingClientRect().width - {TIME_MARGIN_PX} : null;
-    return {{run: run, width_px: w && w > 0 ? Math.round(w) : null}};
+    window._accelscopeRequests = (window._accelscopeRequests || 0) + 1;
+    return {{run: run, width_px: w && w > 0 ? Math.round(w) : null, n: window._accelscopeRequests}};
 }}
+"""
+
+# A new whole-run timeline (not a zoom of it) -> {"run", "n"} two frames later, once it is painted,
+# which asks for the sections below it. A timeline that fails still lets them load, after REST_WAIT_MS.
+REST_WAIT_MS = 4000
+CLIENT_REST = f"""
+function(figure, request, last) {{
+    const nope = window.dash_clientside.no_update;
+    if (!request || (last && last.n === request.n)) {{ return nope; }}
+    const triggered = (window.dash_clientside.callback_context.triggered || []).map(t => t.prop_id);
+    const drawn = triggered.some(id => id.startsWith('timeline-graph.'));
+    return new Promise(resolve => {{
+        const done = () => resolve({{run: request.run, n: request.n}});
+        if (drawn) {{ requestAnimationFrame(() => requestAnimationFrame(done)); }} else {{ setTimeout(done, {REST_WAIT_MS}); }}
+    }});
+}}
+"""
+
+# Timeline and metrics share their time range: a zoom or pan of either moves the other
+# (the timeline's own callback then redraws it for the new range). Each side is moved only when
+# its range differs, which ends the echo of the relayout it causes.
+CLIENT_SYNC = """
+function(timelineRelayout, metricsRelayout) {
+    const nope = window.dash_clientside.no_update;
+    const tl = document.querySelector('#timeline-graph .js-plotly-plot');
+    const mx = document.querySelector('#metrics-graph .js-plotly-plot');
+    if (!tl || !mx || !tl._fullLayout || !mx._fullLayout || !mx._fullLayout.xaxis || !tl._fullLayout.xaxis) { return nope; }
+    const whole = mx.layout.meta && mx.layout.meta.x_range;
+    if (!whole) { return nope; }
+    const same = (a, b) => Math.abs(a[0] - b[0]) + Math.abs(a[1] - b[1]) <= 1e-9 * Math.max(Math.abs(b[1] - b[0]), 1e-9);
+    const fromTimeline = (window.dash_clientside.callback_context.triggered || []).some(t => t.prop_id.startsWith('timeline-graph.'));
+    if (fromTimeline) {
+        const rel = timelineRelayout || {};
+        const reset = Object.keys(rel).some(k => k.endsWith('.autorange') && rel[k]);
+        const range = reset ? whole : tl._fullLayout.xaxis.range;
+        if (!same(mx._fullLayout.xaxis.range, range)) { Plotly.relayout(mx, {'xaxis.range': range.slice()}); }
+    } else {
+        const rel = metricsRelayout || {};
+        const reset = Object.keys(rel).some(k => k.endsWith('.autorange') && rel[k]);
+        if (reset) { Plotly.relayout(mx, {'xaxis.range': whole.slice()}); }  // the whole run, not the samples' extent
+        const range = reset ? whole : mx._fullLayout.xaxis.range;
+        if (same(range, whole)) {
+            const tlWhole = tl._fullLayout.xaxis.autorange || same(tl._fullLayout.xaxis.range, whole);
+            if (!tlWhole) { Plotly.relayout(tl, {'xaxis.autorange': true}); }
+        } else if (!same(tl._fullLayout.xaxis.range, range)) {
+            Plotly.relayout(tl, {'xaxis.range': range.slice()});
+        }
+    }
+    return nope;
+}
 """
 
 OUTPUTS = (
@@ -299,10 +364,15 @@ OUTPUTS = (
     ("overview-notes", "children"),
     ("overview-recommendations", "children"),
     ("step-graph", "figure"),
-    ("metrics-graph", "figure"),
-    ("kernels-table", "rowData"),
-    ("ops-table", "rowData"),
 )
+# The grids are sent with their rows rather than placed in the first layout: creating an
+# AG Grid costs the browser ~0.15 s, which would otherwise delay the timeline's first draw.
+REST_OUTPUTS = (
+    ("metrics-graph", "figure"),
+    ("kernels-table-box", "children"),
+    ("ops-table-box", "children"),
+)
+TABLE_PX = 740
 TABLE_COLUMNS = [
     ("name", "name", "text"),
     ("kind", "kind", "text"),
@@ -338,8 +408,14 @@ def render_details(d) -> Any:
     return html.Div(children, className="details-body")
 
 
-def _table(table_id: str):
-    """A sortable, filterable grid (AG Grid: Dash's DataTable is deprecated)."""
+def grid_box(box_id: str, height_px: int) -> Any:
+    """Where a grid will go once its rows arrive, holding its place meanwhile."""
+    html = require("dash.html", "dashboard", "accelscope dashboard")
+    return html.Div(html.Div("loading…", className="details-hint", style={"height": f"{height_px}px"}), id=box_id)
+
+
+def _table(table_id: str, rows: list[dict[str, Any]]):
+    """A sortable, filterable grid of ``rows`` (AG Grid: Dash's DataTable is deprecated)."""
     dag = require("dash_ag_grid", "dashboard", "accelscope dashboard")
     columns = []
     for cid, name, typ in TABLE_COLUMNS:
@@ -352,11 +428,11 @@ def _table(table_id: str):
     return dag.AgGrid(
         id=table_id,
         columnDefs=columns,
-        rowData=[],
+        rowData=rows,
         defaultColDef={"sortable": True, "filter": True, "resizable": True, "floatingFilter": True},
         dashGridOptions={"pagination": True, "paginationPageSize": 20, "paginationPageSizeSelector": [20, 50, 100], "rowHeight": 30, "headerHeight": 34, "floatingFiltersHeight": 36, "tooltipShowDelay": 300, "animateRows": False},
         className="ag-theme-alpine",
-        style={"height": "740px"},
+        style={"height": f"{TABLE_PX}px"},
     )
 
 
@@ -434,6 +510,7 @@ def _layout(board: Dashboard):
                         loading(dcc.Graph(id="timeline-graph", config={**graph_config, "scrollZoom": True, "doubleClick": "autosize"})),
                         dcc.Store(id="timeline-view"),
                         dcc.Store(id="timeline-request"),
+                        dcc.Store(id="rest-request"),
                         html.Div(id="timeline-details"),
                     ),
                     section(
@@ -441,15 +518,18 @@ def _layout(board: Dashboard):
                         "Time per name over the run, longest first; click a header to sort, type in the row under it to filter. "
                         "Op times are inclusive (nested ops count in their parents too).",
                         html.H3("Device work (kernels, copies, memsets)"),
-                        _table("kernels-table"),
+                        grid_box("kernels-table-box", TABLE_PX),
                         html.H3("Host ops"),
-                        _table("ops-table"),
+                        grid_box("ops-table-box", TABLE_PX),
                     ),
                     section(
                         "Device and host metrics",
-                        "Sampled over the run, on the timeline's time axis: GPU (NVML) and TPU counters when recorded, and CPU and memory "
-                        "of the training process, its children (DataLoader workers) and the whole machine.",
+                        "Sampled over the run on the timeline's time axis, and zoomed with it: accelerator counters when recorded "
+                        "(GPU utilisation, memory, power, temperature and clocks from NVML; TPU duty cycle and HBM from libtpu), "
+                        "then CPU and memory of the training process, its children (DataLoader workers) and the whole machine.",
+                        # Double-click returns to the whole run (CLIENT_SYNC), which the timeline follows.
                         loading(dcc.Graph(id="metrics-graph", config=graph_config)),
+                        dcc.Store(id="time-sync"),
                     ),
                     *layout_sections(board, section, loading, graph_config),
                 ],
@@ -464,6 +544,8 @@ def _import_for_first_request() -> None:
     pyarrow.dataset and pandas, ~0.5 s), so a page load does not wait for it."""
     for name in ("pyarrow.parquet", "pyarrow.dataset", "plotly.graph_objects", "plotly.subplots"):
         importlib.import_module(name)
+    # Callbacks create the grids; Dash refuses a component library first imported inside one.
+    require("dash_ag_grid", "dashboard", "accelscope dashboard")
     # Plotly loads its template and each property's validator on first use (~0.2 s): use them once.
     from accelscope.dashboard import figures as F
     from accelscope.dashboard.data import StepBars
@@ -498,6 +580,14 @@ def create_app(run_paths: Sequence[str | Path], prepare: bool = False):
     # The whole-run timeline is drawn for the graph's width, which only the browser knows.
     app.clientside_callback(CLIENT_REQUEST, dash.Output("timeline-request", "data"), dash.Input("run-select", "value"))
     app.callback(dash.Output("timeline-graph", "figure"), dash.Output("timeline-graph", "style"), dash.Input("timeline-request", "data"))(board.timeline_request)
+    app.clientside_callback(
+        CLIENT_REST,
+        dash.Output("rest-request", "data"),
+        dash.Input("timeline-graph", "figure"),
+        dash.Input("timeline-request", "data"),
+        dash.State("rest-request", "data"),
+    )
+    app.callback(*[dash.Output(cid, prop) for cid, prop in REST_OUTPUTS], dash.Input("rest-request", "data"))(board.render_rest)
     # The browser adds the plot's width in pixels to each zoom, for the level of detail.
     app.clientside_callback(
         CLIENT_VIEW,
@@ -511,6 +601,13 @@ def create_app(run_paths: Sequence[str | Path], prepare: bool = False):
         dash.State("run-select", "value"),
         prevent_initial_call=True,
     )(board.zoom_view)
+    app.clientside_callback(
+        CLIENT_SYNC,
+        dash.Output("time-sync", "data"),
+        dash.Input("timeline-graph", "relayoutData"),
+        dash.Input("metrics-graph", "relayoutData"),
+        prevent_initial_call=True,
+    )
     app.callback(
         dash.Output("timeline-details", "children"),
         dash.Input("timeline-graph", "clickData"),

@@ -33,6 +33,7 @@ from accelscope.dashboard.formatting import (
     format_duration_ns,
 )
 from accelscope.dashboard.lod import DEFAULT_WIDTH_PX, IntervalIndex, Merged, build_index, clamp_width_px, level_of_detail, sort_order
+from accelscope.dashboard.metrics_view import Metrics, build_metrics
 from accelscope.dashboard.scheduling_view import DepthSeries, Flows, Latency, SchedulingIndex
 from accelscope.intervals import union
 from accelscope.traces import schema as S
@@ -154,7 +155,7 @@ class Lane:
 
 @dataclass
 class MarkTrace:
-    """Marks of one kind as Scattergl line segments: [x0, x1, NaN] per mark (ms, row)."""
+    """Marks of one kind as line segments: [x0, x1, NaN] per mark (ms, row)."""
 
     name: str  # trace name: a kind, "step (odd)", "idle gap"
     kind: str  # legend group and colour
@@ -224,41 +225,6 @@ class Details:
     rows: list[tuple[str, str]]  # (label, value)
     table_header: tuple[str, ...] = ()
     table: list[tuple[str, ...]] = field(default_factory=list)  # a gap's causes, a merged mark's names
-
-
-# -- metrics -----------------------------------------------------------------------------
-CPU_COUNTERS = {
-    "process_cpu_percent": "this process",
-    "children_cpu_percent": "child processes",
-    "system_cpu_percent": "whole system",
-}
-MEMORY_COUNTERS = {
-    "process_rss_bytes": "process RSS",
-    "children_rss_bytes": "children RSS",
-    "system_memory_used_bytes": "system used",
-}
-COUNT_COUNTERS = {"children_count": "child processes"}
-# Counters left out of the plots: on a scale that would flatten everything else.
-HIDDEN_COUNTERS = frozenset({"system_memory_available_bytes"})
-
-
-@dataclass
-class Series:
-    name: str  # counter name
-    label: str
-    group: str  # "cpu" | "memory" | "count"
-    x_ms: list[float]
-    y: list[float | None]
-
-
-def _counter_group(name: str) -> str | None:
-    if name in HIDDEN_COUNTERS:
-        return None
-    if name.endswith("_percent"):
-        return "cpu"
-    if name.endswith("_bytes"):
-        return "memory"
-    return "count"
 
 
 class RunView:
@@ -535,7 +501,7 @@ class RunView:
 
     # -- metrics -----------------------------------------------------------------------
     @property
-    def metrics(self) -> list[Series]:
+    def metrics(self) -> Metrics:
         return self._cached("metrics", lambda: build_metrics(self.run.counters, self.origin_ns))
 
 
@@ -1099,34 +1065,3 @@ def merged_gap_details(view: RunView, first: int, last: int) -> Details:
         ("to", _fmt_ms(view, int(gl.index.end_ns[keep].max()))),
     ]
     return Details(f"{keep.size:,} idle gaps merged into one mark (zoom in to see them)", IDLE_GAP, rows, ("cause", "time", "share"), table)
-
-
-# -- metrics construction -------------------------------------------------------------------
-def build_metrics(counters: pl.DataFrame, origin_ns: int) -> list[Series]:
-    """Line series per (counter, device, rank), in plot order; empty when nothing was sampled."""
-    if counters.height == 0:
-        return []
-    multi_device = counters["device"].n_unique() > 1
-    multi_rank = counters["rank"].n_unique() > 1
-    order = {name: i for i, name in enumerate([*CPU_COUNTERS, *MEMORY_COUNTERS, *COUNT_COUNTERS])}
-    out: list[Series] = []
-    groups = counters.partition_by(["name", "device", "rank"], as_dict=True, maintain_order=True)
-    for (name, device, rank), df in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], len(order)), kv[0][0], kv[0][1], kv[0][2])):
-        group = _counter_group(name)
-        if group is None:
-            continue
-        df = df.sort("time_ns")
-        values = df["value"].to_numpy().astype(np.float64)
-        if group == "memory":
-            values = values / (1024 * 1024)
-        if group == "count" and not np.nansum(np.abs(values)):
-            continue  # an all-zero count (no child processes) says nothing
-        label = {**CPU_COUNTERS, **MEMORY_COUNTERS, **COUNT_COUNTERS}.get(name, name)
-        suffix = [x for x, show in ((device, multi_device), (f"rank {rank}", multi_rank)) if show]
-        if suffix:
-            label = f"{label} ({', '.join(suffix)})"
-        x = np.round((df["time_ns"].to_numpy() - origin_ns) / 1e6, 3).tolist()
-        y = [None if not np.isfinite(v) else round(float(v), 3) for v in values]
-        out.append(Series(name=name, label=label, group=group, x_ms=x, y=y))
-    return out
-

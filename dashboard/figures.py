@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from accelscope.dashboard.data import STEPS_LANE, Lane, MarkTrace, RunView, Series, StepBars, Timeline
+from accelscope.dashboard.data import STEPS_LANE, Lane, MarkTrace, RunView, StepBars, Timeline
 from accelscope.dashboard.formatting import format_duration_ns
+from accelscope.dashboard.metrics_view import Metrics
 from accelscope.dashboard.scheduling_view import LATENCY_PLOT_PX, MAX_FLOWS, Latency
 from accelscope.errors import require
 from accelscope.traces import schema as S
@@ -39,6 +40,7 @@ VERDICT_COLORS = {"high": "#C62828", "moderate": "#E08E0B", "none": "#2E7D32", N
 
 ROW_PX = 22  # timeline row height
 LINE_PX = 15  # timeline slice thickness
+LATENCY_DASH_PX = 4  # a latency point: a dash this wide and thick
 # The timeline and the metrics share their time axis: same plot-area margins, so they line up.
 TIME_MARGIN = dict(l=180, r=24)
 LANE_LABEL_CHARS = 26
@@ -49,8 +51,9 @@ def _go():
 
 
 def _base_layout(**extra) -> dict:
+    pio = require("plotly.io", "dashboard", "accelscope dashboard")
     layout = dict(
-        template=TEMPLATE,
+        template=pio.templates[TEMPLATE],  # the object: an unvalidated figure would send only its name
         font=FONT,
         margin=dict(l=60, r=20, t=40, b=50),
         hoverlabel=dict(bgcolor="white", font_size=12, bordercolor="#c9ced6"),
@@ -149,6 +152,15 @@ LATENCY_TEMPLATE = (
 STREAM_COLORS = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#9D755D", "#EECA3B"]
 
 
+def _dashes(x: np.ndarray, half: float) -> np.ndarray:
+    """[x - half, x + half, NaN] per point: short horizontal segments, one path for them all."""
+    out = np.empty((np.size(x), 3), dtype=np.float64)
+    out[:, 0] = np.asarray(x, dtype=np.float64) - half
+    out[:, 1] = out[:, 0] + 2 * half
+    out[:, 2] = np.nan
+    return out.ravel()
+
+
 def _strings(texts: list[str] | None) -> np.ndarray | None:
     """Per-point strings as a numpy unicode array: plotly validates it at once, not string by string."""
     return None if texts is None else np.asarray(texts, dtype=str)
@@ -171,7 +183,7 @@ def _mark_trace(go, tr: MarkTrace, show_legend: bool):
     else:
         color = KIND_COLORS.get(tr.kind, KIND_COLORS[S.OTHER])
         width = LINE_PX
-    return go.Scattergl(
+    return go.Scatter(
         name=tr.kind,
         legendgroup=tr.kind,
         showlegend=show_legend,
@@ -215,7 +227,7 @@ def latency_title(lat: Latency) -> str:
     if lat.run_median_ns is not None and lat.run_p90_ns is not None and (lat.run_median_ns, lat.run_p90_ns) != (lat.median_ns, lat.p90_ns):
         text += f" (whole run: {format_duration_ns(lat.run_median_ns)}, {format_duration_ns(lat.run_p90_ns)})"
     if lat.thinned:
-        text += " · one point per 2×2 px"
+        text += f" · one point per {lat.cell_px:.3g}×{lat.cell_px:.3g} px"
     return text
 
 
@@ -239,7 +251,7 @@ def timeline_figure(tl: Timeline, uirevision: str | None = None):
     if tl.flows is not None and tl.flows.shown:
         sizes = np.tile(np.array([0, 8, 0], dtype=np.float32), tl.flows.shown)
         traces.append(
-            go.Scattergl(
+            go.Scatter(
                 name="launch → kernel",
                 x=tl.flows.x_ms,
                 y=tl.flows.y,
@@ -252,15 +264,17 @@ def timeline_figure(tl: Timeline, uirevision: str | None = None):
         )
     for h in tl.hover:
         traces.append(
-            go.Scattergl(
+            go.Scatter(
                 name=h.name,
                 x=h.x_ms,
                 y=h.y,
                 text=_strings(h.text),
                 customdata=h.custom,
                 hovertext=click_ids(h.custom),
-                mode="markers",
-                marker=dict(size=LINE_PX, color="rgba(0,0,0,0)"),
+                # Nothing drawn, yet hovered and clicked on its points: transparent markers
+                # would cost one SVG node per mark.
+                mode="none",
+                hoveron="points",
                 hoverlabel=HOVER_LABEL,  # the markers are transparent: plotly would draw the text so too
                 hovertemplate=h.template,
                 showlegend=False,
@@ -305,7 +319,7 @@ def timeline_figure(tl: Timeline, uirevision: str | None = None):
             extra_axes[key] = dict(common, title=dict(text="ops queued", font=dict(size=11, color="#4b5563")))
             for i, q in enumerate(tl.queue):
                 traces.append(
-                    go.Scattergl(
+                    go.Scatter(
                         name=q.label,
                         legendgroup="queue",
                         showlegend=False,
@@ -324,12 +338,32 @@ def timeline_figure(tl: Timeline, uirevision: str | None = None):
             lat = tl.latency
             unit_ms = lat.run_p90_ns is not None and lat.run_p90_ns >= 1e6
             extra_axes[key] = dict(common, title=dict(text="latency (ms)" if unit_ms else "latency (µs)", font=dict(size=11, color="#4b5563")))
+            # Each point is drawn as a dash LATENCY_DASH_PX wide in one SVG path per stream (markers
+            # would be a node each, ~0.1 ms apiece), hovered through a trace that draws nothing.
+            half_ms = (tl.x_range[1] - tl.x_range[0]) / max(tl.width_px, 1) * LATENCY_DASH_PX / 2
             for i, s in enumerate(lat.series):
                 y = s.latency_us / 1e3 if unit_ms else s.latency_us
                 unit = "ms" if unit_ms else "µs"
+                color = STREAM_COLORS[i % len(STREAM_COLORS)]
                 traces.append(
-                    go.Scattergl(
+                    go.Scatter(
                         name=s.label,
+                        legendgroup="latency",
+                        showlegend=False,
+                        x=_dashes(s.x_ms, half_ms),
+                        y=np.repeat(np.asarray(y, dtype=np.float64), 3),
+                        mode="lines",
+                        line=dict(color=color, width=LATENCY_DASH_PX),
+                        opacity=0.75,
+                        connectgaps=False,
+                        hoverinfo="skip",
+                        xaxis=xa,
+                        yaxis=ax,
+                    )
+                )
+                traces.append(
+                    go.Scatter(
+                        name=f"{s.label} latency details",
                         legendgroup="latency",
                         showlegend=False,
                         x=s.x_ms,
@@ -337,8 +371,9 @@ def timeline_figure(tl: Timeline, uirevision: str | None = None):
                         text=_strings(s.text),
                         customdata=s.custom,
                         hovertext=click_ids(s.custom),
-                        mode="markers",
-                        marker=dict(size=4, color=STREAM_COLORS[i % len(STREAM_COLORS)], opacity=0.7),
+                        mode="none",
+                        hoveron="points",
+                        hoverlabel=dict(HOVER_LABEL, bordercolor=color),
                         xaxis=xa,
                         yaxis=ax,
                         hovertemplate=LATENCY_TEMPLATE if s.text is not None else f"launch → start %{{customdata[3]:.3~s}}s<br>started at %{{x:,.3f}} ms<extra>{s.label}</extra>",
@@ -361,7 +396,8 @@ def timeline_figure(tl: Timeline, uirevision: str | None = None):
 
     margin = dict(**TIME_MARGIN, t=84, b=50)
     height = max(260, plot_px + margin["t"] + margin["b"])
-    fig = go.Figure(traces)
+    # Built from validated traces; the layout alone takes plotly ~50 ms to validate on a first view.
+    fig = go.Figure(traces, _validate=False)
     fig.update_layout(
         **_base_layout(height=height, margin=margin),
         title=dict(text=_title(tl), font=dict(size=12, color="#6B7280"), x=0, xanchor="left", y=1, yanchor="top", pad=dict(t=8), xref="paper"),
@@ -400,7 +436,7 @@ def warm_up() -> None:
     one = np.zeros(1)
     fig = go.Figure(
         [
-            go.Scattergl(x=one, y=one, mode="lines+markers", line=dict(color="#000", width=1, shape="hv"), marker=dict(size=one, symbol="triangle-down", color="#000", opacity=1.0),
+            go.Scatter(x=one, y=one, mode="lines+markers", line=dict(color="#000", width=1, shape="hv"), marker=dict(size=one, symbol="triangle-down", color="#000", opacity=1.0),
                          text=[""], customdata=np.zeros((1, 3)), hovertemplate="%{text}", hoverinfo="skip", fill="tozeroy", connectgaps=False, opacity=1.0, meta={}, legendgroup="a", yaxis="y2"),
             go.Scatter(x=one, y=one, mode="lines", line=dict(color="#000", width=1), legend="legend2", hovertemplate="%{y}"),
         ]
@@ -419,58 +455,71 @@ def _lane_tick(lane: Lane) -> str:
     return text
 
 
-# -- host metrics ---------------------------------------------------------------------------------
+# -- device and host metrics ----------------------------------------------------------------------
 METRIC_COLORS = ["#4C78A8", "#F58518", "#8A8F98", "#59A14F", "#B279A2", "#9D755D", "#E2B93B", "#5FA8A3"]
-GROUP_TITLES = {"cpu": "CPU (%)", "memory": "Memory (MiB)", "count": "Processes"}
+METRIC_GAP_PX = 34  # between panels: room for the next panel's legend
 
 
-def metrics_figure(series: list[Series], x_range: tuple[float, float]):
+def metrics_figure(metrics: Metrics, x_range: tuple[float, float]):
+    """One panel per quantity (metrics_view.PANELS), stacked on the timeline's time axis:
+    same plot-area margins, and the browser keeps the x range equal to the timeline's."""
     go = _go()
-    if not series:
-        return _empty("No host metrics sampled in this run.")
-    make_subplots = require("plotly.subplots", "dashboard", "accelscope dashboard").make_subplots
-    groups = [g for g in ("cpu", "memory", "count") if any(s.group == g for s in series)]
-    heights = {"cpu": 1.0, "memory": 1.0, "count": 0.5}
-    total = sum(heights[g] for g in groups)
-    fig = make_subplots(
-        rows=len(groups),
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.14 if len(groups) > 1 else 0.0,
-        row_heights=[heights[g] / total for g in groups],
-    )
-    for r, group in enumerate(groups, start=1):
-        legend = "legend" if r == 1 else f"legend{r}"
-        members = [s for s in series if s.group == group]
+    if not metrics:
+        return _empty("No host or device metrics sampled in this run.")
+    panels = metrics.panels
+    plot_px = sum(p.height_px for p in panels) + METRIC_GAP_PX * (len(panels) - 1)
+    traces = []
+    layout: dict = {}
+    top = plot_px
+    for r, panel in enumerate(panels, start=1):
+        suffix = "" if r == 1 else str(r)
+        lo, hi = (top - panel.height_px) / plot_px, top / plot_px
+        top -= panel.height_px + METRIC_GAP_PX
+        unit = metrics.units[panel.key]
+        members = [s for s in metrics.series if s.group == panel.key]
+        # Accelerator panels: a colour per device, a line style per counter (capacities dashed);
+        # host panels: a colour per series.
+        devices = list(dict.fromkeys(s.device for s in members if s.device is not None))
+        styles: dict[str, str] = {}
+        legend = "legend" + suffix
         for i, s in enumerate(members):
-            unit = {"cpu": "%", "memory": " MiB", "count": ""}[group]
-            fig.add_trace(
+            if s.device is not None:
+                colour = METRIC_COLORS[devices.index(s.device) % len(METRIC_COLORS)]
+                dash = "dash" if s.capacity else styles.setdefault(s.name, ("solid", "dot", "dashdot")[min(len(styles), 2)])
+            else:
+                colour, dash = METRIC_COLORS[i % len(METRIC_COLORS)], "solid"
+            traces.append(
                 go.Scatter(
                     name=s.label,
                     x=s.x_ms,
                     y=s.y,
                     mode="lines",
-                    line=dict(color=METRIC_COLORS[i % len(METRIC_COLORS)], width=2 if i == 0 else 1.5, shape="linear"),
+                    line=dict(color=colour, width=1.2 if s.capacity or dash != "solid" else 1.8, dash=dash),
                     legend=legend,
-                    hovertemplate=f"{s.label}: %{{y:,.1f}}{unit}<extra></extra>",
-                ),
-                row=r,
-                col=1,
+                    xaxis="x" + suffix,
+                    yaxis="y" + suffix,
+                    hovertemplate=f"{s.label}: %{{y:,.1f}} {unit}<extra></extra>".replace(" %<", "%<"),
+                )
             )
-        fig.update_yaxes(rangemode="tozero", row=r, col=1, gridcolor="#eef0f3", title=dict(text=GROUP_TITLES[group], font=dict(size=12, color="#4b5563")))
-    # One legend per subplot, on the line of its title.
-    legends = {}
-    for r in range(1, len(groups) + 1):
-        top = fig.get_subplot(r, 1).yaxis.domain[1]
-        key = "legend" if r == 1 else f"legend{r}"
-        legends[key] = dict(orientation="h", x=1, xanchor="right", y=top, yanchor="bottom", bgcolor="rgba(0,0,0,0)", font=dict(size=11))
+        title = f"{panel.title} ({unit})" if unit else panel.title
+        layout["yaxis" + suffix] = dict(
+            domain=[max(lo, 0.0), min(hi, 1.0)], anchor="x" + suffix, rangemode="tozero", gridcolor="#eef0f3", zeroline=False,
+            title=dict(text=title, font=dict(size=11.5, color="#4b5563")), fixedrange=True,
+        )
+        last = r == len(panels)
+        layout["xaxis" + suffix] = dict(
+            anchor="y" + suffix, range=list(x_range), gridcolor="#eef0f3", showticklabels=last,
+            showspikes=True, spikemode="across", spikethickness=1, spikecolor="#9aa1ab",
+            title="time since run start (ms)" if last else None,
+            **({} if r == 1 else {"matches": "x"}),
+        )
+        layout[legend] = dict(orientation="h", x=1, xanchor="right", y=hi, yanchor="bottom", bgcolor="rgba(0,0,0,0)", font=dict(size=11))
+    margin = dict(**TIME_MARGIN, t=34, b=50)
+    fig = go.Figure(traces)
     fig.update_layout(
-        **_base_layout(height=130 + 150 * len(groups), margin=dict(**TIME_MARGIN, t=34, b=50)),
-        hovermode="x unified",
-        **legends,
+        **_base_layout(height=plot_px + margin["t"] + margin["b"], margin=margin),
+        hovermode="x unified", uirevision="metrics", meta=dict(x_range=list(x_range)), **layout,
     )
-    fig.update_xaxes(range=list(x_range), gridcolor="#eef0f3", showspikes=True, spikemode="across", spikethickness=1, spikecolor="#9aa1ab")
-    fig.update_xaxes(title_text="time since run start (ms)", row=len(groups), col=1)
     return fig
 
 

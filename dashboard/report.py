@@ -89,7 +89,7 @@ def build_report(run_path: str | os.PathLike[str]) -> str:
                 rows = [[short_name(r["name"], 90), str(r["count"]), f"{r['total_ns'] / 1e6:.2f}", f"{r['mean_ns'] / 1e3:.1f}", f"{r['share_of_step_time']:.1%}"] for r in df.iter_rows(named=True)]
                 parts.append(f"<section><h2>{title}</h2>" + _table(["name", "count", "total ms", "mean µs", "share of step time"], rows) + "</section>")
     parts.append("<section><h2>Timeline</h2>" + plot(figs["timeline"]) + "</section>")
-    parts.append("<section><h2>Host metrics</h2>" + plot(figs["metrics"]) + "</section>")
+    parts.append("<section><h2>Device and host metrics</h2>" + plot(figs["metrics"]) + "</section>")
     parts.append("</main></body></html>")
     return "".join(parts)
 

@@ -4,7 +4,7 @@
   device work it launched, only when few enough are in view;
 * queue depth per stream (``scheduling.queue_depth``), reduced per pixel with its peaks kept;
 * launch-to-start latency over time (``scheduling.launch_latency``), one point per device
-  operation, thinned to one per 2x2-pixel cell when the window holds many, with the
+  operation, thinned to one per 3x3-pixel cell (about a marker's size) when the window holds many, with the
   median and p90 of every launch in the window.
 
 ``SchedulingIndex.build`` sorts everything once per run; a window is then binary searches
@@ -25,8 +25,10 @@ from accelscope.traces import schema as S
 
 # Flows are drawn only when at most this many launches fall in the window.
 MAX_FLOWS = 500
-# The latency plot shows every launch up to this many, then one per 2x2-pixel cell.
-MAX_LATENCY_POINTS = 4000
+# The latency plot shows every launch up to this many, then one per cell of THIN_CELL_PX
+# square (the 4 px markers would overlap in smaller ones): each point is an SVG node.
+MAX_LATENCY_POINTS = 2000
+THIN_CELL_PX = 3.0
 LATENCY_PLOT_PX = 170  # plot height the thinning assumes (figures.py draws it this tall)
 
 
@@ -68,7 +70,8 @@ class Latency:
     run_median_ns: float | None
     run_p90_ns: float | None
     series: list[LatencySeries] = field(default_factory=list)
-    thinned: bool = False  # one point per cell of 2x2 pixels or more instead of every launch
+    thinned: bool = False  # one point per cell of cell_px square instead of every launch
+    cell_px: float = 0.0
 
     @property
     def shown(self) -> int:
@@ -190,7 +193,7 @@ class SchedulingIndex:
         if thinned:
             x_lo, x_hi = (a_ns - origin_ns) / 1e6, (b_ns - origin_ns) / 1e6
             y_lo, y_hi = float(min(lat.min(), 0)), float(lat.max())
-            cell = 2.0
+            cell = THIN_CELL_PX
             keep = thin_points(x_ms, lat.astype(np.float64), x_lo, x_hi, y_lo, y_hi, width_px, LATENCY_PLOT_PX, cell)
             while keep.size > MAX_LATENCY_POINTS:  # a few rounds at most: cells grow by half each time
                 cell *= 1.5
@@ -214,5 +217,5 @@ class SchedulingIndex:
             m = np.flatnonzero(codes == code)
             texts = names.gather(m).to_list() if names is not None else None
             series.append(LatencySeries(self.stream_labels[int(code)], x_ms[m], lat[m] / 1e3, texts, custom[m]))
-        return Latency(n, median, p90, self.run_median_ns, self.run_p90_ns, series, thinned)
+        return Latency(n, median, p90, self.run_median_ns, self.run_p90_ns, series, thinned, cell if thinned else 0.0)
 

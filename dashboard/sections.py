@@ -61,13 +61,14 @@ class Sections:
         return f"● recording: this page updates every {LIVE_POLL_MS / 1000:g} s"
 
     # -- steps ------------------------------------------------------------------------
-    def steps(self, value: Any):
+    def steps(self, request: Any):
+        """The Steps section, below the timeline: for the page's rest-request store."""
         dash = require("dash", "dashboard", "accelscope dashboard")
-        index = self.board.index(value)
+        index = self.board.index(request.get("run")) if isinstance(request, dict) else None
         if index is None:
             raise dash.exceptions.PreventUpdate
         report = self.board.views[index].report
-        return steps_page.steps_figure(report), steps_page.step_rows(report)
+        return steps_page.steps_figure(report), steps_page.steps_grid(steps_page.step_rows(report))
 
     # -- compare ----------------------------------------------------------------------
     def compare_options(self, value: Any) -> list[dict[str, Any]]:
@@ -94,13 +95,15 @@ def layout_sections(board: Any, section, loading, graph_config: dict) -> list:
     """The Steps and Compare sections, and the live poller, in page order."""
     from dash import dcc, html
 
+    from accelscope.dashboard.app import grid_box
+
     sections = [
         section(
             "Steps",
             "Every step's time; red points are outlier steps (far slower than the median step), with the breakdown "
             "category that grew most. Warm-up is grey. The table has each step's breakdown; sort or filter it.",
             loading(dcc.Graph(id="steps-graph", config=graph_config)),
-            steps_page.steps_grid("steps-table"),
+            grid_box("steps-table-box", steps_page.GRID_PX),
         ),
     ]
     if len(board.views) > 1:
@@ -126,7 +129,7 @@ def register(app: Any, board: Any) -> Sections:
     dash = require("dash", "dashboard", "accelscope dashboard")
     s = Sections(board)
     app.callback(dash.Output("live-badge", "children"), dash.Input("run-select", "value"))(s.badge)
-    app.callback(dash.Output("steps-graph", "figure"), dash.Output("steps-table", "rowData"), dash.Input("run-select", "value"))(s.steps)
+    app.callback(dash.Output("steps-graph", "figure"), dash.Output("steps-table-box", "children"), dash.Input("rest-request", "data"))(s.steps)
     if len(board.views) > 1:
         app.callback(dash.Output("compare-select", "options"), dash.Input("run-select", "value"))(s.compare_options)
         app.callback(

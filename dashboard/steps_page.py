@@ -99,8 +99,11 @@ def steps_figure(report: Report | None):
     return fig
 
 
-def steps_grid(grid_id: str = "steps-table"):
-    """A sortable, filterable AG Grid for :func:`step_rows`; outlier rows tinted."""
+GRID_PX = 420
+
+
+def steps_grid(rows: list[dict[str, Any]], grid_id: str = "steps-table"):
+    """A sortable, filterable AG Grid of :func:`step_rows`; outlier rows tinted."""
     dag = require("dash_ag_grid", "dashboard", "accelscope dashboard")
     cols = []
     for cid, name, typ in COLUMNS:
@@ -115,10 +118,10 @@ def steps_grid(grid_id: str = "steps-table"):
     return dag.AgGrid(
         id=grid_id,
         columnDefs=cols,
-        rowData=[],
+        rowData=rows,
         defaultColDef={"sortable": True, "filter": True, "resizable": True, "floatingFilter": True},
         dashGridOptions={"pagination": True, "paginationPageSize": 20, "rowHeight": 30, "headerHeight": 34, "floatingFiltersHeight": 36, "animateRows": False},
         rowClassRules={"step-outlier": "params.data.flag == 'outlier'", "step-warmup": "params.data.flag == 'warm-up'"},
         className="ag-theme-alpine",
-        style={"height": "420px"},
+        style={"height": f"{GRID_PX}px"},
     )

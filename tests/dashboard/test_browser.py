@@ -71,6 +71,7 @@ def page(recorded_run, small_run):
 def _wait_for_render(pg, steps: str | None = None) -> None:
     cond = f"e.textContent === {steps!r}" if steps else "e.textContent.trim() !== '…'"
     pg.wait_for_function(f"() => {{ const e = document.getElementById('overview-steps'); return e && {cond}; }}", timeout=TIMEOUT_MS)
+    pg.wait_for_selector("#ops-table .ag-root", timeout=TIMEOUT_MS)  # the sections below the timeline follow it
     for gid in GRAPHS:
         pg.wait_for_function(
             f"() => {{ const g = document.querySelector('#{gid} .js-plotly-plot'); return g && g._fullLayout && g.querySelector('.main-svg'); }}",
@@ -142,12 +143,13 @@ def test_timeline_draws_the_runs_lanes(page, recorded_run):
     ticks = page.eval_on_selector_all("#timeline-graph .ytick text", "els => els.map(e => e.textContent)")
     assert "steps" in ticks and any(t.startswith(training) for t in ticks)
     types = set(_plot(page, "timeline-graph", "gd._fullData.map(t => t.type)"))
-    assert types == {"scattergl"}
+    assert types == {"scatter"}
     legend = page.eval_on_selector_all("#timeline-graph .legend .legendtext", "els => els.map(e => e.textContent)")
     assert S.INPUT_WAIT in legend and S.STEP in legend
-    # WebGL actually drew: the plot has a gl canvas of the plot's size.
-    canvas = page.eval_on_selector("#timeline-graph canvas.gl-canvas-context", "c => [c.width, c.height]")
-    assert canvas[0] > 100 and canvas[1] > 50
+    # The slices were drawn: each kind's lines are an SVG path spanning most of the plot.
+    widths = page.eval_on_selector_all("#timeline-graph .scatterlayer .trace path.js-line", "els => els.map(e => e.getBBox().width)")
+    assert widths and max(widths) > 100
+    assert page.query_selector("#timeline-graph canvas.gl-canvas-context") is None  # no WebGL: SVG is faster here
     metrics = _plot(page, "metrics-graph", "gd._fullData.map(t => t.name)")
     assert "this process" in metrics and "process RSS" in metrics
 
@@ -193,16 +195,64 @@ def test_hovering_an_input_wait_names_it(page):
     page.mouse.move(0, 0)
 
 
+RANGES_EQUAL = """() => {
+    const a = document.querySelector('#timeline-graph .js-plotly-plot')._fullLayout.xaxis.range;
+    const b = document.querySelector('#metrics-graph .js-plotly-plot')._fullLayout.xaxis.range;
+    return Math.abs(a[0] - b[0]) < 1e-6 && Math.abs(a[1] - b[1]) < 1e-6;
+}"""
+
+
+def _metrics_px(pg, x_ms: float) -> tuple[float, float]:
+    """Page coordinates of a time in the middle of the metrics' first panel."""
+    return tuple(
+        _plot(
+            pg,
+            "metrics-graph",
+            f"(() => {{ const r = gd.getBoundingClientRect(); const fl = gd._fullLayout;"
+            f" return [r.left + fl.xaxis._offset + fl.xaxis.l2p({x_ms}), r.top + fl.yaxis._offset + fl.yaxis._length / 2]; }})()",
+        )
+    )
+
+
+def test_metrics_follow_timeline_zooms_and_lead_them_too(page):
+    whole = _plot(page, "metrics-graph", "gd.layout.meta.x_range")
+    assert whole == _plot(page, "timeline-graph", "gd._fullLayout.xaxis.range")
+    # A drag-zoom on the timeline moves the metrics to the same window.
+    _zoom(page, whole[1] * 0.3, whole[1] * 0.5, row=0)
+    page.wait_for_function(RANGES_EQUAL, timeout=TIMEOUT_MS)
+    lo, hi = _plot(page, "metrics-graph", "gd._fullLayout.xaxis.range")
+    assert lo == pytest.approx(whole[1] * 0.3, rel=0.05) and hi == pytest.approx(whole[1] * 0.5, rel=0.05)
+    # A drag-zoom on the metrics moves the timeline, which the server redraws for that window.
+    page.eval_on_selector("#metrics-graph", "e => e.scrollIntoView({block: 'center'})")
+    (xa, y), (xb, _) = _metrics_px(page, lo + (hi - lo) * 0.25), _metrics_px(page, lo + (hi - lo) * 0.75)
+    page.mouse.move(xa, y)
+    page.mouse.down()
+    page.mouse.move(xb, y, steps=8)
+    page.mouse.up()
+    page.wait_for_function(
+        f"() => {{ const w = document.querySelector('#timeline-graph .js-plotly-plot').layout.meta.window;"
+        f" return w && Math.abs(w[1] - w[0] - {(hi - lo) / 2}) < {(hi - lo) * 0.05}; }}",
+        timeout=TIMEOUT_MS,
+    )
+    page.wait_for_function(RANGES_EQUAL, timeout=TIMEOUT_MS)
+    # A double-click on the metrics returns both to the whole run.
+    page.mouse.dblclick(*_metrics_px(page, (lo + hi) / 2))
+    page.wait_for_function("() => document.querySelector('#timeline-graph .js-plotly-plot').layout.meta.window === null", timeout=TIMEOUT_MS)
+    page.wait_for_function(RANGES_EQUAL, timeout=TIMEOUT_MS)
+    assert _plot(page, "metrics-graph", "gd._fullLayout.xaxis.range") == pytest.approx(whole)
+
+
 def test_switching_runs_updates_every_view(page, small_run):
     page.click("#run-select")
     page.get_by_role("option", name="small").click()
     _wait_for_render(page, steps="5")
     assert page.text_content("#overview-verdict") == VERDICT_TEXT["none"]
     assert page.text_content("#overview-input-share") == "0.0%"
-    ticks = page.eval_on_selector_all("#timeline-graph .ytick text", "els => els.map(e => e.textContent)")
-    assert any(t.startswith("trainer") for t in ticks)
     assert page.eval_on_selector("#overview-verdict", "e => getComputedStyle(e).color") == "rgb(46, 125, 50)"
-    assert "No host metrics" in page.text_content("#metrics-graph")
+    # The timeline comes from its own callback.
+    page.wait_for_function("() => Array.from(document.querySelectorAll('#timeline-graph .ytick text'), e => e.textContent).some(t => t.startsWith('trainer'))", timeout=TIMEOUT_MS)
+    # The sections below the timeline follow it.
+    page.wait_for_function("() => document.querySelector('#metrics-graph').textContent.includes('No host or device metrics')", timeout=TIMEOUT_MS)
 
 
 def test_no_script_errors(page):

@@ -30,6 +30,7 @@ from accelscope import scheduling  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
 from accelscope.dashboard.data import RunView  # noqa: E402
 from accelscope.dashboard.formatting import format_duration_ns  # noqa: E402
+from accelscope.dashboard.scheduling_view import MAX_LATENCY_POINTS  # noqa: E402
 from accelscope.dashboard.server import background_server  # noqa: E402
 from accelscope.traces import schema as S  # noqa: E402
 from accelscope.traces.run import Run  # noqa: E402
@@ -116,8 +117,11 @@ def test_the_queue_track_and_latency_plot_show_the_runs_numbers(page, nw0_run):
     # The track's line reaches the run's peak (570 queued on stream 7) and the latency points are drawn.
     peak = page.evaluate(f"() => Math.max(...Array.from({GRAPH}._fullData.find(t => t.name === 'cuda:0 stream 7' && t.yaxis === 'y2').y))")
     assert peak == 570
-    points = page.evaluate(f"() => {GRAPH}._fullData.filter(t => t.yaxis === 'y3').reduce((n, t) => n + t._length, 0)")
-    assert 0 < points <= 4000
+    points = page.evaluate(f"() => {GRAPH}._fullData.filter(t => t.yaxis === 'y3' && t.mode === 'none').reduce((n, t) => n + t._length, 0)")
+    assert 0 < points <= MAX_LATENCY_POINTS
+    # Each point is drawn: a dash per point in its stream's path.
+    dashes = page.evaluate(f"() => Array.from(document.querySelectorAll('#timeline-graph .subplot.x3y3 .scatterlayer path.js-line'), p => (p.getAttribute('d').match(/M/g) || []).length).reduce((a, b) => a + b, 0)")
+    assert dashes == points
 
 
 def test_the_whole_run_merges_kernels_and_hovering_one_says_how_many(page):

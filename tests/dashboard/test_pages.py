@@ -23,11 +23,13 @@ NW4 = "traces/kineto/tb_plugin/samples/resnet50_num_workers_4/worker0.1623212756
 def slow_step_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("steps")
     with accelscope.profile(out / "r", mode="light", live=False) as prof:
+        # Steps of ~35 ms, so that a few ms of scheduling noise on a busy machine stays far
+        # below the outlier threshold (25 % over the median); step 6 waits 150 ms for input.
         for i in range(12):
             t0 = prof.input_wait_started()
-            time.sleep(0.06 if i == 6 else 0.002)
+            time.sleep(0.15 if i == 6 else 0.005)
             prof.input_wait_ended("next(batch)", t0)
-            time.sleep(0.01)
+            time.sleep(0.03)
             prof.step()
     return analyze(Run.open(prof.run_dir))
 
@@ -41,9 +43,10 @@ def resnet_pair(shared_dir, tmp_path_factory):
 def test_step_rows_flag_the_outlier_with_its_reason(slow_step_report):
     rows = steps_page.step_rows(slow_step_report)
     assert len(rows) == 12
-    flagged = [r for r in rows if r["flag"] == "outlier"]
-    assert [r["step"] for r in flagged] == [6]
-    assert "input wait" in flagged[0]["outlier_reason"]
+    flagged = {r["step"]: r for r in rows if r["flag"] == "outlier"}
+    # Step 6 is flagged for its input wait. (A step the machine really slowed down may be too.)
+    assert 6 in flagged and "input wait" in flagged[6]["outlier_reason"]
+    assert max(rows, key=lambda r: r["dur_ms"])["step"] == 6
     assert rows[0]["flag"] == "warm-up"
     # The breakdown columns add up to the step time.
     r = rows[6]
@@ -54,9 +57,10 @@ def test_step_rows_flag_the_outlier_with_its_reason(slow_step_report):
 def test_steps_figure_marks_outliers_in_red(slow_step_report):
     fig = steps_page.steps_figure(slow_step_report)
     colors = fig.data[0].marker.color
+    outliers = int(slow_step_report.steps["outlier"].sum())
     assert colors[6] == steps_page.OUTLIER_COLOR
-    assert sum(c == steps_page.OUTLIER_COLOR for c in colors) == 1
-    assert fig.layout.title.text == "1 outlier step"
+    assert sum(c == steps_page.OUTLIER_COLOR for c in colors) == outliers >= 1
+    assert fig.layout.title.text == (f"{outliers} outlier step" + ("s" if outliers > 1 else ""))
     assert "outlier" in fig.data[0].hovertext[6]
 
 

@@ -50,6 +50,9 @@ def test_hostile_run_values_render_nothing_and_touch_no_file(app_and_board, no_f
         board.render(value)
     assert type(info.value).__name__ == "PreventUpdate"
     with pytest.raises(Exception) as info:
+        board.render_rest({"run": value, "n": 1})
+    assert type(info.value).__name__ == "PreventUpdate"
+    with pytest.raises(Exception) as info:
         board.zoom({"xaxis.range[0]": 0, "xaxis.range[1]": 1}, value)
     assert type(info.value).__name__ == "PreventUpdate"
     assert no_file_access == []
