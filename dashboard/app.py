@@ -454,7 +454,9 @@ def _layout(board: Dashboard):
     options = [{"label": v.label, "value": i} for i, v in enumerate(board.views)]
 
     def section(title: str, sub: str, *children):
-        return html.Div([html.H2(title), html.P(sub, className="sub"), *children], className="section")
+        """A card with a title; its id is ``section-`` and the title in lower case, hyphenated."""
+        slug = "-".join("".join(c if c.isalnum() else " " for c in title.lower()).split())
+        return html.Div([html.H2(title), html.P(sub, className="sub"), *children], className="section", id=f"section-{slug}")
 
     def loading(*children):
         return dcc.Loading(list(children), type="dot", delay_show=400, color="#3b5b8c")

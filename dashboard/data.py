@@ -482,7 +482,7 @@ class RunView:
         def build() -> list[dict[str, Any]]:
             ev = self.slices
             rep = self.report
-            total = rep.steady_ns if rep is not None and rep.steady_ns else int(ev["dur_ns"].sum()) or 1
+            total = rep.traced_ns if rep is not None and rep.traced_ns else int(ev["dur_ns"].sum()) or 1
             table = time_per_name(ev, list(kinds), total, limit=TABLE_ROWS)
             return [
                 {

@@ -394,13 +394,13 @@ def timeline_figure(tl: Timeline, uirevision: str | None = None):
     tickvals = [lane.row0 + (lane.rows - 1) / 2 for lane in tl.lanes]
     ticktext = [_lane_tick(lane) for lane in tl.lanes]
 
-    margin = dict(**TIME_MARGIN, t=84, b=50)
+    margin = dict(**TIME_MARGIN, t=92, b=50)
     height = max(260, plot_px + margin["t"] + margin["b"])
     # Built from validated traces; the layout alone takes plotly ~50 ms to validate on a first view.
     fig = go.Figure(traces, _validate=False)
     fig.update_layout(
         **_base_layout(height=height, margin=margin),
-        title=dict(text=_title(tl), font=dict(size=12, color="#6B7280"), x=0, xanchor="left", y=1, yanchor="top", pad=dict(t=8), xref="paper"),
+        title=dict(text=_title(tl), font=dict(size=12, color="#6B7280"), x=0, xanchor="left", y=1, yanchor="top", pad=dict(t=16), xref="paper"),
         showlegend=True,
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0, itemsizing="constant", traceorder="normal"),
         xaxis=dict(x_common, anchor="y", showticklabels=not panels, title="time since run start (ms)" if not panels else None),

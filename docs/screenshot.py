@@ -1,81 +1,159 @@
-"""Take a screenshot of the accelscope dashboard (the image in the README).
+"""Take the dashboard screenshots in the README and docs/dashboard.md.
 
-    python docs/screenshot.py [RUN] [-o docs/dashboard.png]
+    python docs/screenshot.py [RUN ...] [--nw0 TRACE] [-o docs]
 
-Without RUN it first records a fresh demo run (the input-bound demo CNN, 30 steps) into a
-temporary directory. The dashboard is served on 127.0.0.1 from a background thread and
-loaded in headless Chromium through Playwright; the full page is saved once every graph
-has drawn.
+Without RUN it first records two demo runs into a temporary directory: the input-bound
+demo CNN (0 DataLoader workers, the default loader delay) and the same with 2 workers, so
+the Compare section has something to compare. Writes into the output directory:
+
+* ``dashboard.png``: the top of the page (overview and timeline), as a user first sees it;
+* ``screenshots/<section>.png``: each section of the page on the first run (overview,
+  timeline, kernels-and-ops, device-and-host-metrics, steps, compare);
+* ``screenshots/timeline-gpu.png``: with ``--nw0`` (default: the real V100 ResNet-50 trace
+  in ../shared when present), that trace imported and its timeline zoomed to 1 ms of the
+  backward pass, where launch -> kernel arrows and every kernel are drawn.
+
+The dashboard is served on 127.0.0.1 from a background thread and loaded in headless
+Chromium through Playwright; each image is taken once the data it shows has arrived.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 from accelscope.dashboard.server import CHROMIUM, CHROMIUM_ARGS
 
-GRAPHS = ("step-graph", "timeline-graph", "metrics-graph")
+HERE = Path(__file__).resolve().parent
+SHARED = Path(os.environ.get("ACCELSCOPE_SHARED", HERE.parent.parent / "shared"))
+NW0 = SHARED / "traces/kineto/tb_plugin/samples/resnet50_num_workers_0/worker0.1623143089861.pt.trace.json.gz"
+GRAPHS = ("step-graph", "timeline-graph", "metrics-graph", "steps-graph")
+SECTIONS = ("overview", "timeline", "kernels-and-ops", "device-and-host-metrics", "steps", "compare")
+TIMEOUT_MS = 120_000
 
 
-def wait_for_dashboard(page, timeout_ms: int = 60_000) -> None:
-    """Wait until the overview is filled in and every graph has drawn its plot."""
+def wait_for_dashboard(page, timeout_ms: int = TIMEOUT_MS) -> None:
+    """Wait until the overview is filled in, every graph has drawn and the grids hold rows."""
     page.wait_for_function(
         "() => { const e = document.getElementById('overview-steps'); return e && e.textContent.trim() !== '…'; }",
         timeout=timeout_ms,
     )
+    page.wait_for_selector("#ops-table .ag-row", state="attached", timeout=timeout_ms)  # the sections below the timeline arrive after it
+    page.wait_for_selector("#steps-table .ag-row", state="attached", timeout=timeout_ms)
     for gid in GRAPHS:
         page.wait_for_function(
             f"""() => {{
                 const g = document.querySelector('#{gid} .js-plotly-plot');
-                return g && g._fullLayout && g.querySelector('.main-svg');
+                return g && g._fullLayout && g.querySelector('.main-svg') && ((g.data || []).length > 0 || (g.layout.annotations || []).length > 0);
             }}""",
             timeout=timeout_ms,
         )
-    page.wait_for_timeout(800)  # WebGL traces draw on the next animation frames
+    page.wait_for_timeout(500)
 
 
-def screenshot(run: Path, out: Path, width: int = 1440, height: int = 900, scale: float = 1.0) -> Path:
+def _pick_compare_run(page, label: str) -> None:
+    page.click("#compare-select")
+    page.get_by_role("option", name=label, exact=True).click()
+    page.wait_for_selector("#compare-table .ag-row", state="attached", timeout=TIMEOUT_MS)
+    page.wait_for_timeout(500)
+
+
+def _zoom_timeline(page, start_ms: float, end_ms: float) -> None:
+    page.evaluate(
+        """([a, b]) => new Promise(resolve => {
+            const gd = document.querySelector('#timeline-graph .js-plotly-plot');
+            const before = gd.data;
+            const done = () => { if (gd.data !== before) { gd.removeListener('plotly_afterplot', done); resolve(); } };
+            gd.on('plotly_afterplot', done);
+            Plotly.relayout(gd, {'xaxis.range': [a, b]});
+        })""",
+        [start_ms, end_ms],
+    )
+    page.wait_for_timeout(500)
+
+
+def screenshots(runs: list[Path], out: Path, nw0_run: Path | None = None, width: int = 1440, height: int = 1000) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     from accelscope.dashboard.app import create_app
     from accelscope.dashboard.server import background_server
 
-    app = create_app([run])
-    out.parent.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    (out / "screenshots").mkdir(parents=True, exist_ok=True)
+    app = create_app(runs)
+    labels = [v.label for v in app._accelscope.views]
     with background_server(app) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS), headless=True)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=scale)
-            page.goto(url, wait_until="networkidle")
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(url)
             wait_for_dashboard(page)
-            page.screenshot(path=str(out), full_page=True)
+            if len(runs) > 1:
+                _pick_compare_run(page, labels[1])
+            page.evaluate("() => window.scrollTo(0, 0)")
+            page.screenshot(path=str(out / "dashboard.png"))
+            written.append(out / "dashboard.png")
+            for name in SECTIONS:
+                el = page.query_selector(f"#section-{name}")
+                if el is None:
+                    continue
+                el.scroll_into_view_if_needed()
+                path = out / "screenshots" / f"{name}.png"
+                el.screenshot(path=str(path))
+                written.append(path)
         finally:
             browser.close()
-    return out
+    if nw0_run is not None:
+        app = create_app([nw0_run])
+        with background_server(app) as url, sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS), headless=True)
+            try:
+                page = browser.new_page(viewport={"width": width, "height": height})
+                page.goto(url)
+                wait_for_dashboard(page)
+                _zoom_timeline(page, 826.0, 827.0)  # a forward pass, its kernels starting right after their launches
+                el = page.query_selector("#section-timeline")
+                el.scroll_into_view_if_needed()
+                path = out / "screenshots" / "timeline-gpu.png"
+                el.screenshot(path=str(path))
+                written.append(path)
+            finally:
+                browser.close()
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", nargs="?", type=Path, help="run directory (default: record a fresh demo run)")
-    parser.add_argument("-o", "--output", type=Path, default=Path(__file__).resolve().parent / "dashboard.png")
-    parser.add_argument("--steps", type=int, default=30, help="steps of the demo run recorded when RUN is omitted")
+    parser.add_argument("runs", nargs="*", type=Path, help="run directories (default: record two demo runs)")
+    parser.add_argument("-o", "--output", type=Path, default=HERE, help="where dashboard.png and screenshots/ go (default: docs/)")
+    parser.add_argument("--nw0", type=Path, default=NW0 if NW0.exists() else None, help="a Kineto trace to import for the GPU timeline image")
+    parser.add_argument("--steps", type=int, default=30, help="steps of each demo run recorded when RUN is omitted")
     parser.add_argument("--width", type=int, default=1440)
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).exists():
         print(f"screenshot: {CHROMIUM} not found (apt-get install chromium)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="accelscope-shot-") as tmp:
-        run = args.run
-        if run is None:
+        runs = list(args.runs)
+        if not runs:
             from accelscope.demo import run_demo
 
-            print(f"recording a demo run ({args.steps} steps)...", flush=True)
-            run = run_demo(tmp, steps=args.steps, progress=False)
-        out = screenshot(run, args.output, width=args.width)
-    print(f"wrote {out}")
+            print(f"recording two demo runs ({args.steps} steps each: 0 and 2 DataLoader workers)...", flush=True)
+            runs = [
+                run_demo(Path(tmp) / "demo", steps=args.steps, workers=0, name="workers-0", progress=False),
+                run_demo(Path(tmp) / "demo", steps=args.steps, workers=2, name="workers-2", progress=False),
+            ]
+        nw0_run = None
+        if args.nw0 is not None:
+            from accelscope.traces.importer import import_traces
+
+            print(f"importing {args.nw0.name}...", flush=True)
+            nw0_run = import_traces([args.nw0], Path(tmp) / "nw0", progress=False)
+        for path in screenshots(runs, args.output, nw0_run, width=args.width):
+            print(f"wrote {path}")
     return 0
 
 

@@ -71,6 +71,19 @@ class Report:
         return int(self.steps.filter(~pl.col("warmup"))["dur_ns"].sum())
 
     @property
+    def traced_steady(self) -> pl.DataFrame:
+        """The steady steps whose ops and device work were recorded: those the framework
+        profiler traced when it ran only in windows, else every steady step."""
+        steady = self.steps.filter(~pl.col("warmup"))
+        traced = steady.filter(pl.col("traced"))
+        return traced if traced.height else steady
+
+    @property
+    def traced_ns(self) -> int:
+        """Step time the op and kernel tables' shares are of (``traced_steady``)."""
+        return int(self.traced_steady["dur_ns"].sum())
+
+    @property
     def idle_share(self) -> float:
         return 1.0 - self.busy_share
 
@@ -104,6 +117,7 @@ class Report:
                     "verdict": r["verdict"],
                     "warmup": r["warmup"],
                     "input_timed": r["input_timed"],
+                    "traced": r["traced"],
                     "outlier": r["outlier"],
                     "outlier_reason": r["outlier_reason"],
                     "breakdown": {c: us(r[f"{c}_ns"]) for c in BREAKDOWN},
@@ -203,7 +217,8 @@ def analyze(run: Run) -> Report:
     for r in results:
         notes.extend(n if len(results) == 1 else f"rank {r.rank}: {n}" for n in r.notes)
     steps = _finish_steps(pl.concat([r.steps for r in results]))
-    steps = steps.with_columns(input_timed=_input_timed(run, steps))
+    steps = steps.with_columns(traced=_traced(run, steps))
+    steps = steps.with_columns(input_timed=pl.lit(True) if run.meta.get("input_timing") == "every step" else pl.col("traced"))
     steps = steps.with_columns(verdict=pl.when(pl.col("input_timed")).then(pl.col("verdict")))
     steps = mark_outliers(steps)
     n_out = int(steps["outlier"].sum())
@@ -222,16 +237,32 @@ def analyze(run: Run) -> Report:
             "(its IteratorGetNext / DataLoader ops): the input-wait share and its advice come from those steps "
             "(prof.iter times every step)"
         )
-    busy = float(steady["busy_ns"].sum()) / total if total else 0.0
+    # Ops and device work exist only in the steps the framework profiler traced. When it ran in
+    # windows, the device's figures come from those steps, scaled to the whole run: the steps
+    # between windows hold no kernels, and counting them would read as an idle device.
+    has_device = any(r.has_device for r in results)
+    traced = steady.filter(pl.col("traced"))
+    partial = 0 < traced.height < steady.height
+    if partial:
+        notes.append(
+            f"ops{' and device work' if has_device else ''} were recorded in {traced.height} of {steady.height} steady steps "
+            f"(the framework profiler's windows): {'busy time, the breakdown, idle causes and ' if has_device else ''}"
+            "the op and kernel tables come from those steps"
+        )
+    basis = traced if partial and has_device else steady
+    basis_total = int(basis["dur_ns"].sum())
+    scale = total / basis_total if basis_total else 1.0
+    busy = float(basis["busy_ns"].sum()) / basis_total if basis_total else 0.0
     gaps = pl.concat([r.gaps for r in results]) if results else empty_gaps()
-    steady_keys = steady.select("rank", "step")
-    steady_gaps = gaps.join(steady_keys, on=["rank", "step"], how="semi")
+    steady_gaps = gaps.join(steady.select("rank", "step"), on=["rank", "step"], how="semi")
+    basis_gaps = gaps.join(basis.select("rank", "step"), on=["rank", "step"], how="semi")
     n_devices = max(sum(max(r.devices.height, 1) for r in results) / max(len(results), 1), 1)
-    idle_by_cause = {c: int(steady_gaps[f"{c}_ns"].sum() / n_devices) for c in C.CAUSES}
+    idle_by_cause = {c: int(basis_gaps[f"{c}_ns"].sum() / n_devices * scale) for c in C.CAUSES}
     if 0 < timed.height < steady.height:  # extrapolate input waits from the steps that saw them
         timed_gaps = steady_gaps.join(timed.select("rank", "step"), on=["rank", "step"], how="semi")
         idle_by_cause[C.INPUT_WAIT] = int(timed_gaps[f"{C.INPUT_WAIT}_ns"].sum() / n_devices * total / max(timed_total, 1))
-    breakdown_ns = {c: int(steady[f"{c}_ns"].sum()) for c in BREAKDOWN}
+    breakdown_ns = {c: int(basis[f"{c}_ns"].sum() * scale) for c in BREAKDOWN}
+    tables_total = int((traced if partial else steady)["dur_ns"].sum())
     verdict = verdict_for(share)
     n_steady = steady.height or 1
     mean_step = float(steady["dur_ns"].mean()) if steady.height else float("nan")
@@ -241,7 +272,7 @@ def analyze(run: Run) -> Report:
         if cause_share < RECOMMEND_SHARE:
             continue
         per_step = idle_ns / n_steady
-        evidence = f"{C.CAUSE_TEXT[cause]} idles the {'accelerator' if any(r.has_device for r in results) else 'compute thread'} {cause_share:.1%} of step time ({per_step / 1e6:.1f} ms per step)"
+        evidence = f"{C.CAUSE_TEXT[cause]} idles the {'accelerator' if has_device else 'compute thread'} {cause_share:.1%} of step time ({per_step / 1e6:.1f} ms per step)"
         if cause == C.INPUT_WAIT:
             evidence = f"input wait is {cause_share:.1%} of step time{_dataloader_evidence(run, events)}"
         projected = mean_step - per_step
@@ -270,9 +301,9 @@ def analyze(run: Run) -> Report:
         verdict=verdict,
         idle_by_cause_ns=idle_by_cause,
         breakdown_ns=breakdown_ns,
-        top_kernels=time_per_name(events, [S.KERNEL, S.MEMCPY, S.MEMSET], total),
-        top_ops=time_per_name(events, [S.CPU_OP], total),
-        has_device=any(r.has_device for r in results),
+        top_kernels=time_per_name(events, [S.KERNEL, S.MEMCPY, S.MEMSET], tables_total),
+        top_ops=time_per_name(events, [S.CPU_OP], tables_total),
+        has_device=has_device,
         notes=notes,
         recommendations=[a["text"] for a in advice],
         advice=advice,
@@ -311,13 +342,14 @@ def mark_outliers(steps: pl.DataFrame) -> pl.DataFrame:
     return out.with_columns(outlier_reason=pl.Series(reasons, dtype=pl.String)).drop("_median_ns")
 
 
-def _input_timed(run: Run, steps: pl.DataFrame) -> pl.Series:
-    """Per step: were waits for input observable?
+def _traced(run: Run, steps: pl.DataFrame) -> pl.Series:
+    """Per step: did the framework profiler record its ops and device work?
 
-    Recorded runs that never timed input on the training thread (no ``prof.iter``, as in
-    Keras ``model.fit``) see input waits only inside the framework profiler's windows
-    (``IteratorGetNext``, DataLoader ops). Everything else (imported traces, runs with
-    ``prof.iter``, light runs) counts every step.
+    A recorded run's torch.profiler / TensorFlow profiler traces only the windows of its
+    schedule; every other run (imported traces, light runs) counts every step as traced.
+    The same mask says which steps saw input waits when the training loop did not time
+    them itself (no ``prof.iter``, as in Keras ``model.fit``): then waits are seen only as
+    the profiler's ``IteratorGetNext`` / DataLoader ops.
     """
     meta = run.meta
     schedule = meta.get("schedule")
@@ -325,8 +357,8 @@ def _input_timed(run: Run, steps: pl.DataFrame) -> pl.Series:
         name in (meta.get("collectors") or {}) and meta["collectors"][name].get("status") == "ok"
         for name in ("torch_profiler", "tensorflow_profiler")
     )
-    if meta.get("input_timing") == "every step" or not schedule or not traced_ok:
-        return pl.Series("input_timed", [True] * steps.height, dtype=pl.Boolean)
+    if not schedule or not traced_ok:
+        return pl.Series("traced", [True] * steps.height, dtype=pl.Boolean)
     from accelscope.schedule import Schedule
 
     n = int(steps["step"].max()) + 1 if steps.height else 0
@@ -336,7 +368,7 @@ def _input_timed(run: Run, steps: pl.DataFrame) -> pl.Series:
         traced[first:last + 1] = True
     numbers = steps["step"].to_numpy()
     ok = (numbers >= 0) & (numbers < n)
-    return pl.Series("input_timed", np.where(ok, traced[np.clip(numbers, 0, max(n - 1, 0))], False), dtype=pl.Boolean)
+    return pl.Series("traced", np.where(ok, traced[np.clip(numbers, 0, max(n - 1, 0))], False), dtype=pl.Boolean)
 
 
 def _finish_steps(steps: pl.DataFrame) -> pl.DataFrame:

@@ -51,8 +51,10 @@ def _per_step(report: Report, values: dict[str, int]) -> dict[str, float]:
 
 
 def _top_delta(a: Report, b: Report, attr: str) -> pl.DataFrame:
-    na = max(a.steps.filter(~pl.col("warmup")).height, 1)
-    nb = max(b.steps.filter(~pl.col("warmup")).height, 1)
+    """Per name, ms per step in A and B: per *traced* step, as ops and kernels are recorded
+    only in the steps the framework profiler traced."""
+    na = max(a.traced_steady.height, 1)
+    nb = max(b.traced_steady.height, 1)
     ta = getattr(a, attr).select("name", (pl.col("total_ns") / na / 1e6).alias("a_ms"))
     tb = getattr(b, attr).select("name", (pl.col("total_ns") / nb / 1e6).alias("b_ms"))
     both = ta.join(tb, on="name", how="full", coalesce=True).fill_null(0.0)

@@ -87,3 +87,53 @@ def test_a_step_far_slower_than_the_median_is_an_outlier_with_its_reason(tmp_pat
 def test_steady_steps_and_warm_up_are_not_outliers(tmp_path):
     report = _light_run(tmp_path, [0.08] + [0.01] * 11)
     assert not report.steps["outlier"].any()
+
+
+# -- runs the framework profiler traced in windows ---------------------------------------------
+def _gpu_run_traced_in_windows(path):
+    """10 steps of 100 ms; every step waits 10 ms for input (timed by prof.iter), and in the
+    steps the schedule traced a kernel keeps cuda:0 busy for 80 ms."""
+    from accelscope.schedule import Schedule
+
+    schedule = Schedule(skip_first=0, wait=3, warmup=1, active=2, repeat=1)
+    traced = {s for first, last in schedule.windows(10) for s in range(first, last + 1)}
+    ms = 1_000_000
+    cols = {c: [] for c in EVENT_SCHEMA.names}
+
+    def add(start, dur, kind, name, device="cpu", stream=None, tid=1):
+        for c, v in zip(EVENT_SCHEMA.names, (start, dur, kind, name, device, stream, 1, tid, 0, None, None)):
+            cols[c].append(v)
+
+    for i in range(10):
+        t = i * 100 * ms
+        add(t, 100 * ms, "step", f"ProfilerStep#{i}")
+        add(t, 10 * ms, "input_wait", "next(DataLoader)")
+        if i in traced:
+            add(t + 12 * ms, 1 * ms, "runtime", "cudaLaunchKernel")
+            add(t + 15 * ms, 80 * ms, "kernel", "gemm", "cuda:0", 7, 99)
+    meta = {"complete": True, "schedule": schedule.to_dict(), "collectors": {"torch_profiler": {"status": "ok"}}, "input_timing": "every step"}
+    write_run(path, pl.from_arrow(__import__("pyarrow").table(cols, schema=EVENT_SCHEMA)), None, meta)
+    return sorted(traced)
+
+
+def test_a_gpu_run_traced_in_windows_takes_device_figures_from_the_traced_steps(tmp_path):
+    traced = _gpu_run_traced_in_windows(tmp_path / "r")
+    report = analyze(Run.open(tmp_path / "r"))
+    assert report.steps.filter(pl.col("traced"))["step"].to_list() == traced == [4, 5]
+    # Untraced steps hold no kernels: counting them would read as a device idle 82 % of the time.
+    assert report.busy_share == pytest.approx(0.8)
+    assert report.breakdown_ns["kernel"] / report.steady_ns == pytest.approx(0.8)
+    assert sum(report.breakdown_ns.values()) == pytest.approx(report.steady_ns, rel=1e-6)
+    assert report.input_wait_share == pytest.approx(0.1)  # timed every step
+    assert report.top_kernels["share_of_step_time"][0] == pytest.approx(0.8)
+    assert any("recorded in 2 of 9 steady steps" in n for n in report.notes)
+
+
+def test_op_shares_of_a_recorded_run_are_of_the_steps_the_profiler_traced(recorded_run):
+    report = analyze(Run.open(recorded_run))
+    steady = report.steps.filter(~pl.col("warmup"))
+    traced = steady.filter(pl.col("traced"))
+    assert 0 < traced.height < steady.height, "the demo traces a window of steps, not all"
+    top = report.top_ops.row(0, named=True)
+    assert top["share_of_step_time"] == pytest.approx(top["total_ns"] / traced["dur_ns"].sum())
+    assert report.traced_ns == traced["dur_ns"].sum()
