@@ -22,7 +22,7 @@ bench: $(STAMP_DEV)
 	$(VENV)/bin/python benchmarks/sampler_cpu.py
 
 screenshot: $(STAMP_DEV) chromium
-	$(VENV)/bin/python docs/screenshot.py -o docs/dashboard.png
+	$(VENV)/bin/python docs/screenshot.py -o docs
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \

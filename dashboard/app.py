@@ -273,11 +273,18 @@ class Dashboard:
         if index is None:
             dash = require("dash", "dashboard", "accelscope dashboard")
             raise dash.exceptions.PreventUpdate
+        html = require("dash.html", "dashboard", "accelscope dashboard")
         view = self.views[index]
+        kernels = view.name_table([S.KERNEL, S.MEMCPY, S.MEMSET])
+        ops = view.name_table([S.CPU_OP])
+
+        def grid(table_id: str, rows: list, none: str):
+            return _table(table_id, rows) if rows else html.P(none, id=f"{table_id}-none", className="details-hint")
+
         return (
             self.figure(index, "metrics"),
-            _table("kernels-table", view.name_table([S.KERNEL, S.MEMCPY, S.MEMSET])),
-            _table("ops-table", view.name_table([S.CPU_OP])),
+            grid("kernels-table", kernels, "No device work (kernels, copies, memsets) was recorded in this run."),
+            grid("ops-table", ops, "No host ops were recorded in this run (light mode records steps and input waits only)."),
         )
 
 

@@ -100,6 +100,6 @@ def delta_grid(grid_id: str = "compare-table"):
     return dag.AgGrid(
         id=grid_id, columnDefs=cols, rowData=[],
         defaultColDef={"sortable": True, "filter": True, "resizable": True},
-        dashGridOptions={"pagination": True, "paginationPageSize": 15, "rowHeight": 30, "headerHeight": 34, "animateRows": False},
+        dashGridOptions={"pagination": True, "paginationPageSize": 15, "paginationPageSizeSelector": False, "rowHeight": 30, "headerHeight": 34, "animateRows": False},
         className="ag-theme-alpine", style={"height": "560px"},
     )

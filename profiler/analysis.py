@@ -59,12 +59,15 @@ class Report:
     verdict: str
     idle_by_cause_ns: dict[str, int]
     breakdown_ns: dict[str, int]
-    top_kernels: pl.DataFrame
+    top_kernels: pl.DataFrame  # the TOP_N device-work names with most time
     top_ops: pl.DataFrame
     has_device: bool
     notes: list[str] = field(default_factory=list)
     recommendations: list[str] = field(default_factory=list)
     advice: list[dict[str, Any]] = field(default_factory=list)
+    # Every name, not just the top ones: comparisons need both runs' time for each name.
+    kernels_by_name: pl.DataFrame | None = None
+    ops_by_name: pl.DataFrame | None = None
 
     @property
     def steady_ns(self) -> int:
@@ -160,7 +163,7 @@ def short_name(name: str, width: int = 60) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
-def time_per_name(events: pl.DataFrame, kinds: list[str], total_ns: int, limit: int = TOP_N) -> pl.DataFrame:
+def time_per_name(events: pl.DataFrame, kinds: list[str], total_ns: int, limit: int | None = TOP_N) -> pl.DataFrame:
     """Slices of ``kinds`` grouped by name: count, total/mean/max ns and share of ``total_ns``,
     longest total first (the report's top tables and the dashboard's grids)."""
     df = events.filter(pl.col("kind").is_in(kinds))
@@ -171,7 +174,7 @@ def time_per_name(events: pl.DataFrame, kinds: list[str], total_ns: int, limit: 
         .agg(pl.col("kind").first(), pl.len().alias("count"), pl.col("dur_ns").sum().alias("total_ns"), pl.col("dur_ns").mean().alias("mean_ns"), pl.col("dur_ns").max().alias("max_ns"))
         .with_columns((pl.col("total_ns") / max(total_ns, 1)).alias("share_of_step_time"))
         .sort("total_ns", descending=True)
-        .head(limit)
+        .head(limit if limit is not None else df.height)
     )
 
 
@@ -288,6 +291,8 @@ def analyze(run: Run) -> Report:
                 if projected > 0 else f"{evidence}: {ADVICE[cause]}.",
             }
         )
+    kernels_by_name = time_per_name(events, [S.KERNEL, S.MEMCPY, S.MEMSET], tables_total, limit=None)
+    ops_by_name = time_per_name(events, [S.CPU_OP], tables_total, limit=None)
     return Report(
         run_name=run.name,
         steps=steps,
@@ -301,12 +306,14 @@ def analyze(run: Run) -> Report:
         verdict=verdict,
         idle_by_cause_ns=idle_by_cause,
         breakdown_ns=breakdown_ns,
-        top_kernels=time_per_name(events, [S.KERNEL, S.MEMCPY, S.MEMSET], tables_total),
-        top_ops=time_per_name(events, [S.CPU_OP], tables_total),
+        top_kernels=kernels_by_name.head(TOP_N),
+        top_ops=ops_by_name.head(TOP_N),
         has_device=has_device,
         notes=notes,
         recommendations=[a["text"] for a in advice],
         advice=advice,
+        kernels_by_name=kernels_by_name,
+        ops_by_name=ops_by_name,
     )
 
 

@@ -50,13 +50,19 @@ def _per_step(report: Report, values: dict[str, int]) -> dict[str, float]:
     return {k: v / n / 1e6 for k, v in values.items()}
 
 
+def _by_name(report: Report, attr: str) -> pl.DataFrame:
+    """Every name's time (a name outside one run's top table is not absent from that run)."""
+    full = getattr(report, attr.replace("top_", "") + "_by_name")
+    return full if full is not None else getattr(report, attr)
+
+
 def _top_delta(a: Report, b: Report, attr: str) -> pl.DataFrame:
     """Per name, ms per step in A and B: per *traced* step, as ops and kernels are recorded
     only in the steps the framework profiler traced."""
     na = max(a.traced_steady.height, 1)
     nb = max(b.traced_steady.height, 1)
-    ta = getattr(a, attr).select("name", (pl.col("total_ns") / na / 1e6).alias("a_ms"))
-    tb = getattr(b, attr).select("name", (pl.col("total_ns") / nb / 1e6).alias("b_ms"))
+    ta = _by_name(a, attr).select("name", (pl.col("total_ns") / na / 1e6).alias("a_ms"))
+    tb = _by_name(b, attr).select("name", (pl.col("total_ns") / nb / 1e6).alias("b_ms"))
     both = ta.join(tb, on="name", how="full", coalesce=True).fill_null(0.0)
     return both.with_columns(delta_ms=pl.col("b_ms") - pl.col("a_ms")).sort(pl.col("delta_ms").abs(), descending=True).head(TOP_N)
 

@@ -461,7 +461,7 @@ def test_idle_gaps_are_drawn_on_the_device_lane_with_their_cause(shared_dir, tmp
 def test_kernel_and_op_tables_hold_the_runs_time_per_name(board, report):
     out = dict(zip((f"{cid}.{prop}" for cid, prop in app_mod.REST_OUTPUTS), board.render_rest({"run": 0, "n": 1})))
     ops = out["ops-table-box.children"].rowData
-    assert ops and out["kernels-table-box.children"].rowData == [], "a CPU run: host ops, no device work"
+    assert ops and out["kernels-table-box.children"].id == "kernels-table-none", "a CPU run: host ops, no device work"
     totals = [r["total_ms"] for r in ops]
     assert totals == sorted(totals, reverse=True)
     ev = Run.open(board.views[0].run.path).slices

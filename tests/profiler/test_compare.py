@@ -41,3 +41,18 @@ def test_cli_diff_prints_and_serialises(pair):
     assert doc["idle_ms_per_step"]["input_wait"]["delta"] < -50
     text = subprocess.run([sys.executable, "-m", "accelscope", "diff", str(pair[0]), str(pair[1])], capture_output=True, text=True, timeout=120)
     assert text.returncode == 0 and "mean step" in text.stdout and "waiting for input" in text.stdout
+
+
+def test_an_op_outside_one_runs_top_table_is_not_shown_as_absent(pair):
+    a, b = (analyze(Run.open(p)) for p in pair)
+    cmp = compare(a, b)
+    for side, report in ((0, a), (1, b)):
+        steps = report.traced_steady.height
+        for row in cmp.ops.iter_rows(named=True):
+            value = (row["a_ms"], row["b_ms"])[side]
+            present = report.ops_by_name.filter(report.ops_by_name["name"] == row["name"])
+            expected = present["total_ns"][0] / steps / 1e6 if present.height else 0.0
+            assert value == pytest.approx(expected), (row["name"], side)
+    # Some compared op is outside a run's top-20 table yet present in the run.
+    top_a, top_b = set(a.top_ops["name"]), set(b.top_ops["name"])
+    assert any((r["name"] not in top_a and r["a_ms"] > 0) or (r["name"] not in top_b and r["b_ms"] > 0) for r in cmp.ops.iter_rows(named=True))
