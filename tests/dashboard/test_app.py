@@ -186,7 +186,10 @@ def test_timeline_draws_every_input_wait_in_red_on_the_training_thread(figs, rec
     np.testing.assert_allclose([m[1] - m[0] for m in marks], waits["dur_ns"].to_numpy() / 1e6, atol=1e-6)
     # Hover says what the slice is and how long it took (the template formats the seconds).
     hover = _hover(fig, "input_wait details")
-    assert set(hover.text) == {"next(DataLoader)"} and "input_wait · %{customdata[3]:.3~s}s" in hover.hovertemplate
+    # The last wait ends the loop (StopIteration): drawn too when it lasted a pixel or more.
+    names = list(hover.text)
+    assert set(names) <= {"next(DataLoader)", "next(DataLoader) [exhausted]"} and names.count("next(DataLoader) [exhausted]") <= 1
+    assert "input_wait · %{customdata[3]:.3~s}s" in hover.hovertemplate
     np.testing.assert_allclose(sorted(set(np.asarray(hover.customdata)[:, 3])), sorted(set(waits["dur_ns"].to_numpy() / 1e9)), rtol=1e-9)
 
 
@@ -340,6 +343,20 @@ def test_the_sections_below_the_timeline_load_in_a_fresh_interpreter(recorded_ru
     assert res.returncode == 0, res.stderr
     status, rows = res.stdout.split()
     assert status == "200" and int(rows) > 0
+
+
+def test_a_page_request_starts_the_first_runs_analysis(recorded_run):
+    import time
+
+    app = create_app([recorded_run])
+    view = app._accelscope.views[0]
+    assert "report" not in view._cache, "creating the app analyses nothing"
+    assert app.server.test_client().get("/").status_code == 200
+    deadline = time.monotonic() + 60
+    while not {"report", "lanes", "scheduling"} <= set(view._cache) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert {"report", "lanes", "scheduling"} <= set(view._cache)
+    assert app._accelscope.prepare_in_background(0) is None, "once per run"
 
 
 def test_building_the_dashboard_loads_no_collector(recorded_run):
