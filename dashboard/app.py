@@ -556,9 +556,8 @@ def _layout(board: Dashboard):
 
 
 def _import_for_first_request() -> None:
-    """Import now what the first request would otherwise import (Parquet reading pulls in
-    pyarrow.dataset and pandas, ~0.5 s), so a page load does not wait for it."""
-    for name in ("pyarrow.parquet", "pyarrow.dataset", "plotly.graph_objects", "plotly.subplots"):
+    """Import now what the first request would otherwise import, so a page load does not wait for it."""
+    for name in ("plotly.graph_objects", "plotly.subplots"):
         importlib.import_module(name)
     # Callbacks create the grids; Dash refuses a component library first imported inside one.
     require("dash_ag_grid", "dashboard", "accelscope dashboard")

@@ -281,6 +281,10 @@ def _us_to_ns(values: list) -> np.ndarray:
     return whole.astype(np.int64) * 1000 + np.rint((t - whole) * 1000).astype(np.int64)
 
 
+# Timestamps in ns must fit an int64: anything beyond is garbage, not a clock.
+_MAX_TS_US = (2**63 - 1) // 1000
+
+
 def _exact_us_to_ns(raw: msgspec.Raw) -> int:
     text = bytes(raw)
     whole, dot, frac = text.partition(b".")
@@ -331,7 +335,11 @@ class _Batches:
             bad = xs[ts.index(None)]
             raise TraceFormatError(f"{self.path}: event {bad.name!r} has no timestamp")
         start_ns = self._start_ns(ts, raw_ts)
-        dur_ns = _us_to_ns([e.dur if e.dur is not None else 0 for e in xs])
+        durs = [e.dur if e.dur is not None else 0 for e in xs]
+        if np.abs(np.asarray(durs, dtype=np.float64)).max() > _MAX_TS_US:
+            bad = xs[int(np.argmax(np.abs(np.asarray(durs, dtype=np.float64))))]
+            raise TraceFormatError(f"{self.path}: event {bad.name!r} has a duration out of range ({bad.dur} µs is over 290 years)")
+        dur_ns = _us_to_ns(durs)
         if (dur_ns < 0).any():
             bad = xs[int(np.flatnonzero(dur_ns < 0)[0])]
             raise TraceFormatError(f"{self.path}: event {bad.name!r} has a negative duration ({bad.dur} µs)")
@@ -389,11 +397,19 @@ class _Batches:
     def _start_ns(self, ts: list, raw_ts: Callable[[], list[msgspec.Raw]]) -> np.ndarray:
         arr = np.asarray(ts)
         if arr.dtype.kind in "iu":
+            if arr.size and int(np.abs(arr).max()) > _MAX_TS_US:
+                raise TraceFormatError(f"{self.path}: timestamp out of range ({int(arr[np.argmax(np.abs(arr))])} µs is over 290 years)")
             return arr.astype(np.int64) * 1000
         if (np.abs(arr.astype(np.float64)) >= _FLOAT_EXACT_US).any():
             # Absolute float µs with ns digits: a float64 cannot hold them; parse the text.
-            raw = raw_ts()
-            return np.fromiter((_exact_us_to_ns(r) for r in raw), dtype=np.int64, count=len(raw))
+            try:
+                exact = [_exact_us_to_ns(r) for r in raw_ts()]
+            except ValueError as exc:
+                raise TraceFormatError(f"{self.path}: {exc}") from None
+            bad = next((v for v in exact if abs(v) > _MAX_TS_US * 1000), None)
+            if bad is not None:
+                raise TraceFormatError(f"{self.path}: timestamp out of range ({bad // 1000} µs is over 290 years)")
+            return np.asarray(exact, dtype=np.int64)
         return _us_to_ns(ts)
 
 

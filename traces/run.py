@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 META_FILE = "meta.json"
 TABLES = {"events": EVENT_SCHEMA, "counters": COUNTER_SCHEMA}
+# The tables' Arrow types as Polars types (pl.from_arrow on an empty table would import pandas).
+_POLARS_TYPES = {pa.int64(): pl.Int64, pa.int32(): pl.Int32, pa.float64(): pl.Float64, pa.string(): pl.String}
 _PART_RE = re.compile(r"^(part|compacted)-(\d{6,})\.parquet$")
 # Rows kept in memory while the disk refuses writes; beyond this the oldest are dropped
 # (and counted) so that a full disk cannot exhaust the training job's memory.
@@ -317,14 +319,16 @@ class Run:
                 self._cache[key] = full.select(columns)
                 return self._cache[key]
             schema = TABLES[name] if columns is None else pa.schema([TABLES[name].field(c) for c in columns])
+            empty = pl.DataFrame(schema={f.name: _POLARS_TYPES[f.type] for f in schema})
             frames = []
             for part in _parts(self.path / name):
                 try:
-                    frames.append(pq.read_table(part, columns=list(schema.names)).cast(schema))
+                    # Polars' own reader: ~4x faster than pyarrow's plus the conversion.
+                    df = pl.read_parquet(part, columns=list(schema.names))
+                    frames.append(df if df.schema == empty.schema else df.cast(dict(empty.schema)))
                 except Exception as exc:  # a damaged part must not hide the others
                     self.read_warnings.append(f"{part}: skipped unreadable part ({exc})")
-            table = pa.concat_tables(frames) if frames else schema.empty_table()
-            self._cache[key] = pl.from_arrow(table)
+            self._cache[key] = pl.concat(frames, rechunk=False) if frames else empty
         return self._cache[key]
 
     @property

@@ -115,6 +115,10 @@ def test_keep_steps_false_drops_profiler_steps(tmp_path):
         (b'{"traceEvents": [{"ph": "X", "name": "a", "ts": 1, "dur": -5}]}', "negative duration"),
         (b'{"traceEvents": [{"ph": "X", "name": "a", "dur": 5}]}', "no timestamp"),
         (b'{"traceEvents": [{"ph": "X", "name": "a", "ts": "soon", "dur": 5}]}', "invalid trace event"),
+        # Found by the fuzz test: timestamps whose ns do not fit an int64.
+        (b'{"traceEvents": [{"ph": "X", "name": "a", "ts": 9223372036854776.0, "dur": 5}]}', "timestamp out of range"),
+        (b'{"traceEvents": [{"ph": "X", "name": "a", "ts": 92233720368547760, "dur": 5}]}', "timestamp out of range"),
+        (b'{"traceEvents": [{"ph": "X", "name": "a", "ts": 1, "dur": 1e30}]}', "duration out of range"),
     ],
 )
 @pytest.mark.parametrize("stream", [False, True])
