@@ -20,10 +20,12 @@ Chromium through Playwright; each image is taken once the data it shows has arri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Iterator
 
 from accelscope.dashboard.server import CHROMIUM, CHROMIUM_ARGS
 
@@ -75,53 +77,50 @@ def _zoom_timeline(page, start_ms: float, end_ms: float) -> None:
     page.wait_for_timeout(500)
 
 
-def screenshots(runs: list[Path], out: Path, nw0_run: Path | None = None, width: int = 1440, height: int = 1000) -> list[Path]:
+@contextlib.contextmanager
+def _dashboard_page(runs: list[Path], width: int, height: int) -> Iterator[tuple[Any, list[str]]]:
+    """A headless Chromium page showing the dashboard of ``runs`` once its data has arrived,
+    and the runs' labels."""
     from playwright.sync_api import sync_playwright
 
     from accelscope.dashboard.app import create_app
     from accelscope.dashboard.server import background_server
 
-    written: list[Path] = []
-    (out / "screenshots").mkdir(parents=True, exist_ok=True)
     app = create_app(runs)
-    labels = [v.label for v in app._accelscope.views]
     with background_server(app) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS), headless=True)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
             page.goto(url)
             wait_for_dashboard(page)
-            if len(runs) > 1:
-                _pick_compare_run(page, labels[1])
-            page.evaluate("() => window.scrollTo(0, 0)")
-            page.screenshot(path=str(out / "dashboard.png"))
-            written.append(out / "dashboard.png")
-            for name in SECTIONS:
-                el = page.query_selector(f"#section-{name}")
-                if el is None:
-                    continue
-                el.scroll_into_view_if_needed()
-                path = out / "screenshots" / f"{name}.png"
-                el.screenshot(path=str(path))
-                written.append(path)
+            yield page, [v.label for v in app._accelscope.views]
         finally:
             browser.close()
+
+
+def _section(page, name: str, path: Path) -> Path | None:
+    el = page.query_selector(f"#section-{name}")
+    if el is None:
+        return None
+    el.scroll_into_view_if_needed()
+    el.screenshot(path=str(path))
+    return path
+
+
+def screenshots(runs: list[Path], out: Path, nw0_run: Path | None = None, width: int = 1440, height: int = 1000) -> list[Path]:
+    written: list[Path] = []
+    (out / "screenshots").mkdir(parents=True, exist_ok=True)
+    with _dashboard_page(runs, width, height) as (page, labels):
+        if len(runs) > 1:
+            _pick_compare_run(page, labels[1])
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.screenshot(path=str(out / "dashboard.png"))
+        written.append(out / "dashboard.png")
+        written += [p for name in SECTIONS if (p := _section(page, name, out / "screenshots" / f"{name}.png"))]
     if nw0_run is not None:
-        app = create_app([nw0_run])
-        with background_server(app) as url, sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS), headless=True)
-            try:
-                page = browser.new_page(viewport={"width": width, "height": height})
-                page.goto(url)
-                wait_for_dashboard(page)
-                _zoom_timeline(page, 826.0, 827.0)  # a forward pass, its kernels starting right after their launches
-                el = page.query_selector("#section-timeline")
-                el.scroll_into_view_if_needed()
-                path = out / "screenshots" / "timeline-gpu.png"
-                el.screenshot(path=str(path))
-                written.append(path)
-            finally:
-                browser.close()
+        with _dashboard_page([nw0_run], width, height) as (page, _):
+            _zoom_timeline(page, 826.0, 827.0)  # a forward pass, its kernels starting right after their launches
+            written += [p for p in [_section(page, "timeline", out / "screenshots" / "timeline-gpu.png")] if p]
     return written
 
 

@@ -16,14 +16,11 @@ from accelscope.dashboard.server import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (
 GRAPHS = ("step-graph", "timeline-graph", "metrics-graph")
 TIMEOUT_MS = 60_000
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} not found: the browser tests need Debian's chromium", allow_module_level=True)
-try:
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import sync_playwright
-except ImportError:
-    pytest.skip("playwright is not importable (pip install playwright)", allow_module_level=True)
-pytest.importorskip("dash", reason="the dashboard extra is not installed")
+from tests.dashboard.browser import require_browser  # noqa: E402
+
+require_browser()
+from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
+from playwright.sync_api import sync_playwright  # noqa: E402
 
 from accelscope.analysis import VERDICT_TEXT, analyze  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
