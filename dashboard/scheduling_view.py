@@ -2,7 +2,8 @@
 
 * launch -> kernel flows: a line from each host launch call starting in the window to the
   device work it launched, only when few enough are in view;
-* queue depth per stream (``scheduling.queue_depth``), reduced per pixel with its peaks kept;
+* queue depth per stream (``scheduling.queue_depth``, matched with the latencies in one
+  pass by ``launch_latency_and_queue_depth``), reduced per pixel with its peaks kept;
 * launch-to-start latency over time (``scheduling.launch_latency``), one point per device
   operation, thinned to one per 3x3-pixel cell (about a marker's size) when the window holds many, with the
   median and p90 of every launch in the window.
@@ -111,7 +112,7 @@ class SchedulingIndex:
         """``table``: the lane layout's table (one row per slice, in index order, with ``row``
         and ``kind_code``, a position in ``kinds``)."""
         multi_rank = events["rank"].n_unique() > 1 if events.height else False
-        lat = scheduling.launch_latency(events)
+        lat, depth_tab = scheduling.launch_latency_and_queue_depth(events)
         code = {k: i for i, k in enumerate(kinds)}
         pos = table.select("rank", "correlation_id", "start_ns", "kind_code", "row").with_row_index("pos").filter(pl.col("correlation_id").is_not_null())
         runtime = pos.filter(pl.col("kind_code") == code.get(S.RUNTIME, -1)).unique(["rank", "correlation_id", "start_ns"], keep="first")
@@ -135,7 +136,6 @@ class SchedulingIndex:
             .sort("launch_start_ns")
         )
         labels = lat["stream_label"].unique().sort()
-        depth_tab = scheduling.queue_depth(events)
         depth = []
         for (rank, dev, stream), g in depth_tab.group_by(["rank", "device", "stream"], maintain_order=True):
             depth.append((_stream_label(rank, dev, stream, multi_rank), g["time_ns"].to_numpy(), g["depth"].to_numpy()))

@@ -133,8 +133,18 @@ def launch_latency(events: pl.DataFrame) -> pl.DataFrame:
     the operation waited behind earlier work on its stream (large when the queue is deep).
     ``end_ns`` is the device end. Sorted by rank, device, stream, start.
     """
-    ev = _checked(events)
-    m = _matched(ev).filter(pl.col("launch_start_ns").is_not_null())
+    return _latency(_matched(_checked(events)))
+
+
+def launch_latency_and_queue_depth(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(launch_latency(events), queue_depth(events))``, matching launches to device work
+    once for both (the matching is most of either's time)."""
+    m = _matched(_checked(events))
+    return _latency(m), _depth(m)
+
+
+def _latency(matched: pl.DataFrame) -> pl.DataFrame:
+    m = matched.filter(pl.col("launch_start_ns").is_not_null())
     return (
         m.with_columns(latency_ns=pl.col("start_ns") - pl.col("launch_start_ns"))
         .select(list(LAUNCH_SCHEMA))
@@ -152,8 +162,10 @@ def queue_depth(events: pl.DataFrame) -> pl.DataFrame:
     its own start), -1 at the device end. One row per change point, sorted; ``depth`` is
     the value from ``time_ns`` until the next row. Every series ends at 0.
     """
-    ev = _checked(events)
-    m = _matched(ev)
+    return _depth(_matched(_checked(events)))
+
+
+def _depth(m: pl.DataFrame) -> pl.DataFrame:
     if m.height == 0:
         return pl.DataFrame(schema=DEPTH_SCHEMA)
     keys = ["rank", "device", "stream"]

@@ -85,6 +85,13 @@ def test_nw0_queue_depth(events):
     _check_depth_series(ev, depth)
 
 
+@pytest.mark.parametrize("trace", ["nw0", "two_ranks"])
+def test_latency_and_depth_in_one_pass_equal_each_alone(events, trace):
+    lat, depth = sch.launch_latency_and_queue_depth(events[trace])
+    assert lat.height > 0 and depth.height > 0
+    assert lat.equals(sch.launch_latency(events[trace])) and depth.equals(sch.queue_depth(events[trace]))
+
+
 def test_nw0_summary_is_json(events):
     s = sch.summary(events["nw0"])
     json.dumps(s, allow_nan=False)
