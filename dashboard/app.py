@@ -18,6 +18,7 @@ from accelscope.dashboard.sections import layout_sections
 from accelscope.dashboard.sections import register as register_sections
 from accelscope.dashboard.data import RunView, run_labels
 from accelscope.dashboard.figures import TIME_MARGIN
+from accelscope.dashboard.formatting import GRID_PERSISTENCE
 from accelscope.dashboard.lod import DEFAULT_WIDTH_PX, MIN_WIDTH_PX, clamp_width_px
 from accelscope.errors import require
 from accelscope.traces import schema as S
@@ -447,6 +448,7 @@ def _table(table_id: str, rows: list[dict[str, Any]]):
         dashGridOptions={"pagination": True, "paginationPageSize": 20, "paginationPageSizeSelector": [20, 50, 100], "rowHeight": 30, "headerHeight": 34, "floatingFiltersHeight": 36, "tooltipShowDelay": 300, "animateRows": False},
         className="ag-theme-alpine",
         style={"height": f"{TABLE_PX}px"},
+        **GRID_PERSISTENCE,
     )
 
 

@@ -20,9 +20,10 @@ B_COLOR = "#3B6EA8"
 DELTA_COLUMNS = [
     ("name", "name", "text"),
     ("what", "kernel / op", "text"),
-    ("a_ms", "A ms/step", "numeric"),
-    ("b_ms", "B ms/step", "numeric"),
-    ("delta_ms", "B - A ms/step", "numeric"),
+    # Per traced step: ops and kernels exist only in the steps the framework profiler traced.
+    ("a_ms", "A ms/traced step", "numeric"),
+    ("b_ms", "B ms/traced step", "numeric"),
+    ("delta_ms", "B - A ms/traced step", "numeric"),
 ]
 
 

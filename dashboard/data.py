@@ -477,7 +477,8 @@ class RunView:
     def name_table(self, kinds: Sequence[str]) -> list[dict[str, Any]]:
         """Rows for a sortable table: time per name over the whole run, longest first.
 
-        Shares are of the steady-state step time (warm-up left out), as in the overview.
+        Shares are of the step time of the steady steps the framework profiler traced
+        (``Report.traced_ns``: ops and kernels exist only there), as in the analyzer's tables.
         """
         def build() -> list[dict[str, Any]]:
             ev = self.slices

@@ -275,7 +275,7 @@ def timeline_figure(tl: Timeline, uirevision: str | None = None):
                 # would cost one SVG node per mark.
                 mode="none",
                 hoveron="points",
-                hoverlabel=HOVER_LABEL,  # the markers are transparent: plotly would draw the text so too
+                hoverlabel=HOVER_LABEL,  # the trace draws nothing: plotly would take its hover colours from that
                 hovertemplate=h.template,
                 showlegend=False,
             )

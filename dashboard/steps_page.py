@@ -13,6 +13,7 @@ import polars as pl
 
 from accelscope.analysis import Report
 from accelscope.breakdown import BREAKDOWN
+from accelscope.dashboard.formatting import GRID_PERSISTENCE
 from accelscope.errors import require
 
 OUTLIER_COLOR = "#C62828"
@@ -37,16 +38,20 @@ def step_rows(report: Report | None) -> list[dict[str, Any]]:
     if report is None or report.steps.height == 0:
         return []
     st = report.steps
+    # A step the framework profiler did not trace holds no ops or device work: with device work
+    # elsewhere in the run its busy share is unknown, not zero.
+    untraced = ~pl.col("traced") & pl.lit(report.has_device)
     flag = (
         pl.when(pl.col("warmup")).then(pl.lit("warm-up"))
         .when(pl.col("outlier")).then(pl.lit("outlier"))
+        .when(untraced).then(pl.lit("not traced"))
         .otherwise(pl.lit(""))
     )
     out = st.select(
         "rank",
         "step",
         (pl.col("dur_ns") / 1e6).round(3).alias("dur_ms"),
-        (pl.col("busy_share") * 100).round(1).alias("busy_pct"),
+        pl.when(~untraced).then((pl.col("busy_share") * 100).round(1)).alias("busy_pct"),
         pl.when(pl.col("input_timed")).then((pl.col("input_wait_share") * 100).round(1)).alias("input_wait_pct"),
         pl.col("verdict").fill_null("not seen"),
         flag.alias("flag"),
@@ -124,4 +129,5 @@ def steps_grid(rows: list[dict[str, Any]], grid_id: str = "steps-table"):
         rowClassRules={"step-outlier": "params.data.flag == 'outlier'", "step-warmup": "params.data.flag == 'warm-up'"},
         className="ag-theme-alpine",
         style={"height": f"{GRID_PX}px"},
+        **GRID_PERSISTENCE,
     )

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from accelscope import causes as C
-from accelscope.breakdown import BREAKDOWN, DEVICE_CATEGORIES, RankResult, analyze_rank, empty_gaps
+from accelscope.breakdown import BREAKDOWN, DEVICE_CATEGORIES, RankResult, analyze_rank, device_busy, empty_gaps
 from accelscope.traces import schema as S
 from accelscope.traces.run import Run
 
@@ -231,15 +231,6 @@ def analyze(run: Run) -> Report:
         notes.append("step 0 is treated as warm-up and left out of the summary")
     steady = steps.filter(~pl.col("warmup"))
     total = int(steady["dur_ns"].sum())
-    timed = steady.filter(pl.col("input_timed"))
-    timed_total = int(timed["dur_ns"].sum())
-    share = float(timed["input_wait_ns"].sum()) / timed_total if timed_total else 0.0
-    if 0 < timed.height < steady.height:
-        notes.append(
-            f"input waits were seen only in the {timed.height} of {steady.height} steps the framework profiler traced "
-            "(its IteratorGetNext / DataLoader ops): the input-wait share and its advice come from those steps "
-            "(prof.iter times every step)"
-        )
     # Ops and device work exist only in the steps the framework profiler traced. When it ran in
     # windows, the device's figures come from those steps, scaled to the whole run: the steps
     # between windows hold no kernels, and counting them would read as an idle device.
@@ -249,10 +240,22 @@ def analyze(run: Run) -> Report:
     if partial:
         notes.append(
             f"ops{' and device work' if has_device else ''} were recorded in {traced.height} of {steady.height} steady steps "
-            f"(the framework profiler's windows): {'busy time, the breakdown, idle causes and ' if has_device else ''}"
+            f"(the framework profiler's windows): {'busy time, the breakdown, input wait, idle causes and ' if has_device else ''}"
             "the op and kernel tables come from those steps"
         )
     basis = traced if partial and has_device else steady
+    timed_all = steady.filter(pl.col("input_timed"))
+    if 0 < timed_all.height < steady.height:
+        notes.append(
+            f"input waits were seen only in the {timed_all.height} of {steady.height} steps the framework profiler traced "
+            "(its IteratorGetNext / DataLoader ops): the input-wait share and its advice come from those steps "
+            "(prof.iter times every step)"
+        )
+    # With device work, an input wait idles the device only where no kernel overlaps it, which only
+    # traced steps show: the share comes from the same steps as the breakdown.
+    timed = timed_all.join(basis.select("rank", "step"), on=["rank", "step"], how="semi") if basis is traced else timed_all
+    timed_total = int(timed["dur_ns"].sum())
+    share = float(timed["input_wait_ns"].sum()) / timed_total if timed_total else 0.0
     basis_total = int(basis["dur_ns"].sum())
     scale = total / basis_total if basis_total else 1.0
     busy = float(basis["busy_ns"].sum()) / basis_total if basis_total else 0.0
@@ -293,12 +296,23 @@ def analyze(run: Run) -> Report:
         )
     kernels_by_name = time_per_name(events, [S.KERNEL, S.MEMCPY, S.MEMSET], tables_total, limit=None)
     ops_by_name = time_per_name(events, [S.CPU_OP], tables_total, limit=None)
+    devices = pl.concat([r.devices for r in results])
+    streams = pl.concat([r.streams for r in results])
+    if basis is traced:  # busy per device and stream over the traced steps too
+        per_rank = [
+            device_busy(ev.filter(pl.col("kind").is_in(list(S.DEVICE_KINDS)) & (pl.col("device") != "cpu")), int(rank),
+                        *(b["start_ns"].to_numpy(), b["end_ns"].to_numpy()))
+            for (rank,), ev in events.group_by(["rank"], maintain_order=True)
+            if (b := basis.filter(pl.col("rank") == rank)).height
+        ]
+        devices = pl.concat([d for d, _ in per_rank]) if per_rank else devices
+        streams = pl.concat([st for _, st in per_rank]) if per_rank else streams
     return Report(
         run_name=run.name,
         steps=steps,
         gaps=gaps,
-        devices=pl.concat([r.devices for r in results]),
-        streams=pl.concat([r.streams for r in results]),
+        devices=devices,
+        streams=streams,
         n_steps=steps.height,
         mean_step_ns=mean_step,
         input_wait_share=share,

@@ -189,23 +189,34 @@ def analyze_rank(events: pl.DataFrame, rank: int) -> RankResult:
     gaps = pl.concat(gap_frames) if gap_frames else empty_gaps()
 
     # -- busy per device and per stream --------------------------------------------------------
-    total = int(dur.sum())
-    dev_rows, stream_rows = [], []
     if has_device:
-        for (dev,), g in device_ev.group_by(["device"], maintain_order=True):
-            b = int(covered_within(*_intervals(g), win_s, win_e).sum())
-            dev_rows.append({"rank": rank, "device": dev, "busy_ns": b, "busy_share": b / total if total else 0.0})
-            for (stream,), gs_ in g.group_by(["stream"], maintain_order=True):
-                bs_ = int(covered_within(*_intervals(gs_), win_s, win_e).sum())
-                stream_rows.append({"rank": rank, "device": dev, "stream": stream, "busy_ns": bs_, "busy_share": bs_ / total if total else 0.0})
+        devices, streams = device_busy(device_ev, rank, win_s, win_e)
     else:
+        total = int(dur.sum())
         b = int(busy.sum())
-        dev_rows.append({"rank": rank, "device": "cpu", "busy_ns": b, "busy_share": b / total if total else 0.0})
-    devices = pl.DataFrame(dev_rows, schema={"rank": pl.Int32, "device": pl.String, "busy_ns": pl.Int64, "busy_share": pl.Float64})
-    streams = pl.DataFrame(stream_rows, schema={"rank": pl.Int32, "device": pl.String, "stream": pl.Int64, "busy_ns": pl.Int64, "busy_share": pl.Float64})
+        devices = pl.DataFrame([{"rank": rank, "device": "cpu", "busy_ns": b, "busy_share": b / total if total else 0.0}], schema=DEVICES_SCHEMA)
+        streams = pl.DataFrame(schema=STREAMS_SCHEMA)
     if not has_device:
         notes.append("no device activity recorded: analysed the training thread instead (busy whenever it is not waiting for input, a collective or a sync)")
-    return RankResult(rank, steps, gaps, devices.sort("device"), streams.sort("device", "stream"), has_device, notes)
+    return RankResult(rank, steps, gaps, devices, streams, has_device, notes)
+
+
+DEVICES_SCHEMA = {"rank": pl.Int32, "device": pl.String, "busy_ns": pl.Int64, "busy_share": pl.Float64}
+STREAMS_SCHEMA = {"rank": pl.Int32, "device": pl.String, "stream": pl.Int64, "busy_ns": pl.Int64, "busy_share": pl.Float64}
+
+
+def device_busy(device_ev: pl.DataFrame, rank: int, win_s: np.ndarray, win_e: np.ndarray) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Busy time and share of the windows' time, per device and per (device, stream), of one
+    rank's device slices (each instant counted once)."""
+    total = int((win_e - win_s).sum())
+    dev_rows, stream_rows = [], []
+    for (dev,), g in device_ev.group_by(["device"], maintain_order=True):
+        b = int(covered_within(*_intervals(g), win_s, win_e).sum())
+        dev_rows.append({"rank": rank, "device": dev, "busy_ns": b, "busy_share": b / total if total else 0.0})
+        for (stream,), gs_ in g.group_by(["stream"], maintain_order=True):
+            bs_ = int(covered_within(*_intervals(gs_), win_s, win_e).sum())
+            stream_rows.append({"rank": rank, "device": dev, "stream": stream, "busy_ns": bs_, "busy_share": bs_ / total if total else 0.0})
+    return pl.DataFrame(dev_rows, schema=DEVICES_SCHEMA).sort("device"), pl.DataFrame(stream_rows, schema=STREAMS_SCHEMA).sort("device", "stream")
 
 
 def empty_gaps() -> pl.DataFrame:

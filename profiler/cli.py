@@ -180,7 +180,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         for k, (a, b) in rows.items():
             t.add_row(names[k] if names else k.replace("_", " "), f"{a:.2f}", f"{b:.2f}", delta(a, b, unit=""))
         console.print(t)
-    for title, df in (("Largest changes in device work, ms per step", cmp.kernels), ("Largest changes in ops (inclusive), ms per step", cmp.ops)):
+    for title, df in (("Largest changes in device work, ms per traced step", cmp.kernels), ("Largest changes in ops (inclusive), ms per traced step", cmp.ops)):
         if df.height == 0:
             continue
         t = Table(title=title)

@@ -281,8 +281,9 @@ def _us_to_ns(values: list) -> np.ndarray:
     return whole.astype(np.int64) * 1000 + np.rint((t - whole) * 1000).astype(np.int64)
 
 
-# Timestamps in ns must fit an int64: anything beyond is garbage, not a clock.
-_MAX_TS_US = (2**63 - 1) // 1000
+# Timestamps and durations in ns must fit an int64, with room for start + duration and for
+# float rounding: anything beyond 2**62 ns (146 years) is garbage, not a clock.
+_MAX_TS_US = 2**62 // 1000
 
 
 def _exact_us_to_ns(raw: msgspec.Raw) -> int:
@@ -338,7 +339,7 @@ class _Batches:
         durs = [e.dur if e.dur is not None else 0 for e in xs]
         if np.abs(np.asarray(durs, dtype=np.float64)).max() > _MAX_TS_US:
             bad = xs[int(np.argmax(np.abs(np.asarray(durs, dtype=np.float64))))]
-            raise TraceFormatError(f"{self.path}: event {bad.name!r} has a duration out of range ({bad.dur} µs is over 290 years)")
+            raise TraceFormatError(f"{self.path}: event {bad.name!r} has a duration out of range ({bad.dur} µs is over 146 years)")
         dur_ns = _us_to_ns(durs)
         if (dur_ns < 0).any():
             bad = xs[int(np.flatnonzero(dur_ns < 0)[0])]
@@ -397,8 +398,9 @@ class _Batches:
     def _start_ns(self, ts: list, raw_ts: Callable[[], list[msgspec.Raw]]) -> np.ndarray:
         arr = np.asarray(ts)
         if arr.dtype.kind in "iu":
-            if arr.size and int(np.abs(arr).max()) > _MAX_TS_US:
-                raise TraceFormatError(f"{self.path}: timestamp out of range ({int(arr[np.argmax(np.abs(arr))])} µs is over 290 years)")
+            if arr.size and (int(arr.max()) > _MAX_TS_US or int(arr.min()) < -_MAX_TS_US):
+                bad = int(arr.max()) if int(arr.max()) > _MAX_TS_US else int(arr.min())
+                raise TraceFormatError(f"{self.path}: timestamp out of range ({bad} µs is over 146 years)")
             return arr.astype(np.int64) * 1000
         if (np.abs(arr.astype(np.float64)) >= _FLOAT_EXACT_US).any():
             # Absolute float µs with ns digits: a float64 cannot hold them; parse the text.
@@ -408,7 +410,7 @@ class _Batches:
                 raise TraceFormatError(f"{self.path}: {exc}") from None
             bad = next((v for v in exact if abs(v) > _MAX_TS_US * 1000), None)
             if bad is not None:
-                raise TraceFormatError(f"{self.path}: timestamp out of range ({bad // 1000} µs is over 290 years)")
+                raise TraceFormatError(f"{self.path}: timestamp out of range ({bad // 1000} µs is over 146 years)")
             return np.asarray(exact, dtype=np.int64)
         return _us_to_ns(ts)
 

@@ -324,11 +324,12 @@ class Run:
             for part in _parts(self.path / name):
                 try:
                     # Polars' own reader: ~4x faster than pyarrow's plus the conversion.
-                    df = pl.read_parquet(part, columns=list(schema.names))
+                    df = pl.read_parquet(part, columns=list(schema.names), glob=False)  # "[" in a run's path is no pattern
                     frames.append(df if df.schema == empty.schema else df.cast(dict(empty.schema)))
                 except Exception as exc:  # a damaged part must not hide the others
-                    self.read_warnings.append(f"{part}: skipped unreadable part ({exc})")
-            self._cache[key] = pl.concat(frames, rechunk=False) if frames else empty
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    self.read_warnings.append(f"{part}: skipped unreadable part ({first})")
+            self._cache[key] = pl.concat(frames) if frames else empty
         return self._cache[key]
 
     @property

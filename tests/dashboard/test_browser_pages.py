@@ -103,12 +103,21 @@ def test_live_run_updates_without_a_page_reload(tmp_path):
                 assert pg.inner_text("#overview-steps") == "4"
                 pg.wait_for_function("() => document.getElementById('live-badge').textContent.includes('recording')", timeout=20_000)
                 pg.evaluate("() => { window.__same_page = true; }")
+                # Sort the steps grid by step, descending: the sort must survive the redraws.
+                pg.wait_for_function("() => document.querySelectorAll('#steps-table .ag-row').length === 4", timeout=20_000)
+                pg.eval_on_selector("#steps-table", "e => e.scrollIntoView({block: 'center'})")
+                header = "#steps-table .ag-header-cell[col-id='step'] .ag-header-cell-label"
+                pg.click(header)
+                pg.click(header)
+                first_step = "() => document.querySelector(\"#steps-table .ag-row[row-index='0'] .ag-cell[col-id='step']\").textContent"
+                pg.wait_for_function(f"() => ({first_step})() === '3'", timeout=20_000)
                 for row in _step_rows(4, 6):
                     writer.add_event(row)
                 writer.flush()
                 pg.wait_for_function("() => document.getElementById('overview-steps').textContent === '10'", timeout=20_000)
                 assert pg.evaluate("() => window.__same_page === true"), "updated in place, not reloaded"
                 pg.wait_for_function("() => document.querySelectorAll('#steps-table .ag-row').length === 10", timeout=20_000)
+                pg.wait_for_function(f"() => ({first_step})() === '9'", timeout=20_000)
                 writer.close()
                 writer = None
                 # The finished run is shown once more, then polling stops.

@@ -80,3 +80,13 @@ def test_compare_rows_show_the_input_wait_going_away(resnet_pair):
 
 def test_compare_without_a_second_run_is_empty():
     assert compare_page.summary_rows(None) == [] and compare_page.delta_rows(None) == []
+
+
+def test_untraced_steps_of_a_gpu_run_have_no_busy_share(tmp_path):
+    from tests.profiler.test_analysis import _gpu_run_traced_in_windows
+
+    traced = _gpu_run_traced_in_windows(tmp_path / "r")
+    rows = steps_page.step_rows(analyze(Run.open(tmp_path / "r")))
+    assert [r["step"] for r in rows if r["busy_pct"] is not None] == traced
+    assert {r["flag"] for r in rows if r["step"] not in traced and r["step"] > 0} == {"not traced"}
+    assert all(r["busy_pct"] == 80.0 for r in rows if r["step"] in traced)

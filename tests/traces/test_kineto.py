@@ -119,6 +119,8 @@ def test_keep_steps_false_drops_profiler_steps(tmp_path):
         (b'{"traceEvents": [{"ph": "X", "name": "a", "ts": 9223372036854776.0, "dur": 5}]}', "timestamp out of range"),
         (b'{"traceEvents": [{"ph": "X", "name": "a", "ts": 92233720368547760, "dur": 5}]}', "timestamp out of range"),
         (b'{"traceEvents": [{"ph": "X", "name": "a", "ts": 1, "dur": 1e30}]}', "duration out of range"),
+        (b'{"traceEvents": [{"ph": "X", "name": "a", "ts": -9223372036854775808, "dur": 5}]}', "timestamp out of range"),
+        (b'{"traceEvents": [{"ph": "X", "name": "a", "ts": 1, "dur": 9223372036854775}]}', "duration out of range"),
     ],
 )
 @pytest.mark.parametrize("stream", [False, True])

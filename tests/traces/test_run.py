@@ -129,12 +129,22 @@ def test_a_run_killed_mid_recording_opens_with_what_was_flushed(tmp_path):
     assert run.events.height == 100
 
 
+@pytest.mark.parametrize("name", ["exp[1]", "a*b?", "sweep{lr}"])
+def test_a_run_whose_path_looks_like_a_glob_reads_its_rows(tmp_path, name):
+    w = RunWriter(tmp_path / name, {}, flush_interval_s=3600)
+    for i in range(3):
+        w.add_event(_event(i))
+    w.close()
+    run = Run.open(tmp_path / name)
+    assert run.events.height == 3 and run.read_warnings == []
+
+
 def test_damaged_part_is_skipped_with_a_warning(tmp_path):
     write_run(tmp_path / "r", pa.table({c: [] for c in EVENT_SCHEMA.names}, schema=EVENT_SCHEMA), None, {})
     (tmp_path / "r" / "events" / "part-000009.parquet").write_bytes(b"PAR1 garbage")
     run = Run.open(tmp_path / "r")
     assert run.events.height == 0
-    assert "part-000009" in run.read_warnings[0]
+    assert "part-000009" in run.read_warnings[0] and "\n" not in run.read_warnings[0]
 
 
 @pytest.mark.parametrize(
