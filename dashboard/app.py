@@ -596,7 +596,7 @@ def create_app(run_paths: Sequence[str | Path], prepare: bool = False):
     # A page request starts the first run's analysis, so it runs while the browser loads the
     # page's scripts (~0.5 s) rather than after it asks for the first figure.
     def start_preparing() -> None:
-        if flask.request.path == "/":
+        if flask.request.path == app.config.routes_pathname_prefix:
             board.prepare_in_background(0)
 
     flask = require("flask", "dashboard", "accelscope dashboard")

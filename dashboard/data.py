@@ -483,8 +483,14 @@ class RunView:
         def build() -> list[dict[str, Any]]:
             ev = self.slices
             rep = self.report
-            total = rep.traced_ns if rep is not None and rep.traced_ns else int(ev["dur_ns"].sum()) or 1
-            table = time_per_name(ev, list(kinds), total, limit=TABLE_ROWS)
+            by_name = None
+            if rep is not None:  # the analyzer's own tables, when they are of these kinds
+                by_name = {frozenset((S.KERNEL, S.MEMCPY, S.MEMSET)): rep.kernels_by_name, frozenset((S.CPU_OP,)): rep.ops_by_name}.get(frozenset(kinds))
+            if by_name is not None:
+                table = by_name.head(TABLE_ROWS)
+            else:
+                total = rep.traced_ns if rep is not None and rep.traced_ns else int(ev["dur_ns"].sum()) or 1
+                table = time_per_name(ev, list(kinds), total, limit=TABLE_ROWS)
             return [
                 {
                     "name": r["name"],
