@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any, Iterator
+
 import pytest
 
 from accelscope.dashboard.server import CHROMIUM
@@ -17,3 +20,28 @@ def require_browser() -> None:
     except ImportError:
         pytest.skip("playwright is not importable (pip install playwright)", allow_module_level=True)
     pytest.importorskip("dash", reason="the dashboard extra is not installed")
+
+
+OVERVIEW_READY = "() => { const e = document.getElementById('overview-steps'); return e && e.textContent.trim() !== '…'; }"
+
+
+@contextlib.contextmanager
+def open_dashboard(app, ready: str | None = OVERVIEW_READY, viewport: dict | None = None, timeout_ms: int = 60_000) -> Iterator[Any]:
+    """Serve a dashboard app and open it in headless Chromium; yield the page once the
+    ``ready`` function holds. The page's script errors collect in ``page.errors``."""
+    from playwright.sync_api import sync_playwright
+
+    from accelscope.dashboard.server import CHROMIUM_ARGS, background_server
+
+    with background_server(app) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS), headless=True)
+        try:
+            page = browser.new_page(viewport=viewport or {"width": 1400, "height": 900})
+            page.errors = []
+            page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+            page.goto(url, wait_until="networkidle", timeout=timeout_ms)
+            if ready is not None:
+                page.wait_for_function(ready, timeout=timeout_ms)
+            yield page
+        finally:
+            browser.close()

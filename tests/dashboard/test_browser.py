@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import polars as pl
@@ -11,20 +10,17 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-from accelscope.dashboard.server import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (imports no dash)
 
 GRAPHS = ("step-graph", "timeline-graph", "metrics-graph")
 TIMEOUT_MS = 60_000
 
-from tests.dashboard.browser import require_browser  # noqa: E402
+from tests.dashboard.browser import open_dashboard, require_browser  # noqa: E402
 
 require_browser()
 from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
-from playwright.sync_api import sync_playwright  # noqa: E402
 
 from accelscope.analysis import VERDICT_TEXT, analyze  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
-from accelscope.dashboard.server import background_server  # noqa: E402
 from accelscope.traces import schema as S  # noqa: E402
 from accelscope.traces.run import Run, write_run  # noqa: E402
 
@@ -50,19 +46,9 @@ def small_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def page(recorded_run, small_run):
-    app = create_app([recorded_run, small_run])
-    errors: list[str] = []
-    with background_server(app) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS), headless=True)
-        try:
-            pg = browser.new_page(viewport={"width": 1400, "height": 900})
-            pg.on("pageerror", lambda exc: errors.append(str(exc)))
-            pg.goto(url, wait_until="networkidle", timeout=TIMEOUT_MS)
-            _wait_for_render(pg)
-            pg.errors = errors
-            yield pg
-        finally:
-            browser.close()
+    with open_dashboard(create_app([recorded_run, small_run]), ready=None) as pg:
+        _wait_for_render(pg)
+        yield pg
 
 
 def _wait_for_render(pg, steps: str | None = None) -> None:

@@ -10,16 +10,13 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-from accelscope.dashboard.server import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
-from tests.dashboard.browser import require_browser  # noqa: E402
+from tests.dashboard.browser import open_dashboard, require_browser  # noqa: E402
 
 require_browser()
-from playwright.sync_api import sync_playwright  # noqa: E402
 
 from accelscope.analysis import analyze  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
-from accelscope.dashboard.server import background_server  # noqa: E402
 from accelscope.traces import schema as S  # noqa: E402
 from accelscope.traces.importer import import_traces  # noqa: E402
 from accelscope.traces.run import Run, RunWriter  # noqa: E402
@@ -27,16 +24,6 @@ from accelscope.traces.run import Run, RunWriter  # noqa: E402
 TIMEOUT_MS = 60_000
 NW0 = "traces/kineto/tb_plugin/samples/resnet50_num_workers_0/worker0.1623143089861.pt.trace.json.gz"
 NW4 = "traces/kineto/tb_plugin/samples/resnet50_num_workers_4/worker0.1623212756351.pt.trace.json.gz"
-
-
-def _browser_page(pw, url):
-    browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS), headless=True)
-    pg = browser.new_page(viewport={"width": 1400, "height": 900})
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.goto(url, wait_until="networkidle", timeout=TIMEOUT_MS)
-    pg.wait_for_function("() => { const e = document.getElementById('overview-steps'); return e && e.textContent.trim() !== '…'; }", timeout=TIMEOUT_MS)
-    return browser, pg, errors
 
 
 def _grid_rows(pg, grid_id: str) -> list[list[str]]:
@@ -56,33 +43,29 @@ def resnet_runs(shared_dir, tmp_path_factory) -> list[Path]:
 def test_steps_and_compare_sections_show_the_runs_numbers(resnet_runs):
     reports = [analyze(Run.open(p)) for p in resnet_runs]
     app = create_app(resnet_runs)
-    with background_server(app) as url, sync_playwright() as pw:
-        browser, pg, errors = _browser_page(pw, url)
-        try:
-            # Steps: one grid row per step, with its duration and outliers flagged.
-            pg.wait_for_function("() => document.querySelectorAll('#steps-table .ag-row').length > 0", timeout=TIMEOUT_MS)
-            rows = _grid_rows(pg, "steps-table")
-            steps = reports[0].steps
-            assert [int(r[1]) for r in rows] == steps["step"].to_list()
-            assert [float(r[2]) for r in rows] == pytest.approx((steps["dur_ns"] / 1e6).to_list(), abs=1e-3)
-            title = pg.evaluate("() => document.querySelector('#steps-graph .gtitle').textContent")
-            n_out = int(steps["outlier"].sum())
-            assert title == (f"{n_out} outlier step{'s' if n_out != 1 else ''}" if n_out else "no outlier steps")
-            # Compare: pick nw4 as B; the summary shows both verdicts and the step-time change.
-            pg.eval_on_selector("#compare-select", "e => e.scrollIntoView({block: 'center'})")
-            pg.click("#compare-select")
-            pg.get_by_role("option", name="nw4", exact=True).click()
-            pg.wait_for_function("() => document.querySelector('#compare-summary table')", timeout=TIMEOUT_MS)
-            summary = pg.inner_text("#compare-summary")
-            assert "highly input-bound" in summary and "not input-bound" in summary
-            a_ms, b_ms = reports[0].mean_step_ns / 1e6, reports[1].mean_step_ns / 1e6
-            assert f"{b_ms - a_ms:+,.2f} ms" in summary
-            pg.wait_for_function("() => document.querySelectorAll('#compare-table .ag-row').length > 0", timeout=TIMEOUT_MS)
-            names = [r[0] for r in _grid_rows(pg, "compare-table")]
-            assert any(n.startswith("enumerate(DataLoader)") for n in names)
-            assert not errors, errors
-        finally:
-            browser.close()
+    with open_dashboard(app) as pg:
+        # Steps: one grid row per step, with its duration and outliers flagged.
+        pg.wait_for_function("() => document.querySelectorAll('#steps-table .ag-row').length > 0", timeout=TIMEOUT_MS)
+        rows = _grid_rows(pg, "steps-table")
+        steps = reports[0].steps
+        assert [int(r[1]) for r in rows] == steps["step"].to_list()
+        assert [float(r[2]) for r in rows] == pytest.approx((steps["dur_ns"] / 1e6).to_list(), abs=1e-3)
+        title = pg.evaluate("() => document.querySelector('#steps-graph .gtitle').textContent")
+        n_out = int(steps["outlier"].sum())
+        assert title == (f"{n_out} outlier step{'s' if n_out != 1 else ''}" if n_out else "no outlier steps")
+        # Compare: pick nw4 as B; the summary shows both verdicts and the step-time change.
+        pg.eval_on_selector("#compare-select", "e => e.scrollIntoView({block: 'center'})")
+        pg.click("#compare-select")
+        pg.get_by_role("option", name="nw4", exact=True).click()
+        pg.wait_for_function("() => document.querySelector('#compare-summary table')", timeout=TIMEOUT_MS)
+        summary = pg.inner_text("#compare-summary")
+        assert "highly input-bound" in summary and "not input-bound" in summary
+        a_ms, b_ms = reports[0].mean_step_ns / 1e6, reports[1].mean_step_ns / 1e6
+        assert f"{b_ms - a_ms:+,.2f} ms" in summary
+        pg.wait_for_function("() => document.querySelectorAll('#compare-table .ag-row').length > 0", timeout=TIMEOUT_MS)
+        names = [r[0] for r in _grid_rows(pg, "compare-table")]
+        assert any(n.startswith("enumerate(DataLoader)") for n in names)
+        assert not pg.errors, pg.errors
 
 
 def _step_rows(first: int, n: int, step_ns: int = 50_000_000) -> list[tuple]:
@@ -97,35 +80,31 @@ def test_live_run_updates_without_a_page_reload(tmp_path):
     writer.flush()
     try:
         app = create_app([tmp_path / "live"])
-        with background_server(app) as url, sync_playwright() as pw:
-            browser, pg, errors = _browser_page(pw, url)
-            try:
-                assert pg.inner_text("#overview-steps") == "4"
-                pg.wait_for_function("() => document.getElementById('live-badge').textContent.includes('recording')", timeout=20_000)
-                pg.evaluate("() => { window.__same_page = true; }")
-                # Sort the steps grid by step, descending: the sort must survive the redraws.
-                pg.wait_for_function("() => document.querySelectorAll('#steps-table .ag-row').length === 4", timeout=20_000)
-                pg.eval_on_selector("#steps-table", "e => e.scrollIntoView({block: 'center'})")
-                header = "#steps-table .ag-header-cell[col-id='step'] .ag-header-cell-label"
-                pg.click(header)
-                pg.click(header)
-                first_step = "() => document.querySelector(\"#steps-table .ag-row[row-index='0'] .ag-cell[col-id='step']\").textContent"
-                pg.wait_for_function(f"() => ({first_step})() === '3'", timeout=20_000)
-                for row in _step_rows(4, 6):
-                    writer.add_event(row)
-                writer.flush()
-                pg.wait_for_function("() => document.getElementById('overview-steps').textContent === '10'", timeout=20_000)
-                assert pg.evaluate("() => window.__same_page === true"), "updated in place, not reloaded"
-                pg.wait_for_function("() => document.querySelectorAll('#steps-table .ag-row').length === 10", timeout=20_000)
-                pg.wait_for_function(f"() => ({first_step})() === '9'", timeout=20_000)
-                writer.close()
-                writer = None
-                # The finished run is shown once more, then polling stops.
-                pg.wait_for_function("() => document.getElementById('live-badge').textContent === ''", timeout=20_000)
-                assert pg.eval_on_selector("#overview-steps", "e => e.textContent") == "10"
-                assert not errors, errors
-            finally:
-                browser.close()
+        with open_dashboard(app) as pg:
+            assert pg.inner_text("#overview-steps") == "4"
+            pg.wait_for_function("() => document.getElementById('live-badge').textContent.includes('recording')", timeout=20_000)
+            pg.evaluate("() => { window.__same_page = true; }")
+            # Sort the steps grid by step, descending: the sort must survive the redraws.
+            pg.wait_for_function("() => document.querySelectorAll('#steps-table .ag-row').length === 4", timeout=20_000)
+            pg.eval_on_selector("#steps-table", "e => e.scrollIntoView({block: 'center'})")
+            header = "#steps-table .ag-header-cell[col-id='step'] .ag-header-cell-label"
+            pg.click(header)
+            pg.click(header)
+            first_step = "() => document.querySelector(\"#steps-table .ag-row[row-index='0'] .ag-cell[col-id='step']\").textContent"
+            pg.wait_for_function(f"() => ({first_step})() === '3'", timeout=20_000)
+            for row in _step_rows(4, 6):
+                writer.add_event(row)
+            writer.flush()
+            pg.wait_for_function("() => document.getElementById('overview-steps').textContent === '10'", timeout=20_000)
+            assert pg.evaluate("() => window.__same_page === true"), "updated in place, not reloaded"
+            pg.wait_for_function("() => document.querySelectorAll('#steps-table .ag-row').length === 10", timeout=20_000)
+            pg.wait_for_function(f"() => ({first_step})() === '9'", timeout=20_000)
+            writer.close()
+            writer = None
+            # The finished run is shown once more, then polling stops.
+            pg.wait_for_function("() => document.getElementById('live-badge').textContent === ''", timeout=20_000)
+            assert pg.eval_on_selector("#overview-steps", "e => e.textContent") == "10"
+            assert not pg.errors, pg.errors
     finally:
         if writer is not None:
             writer.close()

@@ -12,23 +12,20 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-from accelscope.dashboard.server import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (imports no dash)
 
 TIMEOUT_MS = 60_000
 SLOW_STEP = 6  # the step whose batch takes 80 ms to load instead of 10 ms
 
-from tests.dashboard.browser import require_browser  # noqa: E402
+from tests.dashboard.browser import open_dashboard, require_browser  # noqa: E402
 
 require_browser()
 from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
-from playwright.sync_api import sync_playwright  # noqa: E402
 pytest.importorskip("torch", reason="the torch extra is needed to record a run")
 
 import accelscope  # noqa: E402
 from accelscope.analysis import VERDICT_TEXT, analyze  # noqa: E402
 from accelscope.compare import compare  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
-from accelscope.dashboard.server import background_server  # noqa: E402
 from accelscope.dashboard.steps_page import OUTLIER_COLOR  # noqa: E402
 from accelscope.demo import run_demo  # noqa: E402
 from accelscope.traces import schema as S  # noqa: E402
@@ -85,19 +82,8 @@ def reports(recorded_run, fast_run, slow_step_run) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def page(recorded_run, fast_run, slow_step_run):
-    app = create_app([recorded_run, fast_run, slow_step_run])
-    errors: list[str] = []
-    with background_server(app) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS), headless=True)
-        try:
-            pg = browser.new_page(viewport={"width": 1400, "height": 900})
-            pg.on("pageerror", lambda exc: errors.append(str(exc)))
-            pg.goto(url, wait_until="networkidle", timeout=TIMEOUT_MS)
-            pg.wait_for_function("() => { const e = document.getElementById('overview-steps'); return e && e.textContent.trim() !== '…'; }", timeout=TIMEOUT_MS)
-            pg.errors = errors
-            yield pg
-        finally:
-            browser.close()
+    with open_dashboard(create_app([recorded_run, fast_run, slow_step_run])) as pg:
+        yield pg
 
 
 def _shown(x) -> str:

@@ -13,22 +13,19 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-from accelscope.dashboard.server import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 TIMEOUT_MS = 60_000
 NW0 = "traces/kineto/tb_plugin/samples/resnet50_num_workers_0/worker0.1623143089861.pt.trace.json.gz"
 
-from tests.dashboard.browser import require_browser  # noqa: E402
+from tests.dashboard.browser import open_dashboard, require_browser  # noqa: E402
 
 require_browser()
-from playwright.sync_api import sync_playwright  # noqa: E402
 
 from accelscope import scheduling  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
 from accelscope.dashboard.data import RunView  # noqa: E402
 from accelscope.dashboard.formatting import format_duration_ns  # noqa: E402
 from accelscope.dashboard.scheduling_view import MAX_LATENCY_POINTS  # noqa: E402
-from accelscope.dashboard.server import background_server  # noqa: E402
 from accelscope.traces import schema as S  # noqa: E402
 from accelscope.traces.run import Run  # noqa: E402
 
@@ -60,20 +57,10 @@ def nw0_run(shared_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def page(nw0_run):
-    app = create_app([nw0_run])
-    errors: list[str] = []
-    with background_server(app) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS), headless=True)
-        try:
-            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-            pg.on("pageerror", lambda exc: errors.append(str(exc)))
-            pg.goto(url, wait_until="networkidle", timeout=TIMEOUT_MS)
-            pg.wait_for_function(f"() => {{ const gd = {GRAPH}; return gd && gd.layout && gd.layout.title && String(gd.layout.title.text).includes('in the run'); }}", timeout=TIMEOUT_MS)
-            pg.wait_for_timeout(500)
-            pg.errors = errors
-            yield pg
-        finally:
-            browser.close()
+    ready = f"() => {{ const gd = {GRAPH}; return gd && gd.layout && gd.layout.title && String(gd.layout.title.text).includes('in the run'); }}"
+    with open_dashboard(create_app([nw0_run]), ready=ready, viewport={"width": 1400, "height": 1000}) as pg:
+        pg.wait_for_timeout(500)
+        yield pg
 
 
 def _traces(pg) -> list[dict]:
