@@ -116,6 +116,16 @@ def _wait_grid(pg, grid_id: str, cols: list[str], expected: list[list[str]], tim
     return rows[:n] if first else rows
 
 
+def _wait_summary(pg, grid_id: str, want: str, timeout: int = TIMEOUT_MS) -> str:
+    """Wait until a grid's paging summary reads ``want`` ("1 to 20 of N"); return what it reads."""
+    read = f"() => {{ const e = document.querySelector('#{grid_id} .ag-paging-row-summary-panel'); return e ? e.textContent.split(/\\s+/).join(' ').trim() : null; }}"
+    try:
+        pg.wait_for_function(f"want => ({read})() === want", arg=want, timeout=timeout)
+    except PlaywrightTimeout:
+        pass  # the caller's assertion says what the grid reads instead
+    return pg.evaluate(read)
+
+
 def _step_rows(report, cols=("step", "dur_ms")) -> list[list[str]]:
     """The analyzer's steps as the Steps grid formats them (ms rounded to 3 decimals)."""
     out = []
@@ -349,22 +359,17 @@ def test_ops_grid_filters_on_typed_name(page, recorded_run, reports):
     try:
         page.fill(box, "aten::")
         summary = f"1 to 20 of {aten.height}"
-        try:
-            page.wait_for_function(
-                "want => { const e = document.querySelector('#ops-table .ag-paging-row-summary-panel'); return !!e && e.textContent.split(/\\s+/).join(' ').trim() === want; }",
-                arg=summary,
-                timeout=TIMEOUT_MS,
-            )
-        except PlaywrightTimeout:
-            pass  # the assertions below say what the grid shows instead
-        assert " ".join(page.text_content("#ops-table .ag-paging-row-summary-panel").split()) == summary
+        assert _wait_summary(page, "ops-table", summary) == summary
         rows = _grid(page, "ops-table", cols)
         assert len(rows) == 20  # the first page
         assert all(r == cells.get(r[0]) for r in rows), [(r, cells.get(r[0])) for r in rows if r != cells.get(r[0])]
         # Longest total first: the page holds the 20 longest aten:: ops (names of equal total may swap).
         assert [float(r[2]) for r in rows] == [float(cells[n][2]) for n in aten["name"][:20]]
     finally:
+        # The grid applies typed filters after a debounce: wait until every op is back, so
+        # that the next test does not read the filtered grid.
         page.fill(box, "")
+        _wait_summary(page, "ops-table", f"1 to 20 of {ops.height}")
 
 
 def test_ops_grid_share_is_of_the_traced_steps_time(page, recorded_run, reports):
@@ -373,6 +378,8 @@ def test_ops_grid_share_is_of_the_traced_steps_time(page, recorded_run, reports)
     ops = _expected_ops(recorded_run, reports[recorded_run.name])
     cells = _ops_cells(ops)
     top = [cells[n] for n in ops["name"][:20]]
+    summary = f"1 to 20 of {ops.height}"
+    assert _wait_summary(page, "ops-table", summary) == summary  # every op, unfiltered
     assert _wait_grid(page, "ops-table", cols, top[:1], first=True) == top[:1]
     rows = _grid(page, "ops-table", cols)
     assert len(rows) == 20  # the first page
