@@ -19,12 +19,12 @@ from accelscope.dashboard.sections import register as register_sections
 from accelscope.dashboard.data import RunView, run_labels
 from accelscope.dashboard.figures import TIME_MARGIN
 from accelscope.dashboard.formatting import GRID_PERSISTENCE
+from accelscope.dashboard.plotlyjs import ASSETS
 from accelscope.dashboard.lod import DEFAULT_WIDTH_PX, MIN_WIDTH_PX, clamp_width_px
 from accelscope.errors import require
 from accelscope.traces import schema as S
 from accelscope.traces.run import Run
 
-ASSETS = Path(__file__).resolve().parent / "assets"
 VERDICT_CLASS = {"high": "verdict-high", "moderate": "verdict-moderate", "none": "verdict-none", None: "verdict-unknown"}
 
 INDEX_STRING = """<!DOCTYPE html>
@@ -86,7 +86,16 @@ INDEX_STRING = """<!DOCTYPE html>
 </head>
 <body>
 {%app_entry%}
-<footer>{%config%}{%scripts%}{%renderer%}</footer>
+<footer>{%config%}
+<script>window.__accelscopeNative = [String.prototype.trim, window.parseInt, window.parseFloat];</script>
+{%scripts%}
+<script>
+  /* Dash's Babel polyfill swaps in a regex String.prototype.trim and a parseInt/parseFloat wrapper
+     (its feature test rejects U+180E, which Unicode no longer counts as whitespace); plotly.js
+     parses every colour with them. The browser's own are correct and much faster. */
+  (function (n) { String.prototype.trim = n[0]; window.parseInt = Number.parseInt = n[1]; window.parseFloat = Number.parseFloat = n[2]; })(window.__accelscopeNative);
+</script>
+{%renderer%}</footer>
 </body>
 </html>"""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -522,3 +523,36 @@ def test_clicking_a_slice_shows_its_details_from_three_integers(board, recorded_
 def test_clicks_with_anything_but_three_valid_integers_show_the_hint(board, hovertext):
     panel = board.details({"points": [{"hovertext": hovertext}]}, 0)
     assert panel.className == "details-hint"
+
+
+def test_every_figure_draws_only_traces_the_vendored_plotly_bundle_holds(board, report):
+    from accelscope.dashboard import plotlyjs
+    from accelscope.dashboard.compare_page import breakdown_figure, comparison
+    from accelscope.dashboard.steps_page import steps_figure
+
+    figures = [*board.figures(0).values(), steps_figure(report), breakdown_figure(comparison(report, report))]
+    types = {trace.type for fig in figures for trace in fig.data}
+    assert {"scatter", "bar"} <= types
+    assert types <= plotlyjs.TRACE_TYPES, f"{types - plotlyjs.TRACE_TYPES} are not in plotly.js's basic bundle"
+
+
+def test_the_page_loads_the_vendored_plotly_bundle_which_matches_plotly_py():
+    from plotly.offline import get_plotlyjs_version
+
+    from accelscope.dashboard import plotlyjs
+
+    # The figures come from plotly.py: its plotly.js is the one they are written for.
+    assert plotlyjs.bundle_version().split(".")[0] == get_plotlyjs_version().split(".")[0], (
+        f"plotly.py {get_plotlyjs_version()} vs the vendored {plotlyjs.bundle_version()}: update assets/ (docs/dashboard.md)"
+    )
+
+
+def test_the_page_serves_the_vendored_plotly_bundle(recorded_run):
+    from accelscope.dashboard import plotlyjs
+
+    client = create_app([recorded_run]).server.test_client()
+    page = client.get("/").get_data(as_text=True)
+    src = re.search(r'<script src="(/assets/plotly-basic\.min\.js[^"]*)"', page)
+    assert src, "the page loads plotly.js's basic bundle from the assets folder"
+    assert page.index("__accelscopeNative") < page.index("polyfill") < page.rindex("__accelscopeNative") < page.index("DashRenderer")
+    assert client.get(src.group(1)).get_data(as_text=True) == plotlyjs.bundle_text()

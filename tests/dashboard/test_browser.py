@@ -241,3 +241,16 @@ def test_switching_runs_updates_every_view(page, small_run):
 def test_no_script_errors(page):
     assert page.errors == []
 
+
+
+def test_the_page_draws_with_the_vendored_plotly_bundle_and_native_string_functions(page):
+    from accelscope.dashboard import plotlyjs
+
+    assert page.evaluate("() => Plotly.version") == plotlyjs.bundle_version()
+    scripts = page.evaluate("() => performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)")
+    assert any(s.endswith("/plotly-basic.min.js") for s in scripts)
+    assert not any(s.endswith("/plotly.min.js") for s in scripts), "dcc.Graph loaded the full plotly.js as well"
+    # Dash's polyfill replaces these with slow wrappers that also strip U+180E (no longer
+    # whitespace; the browser's own keep it); the page puts the browser's own back.
+    assert page.evaluate("() => ['\\u180e'.trim().length, ...[parseInt('\\u180e12'), parseFloat('\\u180e1.5'), Number.parseInt('\\u180e3')].map(Number.isNaN)]") == [1, True, True, True]
+    assert page.evaluate("() => [' a\\u00a0'.trim(), parseInt(' 12px'), parseFloat('\\n1.5e3')]") == ["a", 12, 1500]

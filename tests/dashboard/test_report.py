@@ -7,6 +7,7 @@ import pytest
 pytest.importorskip("plotly", reason="the dashboard extra is not installed")
 
 from accelscope.analysis import VERDICT_TEXT, analyze  # noqa: E402
+from accelscope.dashboard import plotlyjs  # noqa: E402
 from accelscope.dashboard.server import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from accelscope.traces.run import Run  # noqa: E402
 
@@ -24,7 +25,8 @@ def test_report_is_self_contained_and_states_the_verdict(report_file, recorded_r
     report = analyze(Run.open(recorded_run))
     assert VERDICT_TEXT[report.verdict] in text and f"{report.input_wait_share:.1%}" in text
     assert not re.search(r"<script[^>]+src=", text), "no external scripts: it must open offline"
-    assert "Plotly.newPlot" in text and len(text) > 3_000_000, "plotly.js is embedded (several MB)"
+    assert "Plotly.newPlot" in text and plotlyjs.bundle_text() in text, "plotly.js (the basic bundle) is embedded"
+    assert text.count("plotly.js (basic - minified)") == 1, "embedded once, not once per figure"
 
 
 def test_report_refuses_to_overwrite(report_file, recorded_run):
@@ -46,6 +48,8 @@ def test_report_draws_offline_in_a_browser(report_file):
         page.goto(report_file.as_uri())
         page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3", timeout=30_000)
         names = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].map(g => g._fullData.map(t => t.name))")
+        version = page.evaluate("() => Plotly.version")
         browser.close()
     assert errors == []
+    assert version == plotlyjs.bundle_version()
     assert "input wait" in names[0] and "input_wait" in names[1]
