@@ -555,8 +555,12 @@ def _lane_keys(events: pl.DataFrame, thread_names: dict[tuple[int, int], str]) -
         "rank",
         *[pl.when(pl.col("kind") == S.STEP).then(pl.lit(None)).otherwise(pl.col(c)).alias(c) for c in ("device", "stream", "pid", "tid")],
     )
-    code = ev.select(pl.struct(key_cols).rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
-    keys = ev.with_columns(_code=code).unique(subset="_code", keep="any")
+    # A dense id per distinct key, from a hash grouping (a struct's rank sorts: 2.5x slower at 6M).
+    groups = ev.with_row_index("_i").group_by(key_cols).agg(pl.col("_i")).with_row_index("_code")
+    members = groups.select("_code", "_i").explode("_i")
+    code = np.empty(ev.height, dtype=np.int64)
+    code[members["_i"].to_numpy()] = members["_code"].to_numpy()
+    keys = groups.drop("_i").with_columns(pl.col("_code").cast(pl.Int64))
     labels, order = [], []
     for lane_type_, rank, device, stream, pid, tid in keys.select(key_cols).iter_rows():  # one row per lane
         if lane_type_ == 0:
@@ -634,7 +638,7 @@ def build_lane_layout(events: pl.DataFrame, thread_names: dict[tuple[int, int], 
         "start_ns",
         "dur_ns",
         kind_code=pl.col("kind").replace_strict(kinds, list(range(len(kinds))), return_dtype=pl.Int16),
-        name_code=names.search_sorted(events["name"]).cast(pl.Int32),
+        name_code=pl.col("name").replace_strict(names, pl.int_range(names.len(), eager=True), return_dtype=pl.Int32),
         lane=pl.Series(lane_of_event, dtype=pl.Int32),
         # Steps are numbered as the analyzer numbers them: by start time.
         step_i=pl.when(pl.col("kind") == S.STEP).then(pl.col("start_ns").rank("ordinal").over("kind").cast(pl.Int64) - 1).otherwise(-1),

@@ -173,7 +173,7 @@ def time_per_name(events: pl.DataFrame, kinds: list[str], total_ns: int, limit: 
         df.group_by("name")
         .agg(pl.col("kind").first(), pl.len().alias("count"), pl.col("dur_ns").sum().alias("total_ns"), pl.col("dur_ns").mean().alias("mean_ns"), pl.col("dur_ns").max().alias("max_ns"))
         .with_columns((pl.col("total_ns") / max(total_ns, 1)).alias("share_of_step_time"))
-        .sort("total_ns", descending=True)
+        .sort(["total_ns", "name"], descending=[True, False])  # ties by name: the same order every time
         .head(limit if limit is not None else df.height)
     )
 

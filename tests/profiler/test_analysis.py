@@ -144,3 +144,13 @@ def test_op_shares_of_a_recorded_run_are_of_the_steps_the_profiler_traced(record
     top = report.top_ops.row(0, named=True)
     assert top["share_of_step_time"] == pytest.approx(top["total_ns"] / traced["dur_ns"].sum())
     assert report.traced_ns == traced["dur_ns"].sum()
+
+
+def test_names_of_equal_total_time_are_listed_by_name_every_time():
+    from accelscope.analysis import time_per_name
+
+    # Four ops of 5 ms each and one of 7 ms: hash grouping would return the ties in any order.
+    names = ["d", "b", "a", "c", "z"]
+    ops = pl.DataFrame({"start_ns": [i * 10_000_000 for i in range(5)], "dur_ns": [5_000_000] * 4 + [7_000_000], "kind": ["cpu_op"] * 5, "name": names})
+    table = time_per_name(ops, ["cpu_op"], 100_000_000, limit=None)
+    assert table["name"].to_list() == ["z", "a", "b", "c", "d"]
