@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import polars as pl
 import pytest
 
 from accelscope.analysis import analyze
@@ -36,9 +37,13 @@ def test_parallel_tf_data_without_delay_is_not_input_bound(tmp_path):
 def test_keras_fit_demo_measures_the_share_from_traced_steps(tmp_path):
     from accelscope.demo import DEFAULT_DELAY_MS
 
-    report, step_ms = _measure(tmp_path, steps=30, keras_fit=True)
+    report, _ = _measure(tmp_path, steps=30, keras_fit=True)
     assert report.verdict == "high"
-    assert abs(report.input_wait_share - DEFAULT_DELAY_MS / step_ms) <= 0.05
+    # The share comes from the steps the profiler traced, which run slower than the others
+    # (tracing costs time): the truth to compare with is the delay over *their* mean step.
+    traced = report.steps.filter(~pl.col("warmup") & pl.col("input_timed"))
+    assert 0 < traced.height < report.steps.height - 1
+    assert abs(report.input_wait_share - DEFAULT_DELAY_MS / (traced["dur_ns"].mean() / 1e6)) <= 0.05
 
 
 def test_keras_fit_needs_the_tensorflow_framework(tmp_path):
