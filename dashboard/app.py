@@ -68,6 +68,8 @@ INDEX_STRING = """<!DOCTYPE html>
   .findings .none { color:var(--muted); }
   .recommendations li { color:#7a2e0e; }
   .live-badge:not(:empty) { display:inline-block; margin:-8px 0 14px; padding:3px 10px; border-radius:12px; background:#fdecec; color:#C62828; font-size:12.5px; font-weight:600; }
+  .load-progress:not(:empty) { margin:-6px 0 14px; padding:8px 14px; border-radius:8px; background:#eef2f8; color:#3b5b8c; font-size:13px; }
+  .load-progress .stage-running { font-weight:600; } .load-progress .stage-failed { color:#C62828; font-weight:600; }
   .compare-picker { display:flex; align-items:center; gap:10px; max-width:560px; margin:4px 0 10px; }
   .compare-picker label { color:var(--muted); font-size:13px; white-space:nowrap; }
   .compare-picker > div { flex:1; }
@@ -109,6 +111,8 @@ TIME_MARGIN_PX = TIME_MARGIN["l"] + TIME_MARGIN["r"]  # the timeline's plot area
 
 class Dashboard:
     """The runs an app serves, with their per-run caches. Index ``i`` is the ``i``-th path given."""
+
+    PROGRESS_AFTER_S = 1.0  # a first view that takes longer than this shows its progress
 
     def __init__(self, run_paths: Sequence[str | Path]):
         paths = [Path(p) for p in run_paths]
@@ -304,6 +308,32 @@ class Dashboard:
             grid("ops-table", ops, "No host ops were recorded in this run (light mode records steps and input waits only)."),
         )
 
+    def loading_status(self, _n: Any, value: Any) -> tuple[Any, bool]:
+        """While a run's first view is being prepared: what is being done, and for how long
+        (shown once it takes over ``PROGRESS_AFTER_S``); and whether to stop polling (once
+        its whole-run timeline is built, or a stage failed)."""
+        index = self.index(value)
+        if index is None:
+            return "", True
+        if any(k[:2] == (index, "timeline") for k in list(self._figures)):
+            return "", True
+        view = self.views[index]
+        stages = view.progress()
+        failed = [st for st in stages if st.state == "failed"]
+        started = view.started_s()
+        if not failed and (started is None or started < self.PROGRESS_AFTER_S):
+            return "", False
+        html = require("dash.html", "dashboard", "accelscope dashboard")
+        slices = view.slice_count()
+        head = f"Preparing {view.label}" + (f" ({slices:,} slices)" if slices is not None else "") + ": "
+        parts = []
+        for st in stages:
+            mark = {"done": "✓", "running": "…", "failed": "✗"}[st.state]
+            parts.append(html.Span(f"{st.label} {mark} {st.seconds:.1f} s", className=f"stage stage-{st.state}"))
+        if failed:
+            parts.append(html.Span(f"failed: {failed[0].error}", className="stage stage-failed"))
+        return [head, *[x for i, p in enumerate(parts) for x in ((" · ", p) if i else (p,))]], bool(failed)
+
 
 # relayoutData -> {"relayout": ..., "width_px": plot-area width}; nothing for changes that are not zooms.
 CLIENT_VIEW = """
@@ -397,6 +427,7 @@ REST_OUTPUTS = (
     ("ops-table-box", "children"),
 )
 TABLE_PX = 740
+PROGRESS_POLL_MS = 500
 TABLE_COLUMNS = [
     ("name", "name", "text"),
     ("kind", "kind", "text"),
@@ -505,6 +536,8 @@ def _layout(board: Dashboard):
                 [
                     html.P(id="run-info", className="run-info"),
                     html.Div(id="live-badge", className="live-badge"),
+                    html.Div(id="load-progress", className="load-progress", role="status"),
+                    dcc.Interval(id="progress-tick", interval=PROGRESS_POLL_MS),
                     section(
                         "Overview",
                         "Where each step's time went: device work, then what the host did while the device was idle (each instant counted once; see docs/analysis.md).",
@@ -615,6 +648,12 @@ def create_app(run_paths: Sequence[str | Path], prepare: bool = False):
     # The whole-run timeline is drawn for the graph's width, which only the browser knows.
     app.clientside_callback(CLIENT_REQUEST, dash.Output("timeline-request", "data"), dash.Input("run-select", "value"))
     app.callback(dash.Output("timeline-graph", "figure"), dash.Output("timeline-graph", "style"), dash.Input("timeline-request", "data"))(board.timeline_request)
+    app.callback(
+        dash.Output("load-progress", "children"),
+        dash.Output("progress-tick", "disabled"),
+        dash.Input("progress-tick", "n_intervals"),
+        dash.Input("run-select", "value"),
+    )(board.loading_status)
     app.clientside_callback(
         CLIENT_REST,
         dash.Output("rest-request", "data"),

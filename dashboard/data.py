@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -227,20 +228,43 @@ class Details:
     table: list[tuple[str, ...]] = field(default_factory=list)  # a gap's causes, a merged mark's names
 
 
+# The slow steps of a first view, by cache key (a whole-run timeline is "timeline" or
+# "timeline@<width>"), in the order they run; the page shows them while a large run loads.
+STAGES = {
+    "slices": "reading the events",
+    "report": "analysing steps and idle gaps",
+    "lanes": "laying out the lanes",
+    "scheduling": "matching launches to kernels",
+    "timeline": "drawing the whole run",
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of preparing a run: ``seconds`` so far (running) or in all (done, failed)."""
+
+    label: str
+    state: str  # "running", "done" or "failed"
+    seconds: float
+    error: str = ""
+
+
 class RunView:
     """One run as the dashboard sees it. Every property is computed once, on first use.
 
     Each cached value has its own lock, so independent ones (the analysis, the lane
     layout, the scheduling tables) can be computed at the same time by ``prepare``.
+    The slow ones (``STAGES``) record when they ran, for ``progress``.
     """
 
     def __init__(self, run: Run, label: str, max_slices_per_lane: int = MAX_SLICES_PER_LANE):
         self.run = run
         self.label = label
         self.max_slices_per_lane = max_slices_per_lane
-        self._lock = threading.Lock()  # guards _locks
+        self._lock = threading.Lock()  # guards _locks and _stages
         self._locks: dict[str, threading.RLock] = {}
         self._cache: dict[str, Any] = {}
+        self._stages: dict[str, list] = {}  # stage key -> [start, end or None, error]
 
     def _cached(self, key: str, build):
         if key in self._cache:
@@ -249,8 +273,45 @@ class RunView:
             lock = self._locks.setdefault(key, threading.RLock())
         with lock:
             if key not in self._cache:
-                self._cache[key] = build()
+                stage = key.split("@")[0]
+                if stage not in STAGES:
+                    self._cache[key] = build()
+                    return self._cache[key]
+                with self._lock:
+                    record = self._stages[stage] = [time.monotonic(), None, ""]
+                try:
+                    self._cache[key] = build()
+                except Exception as exc:
+                    with self._lock:
+                        record[1], record[2] = time.monotonic(), f"{type(exc).__name__}: {exc}".splitlines()[0]
+                    raise
+                with self._lock:
+                    record[1] = time.monotonic()
             return self._cache[key]
+
+    def progress(self) -> list[Stage]:
+        """The stages of preparing this run that have started, in ``STAGES`` order."""
+        now = time.monotonic()
+        with self._lock:
+            records = {k: list(v) for k, v in self._stages.items()}
+        out = []
+        for key, label in STAGES.items():
+            if key in records:
+                start, end, error = records[key]
+                state = "failed" if error else "running" if end is None else "done"
+                out.append(Stage(label, state, (end if end is not None else now) - start, error))
+        return out
+
+    def slice_count(self) -> int | None:
+        """How many slices the run holds, once they are read (None before)."""
+        slices = self._cache.get("slices")
+        return None if slices is None else slices.height
+
+    def started_s(self) -> float | None:
+        """Seconds since the first stage started; None before any."""
+        with self._lock:
+            starts = [v[0] for v in self._stages.values()]
+        return time.monotonic() - min(starts) if starts else None
 
     def prepare(self, width_px: int | None = DEFAULT_WIDTH_PX) -> None:
         """Compute what the first view needs: the events, then the analysis beside the lane

@@ -26,9 +26,10 @@ OVERVIEW_READY = "() => { const e = document.getElementById('overview-steps'); r
 
 
 @contextlib.contextmanager
-def open_dashboard(app, ready: str | None = OVERVIEW_READY, viewport: dict | None = None, timeout_ms: int = 60_000) -> Iterator[Any]:
-    """Serve a dashboard app and open it in headless Chromium; yield the page once the
-    ``ready`` function holds. The page's script errors collect in ``page.errors``."""
+def open_dashboard(app, ready: str | None = OVERVIEW_READY, viewport: dict | None = None, timeout_ms: int = 60_000, wait_until: str = "networkidle") -> Iterator[Any]:
+    """Serve a dashboard app and open it in headless Chromium; yield the page once it has
+    loaded (``wait_until``) and the ``ready`` function holds. The page's script errors
+    collect in ``page.errors``."""
     from playwright.sync_api import sync_playwright
 
     from accelscope.dashboard.server import CHROMIUM_ARGS, background_server
@@ -39,7 +40,7 @@ def open_dashboard(app, ready: str | None = OVERVIEW_READY, viewport: dict | Non
             page = browser.new_page(viewport=viewport or {"width": 1400, "height": 900})
             page.errors = []
             page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-            page.goto(url, wait_until="networkidle", timeout=timeout_ms)
+            page.goto(url, wait_until=wait_until, timeout=timeout_ms)
             if ready is not None:
                 page.wait_for_function(ready, timeout=timeout_ms)
             yield page

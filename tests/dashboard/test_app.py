@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ pytest.importorskip("dash", reason="the dashboard extra is not installed")
 
 from accelscope.analysis import VERDICT_TEXT, analyze  # noqa: E402
 from accelscope.dashboard import app as app_mod  # noqa: E402
-from accelscope.dashboard.app import create_app  # noqa: E402
+from accelscope.dashboard.app import Dashboard, create_app  # noqa: E402
 from accelscope.dashboard.data import RunView, run_labels  # noqa: E402
 from accelscope.errors import RunFormatError  # noqa: E402
 from accelscope.traces import schema as S  # noqa: E402
@@ -556,3 +558,80 @@ def test_the_page_serves_the_vendored_plotly_bundle(recorded_run):
     assert src, "the page loads plotly.js's basic bundle from the assets folder"
     assert page.index("__accelscopeNative") < page.index("polyfill") < page.rindex("__accelscopeNative") < page.index("DashRenderer")
     assert client.get(src.group(1)).get_data(as_text=True) == plotlyjs.bundle_text()
+
+
+def test_a_run_view_records_each_stage_of_its_first_view(recorded_run):
+    from accelscope.dashboard.data import STAGES, RunView
+
+    view = RunView(Run.open(recorded_run), "r")
+    assert view.progress() == [] and view.started_s() is None and view.slice_count() is None
+    view.prepare(1000)
+    stages = view.progress()
+    assert [st.label for st in stages] == list(STAGES.values())
+    assert all(st.state == "done" and st.seconds >= 0 and not st.error for st in stages)
+    assert view.slice_count() == Run.open(recorded_run).slices.height
+    assert view.started_s() >= sum(st.seconds for st in stages[:2])  # events, then the analysis
+
+
+def _blocked_lane_layout(monkeypatch, release: threading.Event, error: Exception | None = None):
+    """Make the lane layout wait for ``release`` (then raise ``error``, when given): the
+    page's progress is observed while it waits."""
+    from accelscope.dashboard import data
+
+    real = data.build_lane_layout
+
+    def slow(*args, **kwargs):
+        release.wait(60)
+        if error is not None:
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(data, "build_lane_layout", slow)
+
+
+def _text(children) -> str:
+    if isinstance(children, str):
+        return children
+    if isinstance(children, list):
+        return "".join(_text(c) for c in children)
+    return _text(getattr(children, "children", "") or "")
+
+
+def test_loading_status_says_what_a_slow_first_view_is_doing_then_stops(monkeypatch, recorded_run):
+    release = threading.Event()
+    _blocked_lane_layout(monkeypatch, release)
+    board = Dashboard([recorded_run])
+    board.PROGRESS_AFTER_S = 0.0
+    worker = threading.Thread(target=board.whole_timeline, args=(0, 1000))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while "laying out the lanes …" not in _text(board.loading_status(0, 0)[0]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        children, stop = board.loading_status(0, 0)
+        text = _text(children)
+        assert text.startswith(f"Preparing {board.views[0].label} ({Run.open(recorded_run).slices.height:,} slices): reading the events ✓")
+        assert "laying out the lanes …" in text and not stop
+    finally:
+        release.set()
+        worker.join(60)
+    assert board.loading_status(0, 0) == ("", True)  # the whole-run timeline is built: polling stops
+
+
+def test_loading_status_reports_a_failed_stage_in_one_line_and_stops(monkeypatch, recorded_run):
+    release = threading.Event()
+    release.set()
+    _blocked_lane_layout(monkeypatch, release, error=ValueError("lane table is corrupt\nsecond line"))
+    board = Dashboard([recorded_run])
+    with pytest.raises(ValueError):
+        board.whole_timeline(0, 1000)
+    children, stop = board.loading_status(0, 0)
+    assert stop and "laying out the lanes ✗" in _text(children)
+    assert _text(children).endswith("failed: ValueError: lane table is corrupt")
+
+
+def test_loading_status_stays_quiet_for_a_fast_view_and_unknown_runs(recorded_run):
+    board = Dashboard([recorded_run])
+    assert board.loading_status(None, 0) == ("", False)  # nothing started yet: keep polling, show nothing
+    assert board.loading_status(None, 7) == ("", True)
+    assert board.loading_status(None, "../x") == ("", True)

@@ -254,3 +254,4 @@ def test_the_page_draws_with_the_vendored_plotly_bundle_and_native_string_functi
     # whitespace; the browser's own keep it); the page puts the browser's own back.
     assert page.evaluate("() => ['\\u180e'.trim().length, ...[parseInt('\\u180e12'), parseFloat('\\u180e1.5'), Number.parseInt('\\u180e3')].map(Number.isNaN)]") == [1, True, True, True]
     assert page.evaluate("() => [' a\\u00a0'.trim(), parseInt(' 12px'), parseFloat('\\n1.5e3')]") == ["a", 12, 1500]
+
