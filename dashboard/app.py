@@ -20,6 +20,7 @@ from accelscope.dashboard.data import RunView, run_labels
 from accelscope.dashboard.figures import TIME_MARGIN
 from accelscope.dashboard.formatting import GRID_PERSISTENCE
 from accelscope.dashboard.plotlyjs import ASSETS
+from accelscope.dashboard.utilisation import table_rows
 from accelscope.dashboard.lod import DEFAULT_WIDTH_PX, MIN_WIDTH_PX, clamp_width_px
 from accelscope.errors import require
 from accelscope.traces import schema as S
@@ -68,6 +69,13 @@ INDEX_STRING = """<!DOCTYPE html>
   .findings .none { color:var(--muted); }
   .recommendations li { color:#7a2e0e; }
   .live-badge:not(:empty) { display:inline-block; margin:-8px 0 14px; padding:3px 10px; border-radius:12px; background:#fdecec; color:#C62828; font-size:12.5px; font-weight:600; }
+  .devices h3 { font-size:13px; margin:4px 0 2px; color:var(--muted); text-transform:uppercase; letter-spacing:0.6px; font-weight:600; }
+  .device-table { border-collapse:collapse; font-size:13px; margin:6px 0 8px; width:100%; }
+  .device-table th { text-align:left; color:var(--muted); font-weight:600; font-size:12px; padding:3px 14px 3px 0; border-bottom:1px solid var(--line); }
+  .device-table td { padding:4px 14px 4px 0; border-bottom:1px solid #eef0f3; font-variant-numeric:tabular-nums; }
+  .device-table td.busy { position:relative; min-width:120px; }
+  .device-table .busy-bar { position:absolute; left:0; top:5px; bottom:5px; background:#dbe6f3; border-radius:3px; z-index:0; }
+  .device-table td.busy span:last-child { position:relative; z-index:1; padding-left:6px; font-weight:600; }
   .load-progress:not(:empty) { margin:-6px 0 14px; padding:8px 14px; border-radius:8px; background:#eef2f8; color:#3b5b8c; font-size:13px; }
   .load-progress .stage-running { font-weight:600; } .load-progress .stage-failed { color:#C62828; font-weight:600; }
   .compare-picker { display:flex; align-items:center; gap:10px; max-width:560px; margin:4px 0 10px; }
@@ -284,6 +292,7 @@ class Dashboard:
             f"card {VERDICT_CLASS[ov.verdict]}",
             notes,
             recs,
+            device_table(view),
             self.figure(index, "step"),
         )
 
@@ -417,6 +426,7 @@ OUTPUTS = (
     ("overview-verdict-card", "className"),
     ("overview-notes", "children"),
     ("overview-recommendations", "children"),
+    ("overview-devices", "children"),
     ("step-graph", "figure"),
 )
 # The grids are sent with their rows rather than placed in the first layout: creating an
@@ -437,6 +447,25 @@ TABLE_COLUMNS = [
     ("max_us", "max µs", "numeric"),
     ("share_pct", "% of step time", "numeric"),
 ]
+
+
+def device_table(view: RunView) -> Any:
+    """The Overview's utilisation summary: per device, how busy, why idle, its streams and counters."""
+    html = require("dash.html", "dashboard", "accelscope dashboard")
+    uses = view.device_use
+    if not uses:
+        return html.P("No steps were analysed, so there is no utilisation to summarise.", className="details-hint")
+    has_device = bool(view.report and view.report.has_device)
+    headers, rows, rest = table_rows(uses, has_device)
+    body = []
+    for use, cells in zip(uses, rows):
+        pct = 0.0 if use.busy_share is None else max(0.0, min(100.0, 100 * use.busy_share))
+        busy = html.Td([html.Span(className="busy-bar", style={"width": f"{pct:.1f}%"}), html.Span(cells[1])], className="busy")
+        body.append(html.Tr([html.Td(cells[0]), busy, *[html.Td(c) for c in cells[2:]]]))
+    table = html.Table([html.Thead(html.Tr([html.Th(h) for h in headers])), html.Tbody(body)], className="device-table")
+    what = "each device's busy share of step time (kernels, copies, memsets; each instant once)" if has_device else \
+        "no device work was traced: the training thread's busy share of step time (busy whenever it is not waiting)"
+    return [html.H3("Utilisation per device"), html.P(what, className="details-hint"), table, *([html.P(rest, className="details-hint")] if rest else [])]
 
 
 def parse_click_id(text: Any) -> list[int] | None:
@@ -550,6 +579,7 @@ def _layout(board: Dashboard):
                             ],
                             className="cards",
                         ),
+                        html.Div(id="overview-devices", className="devices"),
                         loading(dcc.Graph(id="step-graph", config=graph_config)),
                         html.Div(
                             [

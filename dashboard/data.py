@@ -35,6 +35,7 @@ from accelscope.dashboard.formatting import (
 )
 from accelscope.dashboard.lod import DEFAULT_WIDTH_PX, IntervalIndex, Merged, build_index, clamp_width_px, level_of_detail, sort_order
 from accelscope.dashboard.metrics_view import Metrics, build_metrics
+from accelscope.dashboard.utilisation import DeviceUse, device_use
 from accelscope.dashboard.scheduling_view import DepthSeries, Flows, Latency, SchedulingIndex
 from accelscope.intervals import union
 from accelscope.traces import schema as S
@@ -378,6 +379,11 @@ class RunView:
                 return None
 
         return self._cached("report", build)
+
+    @property
+    def device_use(self) -> list[DeviceUse]:
+        """The Overview's utilisation summary: one row per device (utilisation.device_use)."""
+        return self._cached("device_use", lambda: device_use(self.report, self.run.counters))
 
     @property
     def overview(self) -> Overview:

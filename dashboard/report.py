@@ -13,6 +13,7 @@ from accelscope.analysis import VERDICT_TEXT, short_name
 from accelscope.causes import CAUSE_TEXT
 from accelscope.dashboard import plotlyjs
 from accelscope.dashboard.data import RunView
+from accelscope.dashboard.utilisation import table_rows
 from accelscope.errors import require
 from accelscope.traces.run import Run
 
@@ -70,6 +71,9 @@ def build_report(run_path: str | os.PathLike[str]) -> str:
         for label, value, cls in cards:
             parts.append(f"<div class='card'><div class='label'>{label}</div><div class='value {cls}'>{html.escape(value)}</div></div>")
         parts.append("</div>")
+        headers, rows, rest = table_rows(view.device_use, rep.has_device)
+        if rows:
+            parts.append("<h2>Utilisation per device</h2>" + _table(headers, rows) + (f"<p class='muted'>{html.escape(rest)}</p>" if rest else ""))
         parts.append(plot(figs["step"]))
         if rep.recommendations:
             parts.append("<h2>Recommendations</h2><ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in rep.recommendations) + "</ul>")

@@ -119,6 +119,20 @@ def test_overview_shows_the_runs_numbers(page, recorded_run):
     assert page.title() == "accelscope"
 
 
+def test_overview_shows_the_utilisation_per_device(page, recorded_run):
+    from accelscope.dashboard.utilisation import device_use, table_rows
+
+    run = Run.open(recorded_run)
+    report = analyze(run)
+    headers, rows, _ = table_rows(device_use(report, run.counters), report.has_device)
+    shown = page.evaluate("() => Array.from(document.querySelectorAll('#overview-devices table tr'), tr => Array.from(tr.cells, c => c.textContent))")
+    assert shown == [headers, *rows]
+    assert shown[1][:2] == ["cpu (training thread)", f"{report.devices['busy_share'][0]:.1%}"] and shown[1][2].startswith("waiting for input (")
+    # The busy cell's bar is as wide as the share, of its cell.
+    cell, bar = page.evaluate("() => { const td = document.querySelector('#overview-devices td.busy'); return [td.getBoundingClientRect().width, td.querySelector('.busy-bar').getBoundingClientRect().width]; }")
+    assert bar / cell == pytest.approx(report.devices["busy_share"][0], abs=0.02)
+
+
 def test_timeline_draws_the_runs_lanes(page, recorded_run):
     run = Run.open(recorded_run)
     training = next(n for n in run.thread_names().values() if "(training)" in n)

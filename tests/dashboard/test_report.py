@@ -27,6 +27,9 @@ def test_report_is_self_contained_and_states_the_verdict(report_file, recorded_r
     assert not re.search(r"<script[^>]+src=", text), "no external scripts: it must open offline"
     assert "Plotly.newPlot" in text and plotlyjs.bundle_text() in text, "plotly.js (the basic bundle) is embedded"
     assert text.count("plotly.js (basic - minified)") == 1, "embedded once, not once per figure"
+    busy = report.devices["busy_share"][0]
+    assert f"<h2>Utilisation per device</h2><table><thead><tr><th>device</th><th>busy</th>" in text
+    assert f"<tr><td>cpu (training thread)</td><td>{busy:.1%}</td><td>waiting for input (" in text
 
 
 def test_report_refuses_to_overwrite(report_file, recorded_run):
