@@ -604,6 +604,15 @@ def _layout(board: Dashboard):
                         html.Div(id="timeline-details"),
                     ),
                     section(
+                        "Device and host metrics",
+                        "Sampled over the run, beneath the timeline on its time axis, and zoomed with it: accelerator counters when recorded "
+                        "(GPU utilisation, memory, power, temperature and clocks from NVML; TPU duty cycle and HBM from libtpu), "
+                        "then CPU and memory of the training process, its children (DataLoader workers) and the whole machine.",
+                        # Double-click returns to the whole run (CLIENT_SYNC), which the timeline follows.
+                        loading(dcc.Graph(id="metrics-graph", config=graph_config)),
+                        dcc.Store(id="time-sync"),
+                    ),
+                    section(
                         "Kernels and ops",
                         "Time per name over the run, longest first; click a header to sort, type in the row under it to filter. "
                         "Op times are inclusive (nested ops count in their parents too).",
@@ -611,15 +620,6 @@ def _layout(board: Dashboard):
                         grid_box("kernels-table-box", TABLE_PX),
                         html.H3("Host ops"),
                         grid_box("ops-table-box", TABLE_PX),
-                    ),
-                    section(
-                        "Device and host metrics",
-                        "Sampled over the run on the timeline's time axis, and zoomed with it: accelerator counters when recorded "
-                        "(GPU utilisation, memory, power, temperature and clocks from NVML; TPU duty cycle and HBM from libtpu), "
-                        "then CPU and memory of the training process, its children (DataLoader workers) and the whole machine.",
-                        # Double-click returns to the whole run (CLIENT_SYNC), which the timeline follows.
-                        loading(dcc.Graph(id="metrics-graph", config=graph_config)),
-                        dcc.Store(id="time-sync"),
                     ),
                     *layout_sections(board, section, loading, graph_config),
                 ],

@@ -8,7 +8,7 @@ the Compare section has something to compare. Writes into the output directory:
 
 * ``dashboard.png``: the top of the page (overview and timeline), as a user first sees it;
 * ``screenshots/<section>.png``: each section of the page on the first run (overview,
-  timeline, kernels-and-ops, device-and-host-metrics, steps, compare);
+  timeline, device-and-host-metrics, kernels-and-ops, steps, compare);
 * ``screenshots/timeline-gpu.png``: with ``--nw0`` (default: the real V100 ResNet-50 trace
   in ../shared when present), that trace imported and its timeline zoomed to 1 ms of the
   backward pass, where launch -> kernel arrows and every kernel are drawn.
@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("ACCELSCOPE_SHARED", HERE.parent.parent / "shared"))
 NW0 = SHARED / "traces/kineto/tb_plugin/samples/resnet50_num_workers_0/worker0.1623143089861.pt.trace.json.gz"
 GRAPHS = ("step-graph", "timeline-graph", "metrics-graph", "steps-graph")
-SECTIONS = ("overview", "timeline", "kernels-and-ops", "device-and-host-metrics", "steps", "compare")
+SECTIONS = ("overview", "timeline", "device-and-host-metrics", "kernels-and-ops", "steps", "compare")
 TIMEOUT_MS = 120_000
 
 
