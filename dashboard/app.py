@@ -11,6 +11,7 @@ import importlib
 import logging
 import math
 import threading
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -132,6 +133,8 @@ class Dashboard:
         self._locks = {(i, name): threading.Lock() for i in range(len(self.views)) for name in FIGURES}
         self._prepare_lock = threading.Lock()
         self._prepared: set[int] = set()
+        self._requested: dict[int, float] = {}  # run -> when the page last asked for its timeline (monotonic s)
+        self._failed: dict[int, str] = {}  # run -> why its whole-run timeline could not be built
 
     def index(self, value: Any) -> int | None:
         """The run index a browser value names, or None when it names none of ours."""
@@ -165,12 +168,18 @@ class Dashboard:
         with self._locks[(index, "timeline")]:
             if key not in self._figures:
                 view = self.views[index]
-                view.prepare(width)
-                tl = view.timeline_window(0.0, view.end_ms, width)
+                try:
+                    view.prepare(width)
+                    tl = view.timeline_window(0.0, view.end_ms, width)
+                    fig = F.timeline_figure(tl, uirevision=f"run-{index}")
+                except Exception as exc:  # for loading_status: the page stops waiting and says why
+                    self._failed[index] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                    raise
+                self._failed.pop(index, None)
                 widths = [k for k in self._figures if k[:2] == (index, "timeline")]
                 for old in widths[: max(len(widths) - WHOLE_TIMELINES_KEPT + 1, 0)]:
                     del self._figures[old]
-                self._figures[key] = F.timeline_figure(tl, uirevision=f"run-{index}")
+                self._figures[key] = fig
             return self._figures[key]
 
     def figures(self, index: int) -> dict[str, Any]:
@@ -213,6 +222,9 @@ class Dashboard:
         if not isinstance(request, dict):
             dash = require("dash", "dashboard", "accelscope dashboard")
             raise dash.exceptions.PreventUpdate
+        index = self.index(request.get("run"))
+        if index is not None:
+            self._requested[index] = time.monotonic()
         return self.timeline(request.get("run"), request.get("width_px"))
 
     def zoom(self, relayout: Any, value: Any, width_px: Any = None):
@@ -318,30 +330,30 @@ class Dashboard:
         )
 
     def loading_status(self, _n: Any, value: Any) -> tuple[Any, bool]:
-        """While a run's first view is being prepared: what is being done, and for how long
-        (shown once it takes over ``PROGRESS_AFTER_S``); and whether to stop polling (once
-        its whole-run timeline is built, or a stage failed)."""
+        """While the page waits for a run's whole-run timeline: what is being done, and for
+        how long, once the wait passes ``PROGRESS_AFTER_S``; and whether to stop polling (the
+        timeline is built, or building it failed, which the line then says)."""
         index = self.index(value)
         if index is None:
             return "", True
         if any(k[:2] == (index, "timeline") for k in list(self._figures)):
             return "", True
-        view = self.views[index]
-        stages = view.progress()
-        failed = [st for st in stages if st.state == "failed"]
-        started = view.started_s()
-        if not failed and (started is None or started < self.PROGRESS_AFTER_S):
+        failed = self._failed.get(index)
+        requested = self._requested.get(index)
+        if failed is None and (requested is None or time.monotonic() - requested < self.PROGRESS_AFTER_S):
             return "", False
         html = require("dash.html", "dashboard", "accelscope dashboard")
+        view = self.views[index]
         slices = view.slice_count()
         head = f"Preparing {view.label}" + (f" ({slices:,} slices)" if slices is not None else "") + ": "
         parts = []
-        for st in stages:
+        for st in view.progress():
+            # A failed stage is retried by the next request for it; only a failed timeline stops the wait.
             mark = {"done": "✓", "running": "…", "failed": "✗"}[st.state]
             parts.append(html.Span(f"{st.label} {mark} {st.seconds:.1f} s", className=f"stage stage-{st.state}"))
-        if failed:
-            parts.append(html.Span(f"failed: {failed[0].error}", className="stage stage-failed"))
-        return [head, *[x for i, p in enumerate(parts) for x in ((" · ", p) if i else (p,))]], bool(failed)
+        if failed is not None:
+            parts.append(html.Span(f"failed: {failed}", className="stage stage-failed"))
+        return [head, *[x for i, p in enumerate(parts) for x in ((" · ", p) if i else (p,))]], failed is not None
 
 
 # relayoutData -> {"relayout": ..., "width_px": plot-area width}; nothing for changes that are not zooms.

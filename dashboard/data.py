@@ -282,7 +282,7 @@ class RunView:
                     record = self._stages[stage] = [time.monotonic(), None, ""]
                 try:
                     self._cache[key] = build()
-                except Exception as exc:
+                except BaseException as exc:
                     with self._lock:
                         record[1], record[2] = time.monotonic(), f"{type(exc).__name__}: {exc}".splitlines()[0]
                     raise
@@ -307,12 +307,6 @@ class RunView:
         """How many slices the run holds, once they are read (None before)."""
         slices = self._cache.get("slices")
         return None if slices is None else slices.height
-
-    def started_s(self) -> float | None:
-        """Seconds since the first stage started; None before any."""
-        with self._lock:
-            starts = [v[0] for v in self._stages.values()]
-        return time.monotonic() - min(starts) if starts else None
 
     def prepare(self, width_px: int | None = DEFAULT_WIDTH_PX) -> None:
         """Compute what the first view needs: the events, then the analysis beside the lane
@@ -642,7 +636,8 @@ def _lane_keys(events: pl.DataFrame, thread_names: dict[tuple[int, int], str]) -
             label = f"rank {rank} · {label}"
         labels.append(label)
         training = 0 if "(training)" in label else 1
-        order.append((rank if lane_type_ else -1, lane_type_, training, -1 if pid is None else pid, -1 if tid is None else tid, device or "", -1 if stream is None else stream))
+        # Steps lanes first (every rank's, in rank order), then each rank's threads and streams.
+        order.append((rank if lane_type_ else -1, lane_type_, training, -1 if pid is None else pid, -1 if tid is None else tid, device or "", -1 if stream is None else stream, rank))
     keys = keys.with_columns(lane_label=pl.Series(labels, dtype=pl.String))
     sorted_idx = sorted(range(keys.height), key=lambda i: order[i])
     keys = keys[sorted_idx].with_row_index("lane_id")

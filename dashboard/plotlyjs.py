@@ -17,6 +17,9 @@ from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 BUNDLE = ASSETS / "plotly-basic.min.js"
+# The file as npm's plotly.js-basic-dist-min@4.1.1 ships it (package integrity
+# sha512-1oNF8PeQx2hv/y7tqEVWKD3JGwn/MGEMQ8mL9HUwsaqG9FGy/OU5FHUHvzqbqxN4mnwZGI9abTiE775C4kkjMQ==).
+BUNDLE_SHA256 = "99784e3abfb07b142a15e521a439e6d9addceadb3f79553fd24c72774f0649ba"
 # The traces this bundle holds; a figure with any other type would draw nothing.
 TRACE_TYPES = frozenset({"scatter", "bar", "pie"})
 

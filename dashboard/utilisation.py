@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from accelscope.analysis import Report
@@ -33,7 +34,7 @@ class DeviceUse:
     busiest_stream: int | None
     busiest_stream_share: float | None
     sampled: str | None  # which counter ``sampled_percent`` is the mean of
-    sampled_percent: float | None  # over the steps analysed
+    sampled_percent: float | None  # mean of the samples taken inside the steps analysed
     memory_peak_bytes: float | None
     memory_total_bytes: float | None
 
@@ -64,12 +65,19 @@ def _sampled(counters: pl.DataFrame, basis: pl.DataFrame) -> tuple[dict, dict, d
     util: dict[tuple[int, str], tuple[str, float]] = {}
     if counters.height == 0:
         return util, {}, {}
-    span = basis.group_by("rank").agg(pl.col("start_ns").min().alias("lo"), pl.col("end_ns").max().alias("hi"))
+    # Only samples taken inside the steps analysed (not in warm-up, nor between profiler windows).
+    steps = {int(rank): (g["start_ns"].to_numpy(), g["end_ns"].to_numpy()) for (rank,), g in basis.sort("start_ns").group_by(["rank"])}
     for name, label in UTIL_COUNTERS.items():
-        samples = counters.filter((pl.col("name") == name) & pl.col("value").is_not_null()).join(span, on="rank", how="inner")
-        samples = samples.filter(pl.col("time_ns").is_between(pl.col("lo"), pl.col("hi")))
-        for row in samples.group_by("rank", "device").agg(pl.col("value").mean()).iter_rows(named=True):
-            util.setdefault((row["rank"], row["device"]), (label, float(row["value"])))
+        samples = counters.filter((pl.col("name") == name) & pl.col("value").is_not_null())
+        for (rank, device), g in samples.group_by(["rank", "device"]):
+            if rank not in steps:
+                continue
+            starts, ends = steps[rank]
+            t = g["time_ns"].to_numpy()
+            k = np.searchsorted(starts, t, side="right") - 1
+            inside = (k >= 0) & (t < ends[np.clip(k, 0, None)])
+            if inside.any():
+                util.setdefault((int(rank), device), (label, float(g["value"].to_numpy()[inside].mean())))
 
     def peak(names: tuple[str, ...]) -> dict[tuple[int, str], float]:
         rows = counters.filter(pl.col("name").is_in(list(names)) & pl.col("value").is_not_null())
@@ -88,7 +96,10 @@ def device_use(report: Report | None, counters: pl.DataFrame) -> list[DeviceUse]
     causes = _idle_causes(report, basis)
     util, used, total = _sampled(counters, basis)
     busy = {(r["rank"], r["device"]): float(r["busy_share"]) for r in report.devices.iter_rows(named=True)}
-    sampled_only = {k for k in (*util, *used, *total) if k[1] != "cpu"}
+    # Each rank's NVML samples every GPU it sees: a device only sampled gets a row only on a
+    # rank whose trace holds no device work (light mode), where it cannot say which it used.
+    traced_ranks = {rank for rank, device in busy if device != "cpu"}
+    sampled_only = {k for k in (*util, *used, *total) if k[1] != "cpu" and k[0] not in traced_ranks}
     out = []
     for key in sorted(set(busy) | sampled_only):
         rank, device = key

@@ -296,17 +296,26 @@ def analyze(run: Run) -> Report:
         )
     kernels_by_name = time_per_name(events, [S.KERNEL, S.MEMCPY, S.MEMSET], tables_total, limit=None)
     ops_by_name = time_per_name(events, [S.CPU_OP], tables_total, limit=None)
-    devices = pl.concat([r.devices for r in results])
-    streams = pl.concat([r.streams for r in results])
-    if basis is traced:  # busy per device and stream over the traced steps too
-        per_rank = [
-            device_busy(ev.filter(pl.col("kind").is_in(list(S.DEVICE_KINDS)) & (pl.col("device") != "cpu")), int(rank),
-                        *(b["start_ns"].to_numpy(), b["end_ns"].to_numpy()))
-            for (rank,), ev in events.group_by(["rank"], maintain_order=True)
-            if (b := basis.filter(pl.col("rank") == rank)).height
-        ]
-        devices = pl.concat([d for d, _ in per_rank]) if per_rank else devices
-        streams = pl.concat([st for _, st in per_rank]) if per_rank else streams
+    # Busy per device and stream over the same steps as the run's busy share (the steady
+    # steps, or the traced ones): never the warm-up step.
+    device_rows, stream_rows = [], []
+    by_rank = {int(rank): ev for (rank,), ev in events.group_by(["rank"], maintain_order=True)}
+    for r in results:
+        b = basis.filter(pl.col("rank") == r.rank)
+        if b.height == 0:  # only a warm-up step: what the whole rank did
+            device_rows.append(r.devices)
+            stream_rows.append(r.streams)
+        elif r.has_device:
+            ev = by_rank[r.rank].lazy().filter(pl.col("kind").is_in(list(S.DEVICE_KINDS)) & (pl.col("device") != "cpu")).select("start_ns", "dur_ns", "device", "stream").collect()
+            d, st = device_busy(ev, r.rank, b["start_ns"].to_numpy(), b["end_ns"].to_numpy())
+            device_rows.append(d)
+            stream_rows.append(st)
+        else:  # the training thread: busy whenever it was not waiting
+            total, busy_ns = int(b["dur_ns"].sum()), int(b["busy_ns"].sum())
+            device_rows.append(pl.DataFrame([{"rank": r.rank, "device": "cpu", "busy_ns": busy_ns, "busy_share": busy_ns / total if total else 0.0}], schema=r.devices.schema))
+            stream_rows.append(r.streams)
+    devices = pl.concat(device_rows)
+    streams = pl.concat(stream_rows)
     return Report(
         run_name=run.name,
         steps=steps,

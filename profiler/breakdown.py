@@ -78,7 +78,7 @@ def step_windows(events: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
 
 def launch_threads(events: pl.DataFrame) -> pl.DataFrame:
     """Host threads that drive the device: those that call the runtime, plus the training loop."""
-    host = events.filter(pl.col("device") == "cpu").select("pid", "tid", "kind")
+    host = events.lazy().filter(pl.col("device") == "cpu").select("pid", "tid", "kind").collect()
     drivers = host.filter(pl.col("kind").is_in([S.RUNTIME, S.STEP, S.INPUT_WAIT])).select("pid", "tid").unique()
     if drivers.height == 0:
         drivers = host.select("pid", "tid").unique()
@@ -110,12 +110,12 @@ def analyze_rank(events: pl.DataFrame, rank: int) -> RankResult:
     win_e = windows["end_ns"].to_numpy()
     dur = win_e - win_s
 
-    device_ev = events.filter(pl.col("kind").is_in(list(S.DEVICE_KINDS)) & (pl.col("device") != "cpu")).select("start_ns", "dur_ns", "kind", "name", "device", "stream")
+    device_ev = events.lazy().filter(pl.col("kind").is_in(list(S.DEVICE_KINDS)) & (pl.col("device") != "cpu")).select("start_ns", "dur_ns", "kind", "name", "device", "stream").collect()
     has_device = device_ev.height > 0
     drivers = launch_threads(events)
-    # Only the columns the layers need: filtering a frame copies every column it holds, and
-    # names are long strings (a 10M-event trace: 4.7M host slices, filtered a dozen times).
-    host = events.filter(pl.col("device") == "cpu").select("start_ns", "dur_ns", "kind", "name", "pid", "tid")
+    # Only the columns the layers need, selected before filtering (a filter copies every column
+    # it is given; a 10M-event trace has 4.7M host slices, filtered a dozen times).
+    host = events.lazy().filter(pl.col("device") == "cpu").select("start_ns", "dur_ns", "kind", "name", "pid", "tid").collect()
     # Classify each distinct (kind, name) once: a trace has hundreds of names, not millions.
     named = host.select("kind", "name").unique().with_columns(cause=C.host_cause_expr()).filter(pl.col("cause").is_not_null())
     host = host.join(named, on=["kind", "name"], how="inner").drop("name")

@@ -549,6 +549,15 @@ def test_the_page_loads_the_vendored_plotly_bundle_which_matches_plotly_py():
     )
 
 
+def test_the_vendored_plotly_bundle_is_the_file_npm_ships():
+    import hashlib
+
+    from accelscope.dashboard import plotlyjs
+
+    assert hashlib.sha256(plotlyjs.BUNDLE.read_bytes()).hexdigest() == plotlyjs.BUNDLE_SHA256
+    assert plotlyjs.bundle_version() == "4.1.1"
+
+
 def test_the_page_serves_the_vendored_plotly_bundle(recorded_run):
     from accelscope.dashboard import plotlyjs
 
@@ -564,13 +573,12 @@ def test_a_run_view_records_each_stage_of_its_first_view(recorded_run):
     from accelscope.dashboard.data import STAGES, RunView
 
     view = RunView(Run.open(recorded_run), "r")
-    assert view.progress() == [] and view.started_s() is None and view.slice_count() is None
+    assert view.progress() == [] and view.slice_count() is None
     view.prepare(1000)
     stages = view.progress()
     assert [st.label for st in stages] == list(STAGES.values())
     assert all(st.state == "done" and st.seconds >= 0 and not st.error for st in stages)
     assert view.slice_count() == Run.open(recorded_run).slices.height
-    assert view.started_s() >= sum(st.seconds for st in stages[:2])  # events, then the analysis
 
 
 def _blocked_lane_layout(monkeypatch, release: threading.Event, error: Exception | None = None):
@@ -597,17 +605,21 @@ def _text(children) -> str:
     return _text(getattr(children, "children", "") or "")
 
 
+def _wait_for(predicate, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def test_loading_status_says_what_a_slow_first_view_is_doing_then_stops(monkeypatch, recorded_run):
     release = threading.Event()
     _blocked_lane_layout(monkeypatch, release)
     board = Dashboard([recorded_run])
     board.PROGRESS_AFTER_S = 0.0
-    worker = threading.Thread(target=board.whole_timeline, args=(0, 1000))
+    worker = threading.Thread(target=board.timeline_request, args=({"run": 0, "width_px": 1000},))
     worker.start()
     try:
-        deadline = time.monotonic() + 60
-        while "laying out the lanes …" not in _text(board.loading_status(0, 0)[0]) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _wait_for(lambda: "laying out the lanes …" in _text(board.loading_status(0, 0)[0]))
         children, stop = board.loading_status(0, 0)
         text = _text(children)
         assert text.startswith(f"Preparing {board.views[0].label} ({Run.open(recorded_run).slices.height:,} slices): reading the events ✓")
@@ -616,6 +628,20 @@ def test_loading_status_says_what_a_slow_first_view_is_doing_then_stops(monkeypa
         release.set()
         worker.join(60)
     assert board.loading_status(0, 0) == ("", True)  # the whole-run timeline is built: polling stops
+
+
+def test_loading_status_shows_nothing_while_the_wait_is_short(monkeypatch, recorded_run):
+    release = threading.Event()
+    _blocked_lane_layout(monkeypatch, release)
+    board = Dashboard([recorded_run])  # PROGRESS_AFTER_S: 1 s
+    worker = threading.Thread(target=board.timeline_request, args=({"run": 0, "width_px": 1000},))
+    worker.start()
+    try:
+        _wait_for(lambda: any(st.state == "running" for st in board.views[0].progress()))
+        assert board.loading_status(0, 0) == ("", False)  # under way, but asked for under a second ago
+    finally:
+        release.set()
+        worker.join(60)
 
 
 def test_loading_status_reports_a_failed_stage_in_one_line_and_stops(monkeypatch, recorded_run):
@@ -630,8 +656,55 @@ def test_loading_status_reports_a_failed_stage_in_one_line_and_stops(monkeypatch
     assert _text(children).endswith("failed: ValueError: lane table is corrupt")
 
 
-def test_loading_status_stays_quiet_for_a_fast_view_and_unknown_runs(recorded_run):
+def test_loading_status_stops_when_the_timeline_fails_outside_a_stage(monkeypatch, recorded_run):
+    from accelscope.dashboard import figures
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot draw")
+
+    monkeypatch.setattr(figures, "timeline_figure", broken)
     board = Dashboard([recorded_run])
-    assert board.loading_status(None, 0) == ("", False)  # nothing started yet: keep polling, show nothing
+    with pytest.raises(RuntimeError):
+        board.timeline_request({"run": 0, "width_px": 1000})
+    children, stop = board.loading_status(0, 0)
+    assert stop and _text(children).endswith("failed: RuntimeError: cannot draw")
+    assert "drawing the whole run ✓" in _text(children)  # every stage ran; the figure did not
+
+
+def test_a_stage_that_failed_in_the_background_is_retried_by_the_page(monkeypatch, recorded_run):
+    from accelscope.dashboard import data
+
+    real, calls = data.build_lane_layout, []
+
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("run still being written")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(data, "build_lane_layout", fails_once)
+    board = Dashboard([recorded_run])
+    board.PROGRESS_AFTER_S = 0.0
+    board.prepare_in_background(0).join(60)  # as `accelscope dashboard` does at launch: it fails
+    assert [st.state for st in board.views[0].progress() if st.label == "laying out the lanes"] == ["failed"]
+    assert board.loading_status(0, 0) == ("", False)  # the page has not asked yet: keep waiting
+    board.timeline_request({"run": 0, "width_px": 1000})  # the page's own request succeeds
+    assert board.loading_status(0, 0) == ("", True) and len(calls) == 2
+
+
+def test_loading_status_stays_quiet_for_unknown_runs(recorded_run):
+    board = Dashboard([recorded_run])
+    assert board.loading_status(None, 0) == ("", False)  # nothing asked for yet: keep polling, show nothing
     assert board.loading_status(None, 7) == ("", True)
     assert board.loading_status(None, "../x") == ("", True)
+
+
+def test_each_ranks_steps_lane_comes_in_rank_order(shared_dir, tmp_path):
+    from accelscope.dashboard.data import STEPS_LANE, RunView
+    from accelscope.traces.importer import import_traces
+
+    run = Run.open(import_traces([shared_dir / "traces/HolisticTraceAnalysis/tests/data/trace_filter"], tmp_path / "two", progress=False))
+    for _ in range(5):  # the lanes' order must not depend on hash order
+        labels = [lane.label for lane in RunView(run, "two").lane_layout.lanes]
+        assert [label for label in labels if label.endswith(STEPS_LANE)] == [f"rank 0 · {STEPS_LANE}", f"rank 1 · {STEPS_LANE}"]
+        assert labels[:2] == [f"rank 0 · {STEPS_LANE}", f"rank 1 · {STEPS_LANE}"]

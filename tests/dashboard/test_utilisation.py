@@ -82,14 +82,13 @@ def test_gpus_sampled_by_nvml_in_a_light_mode_run_show_their_own_counters(shim_d
     assert not report.has_device  # light mode: steps and input waits, no kernels
     uses = {u.device: u for u in device_use(report, run.counters)}
     assert set(uses) == {"cpu", "cuda:0", "cuda:1"}
-    steady = report.steps.filter(~pl.col("warmup"))
-    lo, hi = steady["start_ns"].min(), steady["end_ns"].max()
+    steady = [(r["start_ns"], r["end_ns"]) for r in report.steps.filter(~pl.col("warmup")).iter_rows(named=True)]
     for device in ("cuda:0", "cuda:1"):
         c = run.counters.filter((pl.col("device") == device) & pl.col("value").is_not_null())
-        util = c.filter((pl.col("name") == "gpu_util_percent") & pl.col("time_ns").is_between(lo, hi))["value"]
+        util = [r["value"] for r in c.filter(pl.col("name") == "gpu_util_percent").iter_rows(named=True) if any(a <= r["time_ns"] < b for a, b in steady)]
         use = uses[device]
         assert use.busy_share is None and use.idle_cause is None  # not in the trace
-        assert use.sampled == "NVML utilisation" and use.sampled_percent == pytest.approx(util.mean())
+        assert use.sampled == "NVML utilisation" and use.sampled_percent == pytest.approx(sum(util) / len(util))
         assert use.memory_peak_bytes == c.filter(pl.col("name") == "memory_used_bytes")["value"].max()
         assert use.memory_total_bytes == c.filter(pl.col("name") == "memory_total_bytes")["value"].max()
     _, rows, _ = table_rows(list(uses.values()), report.has_device)
@@ -104,3 +103,30 @@ def test_a_job_of_many_devices_lists_the_first_and_sums_up_the_rest(nw0):
     _, rows, rest = table_rows(many, True)
     assert len(rows) == MAX_ROWS and rows[0][0] == "rank 0 · cuda:0"
     assert rest == f"and 4 more devices, busy {MAX_ROWS / 100:.1%} to {(MAX_ROWS + 3) / 100:.1%}"
+
+
+def test_a_traced_gpu_rank_lists_only_its_own_devices_not_every_gpu_nvml_sampled(tmp_path):
+    import pyarrow as pa
+
+    from accelscope.traces.run import write_run
+    from accelscope.traces.schema import COUNTER_SCHEMA, EVENT_SCHEMA
+
+    # Four 1 ms steps with a kernel on cuda:0; NVML sampled both GPUs of the machine, and
+    # cuda:0 at 90 % inside the steps but 0 % before the first (outside: not counted).
+    rows = [(i * 1_000_000, 1_000_000, "step", f"ProfilerStep#{i}", "cpu", None) for i in range(4)]
+    rows += [(i * 1_000_000 + 100_000, 500_000, "kernel", "k", "cuda:0", 7) for i in range(4)]
+    ev = {c: [] for c in EVENT_SCHEMA.names}
+    for start, dur, kind, name, device, stream in rows:
+        for c, v in zip(EVENT_SCHEMA.names, (start, dur, kind, name, device, stream, 1, 1, 0, None, None)):
+            ev[c].append(v)
+    samples = [("gpu_util_percent", d, t, v) for d in ("cuda:0", "cuda:1") for t, v in ((-500_000, 0.0), (1_500_000, 90.0), (2_500_000, 90.0))]
+    samples += [("memory_used_bytes", "cuda:1", 1_500_000, 2.0**30)]
+    ct = {c: [] for c in COUNTER_SCHEMA.names}
+    for name, device, t, v in samples:
+        for c, x in zip(COUNTER_SCHEMA.names, (name, device, t, v, 0)):
+            ct[c].append(x)
+    run = Run.open(write_run(tmp_path / "r", pa.table(ev, schema=EVENT_SCHEMA), pa.table(ct, schema=COUNTER_SCHEMA), {"complete": True}))
+    report = analyze(run)
+    (use,) = device_use(report, run.counters)
+    assert use.device == "cuda:0" and use.busy_share == pytest.approx(0.5)
+    assert use.sampled_percent == pytest.approx(90.0)  # step 0 is warm-up: the 1.5 and 2.5 ms samples
