@@ -114,11 +114,14 @@ def test_a_run_killed_mid_recording_opens_with_what_was_flushed(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal, time
-        from accelscope.traces.run import RunWriter
+        from accelscope.traces.run import Run, RunWriter
         w = RunWriter({str(tmp_path / 'r')!r}, {{}}, flush_interval_s=0.05)
         for i in range(100):
             w.add_event((i * 1000, 10, "step", f"ProfilerStep#{{i}}", "cpu", None, 1, 1, 0, None, None))
-        time.sleep(0.5)
+        # Killed once the background flush has written them (however slow the machine is).
+        deadline = time.monotonic() + 60
+        while Run.open({str(tmp_path / 'r')!r}).events.height < 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
