@@ -77,7 +77,10 @@ INDEX_STRING = """<!DOCTYPE html>
   .device-table td.busy { position:relative; min-width:120px; }
   .device-table .busy-bar { position:absolute; left:0; top:5px; bottom:5px; background:#dbe6f3; border-radius:3px; z-index:0; }
   .device-table td.busy span:last-child { position:relative; z-index:1; padding-left:6px; font-weight:600; }
-  .load-progress:not(:empty) { margin:-6px 0 14px; padding:8px 14px; border-radius:8px; background:#eef2f8; color:#3b5b8c; font-size:13px; }
+  /* A toast at the bottom of the window, over the page: showing and hiding it moves nothing (no graph resizes). */
+  .load-progress:not(:empty) { position:fixed; left:50%; bottom:18px; transform:translateX(-50%); z-index:1000; max-width:90vw;
+         padding:9px 16px; border-radius:8px; background:#eef2f8; color:#3b5b8c; font-size:13px; border:1px solid #cfd9e8;
+         box-shadow:0 4px 14px rgba(16,24,40,0.16); }
   .load-progress .stage-running { font-weight:600; } .load-progress .stage-failed { color:#C62828; font-weight:600; }
   .compare-picker { display:flex; align-items:center; gap:10px; max-width:560px; margin:4px 0 10px; }
   .compare-picker label { color:var(--muted); font-size:13px; white-space:nowrap; }

@@ -143,9 +143,13 @@ def test_timeline_draws_the_runs_lanes(page, recorded_run):
     assert types == {"scatter"}
     legend = page.eval_on_selector_all("#timeline-graph .legend .legendtext", "els => els.map(e => e.textContent)")
     assert S.INPUT_WAIT in legend and S.STEP in legend
-    # The slices were drawn: each kind's lines are an SVG path spanning most of the plot.
-    widths = page.eval_on_selector_all("#timeline-graph .scatterlayer .trace path.js-line", "els => els.map(e => e.getBBox().width)")
-    assert widths and max(widths) > 100
+    # The slices were drawn: each kind's lines are an SVG path, the steps' spanning most of the plot.
+    widths = "() => Array.from(document.querySelectorAll('#timeline-graph .scatterlayer .trace path.js-line'), e => e.getBBox().width)"
+    try:  # read once the graph has settled: a resize (the page's layout changing) redraws it
+        page.wait_for_function(f"() => Math.max(0, ...({widths})()) > 100", timeout=TIMEOUT_MS)
+    except PlaywrightTimeout:
+        pass
+    assert max(page.evaluate(widths), default=0) > 100
     assert page.query_selector("#timeline-graph canvas.gl-canvas-context") is None  # no WebGL: SVG is faster here
     metrics = _plot(page, "metrics-graph", "gd._fullData.map(t => t.name)")
     assert "this process" in metrics and "process RSS" in metrics
