@@ -179,7 +179,7 @@ class Dashboard:
                     self._failed[index] = f"{type(exc).__name__}: {exc}".splitlines()[0]
                     raise
                 self._failed.pop(index, None)
-                widths = [k for k in self._figures if k[:2] == (index, "timeline")]
+                widths = [k for k in list(self._figures) if k[:2] == (index, "timeline")]
                 for old in widths[: max(len(widths) - WHOLE_TIMELINES_KEPT + 1, 0)]:
                     del self._figures[old]
                 self._figures[key] = fig
@@ -228,6 +228,7 @@ class Dashboard:
         index = self.index(request.get("run"))
         if index is not None:
             self._requested[index] = time.monotonic()
+            self._failed.pop(index, None)  # an earlier failure is not this request's
         return self.timeline(request.get("run"), request.get("width_px"))
 
     def zoom(self, relayout: Any, value: Any, width_px: Any = None):
@@ -331,6 +332,11 @@ class Dashboard:
             grid("kernels-table", kernels, "No device work (kernels, copies, memsets) was recorded in this run."),
             grid("ops-table", ops, "No host ops were recorded in this run (light mode records steps and input waits only)."),
         )
+
+    def forget_requests(self, index: int) -> None:
+        """Drop what the page's earlier timeline requests of a run left (it was reloaded)."""
+        self._requested.pop(index, None)
+        self._failed.pop(index, None)
 
     def loading_status(self, _n: Any, value: Any) -> tuple[Any, bool]:
         """While the page waits for a run's whole-run timeline: what is being done, and for

@@ -35,8 +35,9 @@ class Sections:
         board = self.board
         old = board.views[index]
         board.views[index] = RunView(Run.open(old.run.path), old.label)
-        for key in [k for k in board._figures if k[0] == index]:
+        for key in [k for k in list(board._figures) if k[0] == index]:
             board._figures.pop(key, None)
+        board.forget_requests(index)
 
     def poll(self, _n: Any, value: Any):
         """Interval callback: the run's index again when it changed on disk (which redraws

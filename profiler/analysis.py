@@ -299,20 +299,22 @@ def analyze(run: Run) -> Report:
     # Busy per device and stream over the same steps as the run's busy share (the steady
     # steps, or the traced ones): never the warm-up step.
     device_rows, stream_rows = [], []
-    by_rank = {int(rank): ev for (rank,), ev in events.group_by(["rank"], maintain_order=True)}
+    device_slices = (
+        events.lazy().filter(pl.col("kind").is_in(list(S.DEVICE_KINDS)) & (pl.col("device") != "cpu")).select("rank", "start_ns", "dur_ns", "device", "stream").collect()
+        if has_device else None
+    )
     for r in results:
         b = basis.filter(pl.col("rank") == r.rank)
-        if b.height == 0:  # only a warm-up step: what the whole rank did
+        if b.height == 0:  # a rank with no step in the basis (only a warm-up step): over all its steps
             device_rows.append(r.devices)
             stream_rows.append(r.streams)
         elif r.has_device:
-            ev = by_rank[r.rank].lazy().filter(pl.col("kind").is_in(list(S.DEVICE_KINDS)) & (pl.col("device") != "cpu")).select("start_ns", "dur_ns", "device", "stream").collect()
-            d, st = device_busy(ev, r.rank, b["start_ns"].to_numpy(), b["end_ns"].to_numpy())
+            d, st = device_busy(device_slices.filter(pl.col("rank") == r.rank), r.rank, b["start_ns"].to_numpy(), b["end_ns"].to_numpy())
             device_rows.append(d)
             stream_rows.append(st)
         else:  # the training thread: busy whenever it was not waiting
-            total, busy_ns = int(b["dur_ns"].sum()), int(b["busy_ns"].sum())
-            device_rows.append(pl.DataFrame([{"rank": r.rank, "device": "cpu", "busy_ns": busy_ns, "busy_share": busy_ns / total if total else 0.0}], schema=r.devices.schema))
+            step_ns, busy_ns = int(b["dur_ns"].sum()), int(b["busy_ns"].sum())
+            device_rows.append(pl.DataFrame([{"rank": r.rank, "device": "cpu", "busy_ns": busy_ns, "busy_share": busy_ns / step_ns if step_ns else 0.0}], schema=r.devices.schema))
             stream_rows.append(r.streams)
     devices = pl.concat(device_rows)
     streams = pl.concat(stream_rows)

@@ -708,3 +708,32 @@ def test_each_ranks_steps_lane_comes_in_rank_order(shared_dir, tmp_path):
         labels = [lane.label for lane in RunView(run, "two").lane_layout.lanes]
         assert [label for label in labels if label.endswith(STEPS_LANE)] == [f"rank 0 · {STEPS_LANE}", f"rank 1 · {STEPS_LANE}"]
         assert labels[:2] == [f"rank 0 · {STEPS_LANE}", f"rank 1 · {STEPS_LANE}"]
+
+
+def test_a_new_request_clears_the_last_failure_while_it_runs(monkeypatch, recorded_run):
+    from accelscope.dashboard import data
+
+    real, release, calls = data.build_lane_layout, threading.Event(), []
+
+    def fails_then_waits(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("run still being written")
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(data, "build_lane_layout", fails_then_waits)
+    board = Dashboard([recorded_run])
+    with pytest.raises(OSError):
+        board.timeline_request({"run": 0, "width_px": 1000})
+    assert board.loading_status(0, 0)[1] is True  # failed: the page stops waiting and says why
+    retry = threading.Thread(target=board.timeline_request, args=({"run": 0, "width_px": 1000},))
+    retry.start()  # the page asks again (a reload, or picking the run again)
+    try:
+        _wait_for(lambda: len(calls) == 2)
+        children, stop = board.loading_status(0, 0)
+        assert not stop and "failed" not in _text(children)  # the old failure is not this request's
+    finally:
+        release.set()
+        retry.join(60)
+    assert board.loading_status(0, 0) == ("", True)
