@@ -143,13 +143,23 @@ def test_timeline_draws_the_runs_lanes(page, recorded_run):
     assert types == {"scatter"}
     legend = page.eval_on_selector_all("#timeline-graph .legend .legendtext", "els => els.map(e => e.textContent)")
     assert S.INPUT_WAIT in legend and S.STEP in legend
-    # The slices were drawn: each kind's lines are an SVG path, the steps' spanning most of the plot.
-    widths = "() => Array.from(document.querySelectorAll('#timeline-graph .scatterlayer .trace path.js-line'), e => e.getBBox().width)"
+    # The slices were drawn as SVG paths (plotly splits a kind's path where its segments
+    # break): the steps' cover most of the plot, as the steps cover most of the run.
+    covered = (
+        "() => { const out = {}; for (const t of document.querySelectorAll('#timeline-graph .scatterlayer .trace')) {"
+        " const name = t.__data__ && t.__data__[0] && t.__data__[0].trace.name;"
+        " out[name] = (out[name] || 0) + Array.from(t.querySelectorAll('path.js-line'), p => p.getBBox().width).reduce((a, b) => a + b, 0); }"
+        " return [out, document.querySelector('#timeline-graph .js-plotly-plot')._fullLayout._size.w]; }"
+    )
     try:  # read once the graph has settled: a resize (the page's layout changing) redraws it
-        page.wait_for_function(f"() => Math.max(0, ...({widths})()) > 100", timeout=TIMEOUT_MS)
+        page.wait_for_function(f"() => {{ const [o, w] = ({covered})(); return (o['{S.STEP}'] || 0) > 0.5 * w; }}", timeout=TIMEOUT_MS)
     except PlaywrightTimeout:
         pass
-    assert max(page.evaluate(widths), default=0) > 100
+    widths, plot_px = page.evaluate(covered)
+    steps = run.slices.filter(pl.col("kind") == S.STEP)
+    share = int(steps["dur_ns"].sum()) / ((steps["start_ns"] + steps["dur_ns"]).max() - steps["start_ns"].min())
+    assert widths.get(S.STEP, 0) > 0.5 * plot_px and share > 0.9, (widths, plot_px)
+    assert widths.get(S.INPUT_WAIT, 0) > 0
     assert page.query_selector("#timeline-graph canvas.gl-canvas-context") is None  # no WebGL: SVG is faster here
     metrics = _plot(page, "metrics-graph", "gd._fullData.map(t => t.name)")
     assert "this process" in metrics and "process RSS" in metrics
