@@ -355,14 +355,16 @@ class Dashboard:
         view = self.views[index]
         slices = view.slice_count()
         head = f"Preparing {view.label}" + (f" ({slices:,} slices)" if slices is not None else "") + ": "
-        parts = []
+        children: list[Any] = [head]
         for st in view.progress():
             # A failed stage is retried by the next request for it; only a failed timeline stops the wait.
             mark = {"done": "✓", "running": "…", "failed": "✗"}[st.state]
-            parts.append(html.Span(f"{st.label} {mark} {st.seconds:.1f} s", className=f"stage stage-{st.state}"))
+            children += [" · "] if len(children) > 1 else []
+            children.append(html.Span(f"{st.label} {mark} {st.seconds:.1f} s", className=f"stage stage-{st.state}"))
         if failed is not None:
-            parts.append(html.Span(f"failed: {failed}", className="stage stage-failed"))
-        return [head, *[x for i, p in enumerate(parts) for x in ((" · ", p) if i else (p,))]], failed is not None
+            children += [" · "] if len(children) > 1 else []
+            children.append(html.Span(f"failed: {failed}", className="stage stage-failed"))
+        return children, failed is not None
 
 
 # relayoutData -> {"relayout": ..., "width_px": plot-area width}; nothing for changes that are not zooms.

@@ -15,6 +15,7 @@ import polars as pl
 
 from accelscope.analysis import Report
 from accelscope.causes import CAUSE_TEXT, CAUSES
+from accelscope.dashboard.metrics_view import GIB, MIB
 
 # The counters that say how busy a device was by its own measure, and how much memory it used.
 UTIL_COUNTERS = {"gpu_util_percent": "NVML utilisation", "tpu_duty_cycle_percent": "TPU duty cycle"}
@@ -126,7 +127,7 @@ def device_use(report: Report | None, counters: pl.DataFrame) -> list[DeviceUse]
 
 
 def _bytes(n: float) -> str:
-    return f"{n / 1024**3:,.1f} GiB" if n >= 1024**3 else f"{n / 1024**2:,.0f} MiB"
+    return f"{n / GIB:,.1f} GiB" if n >= GIB else f"{n / MIB:,.0f} MiB"
 
 
 def table_rows(uses: list[DeviceUse], has_device: bool) -> tuple[list[str], list[list[str]], str]:
