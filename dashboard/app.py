@@ -21,7 +21,7 @@ from accelscope.dashboard.data import RunView, run_labels
 from accelscope.dashboard.figures import TIME_MARGIN
 from accelscope.dashboard.formatting import GRID_PERSISTENCE
 from accelscope.dashboard.plotlyjs import ASSETS
-from accelscope.dashboard.utilisation import table_rows
+from accelscope.dashboard.devices_view import table_rows
 from accelscope.dashboard.lod import DEFAULT_WIDTH_PX, MIN_WIDTH_PX, clamp_width_px
 from accelscope.errors import require
 from accelscope.traces import schema as S
@@ -475,14 +475,14 @@ TABLE_COLUMNS = [
 def device_table(view: RunView) -> Any:
     """The Overview's utilisation summary: per device, how busy, why idle, its streams and counters."""
     html = require("dash.html", "dashboard", "accelscope dashboard")
-    uses = view.device_use
-    if not uses:
+    report = view.report
+    if report is None or report.devices.height == 0:
         return html.P("No steps were analysed, so there is no utilisation to summarise.", className="details-hint")
-    has_device = bool(view.report and view.report.has_device)
-    headers, rows, rest = table_rows(uses, has_device)
+    has_device = report.has_device
+    headers, rows, rest = table_rows(report.devices, has_device)
     body = []
-    for use, cells in zip(uses, rows):
-        pct = 0.0 if use.busy_share is None else max(0.0, min(100.0, 100 * use.busy_share))
+    for share, cells in zip(report.devices["busy_share"].to_list(), rows):
+        pct = 0.0 if share is None else max(0.0, min(100.0, 100 * share))
         busy = html.Td([html.Span(className="busy-bar", style={"width": f"{pct:.1f}%"}), html.Span(cells[1])], className="busy")
         body.append(html.Tr([html.Td(cells[0]), busy, *[html.Td(c) for c in cells[2:]]]))
     table = html.Table([html.Thead(html.Tr([html.Th(h) for h in headers])), html.Tbody(body)], className="device-table")

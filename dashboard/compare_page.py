@@ -1,6 +1,6 @@
 """The Compare section: two runs side by side (what ``accelscope diff A B`` prints).
 
-``accelscope.compare.compare`` does the work; this module shapes its tables for a
+``accelscope.analysis.compare.compare`` does the work; this module shapes its tables for a
 summary table, a grouped breakdown figure and a grid of the kernels and ops that changed.
 """
 
@@ -10,9 +10,10 @@ from typing import Any
 
 import polars as pl
 
-from accelscope.analysis import VERDICT_TEXT, Report
-from accelscope.compare import Comparison, compare
+from accelscope.analysis import Report
+from accelscope.analysis.compare import Comparison, compare
 from accelscope.errors import require
+from accelscope.verdicts import VERDICT_TEXT
 
 A_COLOR = "#8E9AAF"
 B_COLOR = "#3B6EA8"

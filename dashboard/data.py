@@ -21,9 +21,11 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
-from accelscope.analysis import VERDICT_TEXT, NoStepsError, Report, analyze, time_per_name
-from accelscope.breakdown import BREAKDOWN
-from accelscope.causes import CAUSE_TEXT, CAUSES
+from accelscope.analysis import NoStepsError, Report, analyze
+from accelscope.analysis.breakdown import BREAKDOWN
+from accelscope.analysis.causes import CAUSE_TEXT, CAUSES
+from accelscope.analysis.intervals import union
+from accelscope.verdicts import VERDICT_TEXT
 from accelscope.dashboard.formatting import (
     CAT_GAP,
     CAT_LAUNCH,
@@ -35,9 +37,7 @@ from accelscope.dashboard.formatting import (
 )
 from accelscope.dashboard.lod import DEFAULT_WIDTH_PX, IntervalIndex, Merged, build_index, clamp_width_px, level_of_detail, sort_order
 from accelscope.dashboard.metrics_view import Metrics, build_metrics
-from accelscope.dashboard.utilisation import DeviceUse, device_use
 from accelscope.dashboard.scheduling_view import DepthSeries, Flows, Latency, SchedulingIndex
-from accelscope.intervals import union
 from accelscope.traces import schema as S
 from accelscope.traces.run import Run
 
@@ -375,11 +375,6 @@ class RunView:
         return self._cached("report", build)
 
     @property
-    def device_use(self) -> list[DeviceUse]:
-        """The Overview's utilisation summary: one row per device (utilisation.device_use)."""
-        return self._cached("device_use", lambda: device_use(self.report, self.run.counters))
-
-    @property
     def overview(self) -> Overview:
         def build() -> Overview:
             rep = self.report
@@ -542,16 +537,13 @@ class RunView:
         (``Report.traced_ns``: ops and kernels exist only there), as in the analyzer's tables.
         """
         def build() -> list[dict[str, Any]]:
-            ev = self.slices
             rep = self.report
             by_name = None
             if rep is not None:  # the analyzer's own tables, when they are of these kinds
                 by_name = {frozenset((S.KERNEL, S.MEMCPY, S.MEMSET)): rep.kernels_by_name, frozenset((S.CPU_OP,)): rep.ops_by_name}.get(frozenset(kinds))
-            if by_name is not None:
-                table = by_name.head(TABLE_ROWS)
-            else:
-                total = rep.traced_ns if rep is not None and rep.traced_ns else int(ev["dur_ns"].sum()) or 1
-                table = time_per_name(ev, list(kinds), total, limit=TABLE_ROWS)
+            if by_name is None:
+                return []
+            table = by_name.head(TABLE_ROWS)
             return [
                 {
                     "name": r["name"],

@@ -9,13 +9,14 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from accelscope.analysis import VERDICT_TEXT, short_name
-from accelscope.causes import CAUSE_TEXT
+from accelscope.analysis.causes import CAUSE_TEXT
+from accelscope.analysis.tables import short_name
 from accelscope.dashboard import plotlyjs
 from accelscope.dashboard.data import RunView
-from accelscope.dashboard.utilisation import table_rows
+from accelscope.dashboard.devices_view import table_rows
 from accelscope.errors import require
 from accelscope.traces.run import Run
+from accelscope.verdicts import VERDICT_TEXT
 
 STYLE = """
 body { font-family: Inter, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: #1f2430; background: #f4f5f7; margin: 0; }
@@ -71,7 +72,7 @@ def build_report(run_path: str | os.PathLike[str]) -> str:
         for label, value, cls in cards:
             parts.append(f"<div class='card'><div class='label'>{label}</div><div class='value {cls}'>{html.escape(value)}</div></div>")
         parts.append("</div>")
-        headers, rows, rest = table_rows(view.device_use, rep.has_device)
+        headers, rows, rest = table_rows(rep.devices, rep.has_device)
         if rows:
             parts.append("<h2>Utilisation per device</h2>" + _table(headers, rows) + (f"<p class='muted'>{html.escape(rest)}</p>" if rest else ""))
         parts.append(plot(figs["step"]))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from accelscope import scheduling
+from accelscope.analysis import launches as scheduling
 from accelscope.dashboard.formatting import CAT_LAUNCH
 from accelscope.dashboard.lod import step_envelope, thin_points
 from accelscope.traces import schema as S

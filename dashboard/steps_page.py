@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 
 from accelscope.analysis import Report
-from accelscope.breakdown import BREAKDOWN
+from accelscope.analysis.breakdown import BREAKDOWN
 from accelscope.dashboard.formatting import GRID_PERSISTENCE
 from accelscope.errors import require
 

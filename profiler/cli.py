@@ -24,65 +24,6 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def _print_report(report) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from accelscope.analysis import VERDICT_TEXT, short_name
-    from accelscope.breakdown import BREAKDOWN
-    from accelscope.causes import CAUSE_TEXT
-
-    console = Console()
-    colour = {"high": "bold red", "moderate": "bold yellow", "none": "bold green"}[report.verdict]
-    what = "accelerator" if report.has_device else "compute thread (no device activity recorded)"
-    console.print(f"[bold]{report.run_name}[/]: {report.n_steps} steps, mean step {report.mean_step_ns / 1e6:.1f} ms, {what} busy {report.busy_share:.1%}")
-    console.print(f"input wait: [bold]{report.input_wait_share:.1%}[/] of step time -> [{colour}]{VERDICT_TEXT[report.verdict]}[/]")
-    total = report.steady_ns or 1
-
-    table = Table(title="Where step time went (each instant counted once, first category wins)")
-    table.add_column("category")
-    table.add_column("ms per step", justify="right")
-    table.add_column("share", justify="right")
-    n = max(report.steps.filter(~report.steps["warmup"]).height, 1)
-    for c in BREAKDOWN:
-        v = report.breakdown_ns[c]
-        if v:
-            table.add_row(c.replace("_", " "), f"{v / n / 1e6:.2f}", f"{v / total:.1%}")
-    console.print(table)
-
-    idle = Table(title="Why the " + ("accelerator" if report.has_device else "compute thread") + " was idle")
-    idle.add_column("cause")
-    idle.add_column("ms per step", justify="right")
-    idle.add_column("share of step time", justify="right")
-    for c, v in sorted(report.idle_by_cause_ns.items(), key=lambda kv: -kv[1]):
-        if v:
-            idle.add_row(CAUSE_TEXT[c], f"{v / n / 1e6:.2f}", f"{v / total:.1%}")
-    console.print(idle)
-
-    steps = report.steps
-    title = "Steps" if steps.height <= 20 else "Steps (the 20 slowest)"
-    st = Table(title=title)
-    for col in ("rank", "step", "ms", "busy", "input wait", "verdict"):
-        st.add_column(col, justify="left" if col == "verdict" else "right")
-    shown = steps if steps.height <= 20 else steps.sort("dur_ns", descending=True).head(20).sort("rank", "start_ns")
-    for r in shown.iter_rows(named=True):
-        tag = " (warm-up)" if r["warmup"] else " (outlier)" if r["outlier"] else ""
-        st.add_row(str(r["rank"]), f"{r['step']}{tag}", f"{r['dur_ns'] / 1e6:.2f}",
-                   f"{r['busy_share']:.1%}", f"{r['input_wait_share']:.1%}" if r["input_timed"] else "not seen", r["verdict"] or "—")
-    console.print(st)
-    if report.top_kernels.height:
-        tk = Table(title="Top device work")
-        for col in ("name", "count", "total ms", "mean us", "share of step time"):
-            tk.add_column(col, justify="left" if col == "name" else "right", no_wrap=True)
-        for r in report.top_kernels.head(10).iter_rows(named=True):
-            tk.add_row(short_name(r["name"]), str(r["count"]), f"{r['total_ns'] / 1e6:.2f}", f"{r['mean_ns'] / 1e3:.1f}", f"{r['share_of_step_time']:.1%}")
-        console.print(tk)
-    for note in report.notes:
-        console.print(f"note: {note}")
-    for rec in report.recommendations:
-        console.print(f"[bold]recommendation:[/] {rec}")
-
-
 def _open(path: str):
     """A run directory, or a trace file/directory imported on the fly (cached)."""
     from accelscope.traces.importer import resolve_run
@@ -107,9 +48,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from accelscope.analysis import analyze
-
-    from accelscope.analysis import check_gates
+    from accelscope.analysis import analyze, check_gates
+    from accelscope.text import print_report
 
     report = analyze(_open(args.run))
     doc = report.to_dict()
@@ -117,7 +57,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        _print_report(report)
+        print_report(report)
     for message in crossed:
         print(f"accelscope: gate failed: {message}", file=sys.stderr)
     return EXIT_GATE if crossed else 0
@@ -143,53 +83,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from accelscope.analysis import VERDICT_TEXT, analyze, short_name
-    from accelscope.causes import CAUSE_TEXT
-    from accelscope.compare import compare
+    from accelscope.analysis import analyze
+    from accelscope.analysis.compare import compare
+    from accelscope.text import print_comparison
 
     cmp = compare(analyze(_open(args.a)), analyze(_open(args.b)))
     if args.json:
         print(json.dumps(cmp.to_dict(), indent=2))
-        return 0
-    console = Console()
-
-    def delta(a: float, b: float, unit: str = " ms", pct: bool = False) -> str:
-        d = b - a
-        if pct:
-            return f"{d * 100:+.1f} pp"
-        rel = f" ({d / a:+.0%})" if a else ""
-        return f"{d:+.2f}{unit}{rel}"
-
-    console.print(f"[bold]A[/] {cmp.a.run_name}: {VERDICT_TEXT[cmp.a.verdict]}    [bold]B[/] {cmp.b.run_name}: {VERDICT_TEXT[cmp.b.verdict]}")
-    t = Table(title="Summary (steady-state steps)")
-    for col in ("", "A", "B", "B - A"):
-        t.add_column(col, justify="left" if not col else "right")
-    a, b = cmp.summary["mean_step_ms"]
-    t.add_row("mean step", f"{a:.2f} ms", f"{b:.2f} ms", delta(a, b))
-    for key, label in (("busy_share", "device busy"), ("input_wait_share", "input wait")):
-        a, b = cmp.summary[key]
-        t.add_row(label, f"{a:.1%}", f"{b:.1%}", delta(a, b, pct=True))
-    console.print(t)
-    for title, rows, names in (("Breakdown, ms per step", cmp.breakdown_ms, None), ("Idle time by cause, ms per step", cmp.idle_ms, CAUSE_TEXT)):
-        t = Table(title=title)
-        for col in ("", "A", "B", "B - A"):
-            t.add_column(col, justify="left" if not col else "right")
-        for k, (a, b) in rows.items():
-            t.add_row(names[k] if names else k.replace("_", " "), f"{a:.2f}", f"{b:.2f}", delta(a, b, unit=""))
-        console.print(t)
-    for title, df in (("Largest changes in device work, ms per traced step", cmp.kernels), ("Largest changes in ops (inclusive), ms per traced step", cmp.ops)):
-        if df.height == 0:
-            continue
-        t = Table(title=title)
-        t.add_column("name", overflow="ellipsis", no_wrap=True, max_width=44)
-        for col in ("A", "B", "B - A"):
-            t.add_column(col, justify="right", no_wrap=True, min_width=7)
-        for r in df.head(10).iter_rows(named=True):
-            t.add_row(short_name(r["name"], 44), f"{r['a_ms']:.2f}", f"{r['b_ms']:.2f}", f"{r['delta_ms']:+.2f}")
-        console.print(t)
+    else:
+        print_comparison(cmp)
     return 0
 
 
@@ -239,6 +141,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from accelscope.analysis import analyze
     from accelscope.demo import run_demo
+    from accelscope.text import print_report
     from accelscope.traces.run import Run
 
     if not args.no_serve:
@@ -253,7 +156,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_dir = run_demo(args.out_dir, steps=args.steps, loader_delay_ms=args.loader_delay_ms, workers=args.workers,
                        mode=args.mode, framework=args.framework, keras_fit=args.keras_fit)
     print(f"run written to {run_dir}\n", flush=True)
-    _print_report(analyze(Run.open(run_dir)))
+    print_report(analyze(Run.open(run_dir)))
     if args.no_serve:
         return 0
     print()

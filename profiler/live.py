@@ -19,15 +19,13 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from accelscope.analysis import HIGH_THRESHOLD, MODERATE_THRESHOLD, VERDICT_TEXT, verdict_for
+from accelscope.verdicts import HIGH_THRESHOLD, IDLE_HEAVY_UTIL_PERCENT, MODERATE_THRESHOLD, VERDICT_TEXT, verdict_for
 
 log = logging.getLogger("accelscope")
 
 LIVE_FILE = "live.json"
 MIN_STATUS_GAP_S = 0.02
 MIN_FLAGGED_STEP_NS = 1_000_000
-# A step is idle-heavy when the device utilisation sampled during it averages below this.
-IDLE_HEAVY_UTIL_PERCENT = 50.0
 # Utilisation counters the live analyzer listens to (NVML GPU, TPU duty cycle).
 UTIL_COUNTERS = frozenset({"gpu_util_percent", "tpu_duty_cycle_percent"})
 

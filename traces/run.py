@@ -350,6 +350,25 @@ class Run:
     def thread_names(self) -> dict[tuple[int, int], str]:
         return {(t["pid"], t["tid"]): t["name"] for t in self.meta.get("threads", [])}
 
+    def span_ns(self) -> tuple[int, int]:
+        """(first, last) time of the run on its clock: the recorder's start and end, widened
+        to cover every slice and sample (imported runs have only those); (0, 0) when empty."""
+        lo, hi = [], []
+        start, end = self.meta.get("start_ns"), self.meta.get("end_ns")
+        if isinstance(start, int):
+            lo.append(start)
+        if isinstance(end, int):
+            hi.append(end)
+        ev, ct = self.slices, self.counters
+        if ev.height:
+            lo.append(int(ev["start_ns"].min()))
+            hi.append(int((ev["start_ns"] + ev["dur_ns"]).max()))
+        if ct.height:
+            lo.append(int(ct["time_ns"].min()))
+            hi.append(int(ct["time_ns"].max()))
+        first = min(lo) if lo else 0
+        return first, max(hi + [first])
+
 
 def run_fingerprint(path: str | os.PathLike[str]) -> tuple:
     """See :meth:`Run.fingerprint`."""

@@ -19,7 +19,8 @@ import pytest
 
 pytest.importorskip("dash", reason="the dashboard extra is not installed")
 
-from accelscope.analysis import VERDICT_TEXT, analyze  # noqa: E402
+from accelscope.analysis import analyze
+from accelscope.verdicts import VERDICT_TEXT  # noqa: E402
 from accelscope.dashboard import app as app_mod  # noqa: E402
 from accelscope.dashboard.app import Dashboard, create_app  # noqa: E402
 from accelscope.dashboard.data import RunView, run_labels  # noqa: E402
@@ -86,7 +87,7 @@ def figs(board):
 
 # -- overview -------------------------------------------------------------------------------
 def test_step_graph_stacks_the_analyzers_breakdown_per_step(figs, report):
-    from accelscope.breakdown import BREAKDOWN
+    from accelscope.analysis.breakdown import BREAKDOWN
 
     fig = figs["step"]
     assert fig.layout.barmode == "stack" and {t.type for t in fig.data} == {"bar"}

@@ -19,7 +19,8 @@ from tests.dashboard.browser import open_dashboard, require_browser  # noqa: E40
 require_browser()
 from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
-from accelscope.analysis import VERDICT_TEXT, analyze  # noqa: E402
+from accelscope.analysis import analyze
+from accelscope.verdicts import VERDICT_TEXT  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
 from accelscope.traces import schema as S  # noqa: E402
 from accelscope.traces.run import Run, write_run  # noqa: E402
@@ -120,11 +121,11 @@ def test_overview_shows_the_runs_numbers(page, recorded_run):
 
 
 def test_overview_shows_the_utilisation_per_device(page, recorded_run):
-    from accelscope.dashboard.utilisation import device_use, table_rows
+    from accelscope.dashboard.devices_view import table_rows
 
     run = Run.open(recorded_run)
     report = analyze(run)
-    headers, rows, _ = table_rows(device_use(report, run.counters), report.has_device)
+    headers, rows, _ = table_rows(report.devices, report.has_device)
     shown = page.evaluate("() => Array.from(document.querySelectorAll('#overview-devices table tr'), tr => Array.from(tr.cells, c => c.textContent))")
     assert shown == [headers, *rows]
     assert shown[1][:2] == ["cpu (training thread)", f"{report.devices['busy_share'][0]:.1%}"] and shown[1][2].startswith("waiting for input (")

@@ -23,8 +23,9 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 pytest.importorskip("torch", reason="the torch extra is needed to record a run")
 
 import accelscope  # noqa: E402
-from accelscope.analysis import VERDICT_TEXT, analyze  # noqa: E402
-from accelscope.compare import compare  # noqa: E402
+from accelscope.analysis import analyze
+from accelscope.verdicts import VERDICT_TEXT  # noqa: E402
+from accelscope.analysis.compare import compare  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
 from accelscope.dashboard.steps_page import OUTLIER_COLOR  # noqa: E402
 from accelscope.demo import run_demo  # noqa: E402

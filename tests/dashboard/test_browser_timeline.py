@@ -21,7 +21,7 @@ from tests.dashboard.browser import open_dashboard, require_browser  # noqa: E40
 
 require_browser()
 
-from accelscope import scheduling  # noqa: E402
+from accelscope.analysis import launches as scheduling  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
 from accelscope.dashboard.data import RunView  # noqa: E402
 from accelscope.dashboard.formatting import format_duration_ns  # noqa: E402

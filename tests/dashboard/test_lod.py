@@ -14,7 +14,7 @@ from accelscope.dashboard.lod import (
     thin_points,
     window_positions,
 )
-from accelscope.intervals import union
+from accelscope.analysis.intervals import union
 
 
 def _index(start, dur, row, n_rows):

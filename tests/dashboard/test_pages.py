@@ -83,7 +83,7 @@ def test_compare_without_a_second_run_is_empty():
 
 
 def test_untraced_steps_of_a_gpu_run_have_no_busy_share(tmp_path):
-    from tests.profiler.test_analysis import _gpu_run_traced_in_windows
+    from tests.profiler.analysis.test_analyzer import _gpu_run_traced_in_windows
 
     traced = _gpu_run_traced_in_windows(tmp_path / "r")
     rows = steps_page.step_rows(analyze(Run.open(tmp_path / "r")))

@@ -6,7 +6,8 @@ import pytest
 
 pytest.importorskip("plotly", reason="the dashboard extra is not installed")
 
-from accelscope.analysis import VERDICT_TEXT, analyze  # noqa: E402
+from accelscope.analysis import analyze
+from accelscope.verdicts import VERDICT_TEXT  # noqa: E402
 from accelscope.dashboard import plotlyjs  # noqa: E402
 from accelscope.dashboard.server import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from accelscope.traces.run import Run  # noqa: E402

@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("dash", reason="the dashboard extra is not installed")
 
-from accelscope import scheduling  # noqa: E402
-from accelscope.causes import CAUSE_TEXT, CAUSES  # noqa: E402
+from accelscope.analysis import launches as scheduling  # noqa: E402
+from accelscope.analysis.causes import CAUSE_TEXT, CAUSES  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
 from accelscope.dashboard.formatting import CAT_GAP, CAT_LAUNCH, CAT_MERGED, CAT_SLICE, format_duration_ns  # noqa: E402
 from accelscope.dashboard.scheduling_view import MAX_FLOWS, MAX_LATENCY_POINTS  # noqa: E402

@@ -70,5 +70,5 @@ def test_pytorch_and_tensorflow_runs_of_the_same_model_compare(tmp_path):
     metas = [Run.open(r).meta["framework"]["name"] for r in runs]
     assert metas == ["torch", "tensorflow"]
     # Both steps wait ~20 ms for input: both runs see it.
-    waits = doc["breakdown_ms_per_step"]["input_wait"]
-    assert waits["a"] > 15 and waits["b"] > 15
+    waits = doc["breakdown_us_per_step"]["input_wait"]
+    assert waits["a"] > 15_000 and waits["b"] > 15_000

@@ -1,6 +1,7 @@
-"""The Overview's utilisation summary on real runs: imported V100 and multi-rank Kineto
-traces, a CPU-only recorded run, and a light-mode run sampled by NVML (the scripted
-libnvidia-ml of tests/collectors/nvml_shim.c, two GPUs)."""
+"""Utilisation per device (``Report.devices``) on real runs, and the text the Overview and
+the HTML report render it as: imported V100 and multi-rank Kineto traces, a CPU-only
+recorded run, and a light-mode run sampled by NVML (the scripted libnvidia-ml of
+tests/collectors/nvml_shim.c, two GPUs)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import polars as pl
 import pytest
 
 from accelscope.analysis import analyze
-from accelscope.causes import CAUSE_TEXT, CAUSES
-from accelscope.dashboard.utilisation import MAX_ROWS, device_use, table_rows
+from accelscope.analysis.causes import CAUSE_TEXT, CAUSES
+from accelscope.dashboard.devices_view import MAX_ROWS, table_rows
 from accelscope.traces.run import Run
 from tests.collectors.test_nvml import run_profiled, shim_dir  # noqa: F401  (shim_dir: a fixture)
 
@@ -28,6 +29,13 @@ def _imported(shared_dir, tmp_path_factory, rel: str) -> Run:
 @pytest.fixture(scope="module")
 def nw0(shared_dir, tmp_path_factory) -> Run:
     return _imported(shared_dir, tmp_path_factory, NW0)
+
+
+def device_use(report, _counters=None) -> list:
+    """The report's per-device rows as records (attribute access)."""
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(**r) for r in report.devices.iter_rows(named=True)]
 
 
 def _idle_by_cause(report, rank: int, device: str) -> dict[str, int]:
@@ -52,8 +60,8 @@ def test_a_gpu_runs_devices_get_the_analyzers_busy_share_and_main_idle_cause(nw0
     assert use.idle_cause_share == pytest.approx(idle["input_wait"] / sum(idle.values()))
     streams = report.streams.filter(pl.col("device") == "cuda:0").sort("busy_share", descending=True)
     assert (use.streams, use.busiest_stream) == (streams.height, streams["stream"][0])
-    assert use.sampled is None and use.memory_peak_bytes is None  # the trace holds no NVML samples
-    headers, rows, rest = table_rows(uses, report.has_device)
+    assert use.sampled_counter is None and use.memory_peak_bytes is None  # the trace holds no NVML samples
+    headers, rows, rest = table_rows(report.devices, report.has_device)
     assert rows == [["cuda:0", f"{use.busy_share:.1%}", f"waiting for input ({use.idle_cause_share:.0%} of idle time)", f"stream {use.busiest_stream}", "—", "—"]]
     assert headers[:3] == ["device", "busy", "idle mostly"] and rest == ""
 
@@ -61,7 +69,7 @@ def test_a_gpu_runs_devices_get_the_analyzers_busy_share_and_main_idle_cause(nw0
 def test_each_rank_of_a_multi_rank_job_is_a_row_named_with_its_rank(shared_dir, tmp_path_factory):
     run = _imported(shared_dir, tmp_path_factory, TWO_RANKS)
     report = analyze(run)
-    _, rows, _ = table_rows(device_use(report, run.counters), report.has_device)
+    _, rows, _ = table_rows(report.devices, report.has_device)
     assert [r[0] for r in rows] == [f"rank {r['rank']} · {r['device']}" for r in report.devices.sort("rank", "device").iter_rows(named=True)]
     assert len(rows) == 2 and all(r[1].endswith("%") for r in rows)
 
@@ -72,7 +80,7 @@ def test_a_cpu_only_run_summarises_its_training_thread(recorded_run):
     (use,) = device_use(report, run.counters)
     assert use.device == "cpu" and use.busy_share == pytest.approx(report.devices["busy_share"][0])
     assert use.idle_cause == "input_wait" and use.streams == 0
-    _, rows, _ = table_rows([use], report.has_device)
+    _, rows, _ = table_rows(report.devices, report.has_device)
     assert rows[0][:3] == ["cpu (training thread)", f"{use.busy_share:.1%}", f"{CAUSE_TEXT['input_wait']} ({use.idle_cause_share:.0%} of idle time)"]
 
 
@@ -88,18 +96,17 @@ def test_gpus_sampled_by_nvml_in_a_light_mode_run_show_their_own_counters(shim_d
         util = [r["value"] for r in c.filter(pl.col("name") == "gpu_util_percent").iter_rows(named=True) if any(a <= r["time_ns"] < b for a, b in steady)]
         use = uses[device]
         assert use.busy_share is None and use.idle_cause is None  # not in the trace
-        assert use.sampled == "NVML utilisation" and use.sampled_percent == pytest.approx(sum(util) / len(util))
+        assert use.sampled_counter == "NVML utilisation" and use.sampled_mean_percent == pytest.approx(sum(util) / len(util))
         assert use.memory_peak_bytes == c.filter(pl.col("name") == "memory_used_bytes")["value"].max()
         assert use.memory_total_bytes == c.filter(pl.col("name") == "memory_total_bytes")["value"].max()
-    _, rows, _ = table_rows(list(uses.values()), report.has_device)
+    _, rows, _ = table_rows(report.devices, report.has_device)
     gpu0 = next(r for r in rows if r[0] == "cuda:0")
     assert gpu0[1:3] == ["not traced", "—"] and gpu0[4].startswith("NVML utilisation ") and gpu0[5] == "2.0 GiB of 16.0 GiB"
 
 
 def test_a_job_of_many_devices_lists_the_first_and_sums_up_the_rest(nw0):
     report = analyze(nw0)
-    (one,) = device_use(report, nw0.counters)
-    many = [type(one)(**{**one.__dict__, "rank": r, "busy_share": r / 100}) for r in range(MAX_ROWS + 4)]
+    many = pl.concat([report.devices.with_columns(rank=pl.lit(r, dtype=pl.Int32), busy_share=pl.lit(r / 100)) for r in range(MAX_ROWS + 4)])
     _, rows, rest = table_rows(many, True)
     assert len(rows) == MAX_ROWS and rows[0][0] == "rank 0 · cuda:0"
     assert rest == f"and 4 more devices, busy {MAX_ROWS / 100:.1%} to {(MAX_ROWS + 3) / 100:.1%}"
@@ -129,4 +136,4 @@ def test_a_traced_gpu_rank_lists_only_its_own_devices_not_every_gpu_nvml_sampled
     report = analyze(run)
     (use,) = device_use(report, run.counters)
     assert use.device == "cuda:0" and use.busy_share == pytest.approx(0.5)
-    assert use.sampled_percent == pytest.approx(90.0)  # step 0 is warm-up: the 1.5 and 2.5 ms samples
+    assert use.sampled_mean_percent == pytest.approx(90.0)  # step 0 is warm-up: the 1.5 and 2.5 ms samples

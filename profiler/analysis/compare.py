@@ -1,8 +1,9 @@
-"""Compare two runs: step time, breakdown, idle causes and the top kernels and ops.
+"""Compare two reports: step time, breakdown, idle causes and the kernels and ops that changed.
 
 A table in, a table out: ``compare(a, b)`` returns a ``Comparison`` whose parts are
-plain dicts and Polars tables; the CLI prints it (``accelscope diff A B``) and the
-dashboard can draw it.
+plain dicts and Polars tables (ms per step, for people); the CLI prints it (``accelscope
+diff A B``), the dashboard's Compare section draws it, and ``to_dict`` is ``diff --json``
+(µs, like ``analyze --json``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import Any
 
 import polars as pl
 
-from accelscope import causes as C
-from accelscope.analysis import Report
-from accelscope.breakdown import BREAKDOWN
+from accelscope.analysis import causes as C
+from accelscope.analysis.breakdown import BREAKDOWN
+from accelscope.analysis.report import SCHEMA_VERSION, Report
 
 TOP_N = 15
 
@@ -30,24 +31,31 @@ class Comparison:
     ops: pl.DataFrame
 
     def to_dict(self) -> dict[str, Any]:
-        def pair(d: dict[str, tuple[float, float]]) -> dict[str, dict[str, float]]:
-            return {k: {"a": round(a, 6), "b": round(b, 6), "delta": round(b - a, 6)} for k, (a, b) in d.items()}
+        """The ``diff --json`` document (docs/cli.md): every time in µs."""
 
+        def one(a: float, b: float, scale: float = 1.0) -> dict[str, float]:
+            return {"a": round(a * scale, 6), "b": round(b * scale, 6), "delta": round((b - a) * scale, 6)}
+
+        def pair(d: dict[str, tuple[float, float]], scale: float = 1.0) -> dict[str, dict[str, float]]:
+            return {k: one(a, b, scale) for k, (a, b) in d.items()}
+
+        summary = {k.replace("_ms", "_us"): one(a, b, 1000.0 if k.endswith("_ms") else 1.0) for k, (a, b) in self.summary.items()}
+        us = [(pl.col(f"{c}_ms") * 1000).round(3).alias(f"{c}_us") for c in ("a", "b", "delta")]
         return {
+            "schema_version": SCHEMA_VERSION,
             "a": self.a.run_name,
             "b": self.b.run_name,
             "verdict": {"a": self.a.verdict, "b": self.b.verdict},
-            "summary": pair(self.summary),
-            "breakdown_ms_per_step": pair(self.breakdown_ms),
-            "idle_ms_per_step": pair(self.idle_ms),
-            "kernels": self.kernels.to_dicts(),
-            "ops": self.ops.to_dicts(),
+            "summary": summary,
+            "breakdown_us_per_step": pair(self.breakdown_ms, 1000.0),
+            "idle_us_per_step": pair(self.idle_ms, 1000.0),
+            "kernels": self.kernels.select("name", *us).to_dicts(),
+            "ops": self.ops.select("name", *us).to_dicts(),
         }
 
 
 def _per_step(report: Report, values: dict[str, int]) -> dict[str, float]:
-    n = max(report.steps.filter(~pl.col("warmup")).height, 1)
-    return {k: v / n / 1e6 for k, v in values.items()}
+    return {k: report.per_step_ms(v) for k, v in values.items()}
 
 
 def _by_name(report: Report, attr: str) -> pl.DataFrame:

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from accelscope import causes as C
-from accelscope.intervals import covered_within, gaps_within, union
+from accelscope.analysis import causes as C
+from accelscope.analysis.busy import CLASS_CODE, COMM, COMPUTE, DEVICE_STEPS_SCHEMA, STREAM_STEPS_SCHEMA, busy_per_step, with_class
+from accelscope.analysis.intervals import covered_within, gaps_within, union
+from accelscope.analysis.tables import partial_names
 from accelscope.traces import schema as S
 
 # Per-step categories, in priority order: each instant of a step counts once, for the
@@ -46,10 +48,19 @@ class RankResult:
     rank: int
     steps: pl.DataFrame
     gaps: pl.DataFrame
-    devices: pl.DataFrame
-    streams: pl.DataFrame
+    device_steps: pl.DataFrame  # busy.DEVICE_STEPS_SCHEMA: per device and step (a CPU-only rank: its training thread)
+    stream_steps: pl.DataFrame  # busy.STREAM_STEPS_SCHEMA
     has_device: bool
+    device_slices: pl.DataFrame  # launches.DEVICE_COLUMNS, for matching launches
+    runtime: pl.DataFrame  # launches.RUNTIME_COLUMNS
+    kernel_names: pl.DataFrame  # tables.partial_names of the device slices
+    op_names: pl.DataFrame  # tables.partial_names of the cpu_op slices
+    host_names: pl.Series  # every distinct host slice name
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_devices(self) -> int:
+        return max(self.device_steps["device"].n_unique(), 1) if self.device_steps.height else 1
 
 
 def _ends(df: pl.DataFrame) -> np.ndarray:
@@ -76,9 +87,9 @@ def step_windows(events: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
     return pl.DataFrame({"step": np.arange(FALLBACK_WINDOWS, dtype=np.int64), "name": [f"window {i}" for i in range(FALLBACK_WINDOWS)], "start_ns": edges[:-1], "end_ns": edges[1:]}), notes
 
 
-def launch_threads(events: pl.DataFrame) -> pl.DataFrame:
-    """Host threads that drive the device: those that call the runtime, plus the training loop."""
-    host = events.lazy().filter(pl.col("device") == "cpu").select("pid", "tid", "kind").collect()
+def launch_threads(host: pl.DataFrame) -> pl.DataFrame:
+    """Host threads (pid, tid) that drive the device: those that call the runtime, plus the
+    training loop. ``host``: a rank's host slices (pid, tid, kind)."""
     drivers = host.filter(pl.col("kind").is_in([S.RUNTIME, S.STEP, S.INPUT_WAIT])).select("pid", "tid").unique()
     if drivers.height == 0:
         drivers = host.select("pid", "tid").unique()
@@ -110,22 +121,32 @@ def analyze_rank(events: pl.DataFrame, rank: int) -> RankResult:
     win_e = windows["end_ns"].to_numpy()
     dur = win_e - win_s
 
-    device_ev = events.lazy().filter(pl.col("kind").is_in(list(S.DEVICE_KINDS)) & (pl.col("device") != "cpu")).select("start_ns", "dur_ns", "kind", "name", "device", "stream").collect()
+    device_ev = (
+        events.lazy().filter(pl.col("kind").is_in(list(S.DEVICE_KINDS)) & (pl.col("device") != "cpu"))
+        .select("rank", "device", "stream", "name", "kind", "correlation_id", "start_ns", "dur_ns").collect()
+    )
     has_device = device_ev.height > 0
-    drivers = launch_threads(events)
+    device_ev = with_class(device_ev)
     # Only the columns the layers need, selected before filtering (a filter copies every column
     # it is given; a 10M-event trace has 4.7M host slices, filtered a dozen times).
-    host = events.lazy().filter(pl.col("device") == "cpu").select("start_ns", "dur_ns", "kind", "name", "pid", "tid").collect()
-    # Classify each distinct (kind, name) once: a trace has hundreds of names, not millions.
-    named = host.select("kind", "name").unique().with_columns(cause=C.host_cause_expr()).filter(pl.col("cause").is_not_null())
-    host = host.join(named, on=["kind", "name"], how="inner").drop("name")
+    host = events.lazy().filter(pl.col("device") == "cpu").select("start_ns", "dur_ns", "kind", "name", "pid", "tid", "correlation_id").collect()
+    drivers = launch_threads(host)
+    runtime = (
+        host.lazy().filter((pl.col("kind") == S.RUNTIME) & pl.col("correlation_id").is_not_null())
+        .select(pl.lit(rank, dtype=pl.Int32).alias("rank"), "correlation_id", "start_ns", "dur_ns").collect()
+        if has_device else None
+    )
+    op_names = partial_names(host.lazy().filter(pl.col("kind") == S.CPU_OP))
+    host = C.classify_host(host.drop("correlation_id"))  # cause: a code (C.CODE)
+    host_names = host["name"].unique()
+    host = host.drop("name")
     on_drivers = host.join(drivers, on=["pid", "tid"], how="semi")
-    inputs = host.filter(pl.col("cause") == C.INPUT_WAIT)
+    code = C.CODE
+    inputs = host.filter(pl.col("cause") == code[C.INPUT_WAIT])
 
     # -- per-step breakdown ------------------------------------------------------------------
-    comm = C.is_comm_kernel()
-    kernel = device_ev.filter((pl.col("kind") == S.KERNEL) & ~comm)
-    communication = device_ev.filter((pl.col("kind") == S.KERNEL) & comm)
+    kernel = device_ev.filter(pl.col("cls") == CLASS_CODE[COMPUTE])
+    communication = device_ev.filter(pl.col("cls") == CLASS_CODE[COMM])
     layers = {
         KERNEL: _intervals(kernel),
         COMMUNICATION: _intervals(communication),
@@ -133,7 +154,7 @@ def analyze_rank(events: pl.DataFrame, rank: int) -> RankResult:
         MEMSET: _intervals(device_ev.filter(pl.col("kind") == S.MEMSET)),
         RUNTIME: _intervals(on_drivers.filter(pl.col("kind") == S.RUNTIME)),
         INPUT_WAIT: _intervals(inputs),
-        HOST_COMPUTE: _intervals(on_drivers.filter(pl.col("cause") != C.INPUT_WAIT)),
+        HOST_COMPUTE: _intervals(on_drivers.filter(pl.col("cause") != code[C.INPUT_WAIT])),
     }
     if has_device:
         excl = dict(zip(layers, _exclusive(list(layers.values()), win_s, win_e)))
@@ -142,7 +163,7 @@ def analyze_rank(events: pl.DataFrame, rank: int) -> RankResult:
     else:
         # CPU-only: the training thread computes whenever it is not waiting (for input, a
         # collective or a sync); light-mode runs record no ops, so absence is not idleness.
-        waits = _exclusive([layers[INPUT_WAIT], _intervals(on_drivers.filter(pl.col("cause").is_in([C.COLLECTIVE, C.SYNC])))], win_s, win_e)
+        waits = _exclusive([layers[INPUT_WAIT], _intervals(on_drivers.filter(pl.col("cause").is_in([code[C.COLLECTIVE], code[C.SYNC]])))], win_s, win_e)
         excl = {c: np.zeros(win_s.shape, dtype=np.int64) for c in BREAKDOWN}
         excl[INPUT_WAIT] = waits[0]
         excl[OTHER_IDLE] = waits[1]
@@ -155,20 +176,30 @@ def analyze_rank(events: pl.DataFrame, rank: int) -> RankResult:
         pl.Series("busy_ns", busy.astype(np.int64)),
     )
 
-    # -- idle gaps and their causes ------------------------------------------------------------
+    # -- busy per device and per stream, step by step ------------------------------------------
     if has_device:
-        idle_targets = [(dev, _intervals(g)) for (dev,), g in device_ev.group_by(["device"], maintain_order=True)]
-        cause_layers = [_intervals(inputs)] + [_intervals(on_drivers.filter(pl.col("cause") == c)) for c in C.CAUSES[1:-1]]
+        device_steps, stream_steps, busy_unions = busy_per_step(device_ev, rank, windows["step"].to_numpy(), win_s, win_e)
+    else:  # the training thread: busy whenever it is not waiting
+        device_steps = pl.DataFrame(
+            {"rank": np.full(windows.height, rank, dtype=np.int32), "device": ["cpu"] * windows.height, "step": windows["step"], "busy_ns": busy.astype(np.int64)}
+        ).with_columns([pl.lit(0, dtype=pl.Int64).alias(c) for c in DEVICE_STEPS_SCHEMA if c not in ("rank", "device", "step", "busy_ns")]).select(list(DEVICE_STEPS_SCHEMA)).cast(DEVICE_STEPS_SCHEMA)  # type: ignore[arg-type]
+        stream_steps = pl.DataFrame(schema=STREAM_STEPS_SCHEMA)
+        notes.append("no device activity recorded: analysed the training thread instead (busy whenever it is not waiting for input, a collective or a sync)")
+
+    # -- idle gaps and their causes ------------------------------------------------------------
+    # One layer per host cause in the table's priority order; the remainder is what is left.
+    cause_layers = [_intervals((host if c.any_thread else on_drivers).filter(pl.col("cause") == code[c.name])) for c in C.HOST_CAUSES]
+    if has_device:
+        idle_targets = list(busy_unions.items())
     else:
         # Idle = waiting: the busy time is everything else in the steps.
-        waiting = on_drivers.filter(pl.col("cause").is_in([C.COLLECTIVE, C.SYNC]))
+        waiting = on_drivers.filter(pl.col("cause").is_in([code[C.COLLECTIVE], code[C.SYNC]]))
         ws, we = (np.concatenate(x) for x in zip(_intervals(inputs), _intervals(waiting)))
         busy_s, busy_e, _ = gaps_within(ws, we, win_s, win_e)
         idle_targets = [("cpu", (busy_s, busy_e))]
-        cause_layers = [_intervals(inputs)] + [_intervals(on_drivers.filter(pl.col("cause") == c)) for c in C.CAUSES[1:-1]]
     gap_frames = []
     for device, (bs, be) in idle_targets:
-        gs, ge, step_idx = gaps_within(bs, be, win_s, win_e)
+        gs, ge, step_idx = gaps_within(bs, be, win_s, win_e, merged=True)
         if gs.size == 0:
             continue
         per_cause = _exclusive(cause_layers, gs, ge)
@@ -190,35 +221,10 @@ def analyze_rank(events: pl.DataFrame, rank: int) -> RankResult:
         )
     gaps = pl.concat(gap_frames) if gap_frames else empty_gaps()
 
-    # -- busy per device and per stream --------------------------------------------------------
-    if has_device:
-        devices, streams = device_busy(device_ev, rank, win_s, win_e)
-    else:
-        total = int(dur.sum())
-        b = int(busy.sum())
-        devices = pl.DataFrame([{"rank": rank, "device": "cpu", "busy_ns": b, "busy_share": b / total if total else 0.0}], schema=DEVICES_SCHEMA)
-        streams = pl.DataFrame(schema=STREAMS_SCHEMA)
-    if not has_device:
-        notes.append("no device activity recorded: analysed the training thread instead (busy whenever it is not waiting for input, a collective or a sync)")
-    return RankResult(rank, steps, gaps, devices, streams, has_device, notes)
-
-
-DEVICES_SCHEMA = {"rank": pl.Int32, "device": pl.String, "busy_ns": pl.Int64, "busy_share": pl.Float64}
-STREAMS_SCHEMA = {"rank": pl.Int32, "device": pl.String, "stream": pl.Int64, "busy_ns": pl.Int64, "busy_share": pl.Float64}
-
-
-def device_busy(device_ev: pl.DataFrame, rank: int, win_s: np.ndarray, win_e: np.ndarray) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Busy time and share of the windows' time, per device and per (device, stream), of one
-    rank's device slices (each instant counted once)."""
-    total = int((win_e - win_s).sum())
-    dev_rows, stream_rows = [], []
-    for (dev,), g in device_ev.group_by(["device"], maintain_order=True):
-        b = int(covered_within(*_intervals(g), win_s, win_e).sum())
-        dev_rows.append({"rank": rank, "device": dev, "busy_ns": b, "busy_share": b / total if total else 0.0})
-        for (stream,), gs_ in g.group_by(["stream"], maintain_order=True):
-            bs_ = int(covered_within(*_intervals(gs_), win_s, win_e).sum())
-            stream_rows.append({"rank": rank, "device": dev, "stream": stream, "busy_ns": bs_, "busy_share": bs_ / total if total else 0.0})
-    return pl.DataFrame(dev_rows, schema=DEVICES_SCHEMA).sort("device"), pl.DataFrame(stream_rows, schema=STREAMS_SCHEMA).sort("device", "stream")
+    if runtime is None:
+        runtime = device_ev.clear().select("rank", "correlation_id", "start_ns", "dur_ns")
+    kernel_names = partial_names(device_ev.lazy())
+    return RankResult(rank, steps, gaps, device_steps, stream_steps, has_device, device_ev, runtime, kernel_names, op_names, host_names, notes)
 
 
 def empty_gaps() -> pl.DataFrame:

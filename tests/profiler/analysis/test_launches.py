@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from accelscope import scheduling as sch
-from accelscope.intervals import covered_within, union
+from accelscope.analysis import launches as sch
+from accelscope.analysis.intervals import covered_within, union
 from accelscope.traces import schema as S
 from accelscope.traces.importer import import_traces
 from accelscope.traces.run import Run

@@ -2,7 +2,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accelscope.intervals import covered_within, union
+from accelscope.analysis.intervals import covered_within, union
 
 intervals = st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 200)), max_size=40)
 windows = st.lists(st.tuples(st.integers(-50, 1100), st.integers(0, 400)), min_size=1, max_size=10)
@@ -33,7 +33,7 @@ def test_union_merges_overlapping_intervals():
 @settings(max_examples=200, deadline=None)
 @given(intervals, st.integers(0, 600), st.integers(0, 600))
 def test_complement_is_exactly_the_uncovered_time(ivs, lo, length):
-    from accelscope.intervals import complement
+    from accelscope.analysis.intervals import complement
 
     s = np.array([a for a, _ in ivs], dtype=np.int64)
     e = np.array([a + d for a, d in ivs], dtype=np.int64)
@@ -51,7 +51,7 @@ def test_complement_is_exactly_the_uncovered_time(ivs, lo, length):
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 500), st.integers(1, 100)), max_size=20), st.lists(st.integers(0, 600), max_size=10))
 def test_split_at_cuts_and_keeps_every_instant(ivs, cuts):
-    from accelscope.intervals import split_at
+    from accelscope.analysis.intervals import split_at
 
     s = np.array([a for a, _ in ivs], dtype=np.int64)
     e = np.array([a + d for a, d in ivs], dtype=np.int64)
@@ -65,7 +65,7 @@ def test_split_at_cuts_and_keeps_every_instant(ivs, cuts):
 @settings(max_examples=200, deadline=None)
 @given(intervals, st.lists(st.tuples(st.integers(0, 300), st.integers(1, 100)), min_size=1, max_size=6))
 def test_gaps_within_are_the_uncovered_time_of_each_window(ivs, wins):
-    from accelscope.intervals import gaps_within
+    from accelscope.analysis.intervals import gaps_within
 
     wins = sorted(wins)
     # Non-overlapping windows, as steps are.

@@ -12,7 +12,8 @@ def union(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     if starts.size == 0:
         return starts, ends
     order = np.argsort(starts, kind="stable")
-    s, e = starts[order], np.maximum(ends[order], starts[order])
+    s = starts[order]
+    e = np.maximum(ends[order], s)
     reach = np.maximum.accumulate(e)
     new_group = np.empty(s.size, dtype=bool)
     new_group[0] = True
@@ -79,18 +80,20 @@ def split_at(starts: np.ndarray, ends: np.ndarray, cuts: np.ndarray) -> tuple[np
     return out_s, out_e
 
 
-def gaps_within(starts: np.ndarray, ends: np.ndarray, win_starts: np.ndarray, win_ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def gaps_within(
+    starts: np.ndarray, ends: np.ndarray, win_starts: np.ndarray, win_ends: np.ndarray, merged: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Uncovered pieces of each window: (starts, ends, window index), split at window edges.
 
     Windows are sorted by start; where they overlap, a piece belongs to the window its
-    midpoint falls in last.
+    midpoint falls in last. ``merged=True`` says the intervals are already a ``union``.
     """
     win_starts = np.asarray(win_starts, dtype=np.int64)
     win_ends = np.asarray(win_ends, dtype=np.int64)
     empty = np.empty(0, dtype=np.int64)
     if win_starts.size == 0:
         return empty, empty, empty
-    s, e = union(starts, ends)
+    s, e = (np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)) if merged else union(starts, ends)
     gs, ge = complement(s, e, int(win_starts.min()), int(win_ends.max()), merged=True)
     gs, ge = split_at(gs, ge, np.concatenate((win_starts, win_ends)))
     mid = gs + (ge - gs) // 2

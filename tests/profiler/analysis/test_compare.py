@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from accelscope.analysis import analyze
-from accelscope.compare import compare
+from accelscope.analysis.compare import compare
 from accelscope.traces.importer import import_traces
 from accelscope.traces.run import Run
 
@@ -38,7 +38,7 @@ def test_cli_diff_prints_and_serialises(pair):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["verdict"] == {"a": "high", "b": "none"}
-    assert doc["idle_ms_per_step"]["input_wait"]["delta"] < -50
+    assert doc["idle_us_per_step"]["input_wait"]["delta"] < -50_000
     text = subprocess.run([sys.executable, "-m", "accelscope", "diff", str(pair[0]), str(pair[1])], capture_output=True, text=True, timeout=120)
     assert text.returncode == 0 and "mean step" in text.stdout and "waiting for input" in text.stdout
 

@@ -1,7 +1,9 @@
 import polars as pl
 import pytest
 
-from accelscope.analysis import NoStepsError, analyze, step_table, verdict_for
+from accelscope.analysis import NoStepsError, analyze
+from accelscope.analysis.steps import step_table
+from accelscope.verdicts import verdict_for
 from accelscope.traces.run import Run, write_run
 from accelscope.traces.schema import EVENT_SCHEMA
 
@@ -112,7 +114,9 @@ def _gpu_run_traced_in_windows(path):
         if i in traced:
             add(t + 4 * ms, 1 * ms, "runtime", "cudaLaunchKernel")
             add(t + 5 * ms, 80 * ms, "kernel", "gemm", "cuda:0", 7, 99)
-    meta = {"complete": True, "schedule": schedule.to_dict(), "collectors": {"torch_profiler": {"status": "ok"}}, "input_timing": "every step"}
+    # What the recorder writes: the steps whose ops and kernels its profiler windows hold.
+    windows = [list(w) for w in schedule.windows(10)]
+    meta = {"complete": True, "traced_steps": {"torch_profiler": windows}, "collectors": {"torch_profiler": {"status": "ok"}}, "input_timing": "every step"}
     write_run(path, pl.from_arrow(__import__("pyarrow").table(cols, schema=EVENT_SCHEMA)), None, meta)
     return sorted(traced)
 
@@ -147,7 +151,7 @@ def test_op_shares_of_a_recorded_run_are_of_the_steps_the_profiler_traced(record
 
 
 def test_names_of_equal_total_time_are_listed_by_name_every_time():
-    from accelscope.analysis import time_per_name
+    from accelscope.analysis.tables import time_per_name
 
     # Four ops of 5 ms each and one of 7 ms: hash grouping would return the ties in any order.
     names = ["d", "b", "a", "c", "z"]

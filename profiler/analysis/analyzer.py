@@ -1,0 +1,182 @@
+"""``analyze(run)``: the one pass from a run's tables to its :class:`~accelscope.analysis.report.Report`.
+
+A table in, tables out: ``breakdown.analyze_rank`` runs on each rank; this module picks
+the steps each figure is over (its basis), scales them to the run, and adds the per-device
+utilisation, the launch tables, recommendations and the top kernels and ops. Printing and
+plotting live elsewhere (cli, dashboard); none of them computes a figure of its own.
+
+Bases (docs/analysis.md): step timing is over the steady steps (warm-up left out).
+Shares, the breakdown, idle time by cause and per-device utilisation are over the
+*analysed* steps: the steady steps whose device work was traced (when the framework
+profiler ran in windows and the run has device work) and whose input waits were seen
+(when only the profiler's windows show them, as under Keras ``fit``); their times are
+scaled to the steady steps' total. The kernel and op tables are over the traced steady steps.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from accelscope.analysis import causes as C
+from accelscope.analysis.advice import dataloader_evidence, recommend
+from accelscope.analysis.breakdown import BREAKDOWN, RankResult, analyze_rank, empty_gaps
+from accelscope.analysis.busy import summarise_busy
+from accelscope.analysis.launches import match_launches, summarise
+from accelscope.analysis.report import TOP_N, Basis, Report, RunInfo
+from accelscope.analysis.steps import finish_steps, mark_outliers, traced_mask
+from accelscope.analysis.tables import merge_names
+from accelscope.analysis.utilisation import device_utilisation
+from accelscope.errors import AccelscopeError
+from accelscope.traces import schema as S
+from accelscope.traces.run import Run
+from accelscope.verdicts import verdict_for
+
+
+class NoStepsError(AccelscopeError, ValueError):
+    """The run holds no events at all, so there is nothing to analyse."""
+
+
+def _basis(kind: str, steps: pl.DataFrame, what: str) -> Basis:
+    n, ranks = steps.height, steps["rank"].n_unique() if steps.height else 0
+    of = f" of {ranks} ranks" if ranks > 1 else ""
+    return Basis(kind, n, ranks, f"the {n} {what} step{'s' if n != 1 else ''}{of}")
+
+
+def _run_info(run: Run, devices: pl.DataFrame) -> RunInfo:
+    meta = run.meta
+    fw = meta.get("framework") if isinstance(meta.get("framework"), dict) else {}
+    first, last = run.span_ns()
+    collectors = meta.get("collectors") or {}
+    problems = tuple(f"{name} {c.get('status')}" for name, c in collectors.items() if isinstance(c, dict) and c.get("status") != "ok")
+    pairs = tuple((int(r), str(d)) for r, d in devices.select("rank", "device").iter_rows())
+    start = meta.get("start_ns")
+    return RunInfo(
+        name=run.name,
+        path=str(run.path),
+        ranks=tuple(sorted({r for r, _ in pairs})),
+        devices=pairs,
+        framework=fw.get("name") if fw.get("name") not in (None, "none") else None,
+        framework_version=str(fw["version"]) if fw.get("version") else None,
+        mode=meta.get("mode"),
+        host=meta.get("host"),
+        start_ns=start if isinstance(start, int) else None,
+        duration_ns=last - first,
+        complete=bool(meta.get("complete", False)),
+        live=run.live,
+        collector_problems=problems,
+    )
+
+
+def analyze(run: Run) -> Report:
+    """Analyse every rank of ``run``. Raises NoStepsError when it has no events at all."""
+    events = run.slices
+    if events.height == 0:
+        raise NoStepsError(f"{run.path}: no events recorded")
+    notes: list[str] = list(run.read_warnings)
+    if not run.meta.get("complete", False):
+        notes.append("the run did not finish cleanly: analysing what was flushed before it stopped")
+    bad = int((events["dur_ns"] < 0).sum())
+    if bad:
+        notes.append(f"{bad} slices with negative durations were ignored")
+        events = events.filter(pl.col("dur_ns") >= 0)
+    if events["rank"].n_unique() == 1:  # splitting would copy every column
+        results: list[RankResult] = [analyze_rank(events, int(events["rank"][0]))]
+    else:
+        results = [analyze_rank(ev, int(rank)) for (rank,), ev in events.group_by(["rank"], maintain_order=True)]
+    for r in results:
+        notes.extend(n if len(results) == 1 else f"rank {r.rank}: {n}" for n in r.notes)
+    has_device = any(r.has_device for r in results)
+
+    # -- the steps and which of them each figure is over ---------------------------------------
+    steps = finish_steps(pl.concat([r.steps for r in results]))
+    steps = steps.with_columns(traced=traced_mask(run.meta, steps))
+    steps = steps.with_columns(input_timed=pl.lit(True) if run.meta.get("input_timing") == "every step" else pl.col("traced"))
+    steps = steps.with_columns(verdict=pl.when(pl.col("input_timed")).then(pl.col("verdict")))
+    steps = mark_outliers(steps)
+    steady_rows = ~pl.col("warmup")
+    steady = steps.filter(steady_rows)
+    n_traced = steady.filter(pl.col("traced")).height
+    n_timed = steady.filter(pl.col("input_timed")).height
+    partial_trace = 0 < n_traced < steady.height
+    partial_timing = 0 < n_timed < steady.height
+    # Device work exists only in traced steps; input waits, under Keras fit, only in timed ones.
+    analysed_rows = steady_rows
+    if partial_trace and has_device:
+        analysed_rows = analysed_rows & pl.col("traced")
+    if partial_timing:
+        analysed_rows = analysed_rows & pl.col("input_timed")
+    steps = steps.with_columns(analysed=analysed_rows)
+    basis = steps.filter(pl.col("analysed"))
+    traced = steady.filter(pl.col("traced")) if n_traced else steady
+
+    n_out = int(steps["outlier"].sum())
+    if n_out:
+        notes.append(f"{n_out} outlier step{'s' if n_out > 1 else ''} (far slower than the median step; see the steps table)")
+    if steps["warmup"].any():
+        notes.append("step 0 is treated as warm-up and left out of the summary")
+    if partial_trace:
+        notes.append(
+            f"ops{' and device work' if has_device else ''} were recorded in {n_traced} of {steady.height} steady steps "
+            f"(the framework profiler's windows): {'busy time, the breakdown, input wait, idle causes and ' if has_device else ''}"
+            "the op and kernel tables come from those steps"
+        )
+    if partial_timing:
+        notes.append(
+            f"input waits were seen only in the {n_timed} of {steady.height} steps the framework profiler traced "
+            "(its IteratorGetNext / DataLoader ops): busy time, the breakdown, input wait, idle causes and their advice "
+            "come from those steps (prof.iter times every step)"
+        )
+
+    # -- shares over the analysed steps, times scaled to the steady steps ----------------------
+    total = int(steady["dur_ns"].sum())
+    basis_total = int(basis["dur_ns"].sum())
+    scale = total / basis_total if basis_total else 1.0
+    share = float(basis["input_wait_ns"].sum()) / basis_total if basis_total else 0.0
+    busy = float(basis["busy_ns"].sum()) / basis_total if basis_total else 0.0
+    gaps = pl.concat([r.gaps for r in results]) if results else empty_gaps()
+    basis_gaps = gaps.join(basis.select("rank", "step"), on=["rank", "step"], how="semi")
+    n_devices = max(sum(r.n_devices for r in results) / max(len(results), 1), 1)
+    idle_by_cause = {c: int(basis_gaps[f"{c}_ns"].sum() / n_devices * scale) for c in C.CAUSES}
+    breakdown_ns = {c: int(basis[f"{c}_ns"].sum() * scale) for c in BREAKDOWN}
+    mean_step = float(steady["dur_ns"].mean()) if steady.height else float("nan")
+
+    # -- per device and stream, over the analysed steps ------------------------------------------
+    # (a rank with no analysed step, only a warm-up step, over all its steps)
+    busy_steps = pl.concat([basis.select("rank", "step", "dur_ns"), steps.join(basis.select("rank"), on="rank", how="anti").select("rank", "step", "dur_ns")])
+    device_busy, streams, overlap = summarise_busy(
+        pl.concat([r.device_steps for r in results]), pl.concat([r.stream_steps for r in results]), busy_steps
+    )
+    devices = device_utilisation(device_busy, streams, gaps, basis, run.counters)
+    matched = match_launches(pl.concat([r.device_slices for r in results]), pl.concat([r.runtime for r in results]))
+    launches = summarise(matched, overlap.filter(pl.col("device") != "cpu"))
+
+    tables_total = int(traced["dur_ns"].sum())
+    kernels_by_name = merge_names([r.kernel_names for r in results], tables_total)
+    ops_by_name = merge_names([r.op_names for r in results], tables_total)
+    host_names = pl.concat([r.host_names for r in results]).unique() if len(results) > 1 else results[0].host_names
+    advice = recommend(idle_by_cause, total, steady.height, mean_step, has_device, lambda: dataloader_evidence(run.meta, host_names))
+    return Report(
+        run=_run_info(run, devices),
+        timing_basis=_basis("steady", steady, "steady"),
+        basis=_basis("analysed", basis, "traced steady" if basis.height < steady.height else "steady"),
+        table_basis=_basis("traced", traced, "traced steady" if traced.height < steady.height else "steady"),
+        steps=steps,
+        gaps=gaps,
+        devices=devices,
+        streams=streams,
+        n_steps=steps.height,
+        mean_step_ns=mean_step,
+        input_wait_share=share,
+        busy_share=busy,
+        verdict=verdict_for(share),
+        idle_by_cause_ns=idle_by_cause,
+        breakdown_ns=breakdown_ns,
+        top_kernels=kernels_by_name.head(TOP_N),
+        top_ops=ops_by_name.head(TOP_N),
+        has_device=has_device,
+        launches=launches,
+        notes=notes,
+        advice=advice,
+        kernels_by_name=kernels_by_name,
+        ops_by_name=ops_by_name,
+    )

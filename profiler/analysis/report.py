@@ -1,0 +1,258 @@
+"""The report: every figure any output shows, computed once by the analyzer.
+
+``analyze(run)`` builds one :class:`Report`; ``accelscope analyze`` (text and ``--json``),
+``accelscope diff``, the HTML report and every dashboard section render it and compute no
+figure of their own. Tables are Polars frames in nanoseconds; small facts are typed
+records. ``Report.to_dict()`` is the ``analyze --json`` document (docs/cli.md): the same
+model, with every time in µs and a ``schema_version``.
+
+Every figure has a stated basis (:class:`Basis`): which steps of which ranks it is over.
+Step timing is over the steady steps; shares, the breakdown, idle causes and per-device
+utilisation are over the analysed steps (the steady steps whose device work and input
+waits were recorded); the kernel and op tables over the traced steady steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from accelscope.analysis.breakdown import BREAKDOWN
+from accelscope.analysis.causes import CAUSE_TEXT, CAUSES
+from accelscope.analysis.launches import Launches
+from accelscope.verdicts import HIGH_THRESHOLD, MODERATE_THRESHOLD, VERDICT_TEXT
+
+# Version of the ``analyze --json`` / ``diff --json`` documents: raised when a key changes meaning or goes.
+SCHEMA_VERSION = 1
+TOP_N = 20
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What the run is: the facts every output's header shows."""
+
+    name: str
+    path: str
+    ranks: tuple[int, ...]
+    devices: tuple[tuple[int, str], ...]  # (rank, device) with device work or device counters; ("cpu" on CPU-only ranks)
+    framework: str | None
+    framework_version: str | None
+    mode: str | None  # "full", "light" or "imported"
+    host: str | None
+    start_ns: int | None  # Unix epoch
+    duration_ns: int  # first to last event or sample
+    complete: bool
+    live: bool  # still being recorded
+    collector_problems: tuple[str, ...] = ()  # "nvml unavailable", ...
+
+
+@dataclass(frozen=True)
+class Basis:
+    """Which steps a group of figures is over, in words and numbers."""
+
+    kind: str  # "steady", "analysed" or "traced"
+    steps: int  # (rank, step) rows
+    ranks: int
+    text: str  # "the 12 traced steady steps of 2 ranks"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "steps": self.steps, "ranks": self.ranks, "text": self.text}
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    cause: str
+    evidence: str
+    action: str
+    idle_share: float  # of step time
+    projected_step_ns: float | None  # mean step if this idle time went away
+    mean_step_ns: float
+
+    @property
+    def projected_speedup(self) -> float | None:
+        p = self.projected_step_ns
+        return self.mean_step_ns / p if p is not None and p > 0 else None
+
+    @property
+    def text(self) -> str:
+        p = self.projected_step_ns
+        if p is None or p <= 0:
+            return f"{self.evidence}: {self.action}."
+        return (f"{self.evidence}: {self.action}. Expected: {self.mean_step_ns / 1e6:.1f} -> {p / 1e6:.1f} ms per step "
+                f"({self.mean_step_ns / p:.2f}x) if this idle time goes.")
+
+    def to_dict(self) -> dict[str, Any]:
+        speedup = self.projected_speedup
+        return {
+            "cause": self.cause,
+            "evidence": self.evidence,
+            "action": self.action,
+            "idle_share": round(self.idle_share, 6),
+            "projected_step_us": round(self.projected_step_ns / 1000, 3) if self.projected_step_ns is not None else None,
+            "projected_speedup": round(speedup, 4) if speedup is not None else None,
+            "text": self.text,
+        }
+
+
+@dataclass
+class Report:
+    run: RunInfo
+    timing_basis: Basis  # n_steps' steady part, mean step
+    basis: Basis  # shares, breakdown, idle causes, per-device utilisation
+    table_basis: Basis  # kernel and op tables
+    steps: pl.DataFrame  # one row per (rank, step): breakdown <category>_ns, shares, verdict, warmup, traced, input_timed, analysed, outlier
+    gaps: pl.DataFrame  # one row per idle interval per device: cause and time per cause
+    devices: pl.DataFrame  # per (rank, device): busy share, main idle cause, streams, sampled counters, memory (utilisation.py)
+    streams: pl.DataFrame  # per (rank, device, stream): busy share
+    n_steps: int
+    mean_step_ns: float
+    input_wait_share: float
+    busy_share: float
+    verdict: str
+    idle_by_cause_ns: dict[str, int]  # over the analysed steps, scaled to the steady steps' time
+    breakdown_ns: dict[str, int]  # likewise
+    top_kernels: pl.DataFrame  # the TOP_N device-work names with most time
+    top_ops: pl.DataFrame
+    has_device: bool
+    launches: Launches
+    notes: list[str] = field(default_factory=list)
+    advice: list[Recommendation] = field(default_factory=list)
+    # Every name, not just the top ones: comparisons need both runs' time for each name.
+    kernels_by_name: pl.DataFrame | None = None
+    ops_by_name: pl.DataFrame | None = None
+
+    @property
+    def run_name(self) -> str:
+        return self.run.name
+
+    @property
+    def recommendations(self) -> list[str]:
+        return [a.text for a in self.advice]
+
+    @property
+    def steady_ns(self) -> int:
+        """Step time of the steady steps (warm-up left out): what shares are scaled to."""
+        return int(self.steps.filter(~pl.col("warmup"))["dur_ns"].sum())
+
+    @property
+    def n_steady(self) -> int:
+        return self.steps.filter(~pl.col("warmup")).height
+
+    @property
+    def traced_steady(self) -> pl.DataFrame:
+        """The steady steps whose ops and device work were recorded: those the framework
+        profiler traced when it ran only in windows, else every steady step."""
+        steady = self.steps.filter(~pl.col("warmup"))
+        traced = steady.filter(pl.col("traced"))
+        return traced if traced.height else steady
+
+    @property
+    def traced_ns(self) -> int:
+        """Step time the op and kernel tables' shares are of (``traced_steady``)."""
+        return int(self.traced_steady["dur_ns"].sum())
+
+    @property
+    def idle_share(self) -> float:
+        return 1.0 - self.busy_share
+
+    @property
+    def idle_causes(self) -> list[tuple[str, int, float]]:
+        """(cause, ns over the steady steps, share of step time) with any time, most first."""
+        total = self.steady_ns or 1
+        ranked = sorted(((c, v) for c, v in self.idle_by_cause_ns.items() if v > 0), key=lambda kv: (-kv[1], CAUSES.index(kv[0])))
+        return [(c, v, v / total) for c, v in ranked]
+
+    def per_step_ms(self, ns: float) -> float:
+        """A time over the steady steps, per steady step, in ms."""
+        return ns / max(self.n_steady, 1) / 1e6
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``analyze --json`` document (schema in docs/cli.md): every time in µs."""
+        total = self.steady_ns or 1
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run": self.run.name,
+            "run_info": _run_json(self.run),
+            "basis": {"timing": self.timing_basis.to_dict(), "shares": self.basis.to_dict(), "tables": self.table_basis.to_dict()},
+            "verdict": self.verdict,
+            "verdict_text": VERDICT_TEXT[self.verdict],
+            "input_wait_share": round(self.input_wait_share, 6),
+            "busy_share": round(self.busy_share, 6),
+            "idle_share": round(self.idle_share, 6),
+            "main_idle_causes": [{"cause": c, "label": CAUSE_TEXT[c], "share": round(s, 6)} for c, _, s in self.idle_causes[:3]],
+            "step_count": self.n_steps,
+            "mean_step_us": _us(self.mean_step_ns),
+            "has_device": self.has_device,
+            "thresholds": {"high": HIGH_THRESHOLD, "moderate": MODERATE_THRESHOLD},
+            "devices": table_json(self.devices),
+            "streams": table_json(self.streams),
+            "breakdown": {c: {"us": _us(v), "share": round(v / total, 6)} for c, v in self.breakdown_ns.items()},
+            "idle_by_cause": {c: {"us": _us(v), "share": round(v / total, 6), "label": CAUSE_TEXT[c]} for c, v in self.idle_by_cause_ns.items()},
+            "steps": [_step_json(r) for r in self.steps.iter_rows(named=True)],
+            "recommendations": [a.to_dict() for a in self.advice],
+            "top_kernels": table_json(self.top_kernels),
+            "top_ops": table_json(self.top_ops),
+            "launches": self.launches.to_dict(),
+            "notes": self.notes,
+        }
+
+
+def _us(ns: float | None) -> float | None:
+    if ns is None or ns != ns:  # NaN: no steps
+        return None
+    return round(ns / 1000, 3)
+
+
+def table_json(df: pl.DataFrame) -> list[dict[str, Any]]:
+    """Rows of a table for JSON: ``*_ns`` columns become ``*_us``, floats rounded."""
+    out = []
+    for r in df.iter_rows(named=True):
+        row = {}
+        for k, v in r.items():
+            if k.endswith("_ns"):
+                row[k[:-3] + "_us"] = _us(v)
+            else:
+                row[k] = round(v, 6) if isinstance(v, float) else v
+        out.append(row)
+    return out
+
+
+def _run_json(info: RunInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "path": info.path,
+        "ranks": list(info.ranks),
+        "devices": [{"rank": r, "device": d} for r, d in info.devices],
+        "framework": info.framework,
+        "framework_version": info.framework_version,
+        "mode": info.mode,
+        "host": info.host,
+        "start_unix_us": _us(info.start_ns),
+        "duration_us": _us(info.duration_ns),
+        "complete": info.complete,
+        "live": info.live,
+        "collector_problems": list(info.collector_problems),
+    }
+
+
+def _step_json(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "rank": r["rank"],
+        "step": r["step"],
+        "name": r["name"],
+        "start_unix_us": _us(r["start_ns"]),
+        "dur_us": _us(r["dur_ns"]),
+        "busy_share": round(r["busy_share"], 6),
+        "input_wait_us": _us(r["input_wait_ns"]),
+        "input_wait_share": round(r["input_wait_share"], 6),
+        "verdict": r["verdict"],
+        "warmup": r["warmup"],
+        "input_timed": r["input_timed"],
+        "traced": r["traced"],
+        "analysed": r["analysed"],
+        "outlier": r["outlier"],
+        "outlier_reason": r["outlier_reason"],
+        "breakdown": {c: _us(r[f"{c}_ns"]) for c in BREAKDOWN},
+    }

@@ -1,0 +1,162 @@
+"""The report and a comparison as rich text, for ``accelscope analyze`` and ``accelscope diff``.
+
+Rendering only: every number comes from the :class:`~accelscope.analysis.Report` (or the
+:class:`~accelscope.analysis.compare.Comparison`), formatted, never recomputed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from accelscope.verdicts import VERDICT_TEXT
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from accelscope.analysis.compare import Comparison
+    from accelscope.analysis.report import Report
+
+STEP_ROWS = 20  # steps printed: all of them up to this many, else the slowest
+
+
+def _table(title: str, columns: list[str], right_from: int = 1):
+    from rich.table import Table
+
+    t = Table(title=title)
+    for i, col in enumerate(columns):
+        t.add_column(col, justify="right" if i >= right_from else "left")
+    return t
+
+
+def headline(report: Report) -> list[str]:
+    """The first lines: what the device did, why it sat idle, the input verdict, and on
+    which steps each figure is (rich markup)."""
+    what = "accelerator" if report.has_device else "compute thread (no device activity recorded)"
+    thing = "accelerator" if report.has_device else "compute thread"
+    lines = [f"[bold]{report.run_name}[/]: {report.n_steps} steps, mean step {report.mean_step_ns / 1e6:.1f} ms, {what} busy {report.busy_share:.1%}"]
+    causes = report.idle_causes[:3]
+    if causes:
+        parts = ", ".join(f"{report_label(c)} {share:.1%}" for c, _, share in causes)
+        lines.append(f"{thing} idle [bold]{report.idle_share:.1%}[/] of step time: {parts}")
+    colour = {"high": "bold red", "moderate": "bold yellow", "none": "bold green"}[report.verdict]
+    lines.append(f"input wait: [bold]{report.input_wait_share:.1%}[/] of step time -> [{colour}]{VERDICT_TEXT[report.verdict]}[/]")
+    if report.basis.steps != report.timing_basis.steps:
+        lines.append(f"busy, idle, input wait and the breakdown are over {report.basis.text} (step time over {report.timing_basis.text})")
+    return lines
+
+
+def report_label(cause: str) -> str:
+    from accelscope.analysis.causes import CAUSE_TEXT
+
+    return CAUSE_TEXT[cause]
+
+
+def print_report(report: Report, console: Console | None = None) -> None:
+    """``accelscope analyze``'s text: headline, breakdown, idle causes, devices, steps, top
+    device work, launches, notes and recommendations."""
+    import polars as pl
+    from rich.console import Console
+
+    from accelscope.analysis.breakdown import BREAKDOWN
+    from accelscope.analysis.tables import short_name
+
+    console = console or Console()
+    for line in headline(report):
+        console.print(line)
+    total = report.steady_ns or 1
+
+    table = _table("Where step time went (each instant counted once, first category wins)", ["category", "ms per step", "share"])
+    for c in BREAKDOWN:
+        v = report.breakdown_ns[c]
+        if v:
+            table.add_row(c.replace("_", " "), f"{report.per_step_ms(v):.2f}", f"{v / total:.1%}")
+    console.print(table)
+
+    idle = _table("Why the " + ("accelerator" if report.has_device else "compute thread") + " was idle", ["cause", "ms per step", "share of step time"])
+    for c, v, share in report.idle_causes:
+        idle.add_row(report_label(c), f"{report.per_step_ms(v):.2f}", f"{share:.1%}")
+    console.print(idle)
+
+    if report.has_device:
+        dev = _table("Devices", ["device", "busy", "idle mostly", "streams"])
+        multi = len(report.run.ranks) > 1
+        for r in report.devices.head(16).iter_rows(named=True):
+            name = f"rank {r['rank']} · {r['device']}" if multi else r["device"]
+            busy = "not traced" if r["busy_share"] is None else f"{r['busy_share']:.1%}"
+            why = "—" if r["idle_cause"] is None else f"{report_label(r['idle_cause'])} ({r['idle_cause_share']:.0%})"
+            dev.add_row(name, busy, why, str(r["streams"]) if r["streams"] else "—")
+        console.print(dev)
+
+    steps = report.steps
+    slowest = steps.height > STEP_ROWS
+    st = _table(f"Steps (the {STEP_ROWS} slowest, slowest first)" if slowest else "Steps", ["rank", "step", "ms", "busy", "input wait", "verdict"])
+    shown = steps.sort("dur_ns", descending=True).head(STEP_ROWS) if slowest else steps
+    for r in shown.iter_rows(named=True):
+        tag = " (warm-up)" if r["warmup"] else " (outlier)" if r["outlier"] else ""
+        st.add_row(str(r["rank"]), f"{r['step']}{tag}", f"{r['dur_ns'] / 1e6:.2f}",
+                   f"{r['busy_share']:.1%}", f"{r['input_wait_share']:.1%}" if r["input_timed"] else "not seen", r["verdict"] or "—")
+    console.print(st)
+    if report.top_kernels.height:
+        tk = _table("Top device work", ["name", "count", "total ms", "mean us", "share of step time"])
+        for r in report.top_kernels.head(10).iter_rows(named=True):
+            tk.add_row(short_name(r["name"]), str(r["count"]), f"{r['total_ns'] / 1e6:.2f}", f"{r['mean_ns'] / 1e3:.1f}", f"{r['share_of_step_time']:.1%}")
+        console.print(tk)
+    launches = report.launches
+    if launches.per_device.height:
+        lt = _table("Launches (launch → device start; queue: ops launched, not finished)", ["device", "device ops", "latency median", "p90", "max queue"])
+        deepest = launches.per_stream.group_by("rank", "device").agg(pl.col("max_depth").max())
+        queue = {(r["rank"], r["device"]): r["max_depth"] for r in deepest.iter_rows(named=True)}
+        multi = len(report.run.ranks) > 1
+        for r in launches.per_device.iter_rows(named=True):
+            name = f"rank {r['rank']} · {r['device']}" if multi else r["device"]
+            med = "—" if r["median_ns"] is None else f"{r['median_ns'] / 1e3:,.1f} µs"
+            p90 = "—" if r["p90_ns"] is None else f"{r['p90_ns'] / 1e3:,.1f} µs"
+            lt.add_row(name, f"{r['device_ops']:,}", med, p90, str(queue.get((r["rank"], r["device"]), "—")))
+        console.print(lt)
+    for note in report.notes:
+        console.print(f"note: {note}")
+    for rec in report.recommendations:
+        console.print(f"[bold]recommendation:[/] {rec}")
+
+
+def print_comparison(cmp: Comparison, console: Console | None = None) -> None:
+    """``accelscope diff``'s text: summary, breakdown and idle causes per step, and the
+    kernels and ops whose time per traced step changed most."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from accelscope.analysis.causes import CAUSE_TEXT
+    from accelscope.analysis.tables import short_name
+
+    console = console or Console()
+
+    def delta(a: float, b: float, unit: str = " ms", pct: bool = False) -> str:
+        d = b - a
+        if pct:
+            return f"{d * 100:+.1f} pp"
+        rel = f" ({d / a:+.0%})" if a else ""
+        return f"{d:+.2f}{unit}{rel}"
+
+    console.print(f"[bold]A[/] {cmp.a.run_name}: {VERDICT_TEXT[cmp.a.verdict]}    [bold]B[/] {cmp.b.run_name}: {VERDICT_TEXT[cmp.b.verdict]}")
+    t = _table("Summary (steady-state steps)", ["", "A", "B", "B - A"])
+    a, b = cmp.summary["mean_step_ms"]
+    t.add_row("mean step", f"{a:.2f} ms", f"{b:.2f} ms", delta(a, b))
+    for key, label in (("busy_share", "device busy"), ("input_wait_share", "input wait")):
+        a, b = cmp.summary[key]
+        t.add_row(label, f"{a:.1%}", f"{b:.1%}", delta(a, b, pct=True))
+    console.print(t)
+    for title, rows, names in (("Breakdown, ms per step", cmp.breakdown_ms, None), ("Idle time by cause, ms per step", cmp.idle_ms, CAUSE_TEXT)):
+        t = _table(title, ["", "A", "B", "B - A"])
+        for k, (a, b) in rows.items():
+            t.add_row(names[k] if names else k.replace("_", " "), f"{a:.2f}", f"{b:.2f}", delta(a, b, unit=""))
+        console.print(t)
+    for title, df in (("Largest changes in device work, ms per traced step", cmp.kernels), ("Largest changes in ops (inclusive), ms per traced step", cmp.ops)):
+        if df.height == 0:
+            continue
+        t = Table(title=title)
+        t.add_column("name", overflow="ellipsis", no_wrap=True, max_width=44)
+        for col in ("A", "B", "B - A"):
+            t.add_column(col, justify="right", no_wrap=True, min_width=7)
+        for r in df.head(10).iter_rows(named=True):
+            t.add_row(short_name(r["name"], 44), f"{r['a_ms']:.2f}", f"{r['b_ms']:.2f}", f"{r['delta_ms']:+.2f}")
+        console.print(t)

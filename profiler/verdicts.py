@@ -1,0 +1,30 @@
+"""The thresholds behind every verdict, in one leaf module (no imports).
+
+The post-hoc analyzer (``accelscope.analysis``) and the recorder's live analysis
+(``accelscope.live``) both classify steps with these, so a step flagged while training
+runs gets the same verdict as in ``accelscope analyze``.
+
+The input-bound verdict uses XProf's thresholds on the input-wait share: the share of
+step time during which the accelerator had no work while the training loop waited for
+input.
+"""
+
+from __future__ import annotations
+
+HIGH_THRESHOLD = 0.20
+MODERATE_THRESHOLD = 0.05
+VERDICTS = ("high", "moderate", "none")
+VERDICT_TEXT = {"high": "highly input-bound", "moderate": "moderately input-bound", "none": "not input-bound"}
+# A cause gets a recommendation when it idles the accelerator at least this share of step time.
+RECOMMEND_SHARE = 0.02
+# Live analysis: a step is idle-heavy when the device utilisation sampled during it averages below this.
+IDLE_HEAVY_UTIL_PERCENT = 50.0
+
+
+def verdict_for(share: float) -> str:
+    """XProf's classification of an input-wait share: "high", "moderate" or "none"."""
+    if share >= HIGH_THRESHOLD:
+        return "high"
+    if share >= MODERATE_THRESHOLD:
+        return "moderate"
+    return "none"
