@@ -128,7 +128,7 @@ def zoom_centre_ms(run: Path) -> float:
     """A busy instant to zoom around: 60 % into the middle step (its backward pass), in ms since the run's start."""
     import polars as pl
 
-    from accelscope.dashboard.data import RunView
+    from accelscope.dashboard.runs import RunView
     from accelscope.traces.run import Run
 
     view = RunView(Run.open(run), "bench")
@@ -206,12 +206,15 @@ def measure(app_module: str, run: Path, zooms: int, label: str, centre_ms: float
             out["reload_render_s"] = first_render(again, url)[1] / 1000
             again.close()
             board = getattr(app, "_accelscope", None)
-            if board is not None and hasattr(board, "whole_timeline"):
+            # The whole-run timeline's builder: the Timeline section's (since its restructuring) or the board's.
+            owner = board.sections["timeline"] if board is not None and hasattr(board, "sections") else board
+            attr = "whole" if owner is not None and hasattr(owner, "whole") else "whole_timeline"
+            if owner is not None and hasattr(owner, attr):
                 # The floor: the same page with a two-point timeline (Dash, plotly.js, the grids, the other graphs).
                 import plotly.graph_objects as go
 
                 tiny = go.Figure(go.Scatter(x=[0, 1], y=[0, 1]), layout=dict(title=dict(text="in the run"), height=400))
-                board.whole_timeline = lambda index, width_px=None: tiny
+                setattr(owner, attr, lambda index, width_px=None: tiny)
                 floor = browser.new_page(viewport=VIEWPORT)
                 out["floor_render_s"] = first_render(floor, url)[1] / 1000
                 floor.close()

@@ -6,9 +6,8 @@ from __future__ import annotations
 import polars as pl
 
 from accelscope.analysis.causes import CAUSE_TEXT
+from accelscope.dashboard.metrics_view import GIB, MIB
 
-GIB = 1024**3
-MIB = 1024**2
 MAX_ROWS = 16  # a job of many ranks: the first ones, then one line for the rest
 
 

@@ -55,8 +55,3 @@ def duration_expr(ns: pl.Expr) -> pl.Expr:
         .otherwise(pl.concat_str([a.round(0).cast(pl.Int64).cast(pl.String), pl.lit(" ns")]))
     )
     return pl.concat_str([sign, body])
-
-
-# Grids are rebuilt whenever a live run flushes (every few seconds): the user's sort and
-# filters must survive that.
-GRID_PERSISTENCE = {"persistence": True, "persisted_props": ["filterModel", "columnState"], "persistence_type": "memory"}

@@ -2,9 +2,9 @@
 
 The training thread hands each finished step (start, end, input-wait time) to a queue;
 a background thread classifies it, keeps bounded rolling statistics, logs flagged steps
-(rate-limited), and rewrites ``RUN/live.json`` (atomically, at most every
-``status_interval_s``) for the dashboard to poll. Device utilisation samples, when a
-device collector provides them, mark steps whose accelerator sat mostly idle.
+(rate-limited), and rewrites ``RUN/live.json`` (at most every ``status_interval_s``), which
+the dashboard's live badge shows. Device utilisation samples, when a device collector
+provides them, mark steps whose accelerator sat mostly idle.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from accelscope.traces.run import LIVE_FILE
 from accelscope.verdicts import HIGH_THRESHOLD, IDLE_HEAVY_UTIL_PERCENT, MODERATE_THRESHOLD, VERDICT_TEXT, verdict_for
 
 log = logging.getLogger("accelscope")
 
-LIVE_FILE = "live.json"
 MIN_STATUS_GAP_S = 0.02
 MIN_FLAGGED_STEP_NS = 1_000_000
 # Utilisation counters the live analyzer listens to (NVML GPU, TPU duty cycle).

@@ -39,6 +39,7 @@ from accelscope.traces.schema import (
 log = logging.getLogger(__name__)
 
 META_FILE = "meta.json"
+LIVE_FILE = "live.json"  # the recorder's live analysis status (accelscope.live), rewritten while recording
 TABLES = {"events": EVENT_SCHEMA, "counters": COUNTER_SCHEMA}
 # The tables' Arrow types as Polars types (pl.from_arrow on an empty table would import pandas).
 _POLARS_TYPES = {pa.int64(): pl.Int64, pa.int32(): pl.Int32, pa.float64(): pl.Float64, pa.string(): pl.String}

@@ -19,14 +19,17 @@ import pytest
 
 pytest.importorskip("dash", reason="the dashboard extra is not installed")
 
-from accelscope.analysis import analyze
-from accelscope.verdicts import VERDICT_TEXT  # noqa: E402
+from accelscope.analysis import analyze  # noqa: E402
 from accelscope.dashboard import app as app_mod  # noqa: E402
 from accelscope.dashboard.app import Dashboard, create_app  # noqa: E402
-from accelscope.dashboard.data import RunView, run_labels  # noqa: E402
+from accelscope.dashboard.runs import RunView, run_labels  # noqa: E402
+from accelscope.dashboard.sections import kernels, metrics, overview  # noqa: E402
+from accelscope.dashboard.sections.timeline import Timeline  # noqa: E402
+from accelscope.dashboard.timeline import view as tv  # noqa: E402
 from accelscope.errors import RunFormatError  # noqa: E402
 from accelscope.traces import schema as S  # noqa: E402
 from accelscope.traces.run import Run, write_run  # noqa: E402
+from accelscope.verdicts import VERDICT_TEXT  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = REPO / "dashboard"
@@ -75,6 +78,13 @@ def board(recorded_run):
     return create_app([recorded_run])._accelscope
 
 
+def _rest(board, request: dict) -> dict:
+    """What the sections below the timeline show for a rest-request: {"id.prop": value}."""
+    m = metrics.render(board, request)
+    k = kernels.render(board, request)
+    return {"metrics-graph.figure": m, "kernels-table-box.children": k[0], "ops-table-box.children": k[1]}
+
+
 @pytest.fixture(scope="module")
 def report(recorded_run):
     return analyze(Run.open(recorded_run))
@@ -107,7 +117,7 @@ def test_step_graph_stacks_the_analyzers_breakdown_per_step(figs, report):
 
 
 def test_overview_shows_the_analyzers_numbers(board, report):
-    out = dict(zip((f"{cid}.{prop}" for cid, prop in app_mod.OUTPUTS), board.render(0)))
+    out = dict(zip((f"{cid}.{prop}" for cid, prop in overview.OUTPUTS), overview.render(board, 0)))
     assert out["overview-steps.children"] == "14"
     assert out["overview-mean-step.children"] == f"{report.mean_step_ns / 1e6:,.1f} ms"
     assert out["overview-input-share.children"] == f"{report.input_wait_share * 100:.1f}%"
@@ -116,20 +126,24 @@ def test_overview_shows_the_analyzers_numbers(board, report):
     notes = [li.children for li in out["overview-notes.children"]]
     assert notes == report.notes
     recs = [li.children for li in out["overview-recommendations.children"]]
-    assert recs == (report.recommendations or ["none: input is not the bottleneck"])
-    assert out["run-info.children"][0].children == "recorded"
+    assert recs == (report.recommendations or [overview.NO_RECOMMENDATION])
+    assert board.header(0)[0].children == "recorded"
 
 
 def test_callbacks_serve_only_the_given_runs(board):
     dash = pytest.importorskip("dash")
     for bad in (1, -1, "0", "../recorded", "/etc", None, True, 0.0, {"path": "/"}):
         with pytest.raises(dash.exceptions.PreventUpdate):
-            board.render(bad)
+            overview.render(board, bad)
         with pytest.raises(dash.exceptions.PreventUpdate):
-            board.render_rest({"run": bad, "n": 1})
+            board.header(bad)
+        for section in (metrics, kernels):
+            with pytest.raises(dash.exceptions.PreventUpdate):
+                section.render(board, {"run": bad, "n": 1})
     for bad in (None, 0, "0", [0], {"n": 1}):
-        with pytest.raises(dash.exceptions.PreventUpdate):
-            board.render_rest(bad)
+        for section in (metrics, kernels):
+            with pytest.raises(dash.exceptions.PreventUpdate):
+                section.render(board, bad)
 
 
 # -- timeline -----------------------------------------------------------------------------------
@@ -137,21 +151,22 @@ def test_zooming_asks_for_that_window_only(board):
     dash = pytest.importorskip("dash")
     full = board.figures(0)["timeline"]
     assert full.layout.uirevision == "run-0"
-    zoomed = board.zoom({"xaxis.range[0]": 100.0, "xaxis.range[1]": 300.0}, 0)
+    zoom = board.sections["timeline"].zoom
+    zoomed = zoom({"xaxis.range[0]": 100.0, "xaxis.range[1]": 300.0}, 0)
     assert list(zoomed.layout.xaxis.range) == [100.0, 300.0]
     assert "in this view" in zoomed.layout.title.text and zoomed.layout.uirevision == "run-0"
     xs = np.concatenate([np.asarray(t.x, dtype=float) for t in zoomed.data if isinstance(t.meta, dict) and "merged" in t.meta])
     xs = xs[~np.isnan(xs)]
     assert xs.min() >= 100.0 - 200.0 and xs.max() <= 300.0 + 200.0  # marks reach at most one view width beyond
-    assert board.zoom({"xaxis.range": [100, 300]}, 0).layout.xaxis.range == zoomed.layout.xaxis.range
-    assert board.zoom({"xaxis.autorange": True}, 0) is full
-    assert board.zoom({"xaxis.range": [-1e9, 1e12]}, 0) is full
+    assert zoom({"xaxis.range": [100, 300]}, 0).layout.xaxis.range == zoomed.layout.xaxis.range
+    assert zoom({"xaxis.autorange": True}, 0) is full
+    assert zoom({"xaxis.range": [-1e9, 1e12]}, 0) is full
     for bad in ({"autosize": True}, {"xaxis.range[0]": "0", "xaxis.range[1]": "1"}, {"xaxis.range": [5, 1]},
                 {"xaxis.range": [float("nan"), 1]}, "/etc/passwd", None):
         with pytest.raises(dash.exceptions.PreventUpdate):
-            board.zoom(bad, 0)
+            zoom(bad, 0)
     with pytest.raises(dash.exceptions.PreventUpdate):
-        board.zoom({"xaxis.range": [0, 10]}, 3)
+        zoom({"xaxis.range": [0, 10]}, 3)
 
 
 def test_timeline_lanes_include_the_training_thread_and_steps(figs, recorded_run):
@@ -250,7 +265,8 @@ def test_a_run_without_steps_is_analysed_in_fixed_windows(tmp_path):
     ev = _events([(1_000_000, 5_000_000, S.CPU_OP, "aten::mm", "cpu", None, 1, 1)])
     path = write_run(tmp_path / "nosteps", ev, None, {"start_ns": 0, "complete": True})
     board = create_app([path])._accelscope
-    out = dict(zip((cid for cid, _ in app_mod.OUTPUTS + app_mod.REST_OUTPUTS), board.render(0) + board.render_rest({"run": 0, "n": 1})))
+    out = dict(zip((cid for cid, _ in overview.OUTPUTS), overview.render(board, 0)))
+    out.update({k.split(".")[0]: v for k, v in _rest(board, {"run": 0, "n": 1}).items()})
     assert out["overview-steps"] == "10"
     assert out["overview-verdict"] == "not input-bound"
     assert "no step markers" in str(out)
@@ -301,7 +317,7 @@ def test_overlapping_slices_on_one_thread_are_spread_by_depth(tmp_path):
         (2000, 100, S.CPU_OP, "aten::add", "cpu", None, 1, 1),
     ]
     path = write_run(tmp_path / "nest", _events(rows), None, {"start_ns": 0})
-    tl = RunView(Run.open(path), "nest").timeline
+    tl = tv.whole(RunView(Run.open(path), "nest"))
     rows_by_name = {name: int(y) for h in tl.hover for name, y in zip(h.text, h.y)}
     assert rows_by_name == {"forward": 0, "aten::conv2d": 1, "aten::convolution": 2, "aten::relu": 1, "aten::add": 0}
 
@@ -334,8 +350,8 @@ def test_the_sections_below_the_timeline_load_in_a_fresh_interpreter(recorded_ru
         from accelscope.dashboard.app import create_app
         app = create_app([{str(recorded_run)!r}])
         body = {{
-            "output": "..metrics-graph.figure...kernels-table-box.children...ops-table-box.children..",
-            "outputs": [{{"id": i, "property": p}} for i, p in (("metrics-graph", "figure"), ("kernels-table-box", "children"), ("ops-table-box", "children"))],
+            "output": "..kernels-table-box.children...ops-table-box.children..",
+            "outputs": [{{"id": i, "property": p}} for i, p in (("kernels-table-box", "children"), ("ops-table-box", "children"))],
             "inputs": [{{"id": "rest-request", "property": "data", "value": {{"run": 0, "n": 1}}}}],
             "changedPropIds": ["rest-request.data"], "state": [],
         }}
@@ -373,7 +389,8 @@ def test_building_the_dashboard_loads_no_collector(recorded_run):
         before = sorted(m for m in sys.modules if m.startswith("accelscope.collectors"))
         from accelscope.dashboard.app import create_app
         board = create_app([{str(recorded_run)!r}])._accelscope
-        board.figures(0); board.render(0)
+        from accelscope.dashboard.sections import overview
+        board.figures(0); overview.render(board, 0)
         after = sorted(m for m in sys.modules if m.startswith("accelscope.collectors"))
         print(repr((before, after, "torch" in sys.modules)))
         """
@@ -388,7 +405,7 @@ def test_importing_the_dashboard_does_not_import_collectors():
     res = _run_python(
         """
         import sys
-        import accelscope.dashboard, accelscope.dashboard.app, accelscope.dashboard.figures
+        import accelscope.dashboard, accelscope.dashboard.app, accelscope.dashboard.timeline.figure, accelscope.dashboard.report
         print(repr(sorted(m for m in sys.modules if m.startswith("accelscope.collectors"))))
         print("accelscope.api" in sys.modules)
         """
@@ -450,7 +467,7 @@ def test_the_app_serves_the_page_and_no_files(recorded_run):
 
 
 def test_every_kind_of_slice_has_its_own_colour():
-    from accelscope.dashboard.figures import KIND_COLORS
+    from accelscope.dashboard.theme import KIND_COLORS
 
     assert set(S.KINDS) <= set(KIND_COLORS)
     assert len({KIND_COLORS[k] for k in S.KINDS}) == len(S.KINDS)
@@ -472,15 +489,15 @@ def test_idle_gaps_are_drawn_on_the_device_lane_with_their_cause(shared_dir, tmp
     # Every gap of the run is drawn, one by one or inside a merged mark.
     report = analyze(Run.open(run_dir))
     view = board.views[0]
-    assert view.timeline.gaps_in_view == report.gaps.height
+    assert tv.whole(view).gaps_in_view == report.gaps.height
     # Zoomed views get the gaps of their window only.
-    zoomed = view.timeline_window(0.0, 50.0)
+    zoomed = tv.window(view, 0.0, 50.0)
     in_window = report.gaps.filter((pl.col("start_ns") < view.origin_ns + 50_000_000) & (pl.col("end_ns") > view.origin_ns)).height
     assert 0 < zoomed.gaps_in_view == in_window < report.gaps.height
 
 
 def test_kernel_and_op_tables_hold_the_runs_time_per_name(board, report):
-    out = dict(zip((f"{cid}.{prop}" for cid, prop in app_mod.REST_OUTPUTS), board.render_rest({"run": 0, "n": 1})))
+    out = _rest(board, {"run": 0, "n": 1})
     ops = out["ops-table-box.children"].rowData
     assert ops and out["kernels-table-box.children"].id == "kernels-table-none", "a CPU run: host ops, no device work"
     totals = [r["total_ms"] for r in ops]
@@ -492,30 +509,32 @@ def test_kernel_and_op_tables_hold_the_runs_time_per_name(board, report):
 
 # -- zoom width and click details ------------------------------------------------------------------
 def test_a_zoom_is_drawn_for_the_width_the_browser_sent_clamped(board):
-    fig = board.zoom({"xaxis.range[0]": 100.0, "xaxis.range[1]": 300.0}, 0, 800)
+    fig = board.sections["timeline"].zoom({"xaxis.range[0]": 100.0, "xaxis.range[1]": 300.0}, 0, 800)
     assert fig.layout.meta["width_px"] == 800
     assert fig.layout.meta["bucket_ns"] == pytest.approx(200e6 / 800)
-    assert board.zoom({"xaxis.range[0]": 100.0, "xaxis.range[1]": 300.0}, 0, 1e12).layout.meta["width_px"] == 4000
-    assert board.zoom({"xaxis.range[0]": 100.0, "xaxis.range[1]": 300.0}, 0, "wide").layout.meta["width_px"] == 1600
+    zoom = board.sections["timeline"].zoom
+    assert zoom({"xaxis.range[0]": 100.0, "xaxis.range[1]": 300.0}, 0, 1e12).layout.meta["width_px"] == 4000
+    assert zoom({"xaxis.range[0]": 100.0, "xaxis.range[1]": 300.0}, 0, "wide").layout.meta["width_px"] == 1600
 
 
 def test_a_zoom_on_a_panels_axis_zooms_the_timeline(board):
-    fig = board.zoom({"xaxis2.range[0]": 50.0, "xaxis2.range[1]": 80.0}, 0)
+    fig = board.sections["timeline"].zoom({"xaxis2.range[0]": 50.0, "xaxis2.range[1]": 80.0}, 0)
     assert list(fig.layout.xaxis.range) == [50.0, 80.0] and "in this view" in fig.layout.title.text
 
 
 def test_the_whole_run_is_drawn_once_per_width_and_reset_returns_it(board):
-    a = board.whole_timeline(0, 1093)
-    assert a is board.whole_timeline(0, 1081), "widths are rounded to 20 px"
+    t = board.sections["timeline"]
+    a = t.whole(0, 1093)
+    assert a is t.whole(0, 1081), "widths are rounded to 20 px"
     assert a.layout.meta["width_px"] == 1080 and a.layout.meta["window"] is None
-    assert board.zoom({"xaxis.autorange": True}, 0, 1090) is a
+    assert t.zoom({"xaxis.autorange": True}, 0, 1090) is a
 
 
 def test_clicking_a_slice_shows_its_details_from_three_integers(board, recorded_run):
     view = board.views[0]
-    table = view.lane_layout.table
-    pos = int(np.flatnonzero(table["kind_code"].to_numpy() == view.lane_layout.kinds.index(S.INPUT_WAIT))[0])
-    panel = board.details({"points": [{"hovertext": f"0,{pos},{pos}", "customdata": "ignored"}]}, 0)
+    table = tv.lane_layout(view).table
+    pos = int(np.flatnonzero(table["kind_code"].to_numpy() == tv.lane_layout(view).kinds.index(S.INPUT_WAIT))[0])
+    panel = board.sections["timeline"].details({"points": [{"hovertext": f"0,{pos},{pos}", "customdata": "ignored"}]}, 0)
     text = str(panel)
     start_ms = (table["start_ns"][pos] - view.origin_ns) / 1e6
     assert "next(DataLoader)" in text and "input_wait" in text and f"{start_ms:,.3f} ms" in text
@@ -524,14 +543,14 @@ def test_clicking_a_slice_shows_its_details_from_three_integers(board, recorded_
 
 @pytest.mark.parametrize("hovertext", [None, "", "0,1", "0,1,2,3", "0,-1,0", "a,b,c", "0,1e9,1", "9,0,0", "1,5,2", "0," + "9" * 70 + ",0", 5])
 def test_clicks_with_anything_but_three_valid_integers_show_the_hint(board, hovertext):
-    panel = board.details({"points": [{"hovertext": hovertext}]}, 0)
+    panel = board.sections["timeline"].details({"points": [{"hovertext": hovertext}]}, 0)
     assert panel.className == "details-hint"
 
 
 def test_every_figure_draws_only_traces_the_vendored_plotly_bundle_holds(board, report):
     from accelscope.dashboard import plotlyjs
-    from accelscope.dashboard.compare_page import breakdown_figure, comparison
-    from accelscope.dashboard.steps_page import steps_figure
+    from accelscope.dashboard.sections.compare import breakdown_figure, comparison
+    from accelscope.dashboard.sections.steps import steps_figure
 
     figures = [*board.figures(0).values(), steps_figure(report), breakdown_figure(comparison(report, report))]
     types = {trace.type for fig in figures for trace in fig.data}
@@ -566,16 +585,18 @@ def test_the_page_serves_the_vendored_plotly_bundle(recorded_run):
     page = client.get("/").get_data(as_text=True)
     src = re.search(r'<script src="(/assets/plotly-basic\.min\.js[^"]*)"', page)
     assert src, "the page loads plotly.js's basic bundle from the assets folder"
-    assert page.index("__accelscopeNative") < page.index("polyfill") < page.rindex("__accelscopeNative") < page.index("DashRenderer")
+    # The browser's own string functions are kept before Dash's polyfill and put back after it (restore-natives.js).
+    assert page.index("__accelscopeNative") < page.index("polyfill") < page.index("/assets/restore-natives.js") < page.index("DashRenderer")
+    assert "__accelscopeNative" in client.get("/assets/restore-natives.js").get_data(as_text=True)
     assert client.get(src.group(1)).get_data(as_text=True) == plotlyjs.bundle_text()
 
 
 def test_a_run_view_records_each_stage_of_its_first_view(recorded_run):
-    from accelscope.dashboard.data import STAGES, RunView
+    from accelscope.dashboard.runs import STAGES
 
     view = RunView(Run.open(recorded_run), "r")
     assert view.progress() == [] and view.slice_count() is None
-    view.prepare(1000)
+    tv.prepare(view, 1000)
     stages = view.progress()
     assert [st.label for st in stages] == list(STAGES.values())
     assert all(st.state == "done" and st.seconds >= 0 and not st.error for st in stages)
@@ -585,9 +606,7 @@ def test_a_run_view_records_each_stage_of_its_first_view(recorded_run):
 def _blocked_lane_layout(monkeypatch, release: threading.Event, error: Exception | None = None):
     """Make the lane layout wait for ``release`` (then raise ``error``, when given): the
     page's progress is observed while it waits."""
-    from accelscope.dashboard import data
-
-    real = data.build_lane_layout
+    real = tv.build_lane_layout
 
     def slow(*args, **kwargs):
         release.wait(60)
@@ -595,7 +614,7 @@ def _blocked_lane_layout(monkeypatch, release: threading.Event, error: Exception
             raise error
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(data, "build_lane_layout", slow)
+    monkeypatch.setattr(tv, "build_lane_layout", slow)
 
 
 def _text(children) -> str:
@@ -616,30 +635,32 @@ def test_loading_status_says_what_a_slow_first_view_is_doing_then_stops(monkeypa
     release = threading.Event()
     _blocked_lane_layout(monkeypatch, release)
     board = Dashboard([recorded_run])
-    board.PROGRESS_AFTER_S = 0.0
-    worker = threading.Thread(target=board.timeline_request, args=({"run": 0, "width_px": 1000},))
+    t = Timeline(board)
+    t.progress_after_s = 0.0
+    worker = threading.Thread(target=t.request, args=({"run": 0, "width_px": 1000},))
     worker.start()
     try:
-        _wait_for(lambda: "laying out the lanes …" in _text(board.loading_status(0, 0)[0]))
-        children, stop = board.loading_status(0, 0)
+        _wait_for(lambda: "laying out the lanes …" in _text(t.loading_status(0, 0)[0]))
+        children, stop = t.loading_status(0, 0)
         text = _text(children)
         assert text.startswith(f"Preparing {board.views[0].label} ({Run.open(recorded_run).slices.height:,} slices): reading the events ✓")
         assert "laying out the lanes …" in text and not stop
     finally:
         release.set()
         worker.join(60)
-    assert board.loading_status(0, 0) == ("", True)  # the whole-run timeline is built: polling stops
+    assert t.loading_status(0, 0) == ("", True)  # the whole-run timeline is built: polling stops
 
 
 def test_loading_status_shows_nothing_while_the_wait_is_short(monkeypatch, recorded_run):
     release = threading.Event()
     _blocked_lane_layout(monkeypatch, release)
-    board = Dashboard([recorded_run])  # PROGRESS_AFTER_S: 1 s
-    worker = threading.Thread(target=board.timeline_request, args=({"run": 0, "width_px": 1000},))
+    board = Dashboard([recorded_run])
+    t = Timeline(board)  # progress after 1 s
+    worker = threading.Thread(target=t.request, args=({"run": 0, "width_px": 1000},))
     worker.start()
     try:
         _wait_for(lambda: any(st.state == "running" for st in board.views[0].progress()))
-        assert board.loading_status(0, 0) == ("", False)  # under way, but asked for under a second ago
+        assert t.loading_status(0, 0) == ("", False)  # under way, but asked for under a second ago
     finally:
         release.set()
         worker.join(60)
@@ -649,33 +670,31 @@ def test_loading_status_reports_a_failed_stage_in_one_line_and_stops(monkeypatch
     release = threading.Event()
     release.set()
     _blocked_lane_layout(monkeypatch, release, error=ValueError("lane table is corrupt\nsecond line"))
-    board = Dashboard([recorded_run])
+    t = Timeline(Dashboard([recorded_run]))
     with pytest.raises(ValueError):
-        board.whole_timeline(0, 1000)
-    children, stop = board.loading_status(0, 0)
+        t.whole(0, 1000)
+    children, stop = t.loading_status(0, 0)
     assert stop and "laying out the lanes ✗" in _text(children)
     assert _text(children).endswith("failed: ValueError: lane table is corrupt")
 
 
 def test_loading_status_stops_when_the_timeline_fails_outside_a_stage(monkeypatch, recorded_run):
-    from accelscope.dashboard import figures
+    from accelscope.dashboard.sections import timeline as section
 
     def broken(*args, **kwargs):
         raise RuntimeError("cannot draw")
 
-    monkeypatch.setattr(figures, "timeline_figure", broken)
-    board = Dashboard([recorded_run])
+    monkeypatch.setattr(section, "timeline_figure", broken)
+    t = Timeline(Dashboard([recorded_run]))
     with pytest.raises(RuntimeError):
-        board.timeline_request({"run": 0, "width_px": 1000})
-    children, stop = board.loading_status(0, 0)
+        t.request({"run": 0, "width_px": 1000})
+    children, stop = t.loading_status(0, 0)
     assert stop and _text(children).endswith("failed: RuntimeError: cannot draw")
     assert "drawing the whole run ✓" in _text(children)  # every stage ran; the figure did not
 
 
 def test_a_stage_that_failed_in_the_background_is_retried_by_the_page(monkeypatch, recorded_run):
-    from accelscope.dashboard import data
-
-    real, calls = data.build_lane_layout, []
+    real, calls = tv.build_lane_layout, []
 
     def fails_once(*args, **kwargs):
         calls.append(1)
@@ -683,38 +702,37 @@ def test_a_stage_that_failed_in_the_background_is_retried_by_the_page(monkeypatc
             raise OSError("run still being written")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(data, "build_lane_layout", fails_once)
+    monkeypatch.setattr(tv, "build_lane_layout", fails_once)
     board = Dashboard([recorded_run])
-    board.PROGRESS_AFTER_S = 0.0
+    t = Timeline(board)
+    t.progress_after_s = 0.0
     board.prepare_in_background(0).join(60)  # as `accelscope dashboard` does at launch: it fails
     assert [st.state for st in board.views[0].progress() if st.label == "laying out the lanes"] == ["failed"]
-    assert board.loading_status(0, 0) == ("", False)  # the page has not asked yet: keep waiting
-    board.timeline_request({"run": 0, "width_px": 1000})  # the page's own request succeeds
-    assert board.loading_status(0, 0) == ("", True) and len(calls) == 2
+    assert t.loading_status(0, 0) == ("", False)  # the page has not asked yet: keep waiting
+    t.request({"run": 0, "width_px": 1000})  # the page's own request succeeds
+    assert t.loading_status(0, 0) == ("", True) and len(calls) == 2
 
 
 def test_loading_status_stays_quiet_for_unknown_runs(recorded_run):
-    board = Dashboard([recorded_run])
-    assert board.loading_status(None, 0) == ("", False)  # nothing asked for yet: keep polling, show nothing
-    assert board.loading_status(None, 7) == ("", True)
-    assert board.loading_status(None, "../x") == ("", True)
+    t = Timeline(Dashboard([recorded_run]))
+    assert t.loading_status(None, 0) == ("", False)  # nothing asked for yet: keep polling, show nothing
+    assert t.loading_status(None, 7) == ("", True)
+    assert t.loading_status(None, "../x") == ("", True)
 
 
 def test_each_ranks_steps_lane_comes_in_rank_order(shared_dir, tmp_path):
-    from accelscope.dashboard.data import STEPS_LANE, RunView
+    from accelscope.dashboard.timeline.lanes import STEPS_LANE
     from accelscope.traces.importer import import_traces
 
     run = Run.open(import_traces([shared_dir / "traces/HolisticTraceAnalysis/tests/data/trace_filter"], tmp_path / "two", progress=False))
     for _ in range(5):  # the lanes' order must not depend on hash order
-        labels = [lane.label for lane in RunView(run, "two").lane_layout.lanes]
+        labels = [lane.label for lane in tv.lane_layout(RunView(run, "two")).lanes]
         assert [label for label in labels if label.endswith(STEPS_LANE)] == [f"rank 0 · {STEPS_LANE}", f"rank 1 · {STEPS_LANE}"]
         assert labels[:2] == [f"rank 0 · {STEPS_LANE}", f"rank 1 · {STEPS_LANE}"]
 
 
 def test_a_new_request_clears_the_last_failure_while_it_runs(monkeypatch, recorded_run):
-    from accelscope.dashboard import data
-
-    real, release, calls = data.build_lane_layout, threading.Event(), []
+    real, release, calls = tv.build_lane_layout, threading.Event(), []
 
     def fails_then_waits(*args, **kwargs):
         calls.append(1)
@@ -723,18 +741,18 @@ def test_a_new_request_clears_the_last_failure_while_it_runs(monkeypatch, record
         release.wait(60)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(data, "build_lane_layout", fails_then_waits)
-    board = Dashboard([recorded_run])
+    monkeypatch.setattr(tv, "build_lane_layout", fails_then_waits)
+    t = Timeline(Dashboard([recorded_run]))
     with pytest.raises(OSError):
-        board.timeline_request({"run": 0, "width_px": 1000})
-    assert board.loading_status(0, 0)[1] is True  # failed: the page stops waiting and says why
-    retry = threading.Thread(target=board.timeline_request, args=({"run": 0, "width_px": 1000},))
+        t.request({"run": 0, "width_px": 1000})
+    assert t.loading_status(0, 0)[1] is True  # failed: the page stops waiting and says why
+    retry = threading.Thread(target=t.request, args=({"run": 0, "width_px": 1000},))
     retry.start()  # the page asks again (a reload, or picking the run again)
     try:
         _wait_for(lambda: len(calls) == 2)
-        children, stop = board.loading_status(0, 0)
+        children, stop = t.loading_status(0, 0)
         assert not stop and "failed" not in _text(children)  # the old failure is not this request's
     finally:
         release.set()
         retry.join(60)
-    assert board.loading_status(0, 0) == ("", True)
+    assert t.loading_status(0, 0) == ("", True)

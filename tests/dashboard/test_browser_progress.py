@@ -11,23 +11,23 @@ from tests.dashboard.browser import open_dashboard, require_browser
 pytestmark = pytest.mark.browser
 require_browser()
 
-from accelscope.dashboard import data  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
+from accelscope.dashboard.timeline import view as tv  # noqa: E402
 
 TIMEOUT_MS = 60_000
 
 
 def test_a_slow_first_view_shows_its_progress_until_the_timeline_is_drawn(monkeypatch, recorded_run):
     release = threading.Event()
-    real = data.build_lane_layout
+    real = tv.build_lane_layout
 
     def slow(*args, **kwargs):
         release.wait(60)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(data, "build_lane_layout", slow)  # a lane layout that takes as long as the test needs
+    monkeypatch.setattr(tv, "build_lane_layout", slow)  # a lane layout that takes as long as the test needs
     app = create_app([recorded_run])
-    app._accelscope.PROGRESS_AFTER_S = 0.0
+    app._accelscope.sections["timeline"].progress_after_s = 0.0
     shows = "() => (document.getElementById('load-progress') || {}).textContent || ''"
     try:
         with open_dashboard(app, ready=f"() => ({shows})().includes('laying out the lanes …')", wait_until="domcontentloaded") as page:

@@ -27,7 +27,7 @@ from accelscope.analysis import analyze
 from accelscope.verdicts import VERDICT_TEXT  # noqa: E402
 from accelscope.analysis.compare import compare  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
-from accelscope.dashboard.steps_page import OUTLIER_COLOR  # noqa: E402
+from accelscope.dashboard.sections.steps import OUTLIER_COLOR  # noqa: E402
 from accelscope.demo import run_demo  # noqa: E402
 from accelscope.traces import schema as S  # noqa: E402
 from accelscope.traces.run import Run  # noqa: E402

@@ -23,9 +23,10 @@ require_browser()
 
 from accelscope.analysis import launches as scheduling  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
-from accelscope.dashboard.data import RunView  # noqa: E402
+from accelscope.dashboard.runs import RunView  # noqa: E402
+from accelscope.dashboard.timeline import view as tv  # noqa: E402
 from accelscope.dashboard.formatting import format_duration_ns  # noqa: E402
-from accelscope.dashboard.scheduling_view import MAX_LATENCY_POINTS  # noqa: E402
+from accelscope.dashboard.timeline.launches import MAX_LATENCY_POINTS  # noqa: E402
 from accelscope.traces import schema as S  # noqa: E402
 from accelscope.traces.run import Run  # noqa: E402
 

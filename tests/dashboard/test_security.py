@@ -12,6 +12,7 @@ pytest.importorskip("dash", reason="the dashboard extra is not installed")
 
 from accelscope.dashboard import app as app_mod  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
+from accelscope.dashboard.sections import kernels, metrics, overview, steps  # noqa: E402
 
 HOSTILE = ["../../etc/passwd", "/etc/passwd", str(Path.home()), {"path": "/etc"}, ["/etc"], -1, 10**9, True, 1.0, None]
 
@@ -47,13 +48,17 @@ def test_hostile_run_values_render_nothing_and_touch_no_file(app_and_board, no_f
     _, board = app_and_board
     assert board.index(value) is None
     with pytest.raises(Exception) as info:
-        board.render(value)
+        overview.render(board, value)
     assert type(info.value).__name__ == "PreventUpdate"
     with pytest.raises(Exception) as info:
-        board.render_rest({"run": value, "n": 1})
+        board.header(value)
     assert type(info.value).__name__ == "PreventUpdate"
+    for section in (metrics, kernels, steps):
+        with pytest.raises(Exception) as info:
+            section.render(board, {"run": value, "n": 1})
+        assert type(info.value).__name__ == "PreventUpdate"
     with pytest.raises(Exception) as info:
-        board.zoom({"xaxis.range[0]": 0, "xaxis.range[1]": 1}, value)
+        board.sections["timeline"].zoom({"xaxis.range[0]": 0, "xaxis.range[1]": 1}, value)
     assert type(info.value).__name__ == "PreventUpdate"
     assert no_file_access == []
 
@@ -62,7 +67,7 @@ def test_hostile_run_values_render_nothing_and_touch_no_file(app_and_board, no_f
 def test_hostile_zooms_are_ignored(app_and_board, no_file_access, relayout):
     _, board = app_and_board
     with pytest.raises(Exception) as info:
-        board.zoom(relayout, 0)
+        board.sections["timeline"].zoom(relayout, 0)
     assert type(info.value).__name__ == "PreventUpdate"
     assert no_file_access == []
 

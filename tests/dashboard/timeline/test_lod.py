@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from accelscope.dashboard.lod import (
+from accelscope.dashboard.timeline.lod import (
     build_index,
     clamp_width_px,
     level_of_detail,

@@ -1,8 +1,8 @@
 """The Steps section: every step's time and breakdown, with outlier steps marked.
 
-Data comes from the analyzer's steps table (``Report.steps``: breakdown columns, input
-share, verdict, warm-up, ``outlier`` and ``outlier_reason``); this module only shapes it
-for a Plotly figure and an AG Grid table.
+Data comes from the analyzer's steps table (``Report.steps``: each step's own number,
+breakdown columns, input share, verdict, warm-up, ``outlier`` and ``outlier_reason``); this
+module only shapes it for a Plotly figure and an AG Grid table.
 """
 
 from __future__ import annotations
@@ -13,8 +13,14 @@ import polars as pl
 
 from accelscope.analysis import Report
 from accelscope.analysis.breakdown import BREAKDOWN
-from accelscope.dashboard.formatting import GRID_PERSISTENCE
+from accelscope.dashboard.components import grid, grid_box, loading, section
+from accelscope.dashboard.theme import FONT, TEMPLATE, empty_figure, plotly_go, step_ticks
 from accelscope.errors import require
+
+NAME = "steps"
+TITLE = "Steps"
+SUB = ("Every step's time; red points are outlier steps (far slower than the median step), with the breakdown "
+       "category that grew most. Warm-up is grey. The table has each step's breakdown; sort or filter it.")
 
 OUTLIER_COLOR = "#C62828"
 STEP_COLOR = "#3B6EA8"
@@ -63,11 +69,9 @@ def step_rows(report: Report | None) -> list[dict[str, Any]]:
 
 def steps_figure(report: Report | None):
     """Step time per step, the median as a line, outliers in red with their reason on hover."""
-    go = require("plotly.graph_objects", "dashboard", "accelscope dashboard")
-    from accelscope.dashboard.figures import FONT, TEMPLATE, _empty
-
+    go = plotly_go()
     if report is None or report.steps.height == 0:
-        return _empty("No steps recorded: call prof.step() once per training step.")
+        return empty_figure("No steps recorded: call prof.step() once per training step.")
     st = report.steps.with_columns(dur_ms=pl.col("dur_ns") / 1e6)
     fig = go.Figure()
     ranks = st["rank"].unique().sort().to_list()
@@ -98,7 +102,7 @@ def steps_figure(report: Report | None):
     fig.update_layout(
         template=TEMPLATE, font=FONT, height=300, margin=dict(l=60, r=20, t=36, b=45),
         title=dict(text=f"{n_out} outlier step{'s' if n_out != 1 else ''}" if n_out else "no outlier steps", font=dict(size=13), x=0.01),
-        xaxis=dict(title="step", showgrid=False), yaxis=dict(title="step time (ms)", rangemode="tozero"),
+        xaxis=dict(title="step", showgrid=False, **step_ticks(st["step"].to_list())), yaxis=dict(title="step time (ms)", rangemode="tozero"),
         shapes=shapes, annotations=annotations, showlegend=len(ranks) > 1, hovermode="closest",
     )
     return fig
@@ -107,27 +111,32 @@ def steps_figure(report: Report | None):
 GRID_PX = 420
 
 
-def steps_grid(rows: list[dict[str, Any]], grid_id: str = "steps-table"):
-    """A sortable, filterable AG Grid of :func:`step_rows`; outlier rows tinted."""
-    dag = require("dash_ag_grid", "dashboard", "accelscope dashboard")
-    cols = []
-    for cid, name, typ in COLUMNS:
-        col: dict[str, Any] = {"field": cid, "headerName": name, "filter": "agNumberColumnFilter" if typ == "numeric" else "agTextColumnFilter"}
-        if cid == "outlier_reason":
-            col.update(flex=3, minWidth=260, tooltipField=cid)
-        else:
-            col.update(flex=1, minWidth=105 if cid in ("dur_ms", "input_wait_pct", "verdict") else 80)
-            if typ == "numeric":
-                col["type"] = "numericColumn"
-        cols.append(col)
-    return dag.AgGrid(
-        id=grid_id,
-        columnDefs=cols,
-        rowData=rows,
-        defaultColDef={"sortable": True, "filter": True, "resizable": True, "floatingFilter": True},
-        dashGridOptions={"pagination": True, "paginationPageSize": 20, "rowHeight": 30, "headerHeight": 34, "floatingFiltersHeight": 36, "animateRows": False},
+def steps_grid(rows: list[dict[str, Any]], grid_id: str = "steps-table") -> Any:
+    """A sortable, filterable grid of :func:`step_rows`; outlier rows tinted."""
+    return grid(
+        grid_id, COLUMNS, rows, GRID_PX, wide="outlier_reason",
         rowClassRules={"step-outlier": "params.data.flag == 'outlier'", "step-warmup": "params.data.flag == 'warm-up'"},
-        className="ag-theme-alpine",
-        style={"height": f"{GRID_PX}px"},
-        **GRID_PERSISTENCE,
     )
+
+
+def layout(board: Any) -> list:
+    from dash import dcc
+
+    config = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+    return [section(TITLE, SUB, loading(dcc.Graph(id="steps-graph", config=config)), grid_box("steps-table-box", GRID_PX))]
+
+
+def render(board: Any, request: Any) -> tuple:
+    """The figure and grid, once the timeline is painted ("rest-request": {"run", "n"})."""
+    dash = require("dash", "dashboard", "accelscope dashboard")
+    index = board.index(request.get("run")) if isinstance(request, dict) else None
+    if index is None:
+        raise dash.exceptions.PreventUpdate
+    report = board.views[index].report
+    return board.figure(index, "steps", lambda v: steps_figure(v.report)), steps_grid(step_rows(report))
+
+
+def register(app: Any, board: Any) -> None:
+    from dash import Input, Output
+
+    app.callback(Output("steps-graph", "figure"), Output("steps-table-box", "children"), Input("rest-request", "data"))(lambda request: render(board, request))

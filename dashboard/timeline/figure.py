@@ -1,4 +1,5 @@
-"""Plotly figures for the dashboard, built from the tables in ``accelscope.dashboard.data``.
+"""The timeline as a Plotly figure: lanes of line segments, invisible hover points, step
+bands, and beneath them the queue-depth track and the launch-latency plot.
 
 Plotly is imported when a figure is built, so this module imports without it.
 """
@@ -8,139 +9,17 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from accelscope.dashboard.data import STEPS_LANE, Lane, MarkTrace, RunView, StepBars, Timeline
 from accelscope.dashboard.formatting import format_duration_ns
-from accelscope.dashboard.metrics_view import Metrics
-from accelscope.dashboard.scheduling_view import LATENCY_PLOT_PX, MAX_FLOWS, Latency
-from accelscope.errors import require
+from accelscope.dashboard.theme import KIND_COLORS, STEP_COLORS, TIME_MARGIN, base_layout, empty_figure, plotly_go
+from accelscope.dashboard.timeline.lanes import STEPS_LANE, Lane
+from accelscope.dashboard.timeline.launches import LATENCY_PLOT_PX, MAX_FLOWS, Latency
+from accelscope.dashboard.timeline.marks import MarkTrace, Timeline
 from accelscope.traces import schema as S
-
-TEMPLATE = "plotly_white"
-FONT = dict(family="Inter, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif", size=12, color="#2b2f36")
-
-# One colour per kind of slice; input waits get the strongest.
-KIND_COLORS = {
-    S.KERNEL: "#4C78A8",
-    S.MEMCPY: "#F58518",
-    S.MEMSET: "#B279A2",
-    getattr(S, "SYNC", "sync"): "#6F4E7C",  # device synchronisation: a wait, not work
-    S.CPU_OP: "#5FA8A3",
-    S.RUNTIME: "#E2B93B",
-    S.PYTHON: "#9D755D",
-    S.INPUT_WAIT: "#D62728",
-    S.STEP: "#8A8F98",
-    S.ANNOTATION: "#59A14F",
-    S.OTHER: "#B8B8B8",
-    "idle gap": "rgba(255, 140, 0, 0.55)",  # the analyzer's idle gaps, on device lanes
-}
-STEP_COLORS = ("#7C8594", "#B3BAC5")  # alternating steps
-INPUT_WAIT_COLOR = KIND_COLORS[S.INPUT_WAIT]
-REST_COLOR = "#4C78A8"
-VERDICT_COLORS = {"high": "#C62828", "moderate": "#E08E0B", "none": "#2E7D32", None: "#6B7280"}
 
 ROW_PX = 22  # timeline row height
 LINE_PX = 15  # timeline slice thickness
 LATENCY_DASH_PX = 4  # a latency point: a dash this wide and thick
-# The timeline and the metrics share their time axis: same plot-area margins, so they line up.
-TIME_MARGIN = dict(l=180, r=24)
 LANE_LABEL_CHARS = 26
-
-
-def _go():
-    return require("plotly.graph_objects", "dashboard", "accelscope dashboard")
-
-
-def _base_layout(**extra) -> dict:
-    pio = require("plotly.io", "dashboard", "accelscope dashboard")
-    layout = dict(
-        template=pio.templates[TEMPLATE],  # the object: an unvalidated figure would send only its name
-        font=FONT,
-        margin=dict(l=60, r=20, t=40, b=50),
-        hoverlabel=dict(bgcolor="white", font_size=12, bordercolor="#c9ced6"),
-    )
-    layout.update(extra)
-    return layout
-
-
-def _empty(message: str, height: int = 260):
-    go = _go()
-    fig = go.Figure()
-    fig.update_layout(
-        **_base_layout(height=height),
-        xaxis=dict(visible=False),
-        yaxis=dict(visible=False),
-        annotations=[dict(text=message, showarrow=False, font=dict(size=14, color="#6B7280"), xref="paper", yref="paper", x=0.5, y=0.5)],
-    )
-    return fig
-
-
-# The analyzer's per-step categories: device work in blues/greens, waiting in red, host in slate.
-BREAKDOWN_COLORS = {
-    "kernel": "#3B6EA8",
-    "communication": "#7B5EA7",
-    "memcpy": "#2A9D8F",
-    "memset": "#8AB17D",
-    "runtime": "#E9A23B",
-    "input_wait": INPUT_WAIT_COLOR,
-    "host_compute": "#8E9AAF",
-    "other_idle": "#D9DDE3",
-}
-
-
-# -- overview: one stacked bar per step, split by the analyzer's categories ------------------
-def step_figure(bars: StepBars):
-    go = _go()
-    if not bars.step:
-        return _empty("No steps recorded: call prof.step() once per training step.")
-    warm = bars.warmup
-    opacity = [0.45 if w else 1.0 for w in warm]
-    pattern = dict(shape=["/" if w else "" for w in warm], fgcolor="white", size=6, solidity=0.3)
-    totals = [wait + rest for wait, rest in zip(bars.input_wait_ms, bars.rest_ms)]
-    traces = []
-    for category, values in bars.parts:
-        label = category.replace("_", " ")
-        hover = [
-            f"<b>{name}</b>{' (warm-up)' if w else ''}<br>{label} {v:,.2f} ms ({v / t if t else 0:.0%} of {t:,.1f} ms)"
-            for name, w, v, t in zip(bars.name, warm, values, totals)
-        ]
-        traces.append(
-            go.Bar(
-                name=label,
-                x=bars.step,
-                y=values,
-                marker=dict(color=BREAKDOWN_COLORS.get(category, REST_COLOR), opacity=opacity, pattern=pattern),
-                hovertext=hover,
-                hovertemplate="%{hovertext}<extra></extra>",
-            )
-        )
-    fig = go.Figure(traces)
-    annotations = []
-    for i, w in enumerate(warm):
-        if w:
-            annotations.append(
-                dict(x=bars.step[i], y=bars.input_wait_ms[i] + bars.rest_ms[i], text="warm-up", showarrow=False, yanchor="bottom", yshift=2, font=dict(size=11, color="#6B7280"))
-            )
-    shapes = []
-    if bars.mean_step_ms is not None:
-        shapes.append(dict(type="line", xref="paper", x0=0, x1=1, y0=bars.mean_step_ms, y1=bars.mean_step_ms, line=dict(color="#2b2f36", width=1, dash="dot")))
-        annotations.append(
-            dict(xref="paper", x=1, y=bars.mean_step_ms, text=f"mean {bars.mean_step_ms:,.1f} ms", showarrow=False, xanchor="right", yanchor="bottom", font=dict(size=11, color="#2b2f36"), bgcolor="rgba(255,255,255,0.8)")
-        )
-    fig.update_layout(
-        **_base_layout(height=320, margin=dict(l=60, r=20, t=30, b=45)),
-        barmode="stack",
-        bargap=0.25,
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0, traceorder="normal"),
-        xaxis=dict(title="step", showgrid=False),
-        yaxis=dict(title="time (ms)", rangemode="tozero"),
-        shapes=shapes,
-        annotations=annotations,
-        hovermode="closest",
-    )
-    return fig
-
-
-# -- timeline -----------------------------------------------------------------------------------
 MERGED_OPACITY = 0.55  # merged marks are drawn lighter than slices drawn one by one
 PANEL_GAP_PX = 56  # room between the lanes and each scheduling panel, for its title
 QUEUE_PX = 110
@@ -198,8 +77,9 @@ def _mark_trace(go, tr: MarkTrace, show_legend: bool):
     )
 
 
-def _title(tl: Timeline) -> str:
-    """Two lines: what is drawn (slices, marks, what was merged), then what to do."""
+def _title(tl: Timeline, static: bool = False) -> str:
+    """Two lines: what is drawn (slices, marks, what was merged), then what to do (a static
+    report's figure has no server behind it: zooming only enlarges what was drawn)."""
     where = "in this view" if tl.window is not None else "in the run"
     text = f"{tl.total_slices:,} slices {where} on {len(tl.lanes)} lanes, drawn as {tl.marks:,} marks"
     if tl.merged_slices:
@@ -213,7 +93,10 @@ def _title(tl: Timeline) -> str:
             hints.append(f"{tl.flows.shown:,} launch → kernel arrows")
         elif tl.flows.in_view > MAX_FLOWS:
             hints.append(f"launch → kernel arrows below {MAX_FLOWS} launches in view ({tl.flows.in_view:,} now)")
-    hints.append("drag to zoom, double-click to reset, click a mark for details")
+    if static:
+        hints.append("a static picture of the whole run: open the run in `accelscope dashboard` to zoom into every slice")
+    else:
+        hints.append("drag to zoom, double-click to reset, click a mark for details")
     return text + "<br>" + " · ".join(hints)
 
 
@@ -236,10 +119,11 @@ def queue_title(queue: list) -> str:
     return f"queue depth per stream (device ops launched, not finished) · max {peak:,} in view"
 
 
-def timeline_figure(tl: Timeline, uirevision: str | None = None):
-    go = _go()
+def timeline_figure(tl: Timeline, uirevision: str | None = None, static: bool = False):
+    """The figure of a ``Timeline``; ``static``: for a file with no server behind it (the HTML report)."""
+    go = plotly_go()
     if not tl.lanes:
-        return _empty("No slices recorded in this run.")
+        return empty_figure("No slices recorded in this run.")
     traces = []
     legend_done: set[str] = set()
     for tr in tl.traces:  # one legend entry per kind (it toggles the kind's merged marks too)
@@ -399,8 +283,8 @@ def timeline_figure(tl: Timeline, uirevision: str | None = None):
     # Built from validated traces; the layout alone takes plotly ~50 ms to validate on a first view.
     fig = go.Figure(traces, _validate=False)
     fig.update_layout(
-        **_base_layout(height=height, margin=margin),
-        title=dict(text=_title(tl), font=dict(size=12, color="#6B7280"), x=0, xanchor="left", y=1, yanchor="top", pad=dict(t=16), xref="paper"),
+        **base_layout(height=height, margin=margin),
+        title=dict(text=_title(tl, static), font=dict(size=12, color="#6B7280"), x=0, xanchor="left", y=1, yanchor="top", pad=dict(t=16), xref="paper"),
         showlegend=True,
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0, itemsizing="constant", traceorder="normal"),
         xaxis=dict(x_common, anchor="y", showticklabels=not panels, title="time since run start (ms)" if not panels else None),
@@ -432,7 +316,7 @@ def timeline_figure(tl: Timeline, uirevision: str | None = None):
 
 def warm_up() -> None:
     """Build one small figure with every trace type and property the timeline uses."""
-    go = _go()
+    go = plotly_go()
     one = np.zeros(1)
     fig = go.Figure(
         [
@@ -441,7 +325,7 @@ def warm_up() -> None:
             go.Scatter(x=one, y=one, mode="lines", line=dict(color="#000", width=1), legend="legend2", hovertemplate="%{y}"),
         ]
     )
-    fig.update_layout(**_base_layout(height=100), yaxis=dict(domain=[0, 1], tickvals=[0], ticktext=["a"]), yaxis2=dict(domain=[0, 1], anchor="x"), shapes=[dict(type="rect", x0=0, x1=1, y0=0, y1=1)],
+    fig.update_layout(**base_layout(height=100), yaxis=dict(domain=[0, 1], tickvals=[0], ticktext=["a"]), yaxis2=dict(domain=[0, 1], anchor="x"), shapes=[dict(type="rect", x0=0, x1=1, y0=0, y1=1)],
                       annotations=[dict(text="a", x=0, y=0)], title=dict(text="a", pad=dict(t=1)), legend=dict(itemsizing="constant"), uirevision="a", meta={})
 
 
@@ -455,78 +339,3 @@ def _lane_tick(lane: Lane) -> str:
     return text
 
 
-# -- device and host metrics ----------------------------------------------------------------------
-METRIC_COLORS = ["#4C78A8", "#F58518", "#8A8F98", "#59A14F", "#B279A2", "#9D755D", "#E2B93B", "#5FA8A3"]
-METRIC_GAP_PX = 34  # between panels: room for the next panel's legend
-
-
-def metrics_figure(metrics: Metrics, x_range: tuple[float, float]):
-    """One panel per quantity (metrics_view.PANELS), stacked on the timeline's time axis:
-    same plot-area margins, and the browser keeps the x range equal to the timeline's."""
-    go = _go()
-    if not metrics:
-        return _empty("No host or device metrics sampled in this run.")
-    panels = metrics.panels
-    plot_px = sum(p.height_px for p in panels) + METRIC_GAP_PX * (len(panels) - 1)
-    traces = []
-    layout: dict = {}
-    top = plot_px
-    for r, panel in enumerate(panels, start=1):
-        suffix = "" if r == 1 else str(r)
-        lo, hi = (top - panel.height_px) / plot_px, top / plot_px
-        top -= panel.height_px + METRIC_GAP_PX
-        unit = metrics.units[panel.key]
-        members = [s for s in metrics.series if s.group == panel.key]
-        # Accelerator panels: a colour per device, a line style per counter (capacities dashed);
-        # host panels: a colour per series.
-        devices = list(dict.fromkeys(s.device for s in members if s.device is not None))
-        styles: dict[str, str] = {}
-        legend = "legend" + suffix
-        for i, s in enumerate(members):
-            if s.device is not None:
-                colour = METRIC_COLORS[devices.index(s.device) % len(METRIC_COLORS)]
-                dash = "dash" if s.capacity else styles.setdefault(s.name, ("solid", "dot", "dashdot")[min(len(styles), 2)])
-            else:
-                colour, dash = METRIC_COLORS[i % len(METRIC_COLORS)], "solid"
-            traces.append(
-                go.Scatter(
-                    name=s.label,
-                    x=s.x_ms,
-                    y=s.y,
-                    mode="lines",
-                    line=dict(color=colour, width=1.2 if s.capacity or dash != "solid" else 1.8, dash=dash),
-                    legend=legend,
-                    xaxis="x" + suffix,
-                    yaxis="y" + suffix,
-                    hovertemplate=f"{s.label}: %{{y:,.1f}} {unit}<extra></extra>".replace(" %<", "%<"),
-                )
-            )
-        title = f"{panel.title} ({unit})" if unit else panel.title
-        layout["yaxis" + suffix] = dict(
-            domain=[max(lo, 0.0), min(hi, 1.0)], anchor="x" + suffix, rangemode="tozero", gridcolor="#eef0f3", zeroline=False,
-            title=dict(text=title, font=dict(size=11.5, color="#4b5563")), fixedrange=True,
-        )
-        last = r == len(panels)
-        layout["xaxis" + suffix] = dict(
-            anchor="y" + suffix, range=list(x_range), gridcolor="#eef0f3", showticklabels=last,
-            showspikes=True, spikemode="across", spikethickness=1, spikecolor="#9aa1ab",
-            title="time since run start (ms)" if last else None,
-            **({} if r == 1 else {"matches": "x"}),
-        )
-        layout[legend] = dict(orientation="h", x=1, xanchor="right", y=hi, yanchor="bottom", bgcolor="rgba(0,0,0,0)", font=dict(size=11))
-    margin = dict(**TIME_MARGIN, t=34, b=50)
-    fig = go.Figure(traces)
-    fig.update_layout(
-        **_base_layout(height=plot_px + margin["t"] + margin["b"], margin=margin),
-        hovermode="x unified", uirevision="metrics", meta=dict(x_range=list(x_range)), **layout,
-    )
-    return fig
-
-
-def figures_for(view: RunView, uirevision: str | None = None) -> dict:
-    """All three figures of one run (the dashboard caches this per run)."""
-    return {
-        "step": step_figure(view.step_bars),
-        "timeline": timeline_figure(view.timeline, uirevision),
-        "metrics": metrics_figure(view.metrics, (0.0, max(view.end_ms, 1e-3))),
-    }

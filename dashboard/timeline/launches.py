@@ -1,10 +1,9 @@
-"""The timeline's scheduling panels, from ``accelscope.scheduling``: no Dash, no Plotly here.
+"""The timeline's launch panels, from the report's launch tables: no Dash, no Plotly here.
 
 * launch -> kernel flows: a line from each host launch call starting in the window to the
   device work it launched, only when few enough are in view;
-* queue depth per stream (``scheduling.queue_depth``, matched with the latencies in one
-  pass by ``launch_latency_and_queue_depth``), reduced per pixel with its peaks kept;
-* launch-to-start latency over time (``scheduling.launch_latency``), one point per device
+* queue depth per stream (``Report.launches.depth``), reduced per pixel with its peaks kept;
+* launch-to-start latency over time (``Report.launches.latency``), one point per device
   operation, thinned to one per 3x3-pixel cell (about a marker's size) when the window holds many, with the
   median and p90 of every launch in the window.
 
@@ -19,9 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from accelscope.analysis import launches as scheduling
 from accelscope.dashboard.formatting import CAT_LAUNCH
-from accelscope.dashboard.lod import step_envelope, thin_points
+from accelscope.dashboard.timeline.lod import step_envelope, thin_points
 from accelscope.traces import schema as S
 
 # Flows are drawn only when at most this many launches fall in the window.
@@ -60,7 +58,7 @@ class LatencySeries:
     x_ms: np.ndarray  # device start, ms since run start
     latency_us: np.ndarray
     text: list[str] | None  # the op's name; None when thinned (the hover shows the numbers only)
-    custom: np.ndarray  # (n, 6) float64, columns as data.HOVER_COLUMNS: CAT_LAUNCH, position x2, latency s, 1, launch ms (float32 without it when thinned)
+    custom: np.ndarray  # (n, 6) float64, columns as marks.HOVER_COLUMNS: CAT_LAUNCH, position x2, latency s, 1, launch ms (float32 without it when thinned)
 
 
 @dataclass
@@ -108,11 +106,10 @@ class SchedulingIndex:
         return int(self.start_ns.size)
 
     @classmethod
-    def build(cls, events: pl.DataFrame, table: pl.DataFrame, kinds: list[str]) -> "SchedulingIndex":
-        """``table``: the lane layout's table (one row per slice, in index order, with ``row``
+    def build(cls, lat: pl.DataFrame, depth_tab: pl.DataFrame, table: pl.DataFrame, kinds: list[str], multi_rank: bool) -> "SchedulingIndex":
+        """``lat``, ``depth_tab``: the report's launch latency and queue depth tables;
+        ``table``: the lane layout's table (one row per slice, in index order, with ``row``
         and ``kind_code``, a position in ``kinds``)."""
-        multi_rank = events["rank"].n_unique() > 1 if events.height else False
-        lat, depth_tab = scheduling.launch_latency_and_queue_depth(events)
         code = {k: i for i, k in enumerate(kinds)}
         pos = table.select("rank", "correlation_id", "start_ns", "kind_code", "row").with_row_index("pos").filter(pl.col("correlation_id").is_not_null())
         runtime = pos.filter(pl.col("kind_code") == code.get(S.RUNTIME, -1)).unique(["rank", "correlation_id", "start_ns"], keep="first")

@@ -12,9 +12,16 @@ import polars as pl
 
 from accelscope.analysis import Report
 from accelscope.analysis.compare import Comparison, compare
+from accelscope.dashboard.components import grid, loading, section
+from accelscope.dashboard.theme import FONT, TEMPLATE, empty_figure, plotly_go
 from accelscope.errors import require
 from accelscope.verdicts import VERDICT_TEXT
 
+NAME = "compare"
+TITLE = "Compare"
+SUB = ("This run (A) against another (B): step time, breakdown per step, and the kernels and ops whose time per step changed most "
+       "(`accelscope diff A B` prints the same).")
+GRID_PX = 560
 A_COLOR = "#8E9AAF"
 B_COLOR = "#3B6EA8"
 
@@ -52,11 +59,9 @@ def summary_rows(cmp: Comparison | None) -> list[dict[str, str]]:
 
 def breakdown_figure(cmp: Comparison | None):
     """Per-step breakdown of A and B as grouped bars, one group per category."""
-    go = require("plotly.graph_objects", "dashboard", "accelscope dashboard")
-    from accelscope.dashboard.figures import FONT, TEMPLATE, _empty
-
+    go = plotly_go()
     if cmp is None:
-        return _empty("Pick a second run to compare with.", height=300)
+        return empty_figure("Pick a second run to compare with.", height=300)
     cats = list(cmp.breakdown_ms)
     labels = [c.replace("_", " ") for c in cats]
     fig = go.Figure()
@@ -87,21 +92,54 @@ def delta_rows(cmp: Comparison | None) -> list[dict[str, Any]]:
     return both.select("name", "what", *[pl.col(c).round(3) for c in ("a_ms", "b_ms", "delta_ms")]).to_dicts()
 
 
-def delta_grid(grid_id: str = "compare-table"):
-    dag = require("dash_ag_grid", "dashboard", "accelscope dashboard")
-    cols = []
-    for cid, name, typ in DELTA_COLUMNS:
-        col: dict[str, Any] = {"field": cid, "headerName": name, "filter": "agNumberColumnFilter" if typ == "numeric" else "agTextColumnFilter"}
-        if cid == "name":
-            col.update(flex=3, minWidth=320, tooltipField="name")
-        else:
-            col.update(flex=1, minWidth=100)
-            if typ == "numeric":
-                col["type"] = "numericColumn"
-        cols.append(col)
-    return dag.AgGrid(
-        id=grid_id, columnDefs=cols, rowData=[],
-        defaultColDef={"sortable": True, "filter": True, "resizable": True},
-        dashGridOptions={"pagination": True, "paginationPageSize": 15, "paginationPageSizeSelector": False, "rowHeight": 30, "headerHeight": 34, "animateRows": False},
-        className="ag-theme-alpine", style={"height": "560px"},
-    )
+def delta_grid(rows: list[dict[str, Any]], grid_id: str = "compare-table") -> Any:
+    """The kernels and ops that changed, biggest change first."""
+    return grid(grid_id, DELTA_COLUMNS, rows, GRID_PX, page_size=15, floating_filter=False, persist=False,
+                grid_options={"paginationPageSizeSelector": False})
+
+
+def summary_table(cmp: Comparison | None) -> Any:
+    html = require("dash.html", "dashboard", "accelscope dashboard")
+    rows = summary_rows(cmp)
+    if not rows:
+        return html.P("Pick a second run (pass several runs to `accelscope dashboard`).", className="details-hint")
+    head = html.Thead(html.Tr([html.Th(""), html.Th("A (this run)"), html.Th("B"), html.Th("B - A")]))
+    body = html.Tbody([html.Tr([html.Td(r["metric"]), html.Td(r["a"]), html.Td(r["b"]), html.Td(r["delta"])]) for r in rows])
+    return html.Table([head, body], className="details-table compare-summary")
+
+
+def layout(board: Any) -> list:
+    if len(board.views) < 2:
+        return []
+    from dash import dcc, html
+
+    config = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+    picker = html.Div([html.Label("Compare with", htmlFor="compare-select"), dcc.Dropdown(id="compare-select", options=[], value=None, clearable=True)],
+                      className="compare-picker")
+    return [section(TITLE, SUB, picker, html.Div(id="compare-summary"), loading(dcc.Graph(id="compare-graph", config=config)),
+                    html.Div(delta_grid([]), id="compare-table-box"))]
+
+
+def options(board: Any, value: Any) -> list[dict[str, Any]]:
+    """The other runs, to compare this one with."""
+    index = board.index(value)
+    return [{"label": v.label, "value": i} for i, v in enumerate(board.views) if i != index]
+
+
+def render(board: Any, value: Any, other: Any) -> tuple:
+    """The summary, the breakdown figure and the grid of changes for runs A and B."""
+    a, b = board.index(value), board.index(other)
+    cmp = None
+    if a is not None and b is not None and a != b:
+        cmp = comparison(board.views[a].report, board.views[b].report)
+    return summary_table(cmp), breakdown_figure(cmp), delta_grid(delta_rows(cmp))
+
+
+def register(app: Any, board: Any) -> None:
+    if len(board.views) < 2:
+        return
+    from dash import Input, Output
+
+    app.callback(Output("compare-select", "options"), Input("run-select", "value"))(lambda value: options(board, value))
+    app.callback(Output("compare-summary", "children"), Output("compare-graph", "figure"), Output("compare-table-box", "children"),
+                 Input("run-select", "value"), Input("compare-select", "value"))(lambda value, other: render(board, value, other))

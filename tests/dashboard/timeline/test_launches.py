@@ -16,7 +16,8 @@ from accelscope.analysis import launches as scheduling  # noqa: E402
 from accelscope.analysis.causes import CAUSE_TEXT, CAUSES  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
 from accelscope.dashboard.formatting import CAT_GAP, CAT_LAUNCH, CAT_MERGED, CAT_SLICE, format_duration_ns  # noqa: E402
-from accelscope.dashboard.scheduling_view import MAX_FLOWS, MAX_LATENCY_POINTS  # noqa: E402
+from accelscope.dashboard.timeline import view as tv  # noqa: E402
+from accelscope.dashboard.timeline.launches import MAX_FLOWS, MAX_LATENCY_POINTS  # noqa: E402
 from accelscope.traces.run import Run  # noqa: E402
 
 NW0 = "traces/kineto/tb_plugin/samples/resnet50_num_workers_0/worker0.1623143089861.pt.trace.json.gz"
@@ -51,13 +52,13 @@ def test_the_latency_panel_titles_the_runs_median_and_p90(board, launches):
 
 def test_the_latency_plot_shows_every_launch_when_few_and_their_latencies(board, launches, nw0_run):
     view = board.views[0]
-    tl = view.timeline_window(300.0, 320.0)
+    tl = tv.window(view, 300.0, 320.0)
     o = view.origin_ns
     sel = launches.filter((pl.col("start_ns") >= o + 300_000_000) & (pl.col("start_ns") < o + 320_000_000))
     assert 0 < sel.height == tl.latency.in_view and not tl.latency.thinned
     shown = np.sort(np.concatenate([s.latency_us for s in tl.latency.series]))
     np.testing.assert_allclose(shown, np.sort(sel["latency_ns"].to_numpy() / 1e3))
-    fig = board.zoom({"xaxis.range": [300.0, 320.0]}, 0)
+    fig = board.sections["timeline"].zoom({"xaxis.range": [300.0, 320.0]}, 0)
     points = next(t for t in fig.data if t.yaxis == "y3" and t.mode == "none")
     assert np.asarray(points.customdata)[:, 0].tolist() == [CAT_LAUNCH] * sel.height
     names = set(sel["name"].to_list())
@@ -66,7 +67,7 @@ def test_the_latency_plot_shows_every_launch_when_few_and_their_latencies(board,
 
 
 def test_the_whole_run_latency_plot_is_thinned_but_its_figures_are_of_every_launch(board, launches):
-    tl = board.views[0].timeline
+    tl = tv.whole(board.views[0])
     assert tl.latency.in_view == launches.height
     assert tl.latency.thinned and 0 < tl.latency.shown <= MAX_LATENCY_POINTS and tl.latency.cell_px >= 3
     assert tl.latency.median_ns == pytest.approx(float(np.percentile(launches["latency_ns"].to_numpy(), 50)))
@@ -88,7 +89,7 @@ def test_a_zoomed_queue_track_follows_the_step_function_exactly(board, nw0_run):
     depth = scheduling.queue_depth(Run.open(nw0_run).slices).filter(pl.col("stream") == 7)
     view = board.views[0]
     o = view.origin_ns
-    tl = view.timeline_window(400.0, 401.0)
+    tl = tv.window(view, 400.0, 401.0)
     q = next(s for s in tl.queue if s.label == "cuda:0 stream 7")
     t_ns = depth["time_ns"].to_numpy()
     inside = (t_ns > o + 400_000_000) & (t_ns < o + 401_000_000)
@@ -102,7 +103,7 @@ def test_flows_join_each_launch_of_a_zoomed_window_to_its_kernel(board, launches
     view = board.views[0]
     o = view.origin_ns
     a, b = 600.0, 603.0
-    tl = view.timeline_window(a, b)
+    tl = tv.window(view, a, b)
     crossing = launches.filter((pl.col("launch_start_ns") < o + int(b * 1e6)) & (pl.col("launch_start_ns") >= o + int(a * 1e6)))
     assert 0 < crossing.height <= MAX_FLOWS
     assert tl.flows.in_view == tl.flows.shown == crossing.height
@@ -115,17 +116,17 @@ def test_flows_join_each_launch_of_a_zoomed_window_to_its_kernel(board, launches
 
 
 def test_no_flows_are_drawn_for_the_whole_run_only_counted(board, launches):
-    tl = board.views[0].timeline
+    tl = tv.whole(board.views[0])
     assert tl.flows.shown == 0 and tl.flows.in_view == launches.height > MAX_FLOWS
     assert f"launch → kernel arrows below {MAX_FLOWS} launches in view ({launches.height:,} now)" in board.figures(0)["timeline"].layout.title.text
 
 
 def test_clicking_a_kernel_shows_its_name_stream_and_launch(board, launches):
-    fig = board.zoom({"xaxis.range": [600.0, 603.0]}, 0)
+    fig = board.sections["timeline"].zoom({"xaxis.range": [600.0, 603.0]}, 0)
     hover = next(t for t in fig.data if t.name == "kernel details")
     custom = [float(v) for v in np.asarray(hover.customdata)[0]]
     assert custom[0] == CAT_SLICE
-    d = board.views[0].details(custom)
+    d = tv.details(board.views[0], custom)
     rows = dict(d.rows)
     assert d.kind == "kernel" and d.title.startswith(hover.text[0].rstrip("…")[:60])
     assert rows["stream"] == "cuda:0 stream 7"
@@ -142,7 +143,7 @@ def test_clicking_a_gap_shows_its_cause_breakdown(board, nw0_run):
     hover = next(t for t in fig.data if t.name == "idle gap details")
     custom = np.asarray(hover.customdata)
     longest = int(np.argmax(custom[:, 3]))
-    d = board.views[0].details([float(v) for v in custom[longest]])
+    d = tv.details(board.views[0], [float(v) for v in custom[longest]])
     gap = gaps.sort("dur_ns", descending=True).row(0, named=True)
     assert dict(d.rows)["duration"] == format_duration_ns(gap["dur_ns"])
     assert d.title == f"idle: {CAUSE_TEXT[gap['cause']]}"
@@ -156,11 +157,11 @@ def test_clicking_a_merged_mark_lists_what_it_stands_for(board):
     custom = np.asarray(hover.customdata)
     i = int(np.argmax(custom[:, 4]))
     assert custom[i, 0] == CAT_MERGED
-    d = board.views[0].details([float(v) for v in custom[i]])
+    d = tv.details(board.views[0], [float(v) for v in custom[i]])
     assert dict(d.rows)["slices"] == f"{int(custom[i, 4]):,}"
     assert sum(int(row[1].replace(",", "")) for row in d.table) <= int(custom[i, 4]) and d.table
 
 
 @pytest.mark.parametrize("custom", [None, [], [0, 1], [9, 0, 0], [0, -1, 0], [0, 10**9, 0], [1, 5, 2], [CAT_GAP, 10**8, 0], ["0", 1, 1], [True, 1, 1], [0.5, 1, 1], [0, 1, 1, 2, 3, 4, 5, 6]])
 def test_hostile_click_data_shows_nothing(board, custom):
-    assert board.views[0].details(custom) is None
+    assert tv.details(board.views[0], custom) is None

@@ -1,0 +1,161 @@
+"""The dashboard's runs: one ``RunView`` per run, caching what is computed from it, and the
+progress of a first view that takes long (a 10M-event run takes seconds to prepare).
+
+A ``RunView`` holds the run, its label, the analyzer's report and anything a section
+caches through ``cached(key, build)``: each key is built once, under its own lock, so
+independent ones (the analysis, the lane layout) can be built at the same time. Keys in
+``STAGES`` are the slow steps of a first view; their timing is kept for ``progress``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+import polars as pl
+
+from accelscope.analysis import NoStepsError, Report, analyze
+from accelscope.traces.run import Run
+
+T = TypeVar("T")
+
+# The slow steps of a first view, by cache key (a whole-run timeline is "timeline" or
+# "timeline@<width>"), in the order they run; the page shows them while a large run loads.
+STAGES = {
+    "slices": "reading the events",
+    "report": "analysing steps, idle gaps and launches",
+    "lanes": "laying out the lanes",
+    "scheduling": "indexing launches for drawing",
+    "timeline": "drawing the whole run",
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of preparing a run: ``seconds`` so far (running) or in all (done, failed)."""
+
+    label: str
+    state: str  # "running", "done" or "failed"
+    seconds: float
+    error: str = ""
+
+
+def run_labels(paths: Sequence[Path]) -> list[str]:
+    """Short, unique labels for runs: the directory name, with parents added where names clash.
+
+    The same directory given twice gets a number: ``run``, ``run (2)``.
+    """
+    resolved = [Path(p).resolve() for p in paths]
+    distinct = list(dict.fromkeys(resolved))
+    depth = {p: 1 for p in distinct}
+
+    def label(p: Path) -> str:
+        return "/".join(p.parts[-depth[p]:]) if depth[p] < len(p.parts) else str(p)
+
+    while True:
+        labels = {p: label(p) for p in distinct}
+        counts: dict[str, int] = {}
+        for lab in labels.values():
+            counts[lab] = counts.get(lab, 0) + 1
+        clashing = [p for p in distinct if counts[labels[p]] > 1 and depth[p] < len(p.parts)]
+        if not clashing:
+            break
+        for p in clashing:
+            depth[p] += 1
+    out: list[str] = []
+    seen: dict[Path, int] = {}
+    for p in resolved:
+        seen[p] = seen.get(p, 0) + 1
+        out.append(labels[p] if seen[p] == 1 else f"{labels[p]} ({seen[p]})")
+    return out
+
+
+class RunView:
+    """One run as the dashboard sees it: the run, its report and a per-run cache."""
+
+    def __init__(self, run: Run, label: str):
+        self.run = run
+        self.label = label
+        self._lock = threading.Lock()  # guards _locks and _stages
+        self._locks: dict[str, threading.RLock] = {}
+        self._cache: dict[str, Any] = {}
+        self._stages: dict[str, list] = {}  # stage key -> [start, end or None, error]
+
+    def cached(self, key: str, build: Callable[[], T]) -> T:
+        """``build()`` once per key; a key in ``STAGES`` (before any "@") is timed for ``progress``."""
+        if key in self._cache:
+            return self._cache[key]
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.RLock())
+        with lock:
+            if key not in self._cache:
+                stage = key.split("@")[0]
+                if stage not in STAGES:
+                    self._cache[key] = build()
+                    return self._cache[key]
+                with self._lock:
+                    record = self._stages[stage] = [time.monotonic(), None, ""]
+                try:
+                    self._cache[key] = build()
+                except BaseException as exc:
+                    with self._lock:
+                        record[1], record[2] = time.monotonic(), f"{type(exc).__name__}: {exc}".splitlines()[0]
+                    raise
+                with self._lock:
+                    record[1] = time.monotonic()
+            return self._cache[key]
+
+    def progress(self) -> list[Stage]:
+        """The stages of preparing this run that have started, in ``STAGES`` order."""
+        now = time.monotonic()
+        with self._lock:
+            records = {k: list(v) for k, v in self._stages.items()}
+        out = []
+        for key, label in STAGES.items():
+            if key in records:
+                start, end, error = records[key]
+                state = "failed" if error else "running" if end is None else "done"
+                out.append(Stage(label, state, (end if end is not None else now) - start, error))
+        return out
+
+    def slice_count(self) -> int | None:
+        """How many slices the run holds, once they are read (None before)."""
+        slices = self._cache.get("slices")
+        return None if slices is None else slices.height
+
+    @property
+    def slices(self) -> pl.DataFrame:
+        """The run's slices, read once (``Run`` itself does not lock: two threads would both read)."""
+        return self.cached("slices", lambda: self.run.slices)
+
+    @property
+    def report(self) -> Report | None:
+        """The analyzer's report, or None when the run recorded no events at all."""
+
+        def build() -> Report | None:
+            self.slices  # read under our lock; analyze then finds it in the run's cache
+            try:
+                return analyze(self.run)
+            except NoStepsError:
+                return None
+
+        return self.cached("report", build)
+
+    # -- clock -------------------------------------------------------------------------
+    def _span(self) -> tuple[int, int]:
+        self.slices
+        return self.cached("span", self.run.span_ns)
+
+    @property
+    def origin_ns(self) -> int:
+        """Time zero of every plot: the run's start (never after its first event or sample)."""
+        return self._span()[0]
+
+    @property
+    def end_ms(self) -> float:
+        """The run's end in ms since ``origin_ns``."""
+        first, last = self._span()
+        return (last - first) / 1e6

@@ -1,0 +1,133 @@
+"""One run's timeline: its lane layout, idle gaps and launch index (each built once per run,
+in ``RunView``'s cache), the view of any window, and the details of a clicked mark.
+
+``prepare`` builds what a first view needs, the analysis beside the lane layout in two
+threads (Polars and numpy release the GIL), then the launch index and the whole run.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from accelscope.dashboard.formatting import CAT_GAP, CAT_LAUNCH, CAT_MERGED, CAT_MERGED_GAPS, CAT_SLICE
+from accelscope.dashboard.runs import RunView
+from accelscope.dashboard.timeline.details import Details, gap_details, merged_details, merged_gap_details, slice_details
+from accelscope.dashboard.timeline.gaps import GapLayout, add_gaps, build_gap_layout
+from accelscope.dashboard.timeline.lanes import LaneLayout, build_lane_layout
+from accelscope.dashboard.timeline.launches import SchedulingIndex
+from accelscope.dashboard.timeline.lod import DEFAULT_WIDTH_PX, clamp_width_px
+from accelscope.dashboard.timeline.marks import HOVER_COLUMNS, MAX_SLICES_PER_LANE, Timeline, build_timeline, window_ns
+
+# A merged mark's details cover at most this many positions (a real one holds far fewer).
+MAX_MERGED_DETAILS = 2_000_000
+
+
+def lane_layout(view: RunView) -> LaneLayout:
+    """Every slice of the run on its lane and row."""
+    return view.cached("lanes", lambda: build_lane_layout(view.slices, view.run.thread_names()))
+
+
+def gap_layout(view: RunView) -> GapLayout | None:
+    """The analyzer's idle gaps of each device, placed on the device's first lane row."""
+
+    def build() -> GapLayout | None:
+        rep = view.report
+        if rep is None or not rep.has_device or rep.gaps.height == 0:
+            return None
+        return build_gap_layout(rep.gaps, lane_layout(view))
+
+    return view.cached("gaps", build)
+
+
+def launch_index(view: RunView) -> SchedulingIndex | None:
+    """The report's launches indexed for drawing; None without matched launches."""
+
+    def build() -> SchedulingIndex | None:
+        layout = lane_layout(view)
+        rep = view.report
+        if rep is None or not layout.lanes or not any(lane.lane_type == 2 for lane in layout.lanes):
+            return None
+        launches = rep.launches
+        ix = SchedulingIndex.build(launches.latency, launches.depth, layout.table, layout.kinds, len(rep.run.ranks) > 1)
+        return ix if ix.launches or ix.depth else None
+
+    return view.cached("scheduling", build)
+
+
+def prepare(view: RunView, width_px: int | None = DEFAULT_WIDTH_PX) -> None:
+    """Compute what the first view needs: the events, then the analysis beside the lane
+    layout, then the launch index and the whole-run timeline ``width_px`` wide (not when
+    None: the width is not known yet)."""
+    view.slices
+    with ThreadPoolExecutor(2, thread_name_prefix="accelscope-prepare") as pool:
+        jobs = [pool.submit(lambda: view.report), pool.submit(lambda: lane_layout(view))]
+        for job in jobs:
+            job.result()
+    launch_index(view)
+    if width_px is not None:
+        window(view, 0.0, view.end_ms, width_px)
+
+
+def _draw(view: RunView, window_ms: tuple[float, float] | None, width_px: int) -> Timeline:
+    layout, origin = lane_layout(view), view.origin_ns
+    tl = build_timeline(layout, origin, view.end_ms, window_ms, width_px, MAX_SLICES_PER_LANE)
+    if not tl.lanes:
+        return tl
+    a_ns, b_ns = window_ns(origin, tl.x_range)
+    gaps = gap_layout(view)
+    if gaps is not None:
+        tl = add_gaps(tl, gaps, origin, a_ns, b_ns)
+    sched = launch_index(view)
+    if sched is not None:
+        tl.flows = sched.flows(a_ns, b_ns, origin)
+        tl.queue = sched.queue(a_ns, b_ns, origin, tl.width_px)
+        tl.latency = sched.latency(a_ns, b_ns, origin, tl.width_px, layout.hover_names, layout.name_code)
+    return tl
+
+
+def window(view: RunView, start_ms: float, end_ms: float, width_px: float | None = None) -> Timeline:
+    """The view of [start_ms, end_ms] (ms since run start) drawn ``width_px`` pixels wide.
+
+    A window covering the run gives the whole-run view (computed once per width).
+    """
+    width = clamp_width_px(width_px) if width_px is not None else DEFAULT_WIDTH_PX
+    lo, hi = max(0.0, float(start_ms)), min(view.end_ms, float(end_ms))
+    if hi <= lo:
+        hi = lo + 1e-6
+    if lo <= 0.0 and hi >= view.end_ms:
+        key = "timeline" if width == DEFAULT_WIDTH_PX else f"timeline@{width}"
+        return view.cached(key, lambda: _draw(view, None, width))
+    return _draw(view, (lo, hi), width)
+
+
+def whole(view: RunView) -> Timeline:
+    """The whole run, at the default width."""
+    return window(view, 0.0, view.end_ms, DEFAULT_WIDTH_PX)
+
+
+def details(view: RunView, custom: Any) -> Details | None:
+    """The details of a clicked mark from its ids (category, first, last position: the first
+    three customdata columns); None for anything that names no mark of this run."""
+    if not (isinstance(custom, (list, tuple)) and 3 <= len(custom) <= len(HOVER_COLUMNS)):
+        return None
+    ids = custom[:3]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() for v in ids):
+        return None
+    cat, a, b = (int(v) for v in ids)
+    layout = lane_layout(view)
+    n = layout.table.height
+    if cat in (CAT_SLICE, CAT_LAUNCH) and 0 <= a < n:
+        return slice_details(layout, launch_index(view), view.origin_ns, a)
+    if cat == CAT_MERGED and 0 <= a <= b < n and b - a < MAX_MERGED_DETAILS:
+        return merged_details(layout, view.origin_ns, a, b)
+    gaps = gap_layout(view)
+    if gaps is None:
+        return None
+    if cat == CAT_GAP and 0 <= a < gaps.table.height:
+        return gap_details(gaps, bool(np.unique(layout.table["rank"].to_numpy()).size > 1), view.origin_ns, a)
+    if cat == CAT_MERGED_GAPS and 0 <= a <= b < gaps.table.height and b - a < MAX_MERGED_DETAILS:
+        return merged_gap_details(gaps, view.origin_ns, a, b)
+    return None
