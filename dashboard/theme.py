@@ -34,7 +34,7 @@ INPUT_WAIT_COLOR = KIND_COLORS[S.INPUT_WAIT]
 REST_COLOR = "#4C78A8"
 VERDICT_COLORS = {"high": "#C62828", "moderate": "#E08E0B", "none": "#2E7D32", None: "#6B7280"}
 # The timeline and the metrics share their time axis: same plot-area margins, so they line up.
-TIME_MARGIN = dict(l=180, r=24)
+TIME_MARGIN = dict(l=260, r=24)
 
 
 def plotly_go():

@@ -20,6 +20,7 @@ from accelscope.dashboard.theme import TIME_MARGIN
 from accelscope.dashboard.timeline import view as tv
 from accelscope.dashboard.timeline.figure import timeline_figure, warm_up as _warm_figure
 from accelscope.dashboard.timeline.lod import DEFAULT_WIDTH_PX, MIN_WIDTH_PX, clamp_width_px
+from accelscope.dashboard.timeline.view import ALL, MAIN, MODES
 from accelscope.errors import require
 
 NAME = "timeline"
@@ -61,13 +62,18 @@ def render_details(d: Any) -> Any:
     return html.Div(children, className="details-body")
 
 
+def _revision(index: int, mode: str) -> str:
+    """The figure's uirevision: the browser keeps zooms within one run and lane mode."""
+    return f"run-{index}" if mode == MAIN else f"run-{index}-{mode}"
+
+
 class Timeline:
     """The section's server side: whole-run figures per width, zooms, clicks and progress."""
 
     def __init__(self, board: Any):
         self.board = board
         self.progress_after_s = PROGRESS_AFTER_S
-        self._figures: dict[tuple[int, int], Any] = {}  # (run, width) -> whole-run figure
+        self._figures: dict[tuple[int, int, str], Any] = {}  # (run, width, lane mode) -> whole-run figure
         self._locks = {i: threading.Lock() for i in range(len(board.views))}
         self._requested: dict[int, float] = {}  # run -> when the page last asked for its timeline (monotonic s)
         self._failed: dict[int, str] = {}  # run -> why its whole-run timeline could not be built
@@ -81,17 +87,19 @@ class Timeline:
         self._requested.pop(index, None)
         self._failed.pop(index, None)
 
-    def whole(self, index: int, width_px: Any = None) -> Any:
-        """The whole run's timeline figure for a graph about ``width_px`` wide (default 1600),
-        built once per width (widths rounded to 20 px; the last few kept)."""
+    def whole(self, index: int, width_px: Any = None, mode: Any = MAIN) -> Any:
+        """The whole run's timeline figure for a graph about ``width_px`` wide (default 1600)
+        with host lanes ``mode`` (``MAIN`` or ``ALL``), built once per width (rounded to 20 px;
+        the last few kept) and mode."""
         width = DEFAULT_WIDTH_PX if width_px is None else max(clamp_width_px(width_px) // WIDTH_STEP_PX * WIDTH_STEP_PX, MIN_WIDTH_PX)
-        key = (index, width)
+        mode = mode if mode in MODES else MAIN
+        key = (index, width, mode)
         with self._locks[index]:
             if key not in self._figures:
                 view = self.board.views[index]
                 try:
-                    tv.prepare(view, width)
-                    fig = timeline_figure(tv.window(view, 0.0, view.end_ms, width), uirevision=f"run-{index}")
+                    tv.prepare(view, width, mode)
+                    fig = timeline_figure(tv.window(view, 0.0, view.end_ms, width, mode), uirevision=_revision(index, mode))
                 except Exception as exc:  # for loading_status: the page stops waiting and says why
                     self._failed[index] = f"{type(exc).__name__}: {exc}".splitlines()[0]
                     raise
@@ -114,10 +122,10 @@ class Timeline:
             raise dash.exceptions.PreventUpdate
         self._requested[index] = time.monotonic()
         self._failed.pop(index, None)  # an earlier failure is not this request's
-        fig = self.whole(index, request.get("width_px"))
+        fig = self.whole(index, request.get("width_px"), request.get("lanes"))
         return fig, {"height": f"{int(fig.layout.height or 450)}px"}
 
-    def zoom(self, relayout: Any, value: Any, width_px: Any = None) -> Any:
+    def zoom(self, relayout: Any, value: Any, width_px: Any = None, mode: Any = MAIN) -> Any:
         """The timeline for the x range the browser zoomed to (the whole run on reset), with
         the level of detail of a graph ``width_px`` pixels wide (clamped; default 1600).
 
@@ -129,8 +137,9 @@ class Timeline:
             raise dash.exceptions.PreventUpdate
         # The lanes' x axis, or a panel's (x2, x3) that matches it: whichever the browser names.
         axis = next((a for a in ("xaxis", "xaxis2", "xaxis3") if any(k.startswith(a + ".") for k in relayout)), "xaxis")
+        mode = mode if mode in MODES else MAIN
         if relayout.get(f"{axis}.autorange") is True:
-            return self.whole(index, width_px)
+            return self.whole(index, width_px, mode)
         bounds = relayout.get(f"{axis}.range")
         if not (isinstance(bounds, list) and len(bounds) == 2):
             bounds = [relayout.get(f"{axis}.range[0]"), relayout.get(f"{axis}.range[1]")]
@@ -138,17 +147,17 @@ class Timeline:
             raise dash.exceptions.PreventUpdate
         view = self.board.views[index]
         if bounds[0] <= 0.0 and bounds[1] >= view.end_ms:
-            return self.whole(index, width_px)
-        return timeline_figure(tv.window(view, float(bounds[0]), float(bounds[1]), width_px), uirevision=f"run-{index}")
+            return self.whole(index, width_px, mode)
+        return timeline_figure(tv.window(view, float(bounds[0]), float(bounds[1]), width_px, mode), uirevision=_revision(index, mode))
 
-    def zoom_view(self, view_data: Any, value: Any) -> Any:
+    def zoom_view(self, view_data: Any, value: Any, mode: Any = MAIN) -> Any:
         """``zoom`` for the browser's store: {"relayout": relayoutData, "width_px": plot width}."""
         if not isinstance(view_data, dict):
             dash = require("dash", "dashboard", "accelscope dashboard")
             raise dash.exceptions.PreventUpdate
-        return self.zoom(view_data.get("relayout"), value, view_data.get("width_px"))
+        return self.zoom(view_data.get("relayout"), value, view_data.get("width_px"), mode)
 
-    def details(self, click: Any, value: Any) -> Any:
+    def details(self, click: Any, value: Any, mode: Any = MAIN) -> Any:
         """The panel under the timeline for a clicked mark (clickData), or a hint."""
         html = require("dash.html", "dashboard", "accelscope dashboard")
         index = self.board.index(value)
@@ -157,7 +166,7 @@ class Timeline:
             point = click["points"][0]
             if isinstance(point, dict):
                 custom = parse_click_id(point.get("hovertext"))
-        d = tv.details(self.board.views[index], custom) if index is not None else None
+        d = tv.details(self.board.views[index], custom, mode if mode in MODES else MAIN) if index is not None else None
         if d is None:
             return html.P(HINT, className="details-hint")
         return render_details(d)
@@ -206,6 +215,12 @@ def layout(board: Any) -> list:
         dcc.Store(id="rest-request"),
         section(
             TITLE, SUB,
+            html.Div(
+                [html.Span("Host threads", className="control-label"),
+                 dcc.RadioItems(id="timeline-lanes", value=MAIN, inline=True, className="lane-mode",
+                                options=[{"label": "main threads, the others folded", "value": MAIN}, {"label": "every thread", "value": ALL}])],
+                className="timeline-controls",
+            ),
             loading(dcc.Graph(id="timeline-graph", config=config)),
             dcc.Store(id="timeline-view"),
             html.Div(id="timeline-details"),
@@ -229,7 +244,7 @@ def register(app: Any, board: Any) -> Timeline:
     t = Timeline(board)
     # The whole-run timeline is drawn for the graph's width, which only the browser knows.
     app.clientside_callback(ClientsideFunction("accelscope", "request"), Output("timeline-request", "data"),
-                            Input("run-select", "value"), State("timeline-config", "data"))
+                            Input("run-select", "value"), Input("timeline-lanes", "value"), State("timeline-config", "data"))
     app.callback(Output("timeline-graph", "figure"), Output("timeline-graph", "style"), Input("timeline-request", "data"))(t.request)
     app.callback(Output("load-progress", "children"), Output("progress-tick", "disabled"),
                  Input("progress-tick", "n_intervals"), Input("run-select", "value"))(t.loading_status)
@@ -238,6 +253,7 @@ def register(app: Any, board: Any) -> Timeline:
     # The browser adds the plot's width in pixels to each zoom, for the level of detail.
     app.clientside_callback(ClientsideFunction("accelscope", "view"), Output("timeline-view", "data"), Input("timeline-graph", "relayoutData"), prevent_initial_call=True)
     app.callback(Output("timeline-graph", "figure", allow_duplicate=True), Input("timeline-view", "data"), State("run-select", "value"),
-                 prevent_initial_call=True)(t.zoom_view)
-    app.callback(Output("timeline-details", "children"), Input("timeline-graph", "clickData"), Input("run-select", "value"))(t.details)
+                 State("timeline-lanes", "value"), prevent_initial_call=True)(t.zoom_view)
+    app.callback(Output("timeline-details", "children"), Input("timeline-graph", "clickData"), Input("run-select", "value"),
+                 State("timeline-lanes", "value"))(t.details)
     return t

@@ -13,12 +13,14 @@ from accelscope.analysis.causes import CAUSE_TEXT, CAUSES
 from accelscope.analysis.intervals import union
 from accelscope.dashboard.formatting import format_duration_ns
 from accelscope.dashboard.timeline.gaps import IDLE_GAP
+from accelscope.dashboard.timeline.lanes import DEVICE, FOLDED, HOST
 from accelscope.traces import schema as S
 
 if TYPE_CHECKING:
     from accelscope.dashboard.timeline.gaps import GapLayout
     from accelscope.dashboard.timeline.lanes import LaneLayout
     from accelscope.dashboard.timeline.launches import SchedulingIndex
+    from accelscope.dashboard.timeline.marks import StepMarks
 
 # A merged mark's click panel lists its members' names with the most time, this many.
 MERGED_TOP_NAMES = 8
@@ -39,7 +41,7 @@ def _fmt_ms(origin_ns: int, ns: int) -> str:
     return f"{(ns - origin_ns) / 1e6:,.3f} ms"
 
 
-def slice_details(layout: LaneLayout, sched: SchedulingIndex | None, origin_ns: int, pos: int) -> Details:
+def slice_details(layout: LaneLayout, steps: StepMarks, sched: SchedulingIndex | None, origin_ns: int, pos: int) -> Details:
     """A slice: its kind, times, lane, step, correlation id, and its launch when it is device work."""
     r = layout.table.row(pos, named=True)
     lane = layout.lanes[int(layout.lane_of_row[r["row"]])]
@@ -49,12 +51,12 @@ def slice_details(layout: LaneLayout, sched: SchedulingIndex | None, origin_ns: 
         ("start", _fmt_ms(origin_ns, r["start_ns"])),
         ("duration", format_duration_ns(r["dur_ns"])),
         ("end", _fmt_ms(origin_ns, r["start_ns"] + r["dur_ns"])),
-        ("stream" if lane.lane_type == 2 else "thread" if lane.lane_type == 1 else "lane", lane.label),
+        ("stream" if lane.lane_type == DEVICE else "thread" if lane.lane_type in (HOST, FOLDED) else "lane", lane.label),
     ]
-    if lane.lane_type == 1 and r["pid"] is not None:
+    if lane.lane_type in (HOST, FOLDED) and r["pid"] is not None:
         rows.append(("pid / tid", f"{r['pid']} / {r['tid']}"))
-    if r["step_i"] >= 0:
-        rows.append(("step", str(r["step_i"])))
+    if steps.number[pos] >= 0:
+        rows.append(("step", str(int(steps.number[pos])) + (" (warm-up)" if steps.warmup[pos] else "")))
     if r["correlation_id"] is not None:
         rows.append(("correlation id", str(r["correlation_id"])))
     if sched is not None and kind in S.DEVICE_KINDS:

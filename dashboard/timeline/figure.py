@@ -6,12 +6,14 @@ Plotly is imported when a figure is built, so this module imports without it.
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import polars as pl
 
 from accelscope.dashboard.formatting import format_duration_ns
 from accelscope.dashboard.theme import KIND_COLORS, STEP_COLORS, TIME_MARGIN, base_layout, empty_figure, plotly_go
-from accelscope.dashboard.timeline.lanes import STEPS_LANE, Lane
+from accelscope.dashboard.timeline.lanes import STEPS, Lane, short_label
 from accelscope.dashboard.timeline.launches import LATENCY_PLOT_PX, MAX_FLOWS, Latency
 from accelscope.dashboard.timeline.marks import MarkTrace, Timeline
 from accelscope.traces import schema as S
@@ -19,7 +21,7 @@ from accelscope.traces import schema as S
 ROW_PX = 22  # timeline row height
 LINE_PX = 15  # timeline slice thickness
 LATENCY_DASH_PX = 4  # a latency point: a dash this wide and thick
-LANE_LABEL_CHARS = 26
+LANE_LABEL_CHARS = 38  # fits the time axes' left margin (theme.TIME_MARGIN) at 12 px
 MERGED_OPACITY = 0.55  # merged marks are drawn lighter than slices drawn one by one
 PANEL_GAP_PX = 56  # room between the lanes and each scheduling panel, for its title
 QUEUE_PX = 110
@@ -93,6 +95,8 @@ def _title(tl: Timeline, static: bool = False) -> str:
             hints.append(f"{tl.flows.shown:,} launch → kernel arrows")
         elif tl.flows.in_view > MAX_FLOWS:
             hints.append(f"launch → kernel arrows below {MAX_FLOWS} launches in view ({tl.flows.in_view:,} now)")
+    if tl.folded_threads:
+        hints.append(f"{tl.folded_threads:,} minor host threads folded into one lane per rank")
     if static:
         hints.append("a static picture of the whole run: open the run in `accelscope dashboard` to zoom into every slice")
     else:
@@ -268,13 +272,16 @@ def timeline_figure(tl: Timeline, uirevision: str | None = None, static: bool = 
             dict(text=title, xref="paper", yref="paper", x=0, y=hi, yshift=6, xanchor="left", yanchor="bottom", showarrow=False, font=dict(size=12, color="#4b5563"))
         )
 
+    band = dict(type="rect", xref="x", fillcolor="rgba(60,72,88,0.06)", line=dict(width=0), layer="below")
     shapes = [
-        dict(type="rect", xref="x", yref="paper", x0=a, x1=b, y0=0, y1=1, fillcolor="rgba(60,72,88,0.06)", line=dict(width=0), layer="below")
-        for a, b in tl.step_bands
+        dict(band, yref="paper", x0=b.x0_ms, x1=b.x1_ms, y0=0, y1=1) if b.row_lo is None else
+        dict(band, yref="y", x0=b.x0_ms, x1=b.x1_ms, y0=b.row_lo - 0.5, y1=b.row_hi + 0.5)
+        for b in tl.step_bands
     ]
-    for lane in tl.lanes[1:]:
+    for prev, lane in zip(tl.lanes, tl.lanes[1:]):
         y = lane.row0 - 0.5
-        shapes.append(dict(type="line", xref="paper", yref="y", x0=0, x1=1, y0=y, y1=y, line=dict(color="#d5d9e0", width=1), layer="below"))
+        new_rank = lane.rank != prev.rank  # a darker line between ranks
+        shapes.append(dict(type="line", xref="paper", yref="y", x0=0, x1=1, y0=y, y1=y, line=dict(color="#8a93a3" if new_rank else "#d5d9e0", width=1.5 if new_rank else 1), layer="below"))
     tickvals = [lane.row0 + (lane.rows - 1) / 2 for lane in tl.lanes]
     ticktext = [_lane_tick(lane) for lane in tl.lanes]
 
@@ -330,11 +337,11 @@ def warm_up() -> None:
 
 
 def _lane_tick(lane: Lane) -> str:
-    label = lane.label
-    if len(label) > LANE_LABEL_CHARS:
-        label = label[: LANE_LABEL_CHARS - 1] + "…"
-    text = label if label != STEPS_LANE else "<b>steps</b>"
-    if lane.merged:
+    """A lane's label (cut in the middle to fit the margin, steps lanes bold) and, on lanes of
+    two rows or more (one row has no room for a second line), how many slices were merged."""
+    label = html.escape(short_label(lane.label, LANE_LABEL_CHARS))
+    text = f"<b>{label}</b>" if lane.lane_type == STEPS else label
+    if lane.merged and lane.rows >= 2:
         text += f"<br><span style='font-size:10px;color:#6B7280'>{lane.total:,} slices, {lane.merged:,} merged</span>"
     return text
 

@@ -10,7 +10,7 @@ import polars as pl
 
 from accelscope.analysis.causes import CAUSE_TEXT, CAUSES
 from accelscope.dashboard.formatting import CAT_GAP, CAT_MERGED_GAPS, duration_expr
-from accelscope.dashboard.timeline.lanes import LaneLayout
+from accelscope.dashboard.timeline.lanes import DEVICE, LaneLayout
 from accelscope.dashboard.timeline.lod import IntervalIndex, build_index, level_of_detail, sort_order
 from accelscope.dashboard.timeline.marks import HOVER_SPACING_PX, MarkTrace, Timeline, clip_marks, coalesce, hover_trace, merged_template, segments_xy
 
@@ -30,7 +30,7 @@ class GapLayout:
 def build_gap_layout(gaps: pl.DataFrame, layout: LaneLayout) -> GapLayout | None:
     rows: dict[tuple[int, str], int] = {}
     for lane in layout.lanes:  # one entry per lane
-        if lane.lane_type == 2 and lane.device is not None and lane.device != "cpu":
+        if lane.lane_type == DEVICE and lane.device is not None and lane.device != "cpu":
             rows.setdefault((int(lane.rank), lane.device), lane.row0)
     if not rows:
         return None

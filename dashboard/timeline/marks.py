@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from accelscope.dashboard.timeline.launches import DepthSeries, Flows, Latency
-from accelscope.dashboard.timeline.lanes import Lane, LaneLayout
+from accelscope.dashboard.timeline.lanes import STEPS, Lane, LaneLayout
 from accelscope.dashboard.timeline.lod import DEFAULT_WIDTH_PX, level_of_detail
 from accelscope.dashboard.formatting import CAT_MERGED, CAT_SLICE
 from accelscope.traces import schema as S
@@ -68,11 +68,33 @@ class HoverTrace:
 
 
 @dataclass
+class StepMarks:
+    """The analyzer's numbering of the step slices of a lane layout, row by row of its table."""
+
+    number: np.ndarray  # the step's own number (ProfilerStep#N is N), -1 for other slices
+    warmup: np.ndarray  # a warm-up step (the analyzer leaves it out of every summary)
+
+    @classmethod
+    def none(cls, n: int) -> "StepMarks":
+        return cls(np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool))
+
+
+@dataclass
+class Band:
+    """A shaded band behind the lanes: an odd-numbered step, over its rank's lanes."""
+
+    x0_ms: float
+    x1_ms: float
+    row_lo: int | None  # first and last row it covers; None: every lane
+    row_hi: int | None
+
+
+@dataclass
 class Timeline:
     lanes: list[Lane]
     traces: list[MarkTrace]
     hover: list[HoverTrace]
-    step_bands: list[tuple[float, float]]  # (start_ms, end_ms) of every other step in view
+    step_bands: list[Band]  # every odd-numbered step in view, over its rank's lanes
     total_slices: int  # slices overlapping the window
     kept_slices: int  # drawn one by one
     merged_slices: int  # drawn inside merged marks
@@ -82,6 +104,7 @@ class Timeline:
     width_px: int = DEFAULT_WIDTH_PX
     bucket_ns: float = 0.0  # one pixel
     gaps_in_view: int = 0
+    folded_threads: int = 0  # host threads drawn folded into "other host threads" lanes
     flows: Flows | None = None
     queue: list[DepthSeries] = field(default_factory=list)
     latency: Latency | None = None
@@ -210,6 +233,7 @@ def merged_template(noun: str, busy: str, mostly: str, longest: bool) -> str:
 
 def build_timeline(
     layout: LaneLayout,
+    steps: StepMarks,
     origin_ns: int,
     end_ms: float,
     window_ms: tuple[float, float] | None = None,
@@ -221,6 +245,7 @@ def build_timeline(
     Slices of at least a pixel are drawn one by one (at most ``max_per_lane`` per lane, the
     longest); shorter ones are merged per row and pixel into marks that say how many
     slices and how much busy time they stand for. Zooming in brings the slices back.
+    ``steps`` numbers the step slices as the analyzer does (odd steps are drawn lighter).
     """
     full = (0.0, max(end_ms, 1e-3))
     span = window_ms if window_ms is not None else full
@@ -241,7 +266,7 @@ def build_timeline(
         sel = np.flatnonzero(kept_kind == code)
         if sel.size:
             if code == step_code:
-                odd = layout.step_i[kept[sel]] % 2 == 1
+                odd = steps.number[kept[sel]] % 2 == 1
                 groups = [(S.STEP, sel[~odd]), (f"{S.STEP} (odd)", sel[odd])]
             else:
                 groups = [(kind, sel)]
@@ -258,7 +283,7 @@ def build_timeline(
     hover: list[HoverTrace] = []
     ones = np.ones(kept.size, dtype=np.int64)
     k_dur = layout.table["dur_ns"].to_numpy()[kept]
-    warm = (layout.step_i[kept] == 0) & (layout.n_steps >= 3)
+    warm = steps.warmup[kept]
     k_names = pl.DataFrame({"n": layout.hover_names.gather(layout.name_code[kept]), "w": warm}).select(
         pl.when(pl.col("w")).then(pl.concat_str([pl.col("n"), pl.lit(" (warm-up)")])).otherwise(pl.col("n"))
     ).to_series()
@@ -296,7 +321,7 @@ def build_timeline(
         lanes=lanes,
         traces=traces,
         hover=hover,
-        step_bands=_step_bands(layout, origin_ns, a_ns, b_ns),
+        step_bands=_step_bands(layout, steps, origin_ns, a_ns, b_ns),
         total_slices=det.in_window,
         kept_slices=int(kept.size),
         merged_slices=m.slices,
@@ -308,21 +333,23 @@ def build_timeline(
     )
 
 
-def _step_bands(layout: LaneLayout, origin_ns: int, a_ns: int, b_ns: int) -> list[tuple[float, float]]:
-    """Every other step overlapping the window, as (start_ms, end_ms), when at most MAX_STEP_BANDS."""
-    if layout.n_steps == 0:
-        return []
-    lane = next((lane for lane in layout.lanes if lane.lane_type == 0), None)
-    if lane is None:
-        return []
+def _step_bands(layout: LaneLayout, steps: StepMarks, origin_ns: int, a_ns: int, b_ns: int) -> list[Band]:
+    """Every odd-numbered step overlapping the window, over the lanes of its rank (every lane
+    in a single-rank run), when at most MAX_STEP_BANDS in all."""
     ix = layout.index
-    lo, hi = ix.row_bounds[lane.row0], ix.row_bounds[lane.row0 + lane.rows]
-    start, end, step = ix.start_ns[lo:hi], ix.end_ns[lo:hi], layout.step_i[lo:hi]
-    sel = (step % 2 == 1) & (start < b_ns) & (end > a_ns)
-    if int(sel.sum()) > MAX_STEP_BANDS:
-        return []
-    s = (start[sel] - origin_ns) / 1e6
-    e = (end[sel] - origin_ns) / 1e6
-    return list(zip(s.tolist(), e.tolist()))
-
-
+    multi = layout.multi_rank
+    bands: list[Band] = []
+    for lane in layout.lanes:
+        if lane.lane_type != STEPS:
+            continue
+        lo, hi = ix.row_bounds[lane.row0], ix.row_bounds[lane.row0 + lane.rows]
+        start, end, number = ix.start_ns[lo:hi], ix.end_ns[lo:hi], steps.number[lo:hi]
+        sel = (number % 2 == 1) & (start < b_ns) & (end > a_ns)
+        rows = [x for x in layout.lanes if x.rank == lane.rank]
+        row_lo, row_hi = (rows[0].row0, rows[-1].row0 + rows[-1].rows - 1) if multi else (None, None)
+        s = (start[sel] - origin_ns) / 1e6
+        e = (end[sel] - origin_ns) / 1e6
+        bands += [Band(x0, x1, row_lo, row_hi) for x0, x1 in zip(s.tolist(), e.tolist())]
+        if len(bands) > MAX_STEP_BANDS:
+            return []
+    return bands

@@ -1,6 +1,9 @@
-"""One run's timeline: its lane layout, idle gaps and launch index (each built once per run,
-in ``RunView``'s cache), the view of any window, and the details of a clicked mark.
+"""One run's timeline: its lane layout, step numbers, idle gaps and launch index (each built
+once per run and lane mode, in ``RunView``'s cache), the view of any window, and the details
+of a clicked mark.
 
+Lane modes: ``MAIN`` (default) gives each rank's main host threads a lane and folds the
+others into one; ``ALL`` gives every host thread its own lane (``lanes.build_lane_layout``).
 ``prepare`` builds what a first view needs, the analysis beside the lane layout in two
 threads (Polars and numpy release the GIL), then the launch index and the whole run.
 """
@@ -11,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from accelscope.dashboard.formatting import CAT_GAP, CAT_LAUNCH, CAT_MERGED, CAT_MERGED_GAPS, CAT_SLICE
 from accelscope.dashboard.runs import RunView
@@ -19,34 +23,72 @@ from accelscope.dashboard.timeline.gaps import GapLayout, add_gaps, build_gap_la
 from accelscope.dashboard.timeline.lanes import LaneLayout, build_lane_layout
 from accelscope.dashboard.timeline.launches import SchedulingIndex
 from accelscope.dashboard.timeline.lod import DEFAULT_WIDTH_PX, clamp_width_px
-from accelscope.dashboard.timeline.marks import HOVER_COLUMNS, MAX_SLICES_PER_LANE, Timeline, build_timeline, window_ns
+from accelscope.dashboard.timeline.marks import HOVER_COLUMNS, MAX_SLICES_PER_LANE, StepMarks, Timeline, build_timeline, window_ns
+from accelscope.traces import schema as S
 
 # A merged mark's details cover at most this many positions (a real one holds far fewer).
 MAX_MERGED_DETAILS = 2_000_000
+MAIN, ALL = "main", "all"  # lane modes
+MODES = (MAIN, ALL)
 
 
-def lane_layout(view: RunView) -> LaneLayout:
-    """Every slice of the run on its lane and row."""
-    return view.cached("lanes", lambda: build_lane_layout(view.slices, view.run.thread_names()))
+def _mode(mode: object) -> str:
+    return mode if mode in MODES else MAIN
 
 
-def gap_layout(view: RunView) -> GapLayout | None:
+def _key(name: str, mode: str) -> str:
+    return name if mode == MAIN else f"{name}@{mode}"
+
+
+def _stream_names(view: RunView) -> dict:
+    names = getattr(view.run, "stream_names", None)  # Run.stream_names: the device lines' names, where the trace has them
+    return names() if names is not None else {}
+
+
+def lane_layout(view: RunView, mode: str = MAIN) -> LaneLayout:
+    """Every slice of the run on its lane and row (``mode``: fold minor host threads or not)."""
+    mode = _mode(mode)
+    return view.cached(_key("lanes", mode), lambda: build_lane_layout(view.slices, view.run.thread_names(), _stream_names(view), fold=mode == MAIN))
+
+
+def step_marks(view: RunView, mode: str = MAIN) -> StepMarks:
+    """The analyzer's step numbers and warm-up flags for the layout's step slices."""
+
+    def build() -> StepMarks:
+        layout = lane_layout(view, mode)
+        out = StepMarks.none(layout.table.height)
+        rep = view.report
+        if rep is None or S.STEP not in layout.kinds or rep.steps.height == 0:
+            return out
+        pos = np.flatnonzero(layout.kind_code == layout.kinds.index(S.STEP))
+        rows = pl.DataFrame({"pos": pos, "rank": layout.table["rank"].to_numpy()[pos], "start_ns": layout.table["start_ns"].to_numpy()[pos]})
+        numbered = rows.join(rep.steps.select("rank", "start_ns", "step", "warmup").unique(["rank", "start_ns"], keep="first"), on=["rank", "start_ns"], how="inner")
+        out.number[numbered["pos"].to_numpy()] = numbered["step"].to_numpy()
+        out.warmup[numbered["pos"].to_numpy()] = numbered["warmup"].to_numpy()
+        return out
+
+    mode = _mode(mode)
+    return view.cached(_key("steps", mode), build)
+
+
+def gap_layout(view: RunView, mode: str = MAIN) -> GapLayout | None:
     """The analyzer's idle gaps of each device, placed on the device's first lane row."""
 
     def build() -> GapLayout | None:
         rep = view.report
         if rep is None or not rep.has_device or rep.gaps.height == 0:
             return None
-        return build_gap_layout(rep.gaps, lane_layout(view))
+        return build_gap_layout(rep.gaps, lane_layout(view, mode))
 
-    return view.cached("gaps", build)
+    mode = _mode(mode)
+    return view.cached(_key("gaps", mode), build)
 
 
-def launch_index(view: RunView) -> SchedulingIndex | None:
+def launch_index(view: RunView, mode: str = MAIN) -> SchedulingIndex | None:
     """The report's launches indexed for drawing; None without matched launches."""
 
     def build() -> SchedulingIndex | None:
-        layout = lane_layout(view)
+        layout = lane_layout(view, mode)
         rep = view.report
         if rep is None or not layout.lanes or not any(lane.lane_type == 2 for lane in layout.lanes):
             return None
@@ -54,33 +96,35 @@ def launch_index(view: RunView) -> SchedulingIndex | None:
         ix = SchedulingIndex.build(launches.latency, launches.depth, layout.table, layout.kinds, len(rep.run.ranks) > 1)
         return ix if ix.launches or ix.depth else None
 
-    return view.cached("scheduling", build)
+    mode = _mode(mode)
+    return view.cached(_key("scheduling", mode), build)
 
 
-def prepare(view: RunView, width_px: int | None = DEFAULT_WIDTH_PX) -> None:
+def prepare(view: RunView, width_px: int | None = DEFAULT_WIDTH_PX, mode: str = MAIN) -> None:
     """Compute what the first view needs: the events, then the analysis beside the lane
     layout, then the launch index and the whole-run timeline ``width_px`` wide (not when
     None: the width is not known yet)."""
     view.slices
     with ThreadPoolExecutor(2, thread_name_prefix="accelscope-prepare") as pool:
-        jobs = [pool.submit(lambda: view.report), pool.submit(lambda: lane_layout(view))]
+        jobs = [pool.submit(lambda: view.report), pool.submit(lambda: lane_layout(view, mode))]
         for job in jobs:
             job.result()
-    launch_index(view)
+    launch_index(view, mode)
     if width_px is not None:
-        window(view, 0.0, view.end_ms, width_px)
+        window(view, 0.0, view.end_ms, width_px, mode)
 
 
-def _draw(view: RunView, window_ms: tuple[float, float] | None, width_px: int) -> Timeline:
-    layout, origin = lane_layout(view), view.origin_ns
-    tl = build_timeline(layout, origin, view.end_ms, window_ms, width_px, MAX_SLICES_PER_LANE)
+def _draw(view: RunView, window_ms: tuple[float, float] | None, width_px: int, mode: str) -> Timeline:
+    layout, origin = lane_layout(view, mode), view.origin_ns
+    tl = build_timeline(layout, step_marks(view, mode), origin, view.end_ms, window_ms, width_px, MAX_SLICES_PER_LANE)
+    tl.folded_threads = layout.folded_threads
     if not tl.lanes:
         return tl
     a_ns, b_ns = window_ns(origin, tl.x_range)
-    gaps = gap_layout(view)
+    gaps = gap_layout(view, mode)
     if gaps is not None:
         tl = add_gaps(tl, gaps, origin, a_ns, b_ns)
-    sched = launch_index(view)
+    sched = launch_index(view, mode)
     if sched is not None:
         tl.flows = sched.flows(a_ns, b_ns, origin)
         tl.queue = sched.queue(a_ns, b_ns, origin, tl.width_px)
@@ -88,27 +132,28 @@ def _draw(view: RunView, window_ms: tuple[float, float] | None, width_px: int) -
     return tl
 
 
-def window(view: RunView, start_ms: float, end_ms: float, width_px: float | None = None) -> Timeline:
+def window(view: RunView, start_ms: float, end_ms: float, width_px: float | None = None, mode: str = MAIN) -> Timeline:
     """The view of [start_ms, end_ms] (ms since run start) drawn ``width_px`` pixels wide.
 
-    A window covering the run gives the whole-run view (computed once per width).
+    A window covering the run gives the whole-run view (computed once per width and mode).
     """
+    mode = _mode(mode)
     width = clamp_width_px(width_px) if width_px is not None else DEFAULT_WIDTH_PX
     lo, hi = max(0.0, float(start_ms)), min(view.end_ms, float(end_ms))
     if hi <= lo:
         hi = lo + 1e-6
     if lo <= 0.0 and hi >= view.end_ms:
-        key = "timeline" if width == DEFAULT_WIDTH_PX else f"timeline@{width}"
-        return view.cached(key, lambda: _draw(view, None, width))
-    return _draw(view, (lo, hi), width)
+        key = "timeline" if width == DEFAULT_WIDTH_PX and mode == MAIN else f"timeline@{width}@{mode}"
+        return view.cached(key, lambda: _draw(view, None, width, mode))
+    return _draw(view, (lo, hi), width, mode)
 
 
-def whole(view: RunView) -> Timeline:
+def whole(view: RunView, mode: str = MAIN) -> Timeline:
     """The whole run, at the default width."""
-    return window(view, 0.0, view.end_ms, DEFAULT_WIDTH_PX)
+    return window(view, 0.0, view.end_ms, DEFAULT_WIDTH_PX, mode)
 
 
-def details(view: RunView, custom: Any) -> Details | None:
+def details(view: RunView, custom: Any, mode: str = MAIN) -> Details | None:
     """The details of a clicked mark from its ids (category, first, last position: the first
     three customdata columns); None for anything that names no mark of this run."""
     if not (isinstance(custom, (list, tuple)) and 3 <= len(custom) <= len(HOVER_COLUMNS)):
@@ -117,13 +162,13 @@ def details(view: RunView, custom: Any) -> Details | None:
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() for v in ids):
         return None
     cat, a, b = (int(v) for v in ids)
-    layout = lane_layout(view)
+    layout = lane_layout(view, mode)
     n = layout.table.height
     if cat in (CAT_SLICE, CAT_LAUNCH) and 0 <= a < n:
-        return slice_details(layout, launch_index(view), view.origin_ns, a)
+        return slice_details(layout, step_marks(view, mode), launch_index(view, mode), view.origin_ns, a)
     if cat == CAT_MERGED and 0 <= a <= b < n and b - a < MAX_MERGED_DETAILS:
         return merged_details(layout, view.origin_ns, a, b)
-    gaps = gap_layout(view)
+    gaps = gap_layout(view, mode)
     if gaps is None:
         return None
     if cat == CAT_GAP and 0 <= a < gaps.table.height:
