@@ -30,6 +30,7 @@ from accelscope.errors import RunFormatError  # noqa: E402
 from accelscope.traces import schema as S  # noqa: E402
 from accelscope.traces.run import Run, write_run  # noqa: E402
 from accelscope.verdicts import VERDICT_TEXT  # noqa: E402
+from tests.builders import DEVICE_SLICE, event_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = REPO / "dashboard"
@@ -38,11 +39,7 @@ DASHBOARD_DIR = REPO / "dashboard"
 # -- helpers ------------------------------------------------------------------------------
 def _events(rows: list[tuple]) -> pl.DataFrame:
     """rows: (start_ns, dur_ns, kind, name, device, stream, pid, tid)."""
-    cols: dict[str, list] = {c: [] for c in S.EVENT_SCHEMA.names}
-    for start, dur, kind, name, device, stream, pid, tid in rows:
-        for c, v in zip(S.EVENT_SCHEMA.names, (start, dur, kind, name, device, stream, pid, tid, 0, None, None)):
-            cols[c].append(v)
-    return pl.from_arrow(pa.table(cols, schema=S.EVENT_SCHEMA))
+    return event_table(rows, (*DEVICE_SLICE, "pid", "tid"))
 
 
 def _marks(fig, kind: str, merged: bool | None = False) -> list[tuple[float, float, float]]:

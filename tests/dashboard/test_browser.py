@@ -19,11 +19,12 @@ from tests.dashboard.browser import open_dashboard, require_browser  # noqa: E40
 require_browser()
 from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
-from accelscope.analysis import analyze
-from accelscope.verdicts import VERDICT_TEXT  # noqa: E402
+from accelscope.analysis import analyze  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
 from accelscope.traces import schema as S  # noqa: E402
 from accelscope.traces.run import Run, write_run  # noqa: E402
+from accelscope.verdicts import VERDICT_TEXT  # noqa: E402
+from tests.builders import event_table  # noqa: E402
 
 
 def _small_run(path: Path) -> Path:
@@ -32,12 +33,7 @@ def _small_run(path: Path) -> Path:
     for i in range(5):
         rows.append((i * 100_000_000, 100_000_000, S.STEP, S.step_name(i)))
         rows.append((i * 100_000_000 + 10_000_000, 80_000_000, S.ANNOTATION, "forward"))
-    cols = {c: [] for c in S.EVENT_SCHEMA.names}
-    for start, dur, kind, name in rows:
-        for c, v in zip(S.EVENT_SCHEMA.names, (start, dur, kind, name, "cpu", None, 1, 1, 0, None, None)):
-            cols[c].append(v)
-    events = pl.from_arrow(pa.table(cols, schema=S.EVENT_SCHEMA))
-    return write_run(path, events, None, {"start_ns": 0, "threads": [{"pid": 1, "tid": 1, "name": "trainer"}]})
+    return write_run(path, event_table(rows), None, {"start_ns": 0, "threads": [{"pid": 1, "tid": 1, "name": "trainer"}]})
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,8 @@ from accelscope.analysis import NoStepsError, analyze
 from accelscope.analysis.steps import step_table
 from accelscope.verdicts import verdict_for
 from accelscope.traces.run import Run, write_run
-from accelscope.traces.schema import EVENT_SCHEMA
-
-
-def _events(rows):
-    """Host slices; step slices are named ProfilerStep#N in start order, as recorders name them."""
-    cols = {c: [] for c in EVENT_SCHEMA.names}
-    step_starts = sorted(start for start, _, kind in rows if kind == "step")
-    for start, dur, kind in rows:
-        name = f"ProfilerStep#{step_starts.index(start)}" if kind == "step" else kind
-        for c, v in zip(EVENT_SCHEMA.names, (start, dur, kind, name, "cpu", None, 1, 1, 0, None, None)):
-            cols[c].append(v)
-    return pl.from_arrow(__import__("pyarrow").table(cols, schema=EVENT_SCHEMA))
+from tests.builders import DEVICE_SLICE, event_table
+from tests.builders import numbered_steps as _events
 
 
 @pytest.mark.parametrize("share, verdict", [(0.0, "none"), (0.0499, "none"), (0.05, "moderate"), (0.1999, "moderate"), (0.2, "high"), (1.0, "high")])
@@ -101,11 +91,10 @@ def _gpu_run_traced_in_windows(path):
     schedule = Schedule(skip_first=0, wait=3, warmup=1, active=2, repeat=1)
     traced = {s for first, last in schedule.windows(10) for s in range(first, last + 1)}
     ms = 1_000_000
-    cols = {c: [] for c in EVENT_SCHEMA.names}
+    rows = []
 
     def add(start, dur, kind, name, device="cpu", stream=None, tid=1):
-        for c, v in zip(EVENT_SCHEMA.names, (start, dur, kind, name, device, stream, 1, tid, 0, None, None)):
-            cols[c].append(v)
+        rows.append((start, dur, kind, name, device, stream, tid))
 
     for i in range(10):
         t = i * 100 * ms
@@ -117,7 +106,7 @@ def _gpu_run_traced_in_windows(path):
     # What the recorder writes: the steps whose ops and kernels its profiler windows hold.
     windows = [list(w) for w in schedule.windows(10)]
     meta = {"complete": True, "traced_steps": {"torch_profiler": windows}, "collectors": {"torch_profiler": {"status": "ok"}}, "input_timing": "every step"}
-    write_run(path, pl.from_arrow(__import__("pyarrow").table(cols, schema=EVENT_SCHEMA)), None, meta)
+    write_run(path, event_table(rows, (*DEVICE_SLICE, "tid")), None, meta)
     return sorted(traced)
 
 

@@ -178,20 +178,14 @@ def test_controlled_input_delays_are_measured_within_3pp(tmp_path):
 
 
 def test_each_devices_busy_share_is_of_the_steady_steps_like_the_runs(tmp_path):
-    import pyarrow as pa
-
     from accelscope.traces.run import write_run
-    from accelscope.traces.schema import EVENT_SCHEMA
+    from tests.builders import DEVICE_SLICE, event_table
 
     # Five 1000 ns steps; the GPU is busy through step 0 (warm-up), then 200 ns of each other step.
     rows = [(i * 1000, 1000, "step", f"ProfilerStep#{i}", "cpu", None) for i in range(5)]
     rows.append((0, 1000, "kernel", "warm", "cuda:0", 7))
     rows += [(i * 1000 + 100, 200, "kernel", "k", "cuda:0", 7) for i in range(1, 5)]
-    cols = {c: [] for c in EVENT_SCHEMA.names}
-    for start, dur, kind, name, device, stream in rows:
-        for c, v in zip(EVENT_SCHEMA.names, (start, dur, kind, name, device, stream, 1, 1, 0, None, None)):
-            cols[c].append(v)
-    events = pl.from_arrow(pa.table(cols, schema=EVENT_SCHEMA))
+    events = event_table(rows, DEVICE_SLICE)
     report = analyze(Run.open(write_run(tmp_path / "r", events, None, {"complete": True})))
     assert report.steps.sort("start_ns")["warmup"].to_list() == [True, False, False, False, False]
     assert report.busy_share == pytest.approx(0.2)
@@ -200,7 +194,7 @@ def test_each_devices_busy_share_is_of_the_steady_steps_like_the_runs(tmp_path):
 
 def test_a_cpu_only_runs_thread_busy_share_is_of_the_steady_steps(tmp_path):
     from accelscope.traces.run import write_run
-    from tests.profiler.analysis.test_analyzer import _events
+    from tests.builders import numbered_steps as _events
 
     # Step 0 (warm-up) waits 90 % of its time for input; steps 1-4 wait 10 %.
     rows = [(0, 1000, "step"), (0, 900, "input_wait")]

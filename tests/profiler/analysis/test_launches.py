@@ -13,6 +13,7 @@ from accelscope.analysis.intervals import covered_within, union
 from accelscope.traces import schema as S
 from accelscope.traces.importer import import_traces
 from accelscope.traces.run import Run
+from tests.builders import event_table
 
 NW0 = "traces/kineto/tb_plugin/samples/resnet50_num_workers_0/worker0.1623143089861.pt.trace.json.gz"
 HTA = "traces/HolisticTraceAnalysis/tests/data"
@@ -154,23 +155,7 @@ def test_two_real_ranks_repeat_correlation_ids(events):
 # -- exact values on a small table -------------------------------------------------------------
 def _table(rows: list[tuple]) -> pl.DataFrame:
     """(rank, kind, name, device, stream, start_ns, dur_ns, correlation_id) rows as an events table."""
-    cols = list(zip(*rows))
-    n = len(rows)
-    return pl.DataFrame(
-        {
-            "start_ns": pl.Series(cols[5], dtype=pl.Int64),
-            "dur_ns": pl.Series(cols[6], dtype=pl.Int64),
-            "kind": pl.Series(cols[1], dtype=pl.String),
-            "name": pl.Series(cols[2], dtype=pl.String),
-            "device": pl.Series(cols[3], dtype=pl.String),
-            "stream": pl.Series(cols[4], dtype=pl.Int64),
-            "pid": pl.Series([1] * n, dtype=pl.Int64),
-            "tid": pl.Series([1] * n, dtype=pl.Int64),
-            "rank": pl.Series(cols[0], dtype=pl.Int32),
-            "correlation_id": pl.Series(cols[7], dtype=pl.Int64),
-            "args": pl.Series([None] * n, dtype=pl.String),
-        }
-    )
+    return event_table(rows, ("rank", "kind", "name", "device", "stream", "start_ns", "dur_ns", "correlation_id"))
 
 
 RT, K, MC = S.RUNTIME, S.KERNEL, S.MEMCPY

@@ -113,26 +113,16 @@ def test_a_job_of_many_devices_lists_the_first_and_sums_up_the_rest(nw0):
 
 
 def test_a_traced_gpu_rank_lists_only_its_own_devices_not_every_gpu_nvml_sampled(tmp_path):
-    import pyarrow as pa
-
     from accelscope.traces.run import write_run
-    from accelscope.traces.schema import COUNTER_SCHEMA, EVENT_SCHEMA
+    from tests.builders import DEVICE_SLICE, counter_table, event_table
 
     # Four 1 ms steps with a kernel on cuda:0; NVML sampled both GPUs of the machine, and
     # cuda:0 at 90 % inside the steps but 0 % before the first (outside: not counted).
     rows = [(i * 1_000_000, 1_000_000, "step", f"ProfilerStep#{i}", "cpu", None) for i in range(4)]
     rows += [(i * 1_000_000 + 100_000, 500_000, "kernel", "k", "cuda:0", 7) for i in range(4)]
-    ev = {c: [] for c in EVENT_SCHEMA.names}
-    for start, dur, kind, name, device, stream in rows:
-        for c, v in zip(EVENT_SCHEMA.names, (start, dur, kind, name, device, stream, 1, 1, 0, None, None)):
-            ev[c].append(v)
     samples = [("gpu_util_percent", d, t, v) for d in ("cuda:0", "cuda:1") for t, v in ((-500_000, 0.0), (1_500_000, 90.0), (2_500_000, 90.0))]
     samples += [("memory_used_bytes", "cuda:1", 1_500_000, 2.0**30)]
-    ct = {c: [] for c in COUNTER_SCHEMA.names}
-    for name, device, t, v in samples:
-        for c, x in zip(COUNTER_SCHEMA.names, (name, device, t, v, 0)):
-            ct[c].append(x)
-    run = Run.open(write_run(tmp_path / "r", pa.table(ev, schema=EVENT_SCHEMA), pa.table(ct, schema=COUNTER_SCHEMA), {"complete": True}))
+    run = Run.open(write_run(tmp_path / "r", event_table(rows, DEVICE_SLICE), counter_table(samples), {"complete": True}))
     report = analyze(run)
     (use,) = device_use(report, run.counters)
     assert use.device == "cuda:0" and use.busy_share == pytest.approx(0.5)
