@@ -6,13 +6,17 @@ STAMP_DEMO := $(VENV)/.installed-demo
 STAMP_DEV := $(VENV)/.installed-dev
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: demo test bench screenshot chromium clean
+.PHONY: demo test lint bench screenshot chromium clean
 
 demo: $(STAMP_DEMO)
 	$(VENV)/bin/accelscope demo
 
 test: $(STAMP_DEV) chromium
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q -ra
+
+lint: $(STAMP_DEV)
+	$(VENV)/bin/ruff check .
 
 bench: $(STAMP_DEV)
 	$(VENV)/bin/python benchmarks/overhead.py

@@ -105,7 +105,7 @@ def make_rank_dir(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for i, src in enumerate(RANK_FILES):
         data = gzip.decompress(src.read_bytes())
-        data, n = _RANK_RE.subn(lambda m: m.group(1) + str(i).encode(), data, count=1)
+        data, n = _RANK_RE.subn(lambda m, i=i: m.group(1) + str(i).encode(), data, count=1)
         if n != 1:
             raise SystemExit(f"{src}: no distributedInfo.rank to renumber")
         with gzip.open(directory / f"rank-{i}.json.gz", "wb", compresslevel=6) as fh:
@@ -191,11 +191,12 @@ def child_import(out: str, paths: list[str]) -> None:
     pandas on its first ``pa.array(list)`` when pandas is installed: ~40 MiB), so that
     ``peak - warm`` is the import's own footprint; ``peak - modules`` is printed too.
     """
+    import polars  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
     import accelscope.traces.importer  # noqa: F401  the modules an import needs, loaded up front
     import accelscope.traces.kineto  # noqa: F401
     import accelscope.traces.run  # noqa: F401
-    import polars  # noqa: F401
-    import pyarrow.parquet  # noqa: F401
     from accelscope.traces.importer import import_traces
     from accelscope.traces.run import Run
 
@@ -229,7 +230,10 @@ def print_memory(m: dict, json_bytes: int) -> dict:
     print(f"  peak RSS of the importing child: {fmt_bytes(m['peak_bytes'])} raw; baselines: modules imported {fmt_bytes(m['modules_bytes'])}, after a tiny warm-up import {fmt_bytes(m['baseline_bytes'])}")
     print(f"  uncompressed JSON {fmt_bytes(json_bytes)}: raw peak / JSON = {m['peak_bytes'] / json_bytes:.2f}; (peak - modules) / JSON = {net_modules / json_bytes:.2f} ({fmt_bytes(net_modules)})")
     print(f"  net peak (peak - warm) {fmt_bytes(net)}: net / JSON = {ratio:.2f}  {verdict(ratio, TARGETS['rss_over_json'], False)}")
-    return {"peak_bytes": m["peak_bytes"], "modules_bytes": m["modules_bytes"], "baseline_bytes": m["baseline_bytes"], "net_bytes": net, "json_bytes": json_bytes, "net_over_json": ratio, "net_modules_over_json": net_modules / json_bytes, "raw_over_json": m["peak_bytes"] / json_bytes}
+    return {
+        "peak_bytes": m["peak_bytes"], "modules_bytes": m["modules_bytes"], "baseline_bytes": m["baseline_bytes"], "net_bytes": net,
+        "json_bytes": json_bytes, "net_over_json": ratio, "net_modules_over_json": net_modules / json_bytes, "raw_over_json": m["peak_bytes"] / json_bytes,
+    }
 
 
 # -- the cases -----------------------------------------------------------------------------------
@@ -237,11 +241,11 @@ def bench_real(cases: dict[str, tuple[list[Path], Path]], rounds: int, work: Pat
     """cases: label -> (paths given to import_traces, directory HTA loads)."""
     samples: dict[str, dict[str, list[float]]] = {k: {} for k in cases}
     info: dict[str, dict] = {}
-    for label, (paths, hta_dir) in cases.items():
+    for label, (paths, _hta_dir) in cases.items():
         files = trace_files(paths)
         info[label] = {"files": len(files), "json_bytes": sum(uncompressed_size(f) for f in files), "gz_bytes": sum(f.stat().st_size for f in files)}
     # warm-up: module imports, page cache, allocator
-    for label, (paths, hta_dir) in cases.items():
+    for label, (paths, _hta_dir) in cases.items():
         our_import(paths, work / f"{slug(label)}.run")
         our_reopen(work / f"{slug(label)}.run")
     if have_hta:

@@ -40,7 +40,9 @@ def make_loop(target_ms: float = 10.0):
             model(x).sum().backward()
         t = time.perf_counter()
         for _ in range(10):
-            opt.zero_grad(); loss_fn(model(x), torch.zeros(batch, dtype=torch.long)).backward(); opt.step()
+            opt.zero_grad()
+            loss_fn(model(x), torch.zeros(batch, dtype=torch.long)).backward()
+            opt.step()
         per = (time.perf_counter() - t) / 10
         return max(batch, int(batch * target_ms / 1000 / per))
 

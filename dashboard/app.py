@@ -17,9 +17,10 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from accelscope.dashboard import live
 from accelscope.dashboard.plotlyjs import ASSETS

@@ -4,7 +4,8 @@ columns are as wide as their values."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from accelscope.errors import require
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 # Debian's Chromium, driven headless by the browser tests and the screenshot script.
 CHROMIUM = Path("/usr/bin/chromium")

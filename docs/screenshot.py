@@ -24,8 +24,9 @@ import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from accelscope.dashboard.server import CHROMIUM, CHROMIUM_ARGS
 

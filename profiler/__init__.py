@@ -26,7 +26,7 @@ _EXPORTS = {
     "RunFormatError": "accelscope.errors",
     "MissingExtraError": "accelscope.errors",
 }
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = ["profile", "Profiler", "Schedule", "Run", "open_run", "AccelscopeError", "RunFormatError", "MissingExtraError", "__version__"]
 
 if TYPE_CHECKING:
     from accelscope.api import Profiler, profile

@@ -9,7 +9,8 @@ Each row is a tuple whose fields ``columns`` names; every other column takes its
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import polars as pl
 import pyarrow as pa

@@ -18,7 +18,8 @@ from typing import Any
 from accelscope.dashboard.components import loading, section
 from accelscope.dashboard.theme import TIME_MARGIN
 from accelscope.dashboard.timeline import view as tv
-from accelscope.dashboard.timeline.figure import timeline_figure, warm_up as _warm_figure
+from accelscope.dashboard.timeline.figure import timeline_figure
+from accelscope.dashboard.timeline.figure import warm_up as _warm_figure
 from accelscope.dashboard.timeline.lod import DEFAULT_WIDTH_PX, MIN_WIDTH_PX, clamp_width_px
 from accelscope.dashboard.timeline.view import ALL, MAIN, MODES
 from accelscope.errors import require

@@ -231,7 +231,6 @@ def timeline_figure(tl: Timeline, uirevision: str | None = None, static: bool = 
             half_ms = (tl.x_range[1] - tl.x_range[0]) / max(tl.width_px, 1) * LATENCY_DASH_PX / 2
             for i, s in enumerate(lat.series):
                 y = s.latency_us / 1e3 if unit_ms else s.latency_us
-                unit = "ms" if unit_ms else "µs"
                 color = STREAM_COLORS[i % len(STREAM_COLORS)]
                 traces.append(
                     go.Scatter(

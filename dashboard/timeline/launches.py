@@ -106,7 +106,7 @@ class SchedulingIndex:
         return int(self.start_ns.size)
 
     @classmethod
-    def build(cls, lat: pl.DataFrame, depth_tab: pl.DataFrame, table: pl.DataFrame, kinds: list[str], multi_rank: bool) -> "SchedulingIndex":
+    def build(cls, lat: pl.DataFrame, depth_tab: pl.DataFrame, table: pl.DataFrame, kinds: list[str], multi_rank: bool) -> SchedulingIndex:
         """``lat``, ``depth_tab``: the report's launch latency and queue depth tables;
         ``table``: the lane layout's table (one row per slice, in index order, with ``row``
         and ``kind_code``, a position in ``kinds``)."""

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from accelscope.dashboard.timeline.launches import DepthSeries, Flows, Latency
-from accelscope.dashboard.timeline.lanes import STEPS, Lane, LaneLayout
-from accelscope.dashboard.timeline.lod import DEFAULT_WIDTH_PX, level_of_detail
 from accelscope.dashboard.formatting import CAT_MERGED, CAT_SLICE
+from accelscope.dashboard.timeline.lanes import STEPS, Lane, LaneLayout
+from accelscope.dashboard.timeline.launches import DepthSeries, Flows, Latency
+from accelscope.dashboard.timeline.lod import DEFAULT_WIDTH_PX, level_of_detail
 from accelscope.traces import schema as S
 
 # Slices of at least one pixel drawn one by one per lane, at most (the longest; the rest are merged).
@@ -75,7 +75,7 @@ class StepMarks:
     warmup: np.ndarray  # a warm-up step (the analyzer leaves it out of every summary)
 
     @classmethod
-    def none(cls, n: int) -> "StepMarks":
+    def none(cls, n: int) -> StepMarks:
         return cls(np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool))
 
 

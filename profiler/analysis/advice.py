@@ -7,7 +7,8 @@ the evidence (shares, milliseconds per step, the DataLoader's settings) and the 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import polars as pl
 

@@ -27,7 +27,6 @@ from accelscope.analysis.steps import finish_steps, mark_outliers, traced_mask
 from accelscope.analysis.tables import merge_names
 from accelscope.analysis.utilisation import device_utilisation
 from accelscope.errors import AccelscopeError
-from accelscope.traces import schema as S
 from accelscope.traces.run import Run
 from accelscope.verdicts import verdict_for
 

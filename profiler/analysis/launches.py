@@ -27,8 +27,8 @@ import numpy as np
 import polars as pl
 
 from accelscope.analysis import busy
-from accelscope.analysis.busy import COMM, COMPUTE, COPY, OVERLAP_PAIRS, OVERLAP_SCHEMA
 from accelscope.analysis.breakdown import step_windows
+from accelscope.analysis.busy import COMM, COMPUTE, COPY, OVERLAP_PAIRS
 from accelscope.analysis.intervals import union
 from accelscope.traces import schema as S
 

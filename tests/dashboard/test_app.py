@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 import shutil
 import subprocess
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import pytest
 
 pytest.importorskip("dash", reason="the dashboard extra is not installed")
@@ -33,7 +31,6 @@ from accelscope.verdicts import VERDICT_TEXT  # noqa: E402
 from tests.builders import DEVICE_SLICE, event_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-DASHBOARD_DIR = REPO / "dashboard"
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -320,20 +317,7 @@ def test_overlapping_slices_on_one_thread_are_spread_by_depth(tmp_path):
 
 
 
-# -- packaging rules ----------------------------------------------------------------------------
-def test_dashboard_sources_never_import_collectors():
-    for path in DASHBOARD_DIR.glob("*.py"):
-        tree = ast.parse(path.read_text(), filename=str(path))
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            for name in names:
-                assert not name.startswith(("accelscope.collectors", "accelscope.api")), f"{path.name} imports {name}"
-
-
+# -- packaging rules (the one-way import rule for every module: tests/test_architecture.py) ----------
 def _run_python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120, cwd=REPO)
 

@@ -20,17 +20,18 @@ from tests.dashboard.browser import open_dashboard, require_browser  # noqa: E40
 
 require_browser()
 from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
+
 pytest.importorskip("torch", reason="the torch extra is needed to record a run")
 
 import accelscope  # noqa: E402
 from accelscope.analysis import analyze
-from accelscope.verdicts import VERDICT_TEXT  # noqa: E402
 from accelscope.analysis.compare import compare  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
 from accelscope.dashboard.sections.steps import OUTLIER_COLOR  # noqa: E402
 from accelscope.demo import run_demo  # noqa: E402
 from accelscope.traces import schema as S  # noqa: E402
 from accelscope.traces.run import Run  # noqa: E402
+from accelscope.verdicts import VERDICT_TEXT  # noqa: E402
 
 # A grid's rendered rows in display order, each as the text of the cells named by `cols`.
 GRID_ROWS = """

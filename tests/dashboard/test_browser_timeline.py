@@ -23,9 +23,8 @@ require_browser()
 
 from accelscope.analysis import launches as scheduling  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
-from accelscope.dashboard.runs import RunView  # noqa: E402
-from accelscope.dashboard.timeline import view as tv  # noqa: E402
 from accelscope.dashboard.formatting import format_duration_ns  # noqa: E402
+from accelscope.dashboard.runs import RunView  # noqa: E402
 from accelscope.dashboard.timeline.launches import MAX_LATENCY_POINTS  # noqa: E402
 from accelscope.traces import schema as S  # noqa: E402
 from accelscope.traces.run import Run  # noqa: E402
@@ -105,7 +104,7 @@ def test_the_queue_track_and_latency_plot_show_the_runs_numbers(page, nw0_run):
     points = page.evaluate(f"() => {GRAPH}._fullData.filter(t => t.yaxis === 'y3' && t.mode === 'none').reduce((n, t) => n + t._length, 0)")
     assert 0 < points <= MAX_LATENCY_POINTS
     # Each point is drawn: a dash per point in its stream's path.
-    dashes = page.evaluate(f"() => Array.from(document.querySelectorAll('#timeline-graph .subplot.x3y3 .scatterlayer path.js-line'), p => (p.getAttribute('d').match(/M/g) || []).length).reduce((a, b) => a + b, 0)")
+    dashes = page.evaluate("() => Array.from(document.querySelectorAll('#timeline-graph .subplot.x3y3 .scatterlayer path.js-line'), p => (p.getAttribute('d').match(/M/g) || []).length).reduce((a, b) => a + b, 0)")
     assert dashes == points
 
 

@@ -7,10 +7,10 @@ import pytest
 pytest.importorskip("plotly", reason="the dashboard extra is not installed")
 
 from accelscope.analysis import analyze
-from accelscope.verdicts import VERDICT_TEXT  # noqa: E402
 from accelscope.dashboard import plotlyjs  # noqa: E402
 from accelscope.dashboard.server import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from accelscope.traces.run import Run  # noqa: E402
+from accelscope.verdicts import VERDICT_TEXT  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_report_is_self_contained_and_states_the_verdict(report_file, recorded_r
     assert "Plotly.newPlot" in text and plotlyjs.bundle_text() in text, "plotly.js (the basic bundle) is embedded"
     assert text.count("plotly.js (basic - minified)") == 1, "embedded once, not once per figure"
     busy = report.devices["busy_share"][0]
-    assert f"<h2>Utilisation per device</h2><table><thead><tr><th>device</th><th>busy</th>" in text
+    assert "<h2>Utilisation per device</h2><table><thead><tr><th>device</th><th>busy</th>" in text
     assert f"<tr><td>cpu (training thread)</td><td>{busy:.1%}</td><td>waiting for input (" in text
 
 

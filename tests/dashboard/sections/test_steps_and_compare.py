@@ -11,7 +11,8 @@ pytest.importorskip("plotly", reason="the dashboard extra is needed")
 
 import accelscope  # noqa: E402
 from accelscope.analysis import analyze  # noqa: E402
-from accelscope.dashboard.sections import compare as compare_page, steps as steps_page  # noqa: E402
+from accelscope.dashboard.sections import compare as compare_page  # noqa: E402
+from accelscope.dashboard.sections import steps as steps_page
 from accelscope.traces.importer import import_traces  # noqa: E402
 from accelscope.traces.run import Run  # noqa: E402
 

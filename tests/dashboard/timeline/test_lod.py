@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from accelscope.analysis.intervals import union
 from accelscope.dashboard.timeline.lod import (
     build_index,
     clamp_width_px,
@@ -14,7 +15,6 @@ from accelscope.dashboard.timeline.lod import (
     thin_points,
     window_positions,
 )
-from accelscope.analysis.intervals import union
 
 
 def _index(start, dur, row, n_rows):

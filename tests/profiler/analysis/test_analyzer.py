@@ -3,8 +3,8 @@ import pytest
 
 from accelscope.analysis import NoStepsError, analyze
 from accelscope.analysis.steps import step_table
-from accelscope.verdicts import verdict_for
 from accelscope.traces.run import Run, write_run
+from accelscope.verdicts import verdict_for
 from tests.builders import DEVICE_SLICE, event_table
 from tests.builders import numbered_steps as _events
 

@@ -4,12 +4,11 @@ import gzip
 import json
 import time
 
-import numpy as np
 import polars as pl
 import pytest
 
-from accelscope.analysis import causes as C
 from accelscope.analysis import analyze
+from accelscope.analysis import causes as C
 from accelscope.traces.importer import import_traces
 from accelscope.traces.run import Run
 
@@ -159,7 +158,7 @@ def test_controlled_input_delays_are_measured_within_3pp(tmp_path):
     x = torch.randn(384, 384)
     rows = []
     for delay_ms in (0, 5, 20, 50):
-        def batches():
+        def batches(delay_ms=delay_ms):
             for _ in range(16):
                 if delay_ms:
                     time.sleep(delay_ms / 1000)
