@@ -277,16 +277,16 @@ class Launches:
         return {
             "median_us": _us(self.median_ns),
             "p90_us": _us(self.p90_ns),
-            "launch_latency_us": [
+            "latency": [
                 {
                     "rank": r["rank"],
                     "device": r["device"],
                     "device_ops": r["device_ops"],
                     "matched_share": _ratio(r["matched"] / r["device_ops"] if r["device_ops"] else None),
-                    "median": _us(r["median_ns"]),
-                    "p90": _us(r["p90_ns"]),
-                    "p99": _us(r["p99_ns"]),
-                    "max": _us(r["max_ns"]),
+                    "median_us": _us(r["median_ns"]),
+                    "p90_us": _us(r["p90_ns"]),
+                    "p99_us": _us(r["p99_ns"]),
+                    "max_us": _us(r["max_ns"]),
                 }
                 for r in self.per_device.iter_rows(named=True)
             ],
@@ -348,4 +348,4 @@ def summary(events: pl.DataFrame, windows: pl.DataFrame | str | None = None) -> 
     finish). ``windows`` applies to the overlap only.
     """
     doc = launches(events, windows).to_dict()
-    return {k: doc[k] for k in ("launch_latency_us", "queue_depth", "overlap")}
+    return {k: doc[k] for k in ("latency", "queue_depth", "overlap")}

@@ -96,9 +96,9 @@ def test_latency_and_depth_in_one_pass_equal_each_alone(events, trace):
 def test_nw0_summary_is_json(events):
     s = sch.summary(events["nw0"])
     json.dumps(s, allow_nan=False)
-    (lat,) = s["launch_latency_us"]
+    (lat,) = s["latency"]
     assert lat["matched_share"] == 1.0
-    assert 0 < lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert 0 < lat["median_us"] <= lat["p90_us"] <= lat["p99_us"] <= lat["max_us"]
     (q,) = s["queue_depth"]
     assert q["max"] == sch.queue_depth(events["nw0"])["depth"].max()
     assert 0 < q["mean"] < q["max"]
@@ -219,9 +219,9 @@ def test_synthetic_queue_depth():
 def test_synthetic_summary():
     s = sch.summary(SYNTHETIC)
     json.dumps(s, allow_nan=False)
-    lat = {r["rank"]: r for r in s["launch_latency_us"]}
+    lat = {r["rank"]: r for r in s["latency"]}
     assert lat[0]["device_ops"] == 5 and lat[0]["matched_share"] == 0.6
-    assert lat[0]["median"] == 0.02 and lat[0]["max"] == 0.038
+    assert lat[0]["median_us"] == 0.02 and lat[0]["max_us"] == 0.038
     depth = {(r["rank"], r["stream"]): r for r in s["queue_depth"]}
     assert depth[(0, 8)] == {"rank": 0, "device": "cuda:0", "stream": 8, "max": 1, "mean": 1.0, "span_us": 0.03}
     # stream 7 of rank 0: depth 1 for 12+20+10+10, 2 for 38, 0 for 30+10, over 130 ns
@@ -270,7 +270,7 @@ def test_empty_and_bad_input():
     assert sch.launch_latency(empty).height == 0
     assert sch.queue_depth(empty).schema == pl.Schema(sch.DEPTH_SCHEMA)
     assert sch.stream_overlap(empty).height == 0
-    assert sch.summary(empty) == {"launch_latency_us": [], "queue_depth": [], "overlap": []}
+    assert sch.summary(empty) == {"latency": [], "queue_depth": [], "overlap": []}
     with pytest.raises(ValueError, match="correlation_id"):
         sch.launch_latency(SYNTHETIC.drop("correlation_id"))
     with pytest.raises(ValueError, match="DataFrame"):
