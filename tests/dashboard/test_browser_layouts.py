@@ -42,6 +42,13 @@ def two_page(two_ranks):
         yield page
 
 
+# The step graph's traces (their rank groups) and its x-axis tick labels.
+STEP_GRAPH = """() => {
+    const g = document.querySelector('#step-graph .js-plotly-plot');
+    return {data: g.data.map(t => ({offsetgroup: t.offsetgroup})), ticks: [...g.querySelectorAll('.xtick text')].map(t => t.textContent)};
+}"""
+
+
 def _labels(page) -> list[dict]:
     return page.evaluate(LANE_LABELS)
 
@@ -62,7 +69,7 @@ def test_the_header_names_each_ranks_gpu_from_the_trace(two_page):
 
 def test_each_rank_has_its_own_bars_at_integer_steps(two_page, two_ranks):
     report = analyze(Run.open(two_ranks))
-    fig = two_page.evaluate("() => { const g = document.querySelector('#step-graph .js-plotly-plot'); return {data: g.data.map(t => ({x: t.x, offsetgroup: t.offsetgroup, base: t.base})), layout: g._fullLayout.xaxis.tickvals || null, ticks: [...g.querySelectorAll('.xtick text')].map(t => t.textContent)}; }")
+    fig = two_page.evaluate(STEP_GRAPH)
     groups = {t["offsetgroup"] for t in fig["data"]}
     assert groups == {"0", "1"}, "one bar per rank at each step"
     steps = sorted(set(report.steps["step"].to_list()))
