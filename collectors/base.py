@@ -58,6 +58,28 @@ class CollectorContext:
     report_failure: Callable[[str, str], None] = field(repr=False)
 
 
+class TracedSteps:
+    """Which steps a framework profiler's windows held, kept in the run as the analyzer reads
+    it: ``meta["traced_steps"] = {name: [[first, last], ...]}`` (inclusive step numbers). A
+    window is listed once its events are in the run; an empty list says the profiler ran
+    but no window landed (a run without the key was not traced in windows)."""
+
+    def __init__(self, ctx: CollectorContext, name: str):
+        self._ctx = ctx
+        self._name = name
+        self._windows: list[list[int]] = []
+        self._lock = threading.Lock()
+        ctx.writer.update_meta(traced_steps={name: []})
+
+    def landed(self, window: tuple[int, int]) -> None:
+        """Called (from any thread) once a window's events were written into the run."""
+        with self._lock:
+            self._windows.append([int(window[0]), int(window[1])])
+            self._windows.sort()
+            windows = [list(w) for w in self._windows]
+        self._ctx.writer.update_meta(traced_steps={self._name: windows})
+
+
 class Collector:
     name = "collector"
     #: True when the collector samples in its own thread and keeps ``heartbeat_ns`` fresh.

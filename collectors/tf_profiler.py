@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable
+from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable, TracedSteps
 from accelscope.schedule import TRANSITIONS, Action, Schedule
 from accelscope.traces import xplane
 
@@ -47,7 +47,9 @@ class TensorFlowProfilerCollector(Collector):
         self._tracing = False
         self._record_from_ns: int | None = None
         self._logdir: Path | None = None
-        self._queue: queue.Queue[tuple[Path, int, int] | None] = queue.Queue()
+        self._last_step: int | None = None  # the step that ended last
+        self._traced: TracedSteps | None = None
+        self._queue: queue.Queue[tuple[Path, int, int, tuple[int, int] | None] | None] = queue.Queue()
         self._converter: threading.Thread | None = None
         self.ctx: CollectorContext | None = None
 
@@ -64,12 +66,14 @@ class TensorFlowProfilerCollector(Collector):
             device_tracer_level=1,
         )
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._traced = TracedSteps(ctx, self.name)
         self._converter = threading.Thread(target=self._convert_loop, name="accelscope-tf-convert", daemon=True)
         self._converter.start()
         self._enter(self.schedule(0))
 
     # -- windows (training thread) ---------------------------------------------------------
     def on_step(self, step: int) -> None:
+        self._last_step = step
         self._enter(self.schedule(step + 1))
 
     def _enter(self, action: Action) -> None:
@@ -100,7 +104,9 @@ class TensorFlowProfilerCollector(Collector):
         self._tf.profiler.experimental.stop(save=save)
         if save and self._record_from_ns is not None:
             self.windows_saved += 1
-            self._queue.put((self._logdir, self._record_from_ns, record_to_ns))
+            # The window holds the recorded steps up to the last that ended (fewer at stop()).
+            window = self.schedule.window_of(self._last_step) if self._last_step is not None else None
+            self._queue.put((self._logdir, self._record_from_ns, record_to_ns, window))
         elif self._logdir is not None:
             shutil.rmtree(self._logdir, ignore_errors=True)
         self._record_from_ns = None
@@ -111,10 +117,12 @@ class TensorFlowProfilerCollector(Collector):
             item = self._queue.get()
             if item is None:
                 return
-            logdir, record_from_ns, record_to_ns = item
+            logdir, record_from_ns, record_to_ns, window = item
             try:
                 self._convert(logdir, record_from_ns, record_to_ns)
                 self.windows_converted += 1
+                if window is not None:
+                    self._traced.landed(window)
                 shutil.rmtree(logdir, ignore_errors=True)
             except Exception as exc:  # keep the files for the user; report, keep converting
                 log.warning("accelscope: could not convert TensorFlow profiler window %s: %s", logdir, exc)

@@ -14,7 +14,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable
+from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable, TracedSteps
 from accelscope.schedule import Action, Schedule
 from accelscope.traces import kineto
 
@@ -31,7 +31,10 @@ class TorchProfilerCollector(Collector):
         self.with_stack = with_stack
         self.windows_saved = 0
         self._prof = None
-        self._queue: queue.Queue[Path | None] = queue.Queue()
+        self._last_step: int | None = None  # the step that ended last (torch's step_num - 1)
+        self._saved_through: int | None = None  # the last step of the last window handed over
+        self._traced: TracedSteps | None = None
+        self._queue: queue.Queue[tuple[Path, tuple[int, int] | None] | None] = queue.Queue()
         self._converter: threading.Thread | None = None
         self.ctx: CollectorContext | None = None
 
@@ -52,6 +55,7 @@ class TorchProfilerCollector(Collector):
         if torch.cuda.is_available():
             activities.append(ProfilerActivity.CUDA)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._traced = TracedSteps(ctx, self.name)
         self._converter = threading.Thread(target=self._convert_loop, name="accelscope-torch-convert", daemon=True)
         self._converter.start()
         # torch warns, from inside step(), that each window's events are cleared when the
@@ -70,13 +74,19 @@ class TorchProfilerCollector(Collector):
         path = self.tmp_dir / f"window-{self.windows_saved:05d}.json"
         prof.export_chrome_trace(str(path))
         self.windows_saved += 1
-        self._queue.put(path)
+        # torch's step_num is our step index: the window holds the steps up to the last that ended
+        # (at stop(), a window cut short; none when it had just begun).
+        window = self.schedule.window_of(self._last_step) if self._last_step is not None and self._last_step != self._saved_through else None
+        if window is not None:
+            self._saved_through = window[1]
+        self._queue.put((path, window))
 
     def _convert_loop(self) -> None:
         while True:
-            path = self._queue.get()
-            if path is None:
+            item = self._queue.get()
+            if item is None:
                 return
+            path, window = item
             try:
                 trace = kineto.read_kineto(path, rank=self.ctx.rank, keep_steps=False)
                 self.ctx.writer.add_table("events", trace.events)
@@ -84,11 +94,14 @@ class TorchProfilerCollector(Collector):
                     self.ctx.writer.set_thread_name(t["pid"], t["tid"], t["name"])
                 if trace.header.get("deviceProperties"):
                     self.ctx.writer.update_meta(device_properties=trace.header["deviceProperties"])
+                if window is not None:
+                    self._traced.landed(window)
                 path.unlink(missing_ok=True)
             except Exception as exc:  # keep the file for the user; report, keep converting
                 log.warning("accelscope: could not convert torch.profiler window %s: %s", path, exc)
 
     def on_step(self, step: int) -> None:
+        self._last_step = step
         self._prof.step()
 
     def stop(self) -> None:

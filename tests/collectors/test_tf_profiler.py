@@ -66,6 +66,22 @@ def test_records_tf_ops_only_in_the_scheduled_window(tmp_path):
     assert ops.filter(pl.col("name").str.contains("MatMul")).height >= 2
 
 
+def test_the_run_lists_the_steps_the_window_traced(tmp_path):
+    _, run = _custom_loop(tmp_path)
+    assert run.meta["traced_steps"] == {"tensorflow_profiler": [list(SCHEDULE.windows(8)[0])]}
+
+
+def test_a_window_that_cannot_be_converted_lists_no_traced_steps(tmp_path, monkeypatch):
+    from accelscope.traces import xplane
+
+    def fails(*a, **k):
+        raise ValueError("truncated XSpace")
+
+    monkeypatch.setattr(xplane, "read_xplane", fails)
+    _, run = _custom_loop(tmp_path)
+    assert run.meta["traced_steps"] == {"tensorflow_profiler": []}, "the profiler ran; nothing it traced is in the run"
+
+
 def test_trace_step_markers_do_not_add_steps(tmp_path):
     _, run = _custom_loop(tmp_path)
     steps = run.events.filter(pl.col("kind") == S.STEP)

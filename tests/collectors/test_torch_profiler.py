@@ -47,6 +47,29 @@ def test_a_window_that_cannot_be_converted_is_kept_and_reported(tmp_path, monkey
     assert seen[0].exists(), "the unconverted window stays on disk for the user"
     ops = run.events.filter((pl.col("kind") == S.CPU_OP) & (pl.col("name") == "aten::mm"))
     assert ops.height == 2, "the second window still arrives"
+    assert run.meta["traced_steps"] == {"torch_profiler": [list(SCHEDULE.windows(12)[1])]}, "the lost window's steps are not listed as traced"
+
+
+def _steps_holding(run: Run, kind: str) -> list[int]:
+    """The numbers of the steps in which a slice of ``kind`` starts."""
+    ev = run.slices
+    steps = ev.filter(pl.col("kind") == S.STEP).sort("start_ns")
+    marks = ev.filter(pl.col("kind") == kind)
+    hits = steps.join_where(marks.select(t="start_ns"), pl.col("t") >= pl.col("start_ns"), pl.col("t") < pl.col("start_ns") + pl.col("dur_ns"))
+    return sorted({int(n.split("#")[1]) for n in hits["name"].to_list()})
+
+
+def test_the_run_lists_the_steps_each_window_traced(tmp_path):
+    prof, run = _train(tmp_path)
+    windows = run.meta["traced_steps"]["torch_profiler"]
+    assert windows == [list(w) for w in SCHEDULE.windows(12)]
+    assert [s for first, last in windows for s in range(first, last + 1)] == _steps_holding(run, S.CPU_OP)
+
+
+def test_a_window_cut_short_by_the_end_of_training_lists_the_steps_it_held(tmp_path):
+    prof, run = _train(tmp_path, n=4)  # the first window (steps 3-4) ends after step 3
+    assert run.meta["traced_steps"]["torch_profiler"] == [[3, 3]]
+    assert _steps_holding(run, S.CPU_OP) == [3]
 
 
 def test_profiler_step_raising_drops_the_collector_once(tmp_path, monkeypatch, caplog):
