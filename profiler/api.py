@@ -9,7 +9,6 @@ and warned about once.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import os
 import platform
@@ -22,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar
 
 from accelscope import __version__
 from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable
-from accelscope.collectors.host import HostSampler
+from accelscope.collectors.registry import Settings, built_in
 from accelscope.live import StepRecord
 from accelscope.schedule import Schedule
 from accelscope.traces import schema as S
@@ -161,27 +160,8 @@ class Profiler:
             self._live = LiveAnalyzer(self.run_dir)
             self._writer.counter_listener = self._live.on_counter
         ctx = CollectorContext(self._writer, self.now_ns, self.pid, self.rank, self._report_failure)
-        candidates: list[Collector] = [HostSampler(self.host_interval_s)]
-        # NVML GPU metrics whenever nvidia-ml-py is installed (the nvml extra); without a
-        # driver the collector records itself unavailable, with the reason, and that is all.
-        if not any(c.name == "nvml" for c in self._extra_collectors) and importlib.util.find_spec("pynvml") is not None:
-            from accelscope.collectors.nvml import NvmlCollector
-
-            candidates.append(NvmlCollector(self.host_interval_s))
-        # TPU runtime metrics when this machine has a TPU (or the service address is set).
-        from accelscope.collectors.tpu import TpuCollector, tpu_present
-
-        if not any(c.name == "tpu" for c in self._extra_collectors) and tpu_present():
-            candidates.append(TpuCollector(self.host_interval_s))
-        if self.mode == "full" and framework == "torch":
-            from accelscope.collectors.torch_profiler import TorchProfilerCollector
-
-            candidates.append(TorchProfilerCollector(self.schedule, self.run_dir / ".tmp-torch"))
-        elif self.mode == "full" and framework == "tensorflow":
-            from accelscope.collectors.tf_profiler import TensorFlowProfilerCollector
-
-            candidates.append(TensorFlowProfilerCollector(self.schedule, self.run_dir / ".tmp-tensorflow"))
-        candidates.extend(self._extra_collectors)
+        settings = Settings(self.mode, framework, self.schedule, self.host_interval_s, self.run_dir)
+        candidates = built_in(settings, replaced={c.name for c in self._extra_collectors}) + list(self._extra_collectors)
         for collector in candidates:
             try:
                 collector.start(ctx)

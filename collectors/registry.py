@@ -1,0 +1,103 @@
+"""The built-in collectors, in one table: which start in a run, and how each is made.
+
+``accelscope.profile`` walks ``REGISTRY`` in order. Each entry's probe looks at the run's
+settings and the machine cheaply (no heavy import, no driver call) and says whether the
+collector should start; its factory builds it. A collector that is probed in but cannot run
+here raises ``CollectorUnavailable`` in ``start`` and is recorded ``unavailable`` with the
+reason (NVML without a driver); one that is probed out is not mentioned (no TensorFlow
+collector line in every PyTorch run). A user-given collector with the same name replaces
+the built-in one. Adding a collector: its module, and one entry here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from accelscope.collectors.base import Collector
+from accelscope.schedule import Schedule
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a probe and a factory may look at."""
+
+    mode: str  # "full" or "light"
+    framework: str  # "torch", "tensorflow" or "none"
+    schedule: Schedule
+    interval_s: float  # sampling interval of the samplers
+    run_dir: Path
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    probe: Callable[[Settings], bool]  # should it start in this run? cheap, never raises
+    make: Callable[[Settings], Collector]
+
+
+def _host(s: Settings) -> Collector:
+    from accelscope.collectors.host import HostSampler
+
+    return HostSampler(s.interval_s)
+
+
+def _nvml(s: Settings) -> Collector:
+    from accelscope.collectors.nvml import NvmlCollector
+
+    return NvmlCollector(s.interval_s)
+
+
+def _tpu_present(_s: Settings) -> bool:
+    from accelscope.collectors.tpu import tpu_present
+
+    return tpu_present()
+
+
+def _tpu(s: Settings) -> Collector:
+    from accelscope.collectors.tpu import TpuCollector
+
+    return TpuCollector(s.interval_s)
+
+
+def _torch(s: Settings) -> Collector:
+    from accelscope.collectors.torch_profiler import TorchProfilerCollector
+
+    return TorchProfilerCollector(s.schedule, s.run_dir / ".tmp-torch")
+
+
+def _tensorflow(s: Settings) -> Collector:
+    from accelscope.collectors.tf_profiler import TensorFlowProfilerCollector
+
+    return TensorFlowProfilerCollector(s.schedule, s.run_dir / ".tmp-tensorflow")
+
+
+REGISTRY: list[Entry] = [
+    # psutil: CPU and memory of the process, its children (DataLoader workers) and the machine.
+    Entry("host", lambda s: True, _host),
+    # NVML whenever nvidia-ml-py is installed (the nvml extra); without a driver it says so.
+    Entry("nvml", lambda s: importlib.util.find_spec("pynvml") is not None, _nvml),
+    # libtpu's runtime metrics when the machine has a TPU (or the service address is set).
+    Entry("tpu", _tpu_present, _tpu),
+    # The framework's own profiler, in the schedule's windows (full mode).
+    Entry("torch_profiler", lambda s: s.mode == "full" and s.framework == "torch", _torch),
+    Entry("tensorflow_profiler", lambda s: s.mode == "full" and s.framework == "tensorflow", _tensorflow),
+]
+
+
+def built_in(settings: Settings, replaced: set[str] = frozenset()) -> list[Collector]:
+    """The built-in collectors this run starts, in registry order, leaving out those the
+    user gave their own of (``replaced``: their names)."""
+    out = []
+    for entry in REGISTRY:
+        if entry.name in replaced:
+            continue
+        try:
+            wanted = entry.probe(settings)
+        except Exception:  # a probe must never stop a run from starting
+            wanted = False
+        if wanted:
+            out.append(entry.make(settings))
+    return out
