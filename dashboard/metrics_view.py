@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from accelscope.traces import counters
+
 
 @dataclass(frozen=True)
 class Panel:
@@ -41,37 +43,12 @@ PANELS = (
 )
 PANEL = {p.key: p for p in PANELS}
 
-# counter -> (panel, what the label says)
-COUNTERS = {
-    # NVML (collectors/nvml.py)
-    "gpu_util_percent": ("device_util", "utilisation"),
-    "memory_util_percent": ("device_util", "memory busy"),
-    "memory_used_bytes": ("device_memory", "used"),
-    "process_memory_used_bytes": ("device_memory", "this process"),
-    "memory_total_bytes": ("device_memory", "total"),
-    "power_watts": ("power", "power"),
-    "temperature_celsius": ("temperature", "temperature"),
-    "sm_clock_mhz": ("clock", "SM clock"),
-    "memory_clock_mhz": ("clock", "memory clock"),
-    "pcie_rx_bytes_per_s": ("pcie", "PCIe rx"),
-    "pcie_tx_bytes_per_s": ("pcie", "PCIe tx"),
-    # libtpu runtime metrics (collectors/tpu.py)
-    "tpu_duty_cycle_percent": ("device_util", "duty cycle"),
-    "hbm_used_bytes": ("device_memory", "HBM used"),
-    "hbm_total_bytes": ("device_memory", "HBM total"),
-    # host (collectors/host.py)
-    "process_cpu_percent": ("cpu", "this process"),
-    "children_cpu_percent": ("cpu", "child processes"),
-    "system_cpu_percent": ("cpu", "whole system"),
-    "process_rss_bytes": ("memory", "process RSS"),
-    "children_rss_bytes": ("memory", "children RSS"),
-    "system_memory_used_bytes": ("memory", "system used"),
-    "children_count": ("count", "child processes"),
-}
+# counter -> (panel, what the label says), from the table of known counters (traces/counters.py).
+COUNTERS = {c.name: (c.panel, c.label) for c in counters.TABLE if counters.HIDDEN not in c.roles}
 # Capacities, drawn dashed: the line a used-memory series can reach.
-CAPACITY_COUNTERS = frozenset({"memory_total_bytes", "hbm_total_bytes"})
+CAPACITY_COUNTERS = frozenset(counters.with_role(counters.CAPACITY))
 # Left out: a scale that would flatten everything else, a bitmask, and lost/recovered markers.
-HIDDEN_COUNTERS = frozenset({"system_memory_available_bytes", "throttle_reasons", "gpu_lost", "tpu_lost"})
+HIDDEN_COUNTERS = frozenset(counters.with_role(counters.HIDDEN))
 GIB = 1024**3
 MIB = 1024**2
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from accelscope.traces import counters
 from accelscope.traces.run import LIVE_FILE
 from accelscope.verdicts import HIGH_THRESHOLD, IDLE_HEAVY_UTIL_PERCENT, MODERATE_THRESHOLD, VERDICT_TEXT, verdict_for
 
@@ -27,7 +28,7 @@ log = logging.getLogger("accelscope")
 MIN_STATUS_GAP_S = 0.02
 MIN_FLAGGED_STEP_NS = 1_000_000
 # Utilisation counters the live analyzer listens to (NVML GPU, TPU duty cycle).
-UTIL_COUNTERS = frozenset({"gpu_util_percent", "tpu_duty_cycle_percent"})
+UTIL_COUNTERS = frozenset(counters.with_role(counters.UTILISATION))
 
 
 class StepRecord(NamedTuple):

@@ -13,11 +13,12 @@ import numpy as np
 import polars as pl
 
 from accelscope.analysis.causes import CAUSES
+from accelscope.traces import counters as K
 
 # The counters that say how busy a device was by its own measure, and how much memory it used.
-UTIL_COUNTERS = {"gpu_util_percent": "NVML utilisation", "tpu_duty_cycle_percent": "TPU duty cycle"}
-USED_COUNTERS = ("memory_used_bytes", "hbm_used_bytes")
-TOTAL_COUNTERS = ("memory_total_bytes", "hbm_total_bytes")
+UTIL_COUNTERS = {name: K.UTILISATION_SOURCE.get(name, K.BY_NAME[name].label) for name in K.with_role(K.UTILISATION)}
+USED_COUNTERS = K.with_role(K.MEMORY_USED)
+TOTAL_COUNTERS = K.with_role(K.MEMORY_TOTAL)
 
 DEVICE_SCHEMA = {
     "rank": pl.Int32,

@@ -1,0 +1,76 @@
+"""The counters accelscope knows, in one table: what each measures, in what unit, and what
+it is for.
+
+Collectors write these names (the unit is in the name); the analyzer reads the roles (a
+device's own utilisation, its memory used and total); the dashboard reads the labels and
+panels. A counter not in the table is still kept and drawn, in an "other" panel by its
+unit. Adding a counter: one row here, written by its collector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Roles: what the analyzer and the views use a counter for.
+UTILISATION = "utilisation"  # how busy the device was by its own measure (a percentage)
+MEMORY_USED = "memory_used"  # device memory in use
+MEMORY_TOTAL = "memory_total"  # device memory in all
+CAPACITY = "capacity"  # a limit another counter of its panel can reach: drawn dashed
+HIDDEN = "hidden"  # kept in the run, not drawn (a bitmask, a scale that flattens the rest, a lost/recovered marker)
+
+
+@dataclass(frozen=True)
+class Counter:
+    name: str
+    unit: str  # "%", "bytes", "W", "°C", "MHz", "bytes/s", "count", "flag", "bitmask"
+    label: str  # for people, after the device in a device counter: "cuda:0 utilisation"
+    device: bool  # an accelerator counter (device cuda:N, tpu:N), else the host's
+    panel: str  # the dashboard panel it is drawn in (metrics_view.PANELS)
+    roles: frozenset[str] = frozenset()
+    source: str = ""  # the collector that writes it
+
+
+def _c(name: str, unit: str, label: str, device: bool, panel: str, *roles: str, source: str) -> Counter:
+    return Counter(name, unit, label, device, panel, frozenset(roles), source)
+
+
+TABLE: tuple[Counter, ...] = (
+    # NVML (collectors/nvml.py)
+    _c("gpu_util_percent", "%", "utilisation", True, "device_util", UTILISATION, source="nvml"),
+    _c("memory_util_percent", "%", "memory busy", True, "device_util", source="nvml"),
+    _c("memory_used_bytes", "bytes", "used", True, "device_memory", MEMORY_USED, source="nvml"),
+    _c("process_memory_used_bytes", "bytes", "this process", True, "device_memory", source="nvml"),
+    _c("memory_total_bytes", "bytes", "total", True, "device_memory", MEMORY_TOTAL, CAPACITY, source="nvml"),
+    _c("power_watts", "W", "power", True, "power", source="nvml"),
+    _c("temperature_celsius", "°C", "temperature", True, "temperature", source="nvml"),
+    _c("sm_clock_mhz", "MHz", "SM clock", True, "clock", source="nvml"),
+    _c("memory_clock_mhz", "MHz", "memory clock", True, "clock", source="nvml"),
+    _c("pcie_rx_bytes_per_s", "bytes/s", "PCIe rx", True, "pcie", source="nvml"),
+    _c("pcie_tx_bytes_per_s", "bytes/s", "PCIe tx", True, "pcie", source="nvml"),
+    _c("throttle_reasons", "bitmask", "throttle reasons", True, "other", HIDDEN, source="nvml"),
+    _c("gpu_lost", "flag", "GPU lost", True, "other", HIDDEN, source="nvml"),
+    # libtpu runtime metrics (collectors/tpu.py)
+    _c("tpu_duty_cycle_percent", "%", "duty cycle", True, "device_util", UTILISATION, source="tpu"),
+    _c("hbm_used_bytes", "bytes", "HBM used", True, "device_memory", MEMORY_USED, source="tpu"),
+    _c("hbm_total_bytes", "bytes", "HBM total", True, "device_memory", MEMORY_TOTAL, CAPACITY, source="tpu"),
+    _c("tpu_lost", "flag", "TPU service lost", True, "other", HIDDEN, source="tpu"),
+    # the host (collectors/host.py)
+    _c("process_cpu_percent", "%", "this process", False, "cpu", source="host"),
+    _c("children_cpu_percent", "%", "child processes", False, "cpu", source="host"),
+    _c("system_cpu_percent", "%", "whole system", False, "cpu", source="host"),
+    _c("process_rss_bytes", "bytes", "process RSS", False, "memory", source="host"),
+    _c("children_rss_bytes", "bytes", "children RSS", False, "memory", source="host"),
+    _c("system_memory_used_bytes", "bytes", "system used", False, "memory", source="host"),
+    _c("system_memory_available_bytes", "bytes", "system available", False, "memory", HIDDEN, source="host"),
+    _c("children_count", "count", "child processes", False, "count", source="host"),
+)
+BY_NAME: dict[str, Counter] = {c.name: c for c in TABLE}
+
+
+def with_role(role: str) -> tuple[str, ...]:
+    """The names of the counters with ``role``, in table order."""
+    return tuple(c.name for c in TABLE if role in c.roles)
+
+
+# A device's own utilisation counter, named for people ("NVML utilisation").
+UTILISATION_SOURCE = {"gpu_util_percent": "NVML utilisation", "tpu_duty_cycle_percent": "TPU duty cycle"}
