@@ -1,7 +1,8 @@
 """Import traces other tools wrote into a run directory.
 
-Accepts Kineto JSON (``.json``, ``.json.gz``), XPlane (``.xplane.pb``), directories of
-them (one file per rank), and TensorBoard log directories (``plugins/profile/<session>/``).
+Accepts every format in ``formats.FORMATS`` (Kineto JSON ``.json``/``.json.gz``, XPlane
+``.xplane.pb``), directories of them (one file per rank), and TensorBoard log directories
+(``plugins/profile/<session>/``).
 Several files make one run with a rank column; see ``align_ranks`` for the clocks.
 
 An import is written to a temporary directory beside the target and renamed into place
@@ -18,9 +19,9 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -28,48 +29,18 @@ import pyarrow.compute as pc
 
 from accelscope import __version__
 from accelscope.errors import AccelscopeError
+from accelscope.traces import formats
 from accelscope.traces import schema as S
-from accelscope.traces.run import META_FILE, Run, write_run
+from accelscope.traces.formats import RankTrace, Source
+from accelscope.traces.run import META_FILE, write_run
 
 log = logging.getLogger("accelscope")
 
-KINETO_SUFFIXES = (".json", ".json.gz")
-XPLANE_SUFFIXES = (".xplane.pb", ".xplane.pb.gz")
 CACHE_SUFFIX = ".accelscope"
 
 
 class TraceImportError(AccelscopeError, ValueError):
     """An input cannot be imported; the message names the file and the problem."""
-
-
-@dataclass
-class Source:
-    path: Path
-    format: str  # "kineto" or "xplane"
-    from_directory: bool = False  # found by walking a directory, not named by the user
-
-    @property
-    def size_bytes(self) -> int:
-        return self.path.stat().st_size
-
-
-@dataclass
-class RankTrace:
-    source: Source
-    events: pa.Table
-    counters: pa.Table | None
-    rank: int
-    rank_source: str
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-def _format_of(path: Path) -> str | None:
-    name = path.name.lower()
-    if name.endswith(XPLANE_SUFFIXES):
-        return "xplane"
-    if name.endswith(KINETO_SUFFIXES):
-        return "kineto"
-    return None
 
 
 def is_run_dir(path: Path) -> bool:
@@ -90,64 +61,30 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Source], lis
         if not p.exists():
             raise TraceImportError(f"{p}: no such file or directory")
         if p.is_file():
-            fmt = _format_of(p)
+            fmt = formats.format_of(p, sniff=True)
             if fmt is None:
-                raise TraceImportError(f"{p}: not an accelscope run or a trace file (expected .json, .json.gz or .xplane.pb)")
+                raise TraceImportError(f"{p}: not an accelscope run or a trace file (expected {formats.suffixes_text()})")
             sources.append(Source(p, fmt))
             continue
         if is_run_dir(p):
             raise TraceImportError(f"{p}: already an accelscope run, nothing to import")
-        found = sorted(f for f in p.rglob("*") if f.is_file() and _format_of(f) and not any(part.endswith(CACHE_SUFFIX) or part.startswith(".") for part in f.relative_to(p).parts))
+        found = sorted(f for f in p.rglob("*") if f.is_file() and formats.format_of(f) and not any(part.endswith(CACHE_SUFFIX) or part.startswith(".") for part in f.relative_to(p).parts))
         sessions = sorted({f.parent for f in found if f.parent.parent.name == "profile" and f.parent.parent.parent.name == "plugins"})
         if len(sessions) > 1:
             newest = sessions[-1]
             notes.append(f"{p}: {len(sessions)} profile sessions; importing the newest, {newest.name} (name a session directory to pick another)")
             found = [f for f in found if f.parent == newest or f.parent not in sessions]
         if not found:
-            what = "empty directory" if not any(p.iterdir()) else "not an accelscope run, and no trace files (.json, .json.gz, .xplane.pb) in it"
+            what = "empty directory" if not any(p.iterdir()) else f"not an accelscope run, and no trace files ({formats.suffixes_text(', ')}) in it"
             raise TraceImportError(f"{p}: {what}")
-        sources.extend(Source(f, _format_of(f), from_directory=True) for f in found)
+        sources.extend(Source(f, formats.format_of(f), from_directory=True) for f in found)
     return sources, notes
 
 
-def _devices_from_kineto(props: Any) -> list[dict[str, Any]]:
-    devices = [{"id": "cpu", "kind": "cpu"}]
-    if isinstance(props, list):
-        for d in props:
-            if isinstance(d, dict) and isinstance(d.get("id"), int):
-                entry = {"id": f"cuda:{d['id']}", "kind": "gpu", "name": d.get("name")}
-                if isinstance(d.get("totalGlobalMem"), int):
-                    entry["memory_total_bytes"] = d["totalGlobalMem"]
-                devices.append(entry)
-    return devices
-
-
 def read_source(source: Source, on_bytes: Callable[[int], None] | None = None) -> RankTrace:
-    """Read one trace file into columns (raises TraceImportError/AccelscopeError with one line)."""
-    if source.format == "kineto":
-        from accelscope.traces.kineto import read_kineto
-
-        t = read_kineto(source.path, on_bytes=on_bytes)
-        header = {k: v for k, v in t.header.items() if k != "traceEvents"}
-        meta = {
-            "framework": {"name": "torch"},
-            "devices": _devices_from_kineto(header.get("deviceProperties")),
-            "device_properties": header.get("deviceProperties") or [],
-            "threads": [dict(th, rank=t.rank) for th in t.threads],
-            "distributed_info": header.get("distributedInfo"),
-            "clock": {"name": "unix_epoch_ns", "source": "Kineto ts (µs) + baseTimeNanoseconds"},
-        }
-        return RankTrace(source, t.events, None, t.rank, t.rank_source, meta)
-    from accelscope.traces.kineto import rank_from_file_name
-    from accelscope.traces.xplane import read_xplane
-
-    rank = rank_from_file_name(source.path)
-    imp = read_xplane(source.path, rank=rank or 0)
-    if on_bytes is not None:
-        on_bytes(source.size_bytes)
-    meta = dict(imp.meta)
-    meta["threads"] = [dict(th, rank=rank or 0) for th in meta.get("threads", [])]
-    return RankTrace(source, imp.events, imp.counters, rank or 0, "file name" if rank is not None else "default", meta)
+    """Read one trace file into columns with its format's reader (raises TraceImportError /
+    AccelscopeError with one line)."""
+    return formats.by_name(source.format).read(source, on_bytes)
 
 
 def _step_starts(events: pa.Table) -> dict[str, int]:

@@ -1,0 +1,163 @@
+"""The trace formats accelscope imports, in one table: how to recognise a file of each, and
+how to read it into a rank's tables.
+
+``FORMATS`` is read by discovery (``importer.discover``: which files in a directory are
+traces), by the import itself, and by every command that opens traces. Each entry names the
+file endings it claims, a cheap ``sniff`` of a file's first bytes (for a file named
+explicitly whose ending is not one of them), and a ``read`` that returns a ``RankTrace``.
+Adding a format: a reader module, and one entry here.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+OnBytes = Callable[[int], None] | None
+SNIFF_BYTES = 256  # of the (decompressed) start of a file
+
+
+@dataclass
+class Source:
+    path: Path
+    format: str  # a TraceFormat's name
+    from_directory: bool = False  # found by walking a directory, not named by the user
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+
+@dataclass
+class RankTrace:
+    """One file read: its events (and counters), its rank and where the rank came from, and
+    what it says about the run (``meta``: framework, devices, threads, clock, ...)."""
+
+    source: Source
+    events: pa.Table
+    counters: pa.Table | None
+    rank: int
+    rank_source: str  # "distributedInfo", "file name", "given" or "default"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TraceFormat:
+    name: str
+    suffixes: tuple[str, ...]  # lower-case file name endings it claims
+    sniff: Callable[[bytes], bool]  # the first SNIFF_BYTES of the file, decompressed: is it this format?
+    read: Callable[[Source, OnBytes], RankTrace]
+
+
+def head(path: Path) -> bytes:
+    """The first ``SNIFF_BYTES`` of a file, gunzipped when it is gzip (b"" when unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(SNIFF_BYTES)
+            if raw[:2] != b"\x1f\x8b":
+                return raw
+            fh.seek(0)
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out = b""
+            while len(out) < SNIFF_BYTES:
+                chunk = fh.read(4096)
+                if not chunk:
+                    break
+                out += d.decompress(chunk, SNIFF_BYTES - len(out))
+            return out
+    except (OSError, zlib.error, gzip.BadGzipFile):
+        return b""
+
+
+# -- Kineto / Chrome trace JSON ---------------------------------------------------------------
+def _json_sniff(start: bytes) -> bool:
+    text = start.lstrip()
+    return text[:1] in (b"{", b"[")
+
+
+def _devices_from_kineto(props: Any) -> list[dict[str, Any]]:
+    devices = [{"id": "cpu", "kind": "cpu"}]
+    if isinstance(props, list):
+        for d in props:
+            if isinstance(d, dict) and isinstance(d.get("id"), int):
+                entry = {"id": f"cuda:{d['id']}", "kind": "gpu", "name": d.get("name")}
+                if isinstance(d.get("totalGlobalMem"), int):
+                    entry["memory_total_bytes"] = d["totalGlobalMem"]
+                devices.append(entry)
+    return devices
+
+
+def _read_kineto(source: Source, on_bytes: OnBytes) -> RankTrace:
+    from accelscope.traces.kineto import read_kineto
+
+    t = read_kineto(source.path, on_bytes=on_bytes)
+    header = {k: v for k, v in t.header.items() if k != "traceEvents"}
+    meta = {
+        "framework": {"name": "torch"},
+        "devices": _devices_from_kineto(header.get("deviceProperties")),
+        "device_properties": header.get("deviceProperties") or [],
+        "threads": [dict(th, rank=t.rank) for th in t.threads],
+        "distributed_info": header.get("distributedInfo"),
+        "clock": {"name": "unix_epoch_ns", "source": "Kineto ts (µs) + baseTimeNanoseconds"},
+    }
+    return RankTrace(source, t.events, None, t.rank, t.rank_source, meta)
+
+
+# -- XPlane (TensorFlow / JAX profiler) -------------------------------------------------------
+# An XSpace message starts with one of its fields: planes (1), errors (2), warnings (3) or
+# hostnames (4), all length-delimited.
+_XSPACE_FIRST_BYTES = frozenset({0x0A, 0x12, 0x1A, 0x22})
+
+
+def _xplane_sniff(start: bytes) -> bool:
+    return len(start) >= 2 and start[0] in _XSPACE_FIRST_BYTES and not _json_sniff(start)
+
+
+def _read_xplane(source: Source, on_bytes: OnBytes) -> RankTrace:
+    from accelscope.traces.kineto import rank_from_file_name
+    from accelscope.traces.xplane import read_xplane
+
+    rank = rank_from_file_name(source.path)
+    imp = read_xplane(source.path, rank=rank or 0)
+    if on_bytes is not None:
+        on_bytes(source.size_bytes)
+    meta = dict(imp.meta)
+    meta["threads"] = [dict(th, rank=rank or 0) for th in meta.get("threads", [])]
+    meta["streams"] = [dict(st, rank=rank or 0) for st in meta.get("streams", [])]
+    return RankTrace(source, imp.events, imp.counters, rank or 0, "file name" if rank is not None else "default", meta)
+
+
+# Sniffed in this order (the JSON test is the stricter one).
+FORMATS: list[TraceFormat] = [
+    TraceFormat("kineto", (".json", ".json.gz"), _json_sniff, _read_kineto),
+    TraceFormat("xplane", (".xplane.pb", ".xplane.pb.gz"), _xplane_sniff, _read_xplane),
+]
+
+
+def by_name(name: str) -> TraceFormat:
+    return next(f for f in FORMATS if f.name == name)
+
+
+def format_of(path: Path, sniff: bool = False) -> str | None:
+    """The format a file's name claims (the longest ending that matches); with ``sniff``, for
+    a name no format claims, the first format its first bytes look like. None: not a trace."""
+    name = path.name.lower()
+    claimed = [(len(s), f.name) for f in FORMATS for s in f.suffixes if name.endswith(s)]
+    if claimed:
+        return max(claimed)[1]
+    if sniff:
+        start = head(path)
+        return next((f.name for f in FORMATS if start and f.sniff(start)), None)
+    return None
+
+
+def suffixes_text(last: str = " or ") -> str:
+    """The file endings the formats claim, for messages: ".json, .json.gz, .xplane.pb or .xplane.pb.gz"."""
+    endings = [s for f in FORMATS for s in f.suffixes]
+    return ", ".join(endings[:-1]) + last + endings[-1] if len(endings) > 1 else endings[0]
