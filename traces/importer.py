@@ -253,7 +253,7 @@ def _resolve_ranks(traces: list[RankTrace]) -> None:
             t.events = t.events.set_column(t.events.schema.get_field_index("rank"), "rank", pa.array(np.full(t.events.num_rows, i, dtype=np.int32)))
             if t.counters is not None and t.counters.num_rows:
                 t.counters = t.counters.set_column(t.counters.schema.get_field_index("rank"), "rank", pa.array(np.full(t.counters.num_rows, i, dtype=np.int32)))
-            for th in t.meta.get("threads", []):
+            for th in (*t.meta.get("threads", []), *t.meta.get("streams", [])):
                 th["rank"] = i
     for t in traces:
         if t.rank in seen:
@@ -265,13 +265,17 @@ def _merge_meta(traces: list[RankTrace]) -> dict[str, Any]:
     first = traces[0].meta
     devices: dict[str, dict[str, Any]] = {}
     threads: list[dict[str, Any]] = []
+    streams: list[dict[str, Any]] = []
     for t in traces:
         for d in t.meta.get("devices", []):
             devices.setdefault(d["id"], d)
         threads.extend(t.meta.get("threads", []))
-    meta = {k: v for k, v in first.items() if k not in ("threads", "devices", "source")}
+        streams.extend(t.meta.get("streams", []))
+    meta = {k: v for k, v in first.items() if k not in ("threads", "streams", "devices", "source")}
     meta["devices"] = list(devices.values())
     meta["threads"] = threads
+    if streams:
+        meta["streams"] = streams
     meta["complete"] = True
     meta["mode"] = "imported"
     return meta

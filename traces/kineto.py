@@ -23,16 +23,17 @@ import gzip
 import json
 import re
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Union
 
 import msgspec
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import polars as pl
 
 from accelscope.errors import AccelscopeError
 from accelscope.traces import schema as S
@@ -79,30 +80,30 @@ class _Args(msgspec.Struct):
     stream: Scalar = None
     correlation: Scalar = None
     # Written by accelscope's Chrome export so that re-importing it is lossless.
-    accelscope_kind: Union[str, None] = None
-    accelscope_device: Union[str, None] = None
-    accelscope_rank: Union[int, None] = None
+    accelscope_kind: str | None = None
+    accelscope_device: str | None = None
+    accelscope_rank: int | None = None
 
 
 class _Event(msgspec.Struct):
-    ph: Union[str, None] = None
-    cat: Union[str, None] = None
-    name: Union[str, int, float, None] = None
+    ph: str | None = None
+    cat: str | None = None
+    name: str | int | float | None = None
     pid: Scalar = None
     tid: Scalar = None
-    ts: Union[int, float, None] = None
-    dur: Union[int, float, None] = None
+    ts: int | float | None = None
+    dur: int | float | None = None
     args: msgspec.Raw = msgspec.Raw(b"")  # decoded separately, only for the slices kept
 
 
 class _RawTs(msgspec.Struct):
-    ph: Union[str, None] = None
-    cat: Union[str, None] = None
+    ph: str | None = None
+    cat: str | None = None
     ts: msgspec.Raw = msgspec.Raw(b"")
 
 
 class _Doc(msgspec.Struct):
-    traceEvents: Union[list[_Event], None] = None
+    traceEvents: list[_Event] | None = None
 
 
 class _DocRawTs(msgspec.Struct):
@@ -113,7 +114,7 @@ _decode_events = msgspec.json.Decoder(list[_Event]).decode
 _decode_doc = msgspec.json.Decoder(_Doc).decode
 _decode_doc_raw_ts = msgspec.json.Decoder(_DocRawTs).decode
 _decode_header = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
-_decode_args = msgspec.json.Decoder(list[Union[_Args, None]]).decode
+_decode_args = msgspec.json.Decoder(list[_Args | None]).decode
 _decode_raw_ts = msgspec.json.Decoder(list[_RawTs]).decode
 
 

@@ -18,9 +18,8 @@ import logging
 import os
 import re
 import threading
-import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -275,7 +274,7 @@ class Run:
         self.read_warnings: list[str] = []
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> "Run":
+    def open(cls, path: str | os.PathLike[str]) -> Run:
         """Open a run directory, raising RunFormatError with a one-line reason if it is not one."""
         p = Path(path)
         if not p.exists():
@@ -350,6 +349,15 @@ class Run:
 
     def thread_names(self) -> dict[tuple[int, int], str]:
         return {(t["pid"], t["tid"]): t["name"] for t in self.meta.get("threads", [])}
+
+    def stream_names(self) -> dict[tuple[int, str, int], str]:
+        """(rank, device, stream) -> the stream's own name where the trace gives one (an XPlane
+        device line: "XLA Ops", "Stream #7(Compute)"); ``meta["streams"]``."""
+        out = {}
+        for st in self.meta.get("streams", []):
+            if isinstance(st, dict) and isinstance(st.get("stream"), int) and st.get("name"):
+                out[(int(st.get("rank", 0)), str(st.get("device")), st["stream"])] = str(st["name"])
+        return out
 
     def span_ns(self) -> tuple[int, int]:
         """(first, last) time of the run on its clock: the recorder's start and end, widened

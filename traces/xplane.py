@@ -77,20 +77,19 @@ Meta
 
 from __future__ import annotations
 
-import functools
-import gzip
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
 
 from accelscope.errors import AccelscopeError
 from accelscope.traces import schema as S
+from accelscope.traces.xplane_proto import load_xspace, messages, stats_of
+
+__all__ = ["Imported", "LINE_ROLES", "load_xspace", "messages", "read_xplane"]
 
 # ---------------------------------------------------------------------------------------
 # Line semantics: the one table of XPlane line names (lower-cased), for TPU and GPU planes.
@@ -135,112 +134,11 @@ _NO_LANES = {TASK_ENV_PLANE, METADATA_PLANE}
 # Host events in which the training loop waits for its next batch (tf.data).
 INPUT_WAIT_PREFIXES = ("IteratorGetNext", "MultiDeviceIteratorGetNextFromShard")
 KERAS_BATCH_NAME = "Profiled batch"
-DROP_STATS = frozenset({"_pt", "_ct", "_src", "Hlo Proto"})
-MAX_STR = 2048
 _EPOCH_FLOOR_NS = 10**17  # 1973: a line timestamp above this is already an epoch time
 _SUBPLANE_STREAM_STRIDE = 1_000_000
 _DEVICE_RE = re.compile(r"^/device:([A-Za-z_]+):(\d+)(?:\s+(.+))?$")
 _STEP_MARKER_RE = re.compile(r"^(train|test)[^/]*$")
 _DIGITS_RE = re.compile(r"^\d+$")
-
-# ---------------------------------------------------------------------------------------
-# The schema: XSpace and friends from tsl/profiler/protobuf/xplane.proto (proto3).
-_PKG = "tensorflow.profiler"
-
-
-def _schema() -> dict[str, tuple[list[tuple], list[tuple[str, int, str]], list[str]]]:
-    from google.protobuf import descriptor_pb2
-
-    F = descriptor_pb2.FieldDescriptorProto
-    i64, u64, dbl, s, b, msg = F.TYPE_INT64, F.TYPE_UINT64, F.TYPE_DOUBLE, F.TYPE_STRING, F.TYPE_BYTES, F.TYPE_MESSAGE
-    opt, rep = F.LABEL_OPTIONAL, F.LABEL_REPEATED
-    # message -> (fields, map<int64, message> fields, oneof names); a field is
-    # (name, number, type, label, message type or None, oneof index or None).
-    return {
-        "XSpace": (
-            [("planes", 1, msg, rep, "XPlane", None), ("errors", 2, s, rep, None, None),
-             ("warnings", 3, s, rep, None, None), ("hostnames", 4, s, rep, None, None)],
-            [], [],
-        ),
-        "XPlane": (
-            [("id", 1, i64, opt, None, None), ("name", 2, s, opt, None, None),
-             ("lines", 3, msg, rep, "XLine", None), ("stats", 6, msg, rep, "XStat", None)],
-            [("event_metadata", 4, "XEventMetadata"), ("stat_metadata", 5, "XStatMetadata")], [],
-        ),
-        "XLine": (
-            [("id", 1, i64, opt, None, None), ("display_id", 10, i64, opt, None, None),
-             ("name", 2, s, opt, None, None), ("display_name", 11, s, opt, None, None),
-             ("timestamp_ns", 3, i64, opt, None, None), ("duration_ps", 9, i64, opt, None, None),
-             ("events", 4, msg, rep, "XEvent", None)],
-            [], [],
-        ),
-        "XEvent": (
-            [("metadata_id", 1, i64, opt, None, None), ("offset_ps", 2, i64, opt, None, 0),
-             ("num_occurrences", 5, i64, opt, None, 0), ("duration_ps", 3, i64, opt, None, None),
-             ("stats", 4, msg, rep, "XStat", None)],
-            [], ["data"],
-        ),
-        "XStat": (
-            [("metadata_id", 1, i64, opt, None, None), ("double_value", 2, dbl, opt, None, 0),
-             ("uint64_value", 3, u64, opt, None, 0), ("int64_value", 4, i64, opt, None, 0),
-             ("str_value", 5, s, opt, None, 0), ("bytes_value", 6, b, opt, None, 0),
-             ("ref_value", 7, u64, opt, None, 0)],
-            [], ["value"],
-        ),
-        "XEventMetadata": (
-            [("id", 1, i64, opt, None, None), ("name", 2, s, opt, None, None),
-             ("display_name", 4, s, opt, None, None), ("metadata", 3, b, opt, None, None),
-             ("stats", 5, msg, rep, "XStat", None), ("child_id", 6, i64, rep, None, None)],
-            [], [],
-        ),
-        "XStatMetadata": (
-            [("id", 1, i64, opt, None, None), ("name", 2, s, opt, None, None),
-             ("description", 3, s, opt, None, None)],
-            [], [],
-        ),
-    }
-
-
-@functools.lru_cache(maxsize=1)
-def messages() -> SimpleNamespace:
-    """The XPlane message classes (``.XSpace``, ``.XPlane``, ``.XLine``, ``.XEvent``, ...),
-    built from a descriptor in a private pool (no clash with TensorFlow's own bindings)."""
-    try:
-        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-    except ImportError as exc:
-        raise AccelscopeError(
-            f"reading .xplane.pb files needs the 'protobuf' package: pip install protobuf ({exc})"
-        ) from None
-
-    F = descriptor_pb2.FieldDescriptorProto
-    fdp = descriptor_pb2.FileDescriptorProto(name="accelscope/xplane.proto", package=_PKG, syntax="proto3")
-    for name, (fields, maps, oneofs) in _schema().items():
-        m = fdp.message_type.add(name=name)
-        for oneof in oneofs:
-            m.oneof_decl.add(name=oneof)
-        for fname, number, ftype, label, type_name, oneof_index in fields:
-            f = m.field.add(name=fname, number=number, type=ftype, label=label)
-            if type_name:
-                f.type_name = f".{_PKG}.{type_name}"
-            if oneof_index is not None:
-                f.oneof_index = oneof_index
-        for fname, number, value_type in maps:
-            entry_name = "".join(part.title() for part in fname.split("_")) + "Entry"
-            entry = m.nested_type.add(name=entry_name)
-            entry.options.map_entry = True
-            entry.field.add(name="key", number=1, type=F.TYPE_INT64, label=F.LABEL_OPTIONAL)
-            entry.field.add(name="value", number=2, type=F.TYPE_MESSAGE, label=F.LABEL_OPTIONAL,
-                            type_name=f".{_PKG}.{value_type}")
-            m.field.add(name=fname, number=number, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED,
-                        type_name=f".{_PKG}.{name}.{entry_name}")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    get_class = getattr(message_factory, "GetMessageClass", None)
-    if get_class is None:  # protobuf < 4.22
-        factory = message_factory.MessageFactory(pool)
-        get_class = factory.GetPrototype
-    return SimpleNamespace(**{name: get_class(pool.FindMessageTypeByName(f"{_PKG}.{name}")) for name in _schema()})
-
 
 # ---------------------------------------------------------------------------------------
 @dataclass
@@ -250,64 +148,6 @@ class Imported:
     events: pa.Table
     counters: pa.Table
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
-def load_xspace(path: str | Path):
-    """Parse an ``.xplane.pb`` (optionally gzipped) into an XSpace message, with one-line errors."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        reason = exc.strerror or _one_line(exc)
-        raise AccelscopeError(f"{p}: cannot read the XPlane file ({reason})") from None
-    if not data:
-        raise AccelscopeError(f"{p}: empty file, not an XSpace protobuf")
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise AccelscopeError(f"{p}: corrupt gzip data ({_one_line(exc)})") from None
-    space = messages().XSpace()
-    try:
-        space.ParseFromString(data)
-    except Exception as exc:  # google.protobuf.message.DecodeError, and RuntimeError/ValueError from some backends
-        raise AccelscopeError(f"{p}: not an XSpace protobuf ({_one_line(exc)})") from None
-    return space
-
-
-def _stat_value(stat, stat_names: dict[int, str]) -> Any:
-    """A stat's value as JSON-able Python (None for bytes and non-finite doubles)."""
-    which = stat.WhichOneof("value")
-    if which == "int64_value":
-        return stat.int64_value
-    if which == "uint64_value":
-        return stat.uint64_value
-    if which == "str_value":
-        v = stat.str_value
-        return v if len(v) <= MAX_STR else v[:MAX_STR] + "…"
-    if which == "double_value":
-        v = stat.double_value
-        return v if math.isfinite(v) else None
-    if which == "ref_value":
-        return stat_names.get(stat.ref_value, stat.ref_value)
-    return None  # bytes_value (serialized protos) or unset
-
-
-def _stats(stats, stat_names: dict[int, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for st in stats:
-        name = stat_names.get(st.metadata_id) or f"stat_{st.metadata_id}"
-        if name in DROP_STATS:
-            continue
-        v = _stat_value(st, stat_names)
-        if v is not None:
-            out[name] = v
-    return out
 
 
 def _as_int(v: Any) -> int | None:
@@ -347,7 +187,7 @@ def _device_of(plane_name: str, plane_stats: dict[str, Any]) -> tuple[str, str, 
 def _framework(space, host_names: set[str]) -> dict[str, Any]:
     for plane in space.planes:
         names = {sm.id: sm.name for sm in plane.stat_metadata.values()}
-        st = _stats(plane.stats, names)
+        st = stats_of(plane.stats, names)
         for key, fw in (("jax_version", "jax"), ("tensorflow_version", "tensorflow"), ("tf_version", "tensorflow")):
             if key in st:
                 out = {"name": fw, "version": str(st[key])}
@@ -371,297 +211,311 @@ def read_xplane(path: str | Path, rank: int = 0, keep_steps: bool = True) -> Imp
     """
     p = Path(path)
     space = load_xspace(p)
-    return _convert(space, p, rank, keep_steps)
+    return _Builder(space, p, rank).build(keep_steps)
 
 
-def _convert(space, p: Path, rank: int, keep_steps: bool = True) -> Imported:  # noqa: C901 - one pass over the planes
-    cols: dict[str, list] = {c: [] for c in S.EVENT_COLUMNS}
-    c_start, c_dur, c_kind, c_name = cols["start_ns"], cols["dur_ns"], cols["kind"], cols["name"]
-    c_dev, c_stream, c_pid, c_tid = cols["device"], cols["stream"], cols["pid"], cols["tid"]
-    c_corr, c_args = cols["correlation_id"], cols["args"]
-    counters: dict[str, list] = {c: [] for c in S.COUNTER_COLUMNS}
+Candidate = tuple[int, "int | None", dict]
+COLUMN_ORDER = ("start_ns", "dur_ns", "kind", "name", "device", "stream", "pid", "tid", "correlation_id", "args")  # a step marker: (row, step number or None, its args)
 
-    # Clock anchor.
-    anchor: int | None = None
-    stop_ns: int | None = None
-    for plane in space.planes:
-        if plane.name == TASK_ENV_PLANE:
-            names = {sm.id: sm.name for sm in plane.stat_metadata.values()}
-            st = _stats(plane.stats, names)
-            anchor = _as_int(st.get("profile_start_time"))
-            stop_ns = _as_int(st.get("profile_stop_time"))
-    relative_lines = 0
 
-    threads: list[dict[str, Any]] = []
-    streams: list[dict[str, Any]] = []
-    devices: dict[str, dict[str, Any]] = {}
-    cpu_entry: dict[str, Any] = {"id": "cpu", "kind": "cpu"}
-    if space.hostnames:
-        cpu_entry["hostname"] = space.hostnames[0]
-    host_names_seen: set[str] = set()
-    # Step marker candidates: (row, step number or None, args dict); args are written at the end.
-    host_roots: list[tuple[int, int | None, dict]] = []
-    keras_batches: list[tuple[int, int | None, dict]] = []
-    device_steps: dict[int, list[tuple[int, int | None, dict]]] = {}
+class _Builder:
+    """One pass over an XSpace's planes, appending rows to event and counter columns; then the
+    steps are chosen and the tables and meta assembled (``build``)."""
 
-    for position, plane in enumerate(space.planes):
-        if plane.name in _NO_LANES:
-            continue
-        stat_names = {sm.id: sm.name for sm in plane.stat_metadata.values()}
-        plane_stats = _stats(plane.stats, stat_names)
-        dev = _device_of(plane.name, plane_stats)
-        if dev is not None:
-            device_id, device_kind, device_index, sub = dev
-            entry = devices.setdefault(device_id, {"id": device_id, "kind": device_kind})
-            entry.setdefault("planes", []).append(plane.name)
-            for k, v in plane_stats.items():
-                key = "name" if k in ("device_type_string", "gpu_device_name") else k
-                entry.setdefault(key, v)
-            if "memory_size" in plane_stats:
-                entry.setdefault("memory_total_bytes", plane_stats["memory_size"])
-        elif plane.name == HOST_CPU_PLANE:
-            for k, v in plane_stats.items():
-                cpu_entry.setdefault(k, v)
+    def __init__(self, space, path: Path, rank: int):
+        self.space, self.path, self.rank = space, path, rank
+        self.cols: dict[str, list] = {c: [] for c in S.EVENT_COLUMNS}  # rank is filled at the end
+        self.counters: dict[str, list] = {c: [] for c in S.COUNTER_COLUMNS}
+        self.threads: list[dict[str, Any]] = []
+        self.streams: list[dict[str, Any]] = []
+        self.devices: dict[str, dict[str, Any]] = {}
+        self.cpu_entry: dict[str, Any] = {"id": "cpu", "kind": "cpu"}
+        if space.hostnames:
+            self.cpu_entry["hostname"] = space.hostnames[0]
+        self.host_names_seen: set[str] = set()
+        self.host_roots: list[Candidate] = []
+        self.keras_batches: list[Candidate] = []
+        self.device_steps: dict[int, list[Candidate]] = {}
+        self.relative_lines = 0
+        self.anchor, self.stop_ns = self._anchor()
 
-        # Per-metadata cache: (name, long name, metadata args).
-        emd_cache: dict[int, tuple[str, str, dict]] = {}
+    # -- the clock --------------------------------------------------------------------------
+    def _anchor(self) -> tuple[int | None, int | None]:
+        """profile_start_time and profile_stop_time of the Task Environment plane, when there."""
+        anchor = stop = None
+        for plane in self.space.planes:
+            if plane.name == TASK_ENV_PLANE:
+                names = {sm.id: sm.name for sm in plane.stat_metadata.values()}
+                st = stats_of(plane.stats, names)
+                anchor, stop = _as_int(st.get("profile_start_time")), _as_int(st.get("profile_stop_time"))
+        return anchor, stop
 
-        def meta_of(mid: int, _emd=plane.event_metadata, _names=stat_names, _cache=emd_cache):
-            got = _cache.get(mid)
-            if got is None:
-                md = _emd.get(mid)
-                if md is None:
-                    got = (f"event_{mid}", f"event_{mid}", {})
-                else:
-                    got = (md.display_name or md.name, md.name, _stats(md.stats, _names))
-                _cache[mid] = got
-            return got
+    def _line_base_ns(self, ts: int) -> int:
+        if ts >= _EPOCH_FLOOR_NS:
+            return ts
+        if self.anchor is not None:
+            return self.anchor + ts
+        self.relative_lines += 1
+        return ts
 
-        if dev is not None:
-            has_raw = any(
-                ln.events and (ln.display_name or ln.name).strip().lower() not in LINE_ROLES for ln in plane.lines
-            )
-            stream_base = sub * _SUBPLANE_STREAM_STRIDE
-        else:
-            process_id = _as_int(plane_stats.get("process_id"))
-            pid = process_id if process_id is not None else (0 if plane.name == HOST_CPU_PLANE else position + 1)
-            plane_kind = HOST_PLANE_KINDS.get(plane.name, S.OTHER)
+    def _appends(self) -> tuple:
+        """The next row number, then the ``append`` of each column in ``COLUMN_ORDER`` (bound
+        once per line: the loops over events call them directly)."""
+        c = self.cols
+        return (len(c["start_ns"]), *(c[k].append for k in COLUMN_ORDER))
 
-        for line in plane.lines:
-            if not line.events:
+    # -- planes -----------------------------------------------------------------------------
+    def planes(self) -> None:
+        for position, plane in enumerate(self.space.planes):
+            if plane.name in _NO_LANES:
                 continue
-            line_name = line.display_name or line.name
-            role = LINE_ROLES.get(line_name.strip().lower())
-            ts = line.timestamp_ns
-            if ts >= _EPOCH_FLOOR_NS:
-                base_ns = ts
-            elif anchor is not None:
-                base_ns = anchor + ts
+            stat_names = {sm.id: sm.name for sm in plane.stat_metadata.values()}
+            plane_stats = stats_of(plane.stats, stat_names)
+            dev = _device_of(plane.name, plane_stats)
+            if dev is not None:
+                self._note_device(dev, plane.name, plane_stats)
+            elif plane.name == HOST_CPU_PLANE:
+                for k, v in plane_stats.items():
+                    self.cpu_entry.setdefault(k, v)
+            meta_of = _metadata_reader(plane.event_metadata, stat_names)
+            if dev is not None:
+                has_raw = any(ln.events and (ln.display_name or ln.name).strip().lower() not in LINE_ROLES for ln in plane.lines)
             else:
-                base_ns = ts
-                relative_lines += 1
-
-            if role == COUNTERS:
-                device_name = dev[0] if dev is not None else "cpu"
-                for ev in line.events:
-                    if ev.num_occurrences:
-                        continue
-                    name, _, _ = meta_of(ev.metadata_id)
-                    numeric = {k: v for k, v in _stats(ev.stats, stat_names).items()
-                               if isinstance(v, (int, float)) and not isinstance(v, bool)}
-                    t = base_ns + ev.offset_ps // 1000
-                    for k, v in numeric.items():
-                        counters["name"].append(name if len(numeric) == 1 else f"{name}:{k}")
-                        counters["device"].append(device_name)
-                        counters["time_ns"].append(t)
-                        counters["value"].append(float(v))
-                        counters["rank"].append(rank)
-                continue
-
-            if dev is None:
-                # A host thread lane.
-                tid = line.id
-                threads.append({"pid": pid, "tid": tid, "name": line_name})
-                kind_cache: dict[int, str] = {}
-                for ev in line.events:
-                    if ev.num_occurrences:
-                        continue
-                    mid = ev.metadata_id
-                    name, long_name, md_args = meta_of(mid)
-                    kind = kind_cache.get(mid)
-                    if kind is None:
-                        if long_name.startswith(INPUT_WAIT_PREFIXES):
-                            kind = S.INPUT_WAIT
-                        elif long_name.startswith("$"):
-                            kind = S.PYTHON
-                        elif long_name == KERAS_BATCH_NAME:
-                            kind = S.ANNOTATION
-                        else:
-                            kind = plane_kind
-                        kind_cache[mid] = kind
-                        host_names_seen.add(long_name)
-                    args = dict(md_args)
-                    if ev.stats:
-                        args.update(_stats(ev.stats, stat_names))
-                    if long_name != name:
-                        args["long_name"] = long_name
-                    row = len(c_start)
-                    c_start.append(base_ns + ev.offset_ps // 1000)
-                    c_dur.append(ev.duration_ps // 1000)
-                    c_kind.append(kind)
-                    c_name.append(name)
-                    c_dev.append("cpu")
-                    c_stream.append(None)
-                    c_pid.append(pid)
-                    c_tid.append(tid)
-                    c_corr.append(_as_int(args.get("correlation_id")))
-                    if "_r" in args and _truthy(args["_r"]) and (
-                        _STEP_MARKER_RE.match(long_name) or "step_num" in args
-                    ):
-                        host_roots.append((row, _as_int(args.get("step_num")), args))
-                        c_args.append(None)
-                    elif long_name == KERAS_BATCH_NAME:
-                        keras_batches.append((row, _as_int(args.get("step_num")), args))
-                        c_args.append(None)
-                    else:
-                        c_args.append(json.dumps(args, separators=(",", ":")) if args else None)
-                continue
-
-            # A device lane.
-            device_id, _, device_index, _ = dev
-            stream = stream_base + line.id
-            streams.append({"device": device_id, "stream": stream, "name": line_name})
-            if role == OPS:
-                fixed_kind = S.ANNOTATION if has_raw else None
-            elif role in (MODULES, ANNOTATION, STEPS):
-                fixed_kind = S.ANNOTATION
-            else:
-                fixed_kind = None  # raw lane: by name and stats
-            for ev in line.events:
-                if ev.num_occurrences:
+                process_id = _as_int(plane_stats.get("process_id"))
+                pid = process_id if process_id is not None else (0 if plane.name == HOST_CPU_PLANE else position + 1)
+                plane_kind = HOST_PLANE_KINDS.get(plane.name, S.OTHER)
+            for line in plane.lines:
+                if not line.events:
                     continue
-                name, long_name, md_args = meta_of(ev.metadata_id)
-                args = dict(md_args)
-                if ev.stats:
-                    args.update(_stats(ev.stats, stat_names))
-                if long_name != name:
-                    args["long_name"] = long_name
-                args["line"] = line_name
-                if fixed_kind is not None:
-                    kind = fixed_kind
+                line_name = line.display_name or line.name
+                role = LINE_ROLES.get(line_name.strip().lower())
+                base_ns = self._line_base_ns(line.timestamp_ns)
+                if role == COUNTERS:
+                    self._counter_line(line, base_ns, dev[0] if dev is not None else "cpu", meta_of, stat_names)
+                elif dev is None:
+                    self._host_line(line, line_name, base_ns, pid, plane_kind, meta_of, stat_names)
                 else:
-                    low = long_name.lower()
-                    if "memcpy" in low or "memcpy_details" in args:
-                        kind = S.MEMCPY
-                    elif "memset" in low or "memset_details" in args or "Memset_details" in args:
-                        kind = S.MEMSET
-                    else:
-                        kind = S.KERNEL
-                row = len(c_start)
-                c_start.append(base_ns + ev.offset_ps // 1000)
-                c_dur.append(ev.duration_ps // 1000)
-                c_kind.append(kind)
-                c_name.append(name)
-                c_dev.append(device_id)
-                c_stream.append(stream)
-                c_pid.append(device_index)
-                c_tid.append(line.id)
-                c_corr.append(_as_int(args.get("correlation_id")))
-                if role == STEPS:
-                    num = _as_int(args.get("step_num"))
-                    if num is None:
-                        num = _as_int(args.get("group_id"))
-                    if num is None:
-                        num = _as_int(long_name)
-                    device_steps.setdefault(device_index, []).append((row, num, args))
-                    c_args.append(None)
-                else:
-                    c_args.append(json.dumps(args, separators=(",", ":")))
+                    self._device_line(line, line_name, role, base_ns, dev, has_raw, meta_of, stat_names)
 
-    if not c_start:
-        planes = ", ".join(repr(pl.name) for pl in space.planes) or "none"
-        errors = "; ".join(" ".join(e.split()) for e in space.errors)
-        extra = f"; profiler errors: {errors}" if errors else ""
-        raise AccelscopeError(f"{p}: XSpace holds no trace events (planes: {planes}){extra}")
+    def _note_device(self, dev: tuple[str, str, int, int], plane_name: str, plane_stats: dict[str, Any]) -> None:
+        device_id, device_kind, _, _ = dev
+        entry = self.devices.setdefault(device_id, {"id": device_id, "kind": device_kind})
+        entry.setdefault("planes", []).append(plane_name)
+        for k, v in plane_stats.items():
+            key = "name" if k in ("device_type_string", "gpu_device_name") else k
+            entry.setdefault(key, v)
+        if "memory_size" in plane_stats:
+            entry.setdefault("memory_total_bytes", plane_stats["memory_size"])
 
-    # Steps.
-    def make_steps(cands: list[tuple[int, int | None, dict]]) -> int:
-        cands = sorted(cands, key=lambda c: c_start[c[0]])
-        for seq, (row, num, args) in enumerate(cands):
+    def _counter_line(self, line, base_ns: int, device_name: str, meta_of, stat_names: dict[int, str]) -> None:
+        for ev in line.events:
+            if ev.num_occurrences:
+                continue
+            name, _, _ = meta_of(ev.metadata_id)
+            numeric = {k: v for k, v in stats_of(ev.stats, stat_names).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            t = base_ns + ev.offset_ps // 1000
+            for k, v in numeric.items():
+                for col, value in (("name", name if len(numeric) == 1 else f"{name}:{k}"), ("device", device_name), ("time_ns", t), ("value", float(v)), ("rank", self.rank)):
+                    self.counters[col].append(value)
+
+    def _host_line(self, line, line_name: str, base_ns: int, pid: int, plane_kind: str, meta_of, stat_names: dict[int, str]) -> None:
+        """A host thread lane: its events, with input waits, Python frames and step markers told apart."""
+        tid = line.id
+        self.threads.append({"pid": pid, "tid": tid, "name": line_name})
+        row, a_start, a_dur, a_kind, a_name, a_device, a_stream, a_pid, a_tid, a_corr, a_args = self._appends()
+        kind_cache: dict[int, str] = {}
+        for ev in line.events:
+            if ev.num_occurrences:
+                continue
+            mid = ev.metadata_id
+            name, long_name, md_args = meta_of(mid)
+            kind = kind_cache.get(mid)
+            if kind is None:
+                kind = kind_cache[mid] = _host_kind(long_name, plane_kind)
+                self.host_names_seen.add(long_name)
+            args = dict(md_args)
+            if ev.stats:
+                args.update(stats_of(ev.stats, stat_names))
+            if long_name != name:
+                args["long_name"] = long_name
+            root = "_r" in args and _truthy(args["_r"]) and (_STEP_MARKER_RE.match(long_name) or "step_num" in args)
+            marker = root or long_name == KERAS_BATCH_NAME
+            a_start(base_ns + ev.offset_ps // 1000)
+            a_dur(ev.duration_ps // 1000)
+            a_kind(kind)
+            a_name(name)
+            a_device("cpu")
+            a_stream(None)
+            a_pid(pid)
+            a_tid(tid)
+            a_corr(_as_int(args.get("correlation_id")))
+            a_args(None if marker or not args else json.dumps(args, separators=(",", ":")))
+            if root:
+                self.host_roots.append((row, _as_int(args.get("step_num")), args))
+            elif marker:
+                self.keras_batches.append((row, _as_int(args.get("step_num")), args))
+            row += 1
+
+    def _device_line(self, line, line_name: str, role: str | None, base_ns: int, dev: tuple, has_raw: bool, meta_of, stat_names: dict[int, str]) -> None:
+        """A device lane: its role (``LINE_ROLES``) says what its events are."""
+        device_id, _, device_index, sub = dev
+        stream = sub * _SUBPLANE_STREAM_STRIDE + line.id
+        self.streams.append({"device": device_id, "stream": stream, "name": line_name})
+        if role == OPS:
+            fixed_kind = S.ANNOTATION if has_raw else None
+        elif role in (MODULES, ANNOTATION, STEPS):
+            fixed_kind = S.ANNOTATION
+        else:
+            fixed_kind = None  # raw lane: by name and stats
+        row, a_start, a_dur, a_kind, a_name, a_device, a_stream, a_pid, a_tid, a_corr, a_args = self._appends()
+        for ev in line.events:
+            if ev.num_occurrences:
+                continue
+            name, long_name, md_args = meta_of(ev.metadata_id)
+            args = dict(md_args)
+            if ev.stats:
+                args.update(stats_of(ev.stats, stat_names))
+            if long_name != name:
+                args["long_name"] = long_name
+            args["line"] = line_name
+            kind = fixed_kind if fixed_kind is not None else _raw_kind(long_name, args)
+            a_start(base_ns + ev.offset_ps // 1000)
+            a_dur(ev.duration_ps // 1000)
+            a_kind(kind)
+            a_name(name)
+            a_device(device_id)
+            a_stream(stream)
+            a_pid(device_index)
+            a_tid(line.id)
+            a_corr(_as_int(args.get("correlation_id")))
+            a_args(None if role == STEPS else json.dumps(args, separators=(",", ":")))
+            if role == STEPS:
+                num = _as_int(args.get("step_num"))
+                if num is None:
+                    num = _as_int(args.get("group_id"))
+                if num is None:
+                    num = _as_int(long_name)
+                self.device_steps.setdefault(device_index, []).append((row, num, args))
+            row += 1
+
+    # -- steps --------------------------------------------------------------------------------
+    def _make_steps(self, cands: list[Candidate]) -> int:
+        c = self.cols
+        for seq, (row, num, args) in enumerate(sorted(cands, key=lambda cand: c["start_ns"][cand[0]])):
             args = dict(args)
-            args["xplane_name"] = args.pop("long_name", None) or c_name[row]
-            c_kind[row] = S.STEP
-            c_name[row] = S.step_name(num if num is not None else seq)
-            c_args[row] = json.dumps(args, separators=(",", ":"))
+            args["xplane_name"] = args.pop("long_name", None) or c["name"][row]
+            c["kind"][row] = S.STEP
+            c["name"][row] = S.step_name(num if num is not None else seq)
+            c["args"][row] = json.dumps(args, separators=(",", ":"))
         return len(cands)
 
-    def keep_as_annotation(cands: list[tuple[int, int | None, dict]]) -> None:
+    def _as_annotations(self, cands: list[Candidate]) -> None:
         for row, _, args in cands:
-            c_kind[row] = S.ANNOTATION
-            c_args[row] = json.dumps(args, separators=(",", ":")) if args else None
+            self.cols["kind"][row] = S.ANNOTATION
+            self.cols["args"][row] = json.dumps(args, separators=(",", ":")) if args else None
 
-    step_source = None
-    n_steps = 0
-    if not keep_steps:
-        for cands in (host_roots, keras_batches, *device_steps.values()):
-            keep_as_annotation(cands)
-    elif host_roots:
-        n_steps, step_source = make_steps(host_roots), "host root TraceMe (_r) markers"
-        keep_as_annotation(keras_batches)
-        for cands in device_steps.values():
-            keep_as_annotation(cands)
-    elif keras_batches:
-        n_steps, step_source = make_steps(keras_batches), "Keras 'Profiled batch' events"
-        for cands in device_steps.values():
-            keep_as_annotation(cands)
-    elif device_steps:
-        first = min(device_steps)
-        n_steps = make_steps(device_steps[first])
-        step_source = f"device 'Steps' line of device index {first}"
-        for idx, cands in device_steps.items():
-            if idx != first:
-                keep_as_annotation(cands)
+    def steps(self, keep_steps: bool) -> tuple[int, str | None]:
+        """Mark the steps: host root markers, else Keras batches, else the first device's Steps
+        line; every other candidate stays an annotation. (count, where they came from)."""
+        devices = self.device_steps
+        if not keep_steps:
+            for cands in (self.host_roots, self.keras_batches, *devices.values()):
+                self._as_annotations(cands)
+            return 0, None
+        if self.host_roots:
+            self._as_annotations(self.keras_batches)
+            for cands in devices.values():
+                self._as_annotations(cands)
+            return self._make_steps(self.host_roots), "host root TraceMe (_r) markers"
+        if self.keras_batches:
+            for cands in devices.values():
+                self._as_annotations(cands)
+            return self._make_steps(self.keras_batches), "Keras 'Profiled batch' events"
+        if devices:
+            first = min(devices)
+            for idx, cands in devices.items():
+                if idx != first:
+                    self._as_annotations(cands)
+            return self._make_steps(devices[first]), f"device 'Steps' line of device index {first}"
+        return 0, None
 
-    cols["rank"] = [rank] * len(c_start)
-    events = pa.table({c: pa.array(cols[c], type=S.EVENT_SCHEMA.field(c).type) for c in S.EVENT_COLUMNS},
-                      schema=S.EVENT_SCHEMA)
-    counter_table = pa.table(
-        {c: pa.array(counters[c], type=S.COUNTER_SCHEMA.field(c).type) for c in S.COUNTER_COLUMNS},
-        schema=S.COUNTER_SCHEMA,
-    )
+    # -- the result -----------------------------------------------------------------------------
+    def build(self, keep_steps: bool) -> Imported:
+        self.planes()
+        if not self.cols["start_ns"]:
+            planes = ", ".join(repr(pl.name) for pl in self.space.planes) or "none"
+            errors = "; ".join(" ".join(e.split()) for e in self.space.errors)
+            extra = f"; profiler errors: {errors}" if errors else ""
+            raise AccelscopeError(f"{self.path}: XSpace holds no trace events (planes: {planes}){extra}")
+        n_steps, step_source = self.steps(keep_steps)
+        cols = self.cols
+        cols["rank"] = [self.rank] * len(cols["start_ns"])
+        events = pa.table({c: pa.array(cols[c], type=S.EVENT_SCHEMA.field(c).type) for c in S.EVENT_COLUMNS}, schema=S.EVENT_SCHEMA)
+        counters = pa.table({c: pa.array(self.counters[c], type=S.COUNTER_SCHEMA.field(c).type) for c in S.COUNTER_COLUMNS}, schema=S.COUNTER_SCHEMA)
+        return Imported(events=events, counters=counters, meta=self._meta(n_steps, step_source))
 
-    if anchor is not None and relative_lines == 0:
-        clock = {"name": "unix_epoch_ns",
-                 "source": "xplane: Task Environment profile_start_time + line.timestamp_ns + offset_ps // 1000"}
-    elif anchor is None and relative_lines == 0:
-        clock = {"name": "unix_epoch_ns", "source": "xplane: line.timestamp_ns (epoch) + offset_ps // 1000"}
-    else:
-        clock = {"name": "relative_ns",
-                 "source": "xplane: line.timestamp_ns + offset_ps // 1000; no Task Environment profile_start_time"}
+    def _meta(self, n_steps: int, step_source: str | None) -> dict[str, Any]:
+        space, anchor = self.space, self.anchor
+        if anchor is not None and self.relative_lines == 0:
+            clock = {"name": "unix_epoch_ns", "source": "xplane: Task Environment profile_start_time + line.timestamp_ns + offset_ps // 1000"}
+        elif anchor is None and self.relative_lines == 0:
+            clock = {"name": "unix_epoch_ns", "source": "xplane: line.timestamp_ns (epoch) + offset_ps // 1000"}
+        else:
+            clock = {"name": "relative_ns", "source": "xplane: line.timestamp_ns + offset_ps // 1000; no Task Environment profile_start_time"}
+        meta: dict[str, Any] = {
+            "framework": _framework(space, self.host_names_seen),
+            "devices": [self.cpu_entry, *sorted(self.devices.values(), key=lambda d: (d["kind"], _index_key(d["id"])))],
+            "threads": self.threads,
+            "streams": self.streams,
+            "clock": clock,
+            "source": {"format": "xplane", "path": str(self.path)},
+            "rank": self.rank,
+            "steps": n_steps,
+            "xplane": {"planes": [pl.name for pl in space.planes], "hostnames": list(space.hostnames),
+                       "errors": list(space.errors), "warnings": list(space.warnings)},
+        }
+        if step_source:
+            meta["step_source"] = step_source
+        if anchor is not None and clock["name"] == "unix_epoch_ns":
+            meta["start_ns"] = anchor
+            if self.stop_ns is not None:
+                meta["end_ns"] = self.stop_ns
+        return meta
 
-    meta: dict[str, Any] = {
-        "framework": _framework(space, host_names_seen),
-        "devices": [cpu_entry, *sorted(devices.values(), key=lambda d: (d["kind"], _index_key(d["id"])))],
-        "threads": threads,
-        "streams": streams,
-        "clock": clock,
-        "source": {"format": "xplane", "path": str(p)},
-        "rank": rank,
-        "steps": n_steps,
-        "xplane": {
-            "planes": [pl.name for pl in space.planes],
-            "hostnames": list(space.hostnames),
-            "errors": list(space.errors),
-            "warnings": list(space.warnings),
-        },
-    }
-    if step_source:
-        meta["step_source"] = step_source
-    if anchor is not None and clock["name"] == "unix_epoch_ns":
-        meta["start_ns"] = anchor
-        if stop_ns is not None:
-            meta["end_ns"] = stop_ns
-    return Imported(events=events, counters=counter_table, meta=meta)
+
+def _metadata_reader(event_metadata, stat_names: dict[int, str]):
+    """(name, long name, metadata args) of an event metadata id, cached per plane."""
+    cache: dict[int, tuple[str, str, dict]] = {}
+
+    def meta_of(mid: int) -> tuple[str, str, dict]:
+        got = cache.get(mid)
+        if got is None:
+            md = event_metadata.get(mid)
+            got = (f"event_{mid}", f"event_{mid}", {}) if md is None else (md.display_name or md.name, md.name, stats_of(md.stats, stat_names))
+            cache[mid] = got
+        return got
+
+    return meta_of
+
+
+def _host_kind(long_name: str, plane_kind: str) -> str:
+    if long_name.startswith(INPUT_WAIT_PREFIXES):
+        return S.INPUT_WAIT
+    if long_name.startswith("$"):
+        return S.PYTHON
+    if long_name == KERAS_BATCH_NAME:
+        return S.ANNOTATION
+    return plane_kind
+
+
+def _raw_kind(long_name: str, args: dict[str, Any]) -> str:
+    """A raw device lane's event: a copy, a memset, else a kernel (by name and stats)."""
+    low = long_name.lower()
+    if "memcpy" in low or "memcpy_details" in args:
+        return S.MEMCPY
+    if "memset" in low or "memset_details" in args or "Memset_details" in args:
+        return S.MEMSET
+    return S.KERNEL
 
 
 def _index_key(device_id: str) -> tuple[str, int]:

@@ -40,15 +40,10 @@ def _key(name: str, mode: str) -> str:
     return name if mode == MAIN else f"{name}@{mode}"
 
 
-def _stream_names(view: RunView) -> dict:
-    names = getattr(view.run, "stream_names", None)  # Run.stream_names: the device lines' names, where the trace has them
-    return names() if names is not None else {}
-
-
 def lane_layout(view: RunView, mode: str = MAIN) -> LaneLayout:
     """Every slice of the run on its lane and row (``mode``: fold minor host threads or not)."""
     mode = _mode(mode)
-    return view.cached(_key("lanes", mode), lambda: build_lane_layout(view.slices, view.run.thread_names(), _stream_names(view), fold=mode == MAIN))
+    return view.cached(_key("lanes", mode), lambda: build_lane_layout(view.slices, view.run.thread_names(), view.run.stream_names(), fold=mode == MAIN))
 
 
 def step_marks(view: RunView, mode: str = MAIN) -> StepMarks:

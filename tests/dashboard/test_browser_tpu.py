@@ -40,6 +40,7 @@ def test_a_tpu_traces_host_threads_fold_into_one_lane_and_unfold_on_request(tpu_
     texts = [lab["text"] for lab in sorted(_labels(tpu_page), key=lambda lab: lab["box"]["top"])]
     assert height < 2500, f"the timeline is {height:.0f} px tall"
     assert any(t.startswith("tpu:") for t in texts[:4]), "device lanes first"
+    assert any(t.startswith("tpu:0 · XLA Ops") for t in texts) and "tpu:0 · XLA Modules" in texts, "device lanes named after their XPlane lines"
     folded = [t for t in texts if "other host threads" in t]
     assert len(folded) == 1 and int(folded[0].split()[0]) > 100
     before = len(texts)

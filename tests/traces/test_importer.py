@@ -1,6 +1,5 @@
 import gzip
 import json
-import os
 import shutil
 import subprocess
 import sys

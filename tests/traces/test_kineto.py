@@ -4,7 +4,6 @@ import json
 import numpy as np
 import pytest
 
-from accelscope.traces import kineto
 from accelscope.traces.kineto import TraceFormatError, read_kineto
 
 NW0 = "traces/kineto/tb_plugin/samples/resnet50_num_workers_0/worker0.1623143089861.pt.trace.json.gz"

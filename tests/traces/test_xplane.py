@@ -362,3 +362,14 @@ def test_keras_batches_are_annotations_when_root_markers_exist(tmp_path):
     kinds = {r["name"]: r["kind"] for r in rows}
     assert kinds == {"Profiled batch": "annotation", "ProfilerStep#0": "step", "train/inner": "cpu_op",
                      "MultiDeviceIteratorGetNextFromShard": "input_wait"}
+
+
+def test_device_lines_name_their_streams_in_the_run(shared_dir, tmp_path):
+    from accelscope.traces.importer import import_traces
+    from accelscope.traces.run import Run
+
+    run = Run.open(import_traces([shared_dir / "xplane" / "xprof_8c188e1a__tpu_inference_2.xplane.pb"], tmp_path / "r", progress=False))
+    names = run.stream_names()
+    assert names[(0, "tpu:0", 3)] == "XLA Ops" and names[(0, "tpu:0", 2)] == "XLA Modules"
+    lanes = {(d, s) for d, s in run.slices.filter(run.slices["device"] != "cpu").select("device", "stream").unique().rows()}
+    assert lanes <= {(d, s) for _, d, s in names}, "every device lane of the run has its name"
