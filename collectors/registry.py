@@ -12,9 +12,9 @@ the built-in one. Adding a collector: its module, and one entry here.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from accelscope.collectors.base import Collector
 from accelscope.schedule import Schedule

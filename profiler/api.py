@@ -16,8 +16,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from accelscope import __version__
 from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable
@@ -53,12 +54,12 @@ def _rank_from_env() -> int:
 class Region:
     """A named span of host work; use as ``with prof.region("fwd"):`` or ``@prof.region("fwd")``."""
 
-    def __init__(self, prof: "Profiler", name: str):
+    def __init__(self, prof: Profiler, name: str):
         self._prof = prof
         self.name = name
         self._starts = threading.local()
 
-    def __enter__(self) -> "Region":
+    def __enter__(self) -> Region:
         stack = getattr(self._starts, "stack", None)
         if stack is None:
             stack = self._starts.stack = []
@@ -134,14 +135,14 @@ class Profiler:
         return time.perf_counter_ns() + self._offset_ns
 
     # -- lifecycle --------------------------------------------------------------------
-    def __enter__(self) -> "Profiler":
+    def __enter__(self) -> Profiler:
         self.start()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.stop(error=None if exc_type is None else f"{exc_type.__name__}: {exc}")
 
-    def start(self) -> "Profiler":
+    def start(self) -> Profiler:
         framework = detect_framework() if self.framework == "auto" else self.framework
         self.framework = framework
         try:

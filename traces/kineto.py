@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -70,7 +70,7 @@ _TRACE_EVENTS_KEY = re.compile(rb'"traceEvents"\s*:\s*$')
 # Absolute float timestamps beyond this many µs lose sub-µs digits in a float64.
 _FLOAT_EXACT_US = 2.0**53 / 1000
 
-Scalar = Union[int, str, None]
+Scalar = int | str | None
 # Rank is only known once the header (which may follow the events) has been read.
 _BATCH_SCHEMA = S.EVENT_SCHEMA.set(S.EVENT_SCHEMA.get_field_index("rank"), pa.field("rank", pa.int32()))
 

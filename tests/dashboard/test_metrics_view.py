@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("plotly", reason="the dashboard extra is needed")
 
-from accelscope.dashboard.sections import metrics as F  # noqa: E402
 from accelscope.dashboard.metrics_view import GIB, MIB, build_metrics  # noqa: E402
+from accelscope.dashboard.sections import metrics as F  # noqa: E402
 from accelscope.traces.run import Run  # noqa: E402
 from tests.collectors.test_nvml import BASE_SCRIPT, run_profiled, shim_dir  # noqa: E402,F401  (shim_dir: a fixture)
 
