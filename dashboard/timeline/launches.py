@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from accelscope.analysis.launches import Launches
 from accelscope.dashboard.formatting import CAT_LAUNCH
 from accelscope.dashboard.timeline.lod import step_envelope, thin_points
 from accelscope.traces import schema as S
@@ -106,10 +107,11 @@ class SchedulingIndex:
         return int(self.start_ns.size)
 
     @classmethod
-    def build(cls, lat: pl.DataFrame, depth_tab: pl.DataFrame, table: pl.DataFrame, kinds: list[str], multi_rank: bool) -> SchedulingIndex:
-        """``lat``, ``depth_tab``: the report's launch latency and queue depth tables;
-        ``table``: the lane layout's table (one row per slice, in index order, with ``row``
-        and ``kind_code``, a position in ``kinds``)."""
+    def build(cls, launches: Launches, table: pl.DataFrame, kinds: list[str], multi_rank: bool) -> SchedulingIndex:
+        """``launches``: the report's launch section (latency and queue depth tables, the
+        run's median and p90 latency); ``table``: the lane layout's table (one row per slice,
+        in index order, with ``row`` and ``kind_code``, a position in ``kinds``)."""
+        lat, depth_tab = launches.latency, launches.depth
         code = {k: i for i, k in enumerate(kinds)}
         pos = table.select("rank", "correlation_id", "start_ns", "kind_code", "row").with_row_index("pos").filter(pl.col("correlation_id").is_not_null())
         runtime = pos.filter(pl.col("kind_code") == code.get(S.RUNTIME, -1)).unique(["rank", "correlation_id", "start_ns"], keep="first")
@@ -150,8 +152,8 @@ class SchedulingIndex:
             max_latency_ns=int(max(latency.max(), 0)) if latency.size else 0,
             by_start=np.argsort(start, kind="stable"),
             depth=depth,
-            run_median_ns=float(np.percentile(latency, 50)) if latency.size else None,
-            run_p90_ns=float(np.percentile(latency, 90)) if latency.size else None,
+            run_median_ns=launches.median_ns,
+            run_p90_ns=launches.p90_ns,
         )
 
     # -- one window ----------------------------------------------------------------------

@@ -87,8 +87,7 @@ def launch_index(view: RunView, mode: str = MAIN) -> SchedulingIndex | None:
         rep = view.report
         if rep is None or not layout.lanes or not any(lane.lane_type == 2 for lane in layout.lanes):
             return None
-        launches = rep.launches
-        ix = SchedulingIndex.build(launches.latency, launches.depth, layout.table, layout.kinds, len(rep.run.ranks) > 1)
+        ix = SchedulingIndex.build(rep.launches, layout.table, layout.kinds, len(rep.run.ranks) > 1)
         return ix if ix.launches or ix.depth else None
 
     mode = _mode(mode)

@@ -87,3 +87,25 @@ def test_export_per_rank_writes_one_file_per_rank(recorded_run, tmp_path):
     proc = _cli("export", str(recorded_run), "--per-rank", "-o", str(tmp_path / "ranks"))
     assert proc.returncode == 0, proc.stderr
     assert [p.name for p in (tmp_path / "ranks").iterdir()] == ["rank-0.json.gz"]
+
+
+def test_a_long_run_prints_its_slowest_steps_slowest_first(tmp_path):
+    import time
+
+    from rich.console import Console
+
+    import accelscope
+    from accelscope.text import print_report
+
+    with accelscope.profile(tmp_path / "r", mode="light", framework="none", live=False) as prof:
+        for i in range(26):
+            time.sleep(0.03 if i in (5, 17) else 0.002)
+            prof.step()
+    report = analyze(Run.open(prof.run_dir))
+    console = Console(record=True, width=120)
+    print_report(report, console)
+    text = console.export_text()
+    assert "Steps (the 20 slowest, slowest first)" in text
+    block = text.split("Steps (the 20 slowest, slowest first)")[1]
+    shown = [float(line.split("│")[3]) for line in block.splitlines() if line.count("│") >= 6][:20]
+    assert shown == sorted(shown, reverse=True) and len(shown) == 20
