@@ -214,7 +214,7 @@ def measure(app_module: str, run: Path, zooms: int, label: str, centre_ms: float
                 import plotly.graph_objects as go
 
                 tiny = go.Figure(go.Scatter(x=[0, 1], y=[0, 1]), layout=dict(title=dict(text="in the run"), height=400))
-                setattr(owner, attr, lambda index, width_px=None: tiny)
+                setattr(owner, attr, lambda *args, **kwargs: tiny)
                 floor = browser.new_page(viewport=VIEWPORT)
                 out["floor_render_s"] = first_render(floor, url)[1] / 1000
                 floor.close()
