@@ -163,7 +163,7 @@ class Profiler:
             self._writer.counter_listener = self._live.on_counter
         ctx = CollectorContext(self._writer, self.now_ns, self.pid, self.rank, self._report_failure, lambda: self._last_step_ns)
         settings = Settings(self.mode, framework, self.schedule, self.host_interval_s, self.run_dir)
-        candidates = built_in(settings, replaced={c.name for c in self._extra_collectors}) + list(self._extra_collectors)
+        candidates = built_in(settings, {c.name for c in self._extra_collectors}, self._report_failure) + list(self._extra_collectors)
         for collector in candidates:
             try:
                 collector.start(ctx)
