@@ -14,6 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from accelscope.traces.run import RunWriter
 
 log = logging.getLogger("accelscope")
@@ -47,6 +50,10 @@ class CollectorUnavailable(Exception):
     """Raised by ``start`` when a collector cannot run here (no driver, no framework)."""
 
 
+def _no_step() -> tuple[int, int] | None:
+    return None
+
+
 @dataclass
 class CollectorContext:
     """What a collector needs from the profiler."""
@@ -56,28 +63,101 @@ class CollectorContext:
     pid: int
     rank: int
     report_failure: Callable[[str, str], None] = field(repr=False)
+    #: (start_ns, end_ns) of the step that ended last, as the run records it; valid inside
+    #: ``on_step`` (framework collectors bound their windows by it); None before any step.
+    last_step_ns: Callable[[], tuple[int, int] | None] = field(default=_no_step, repr=False)
 
 
 class TracedSteps:
     """Which steps a framework profiler's windows held, kept in the run as the analyzer reads
-    it: ``meta["traced_steps"] = {name: [[first, last], ...]}`` (inclusive step numbers). A
-    window is listed once its events are in the run; an empty list says the profiler ran
-    but no window landed (a run without the key was not traced in windows)."""
+    it: ``meta["traced_steps"] = {name: [[first, last], ...]}`` (inclusive step numbers,
+    sorted). A window is listed once its events are in the run; an empty list says the
+    profiler ran but no window landed (a run without the key was not traced in windows).
+
+    Each change rewrites the whole key with a new dict, merged with the other profilers'
+    entries under one lock, so the writer (which serialises ``meta`` under its own lock)
+    never sees a dict being changed.
+    """
+
+    _merge_lock = threading.Lock()  # one read-merge-write of meta["traced_steps"] at a time
 
     def __init__(self, ctx: CollectorContext, name: str):
         self._ctx = ctx
         self._name = name
         self._windows: list[list[int]] = []
-        self._lock = threading.Lock()
-        ctx.writer.update_meta(traced_steps={name: []})
+        self._publish()
 
     def landed(self, window: tuple[int, int]) -> None:
         """Called (from any thread) once a window's events were written into the run."""
-        with self._lock:
+        with self._merge_lock:
             self._windows.append([int(window[0]), int(window[1])])
             self._windows.sort()
-            windows = [list(w) for w in self._windows]
-        self._ctx.writer.update_meta(traced_steps={self._name: windows})
+        self._publish()
+
+    @property
+    def windows(self) -> list[list[int]]:
+        """The windows listed so far."""
+        return [list(w) for w in self._windows]
+
+    def _publish(self) -> None:
+        with self._merge_lock:
+            current = self._ctx.writer.meta.get("traced_steps")
+            merged = dict(current) if isinstance(current, dict) else {}
+            merged[self._name] = [list(w) for w in self._windows]
+            self._ctx.writer.update_meta(traced_steps=merged)
+
+
+class Window:
+    """The recorded steps of one framework-profiler window, as the collector saw them end:
+    their numbers and where they lie on the run's clock (None where the profiler gave no
+    step times)."""
+
+    __slots__ = ("first", "last", "start_ns", "end_ns")
+
+    def __init__(self, step: int, span: tuple[int, int] | None):
+        self.first = self.last = step
+        self.start_ns = span[0] if span else None
+        self.end_ns = span[1] if span else None
+
+    def add(self, step: int, span: tuple[int, int] | None) -> None:
+        """Step ``step``, recorded, ended at ``span``."""
+        self.last = step
+        self.end_ns = span[1] if span else None
+
+    @property
+    def steps(self) -> tuple[int, int]:
+        return self.first, self.last
+
+
+def window_events(events: pa.Table, window: Window | None, *, from_ns: int | None = None, to_ns: int | None = None) -> pa.Table:
+    """The events of a framework-profiler window that belong to its recorded steps.
+
+    Host events (device ``cpu``) are kept from the start of the window's first step to the
+    end of its last, as the run's step slices say: the tracer starts and stops inside
+    ``prof.step()`` a few µs after those instants, and its clock and the run's agree only
+    to a µs or two, so its own bounds would put the odd host op into an untraced step.
+    Device events may run after their step ended on the host: they are kept from the first
+    step's start until ``to_ns`` (the tracer's stop), when given. ``from_ns`` / ``to_ns``
+    stand in where the window has no step times (a context that gives none); with neither,
+    everything is kept.
+    """
+    lo = window.start_ns if window is not None and window.start_ns is not None else from_ns
+    host_hi = window.end_ns if window is not None and window.end_ns is not None else to_ns
+    start = events["start_ns"]
+    on_host = pc.fill_null(pc.equal(events["device"], "cpu"), False)
+    conditions = []
+    if lo is not None:
+        conditions.append(pc.greater_equal(start, lo))
+    if host_hi is not None:
+        conditions.append(pc.or_(pc.invert(on_host), pc.less(start, host_hi)))
+    if to_ns is not None:
+        conditions.append(pc.or_(on_host, pc.less(start, to_ns)))
+    if not conditions or events.num_rows == 0:
+        return events
+    keep = conditions[0]
+    for condition in conditions[1:]:
+        keep = pc.and_(keep, condition)
+    return events.filter(keep)
 
 
 class Collector:

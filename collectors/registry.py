@@ -12,12 +12,15 @@ the built-in one. Adding a collector: its module, and one entry here.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from accelscope.collectors.base import Collector
 from accelscope.schedule import Schedule
+
+log = logging.getLogger("accelscope")
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,13 @@ class Settings:
 
 @dataclass(frozen=True)
 class Entry:
+    """One built-in collector: its name (``Collector.name``, the key in ``meta["collectors"]``),
+    whether it should start in this run, how to make it, and what its probe looks for."""
+
     name: str
-    probe: Callable[[Settings], bool]  # should it start in this run? cheap, never raises
+    probe: Callable[[Settings], bool]  # should it start in this run? cheap: imports nothing heavy
     make: Callable[[Settings], Collector]
+    needs: str = ""  # what the probe looks for, for people: the debug log when it says no, the docs
 
 
 def _host(s: Settings) -> Collector:
@@ -76,28 +83,39 @@ def _tensorflow(s: Settings) -> Collector:
 
 REGISTRY: list[Entry] = [
     # psutil: CPU and memory of the process, its children (DataLoader workers) and the machine.
-    Entry("host", lambda s: True, _host),
+    Entry("host", lambda s: True, _host, "nothing (always)"),
     # NVML whenever nvidia-ml-py is installed (the nvml extra); without a driver it says so.
-    Entry("nvml", lambda s: importlib.util.find_spec("pynvml") is not None, _nvml),
+    Entry("nvml", lambda s: importlib.util.find_spec("pynvml") is not None, _nvml, "nvidia-ml-py installed: pip install 'accelscope[nvml]'"),
     # libtpu's runtime metrics when the machine has a TPU (or the service address is set).
-    Entry("tpu", _tpu_present, _tpu),
+    Entry("tpu", _tpu_present, _tpu, "a TPU on the PCI bus or /dev/accelN, or $ACCELSCOPE_TPU_METRICS_ADDR"),
     # The framework's own profiler, in the schedule's windows (full mode).
-    Entry("torch_profiler", lambda s: s.mode == "full" and s.framework == "torch", _torch),
-    Entry("tensorflow_profiler", lambda s: s.mode == "full" and s.framework == "tensorflow", _tensorflow),
+    Entry("torch_profiler", lambda s: s.mode == "full" and s.framework == "torch", _torch, "mode='full' and framework torch"),
+    Entry("tensorflow_profiler", lambda s: s.mode == "full" and s.framework == "tensorflow", _tensorflow, "mode='full' and framework tensorflow"),
 ]
 
 
-def built_in(settings: Settings, replaced: set[str] = frozenset()) -> list[Collector]:
+def built_in(settings: Settings, replaced: set[str] = frozenset(), on_failure: Callable[[str, str], None] | None = None) -> list[Collector]:
     """The built-in collectors this run starts, in registry order, leaving out those the
-    user gave their own of (``replaced``: their names)."""
+    user gave their own of (``replaced``: their names). A factory that raises is reported
+    to ``on_failure(name, reason)`` (the profiler records the collector dropped) and left out."""
     out = []
     for entry in REGISTRY:
         if entry.name in replaced:
             continue
         try:
-            wanted = entry.probe(settings)
-        except Exception:  # a probe must never stop a run from starting
-            wanted = False
-        if wanted:
+            wanted = bool(entry.probe(settings))
+        except Exception as exc:  # a probe must never stop a run from starting
+            log.debug("accelscope: collector %s not started: its probe failed: %s: %s", entry.name, type(exc).__name__, exc)
+            continue
+        if not wanted:
+            log.debug("accelscope: collector %s not started (needs %s)", entry.name, entry.needs or "what its probe looks for")
+            continue
+        try:
             out.append(entry.make(settings))
+        except Exception as exc:  # nor a factory: the run starts without that collector
+            reason = f"failed to start: {type(exc).__name__}: {exc}"
+            if on_failure is not None:
+                on_failure(entry.name, reason)
+            else:
+                log.warning("accelscope: collector %s %s (training continues)", entry.name, reason)
     return out

@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable, TracedSteps
+from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable, TracedSteps, Window, window_events
 from accelscope.schedule import TRANSITIONS, Action, Schedule
 from accelscope.traces import xplane
 
@@ -47,9 +47,9 @@ class TensorFlowProfilerCollector(Collector):
         self._tracing = False
         self._record_from_ns: int | None = None
         self._logdir: Path | None = None
-        self._last_step: int | None = None  # the step that ended last
+        self._window: Window | None = None  # the recorded steps that ended in this window
         self._traced: TracedSteps | None = None
-        self._queue: queue.Queue[tuple[Path, int, int, tuple[int, int] | None] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Path, int, int, Window | None] | None] = queue.Queue()
         self._converter: threading.Thread | None = None
         self.ctx: CollectorContext | None = None
 
@@ -73,7 +73,12 @@ class TensorFlowProfilerCollector(Collector):
 
     # -- windows (training thread) ---------------------------------------------------------
     def on_step(self, step: int) -> None:
-        self._last_step = step
+        if self._action in (Action.RECORD, Action.RECORD_AND_SAVE):  # step ``step`` was recorded
+            span = self.ctx.last_step_ns()
+            if self._window is None:
+                self._window = Window(step, span)
+            else:
+                self._window.add(step, span)
         self._enter(self.schedule(step + 1))
 
     def _enter(self, action: Action) -> None:
@@ -101,11 +106,11 @@ class TensorFlowProfilerCollector(Collector):
             return
         self._tracing = False
         record_to_ns = self.ctx.now_ns()
+        # The window holds the recorded steps that ended (fewer when stop() cut it short).
+        window, self._window = self._window, None
         self._tf.profiler.experimental.stop(save=save)
         if save and self._record_from_ns is not None:
             self.windows_saved += 1
-            # The window holds the recorded steps up to the last that ended (fewer at stop()).
-            window = self.schedule.window_of(self._last_step) if self._last_step is not None else None
             self._queue.put((self._logdir, self._record_from_ns, record_to_ns, window))
         elif self._logdir is not None:
             shutil.rmtree(self._logdir, ignore_errors=True)
@@ -119,25 +124,23 @@ class TensorFlowProfilerCollector(Collector):
                 return
             logdir, record_from_ns, record_to_ns, window = item
             try:
-                self._convert(logdir, record_from_ns, record_to_ns)
+                self._convert(logdir, record_from_ns, record_to_ns, window)
                 self.windows_converted += 1
                 if window is not None:
-                    self._traced.landed(window)
+                    self._traced.landed(window.steps)
                 shutil.rmtree(logdir, ignore_errors=True)
             except Exception as exc:  # keep the files for the user; report, keep converting
                 log.warning("accelscope: could not convert TensorFlow profiler window %s: %s", logdir, exc)
 
-    def _convert(self, logdir: Path, record_from_ns: int, record_to_ns: int) -> None:
+    def _convert(self, logdir: Path, record_from_ns: int, record_to_ns: int, window: Window | None) -> None:
         files = sorted(logdir.rglob("*.xplane.pb"))
         if not files:
             raise FileNotFoundError(f"the TensorFlow profiler wrote no .xplane.pb under {logdir}")
         for path in files:
             imported = xplane.read_xplane(path, rank=self.ctx.rank, keep_steps=False)
-            events = imported.events
             # Warm-up steps were traced only to settle the tracer, and what began after the
             # window's last step is not part of it: keep the recorded steps' events.
-            start = events["start_ns"]
-            events = events.filter(pc.and_(pc.greater_equal(start, record_from_ns), pc.less(start, record_to_ns)))
+            events = window_events(imported.events, window, from_ns=record_from_ns, to_ns=record_to_ns)
             host = pc.and_(pc.equal(events["device"], "cpu"), pc.equal(events["pid"], 0))
             pid = pc.if_else(host, pa.scalar(self.ctx.pid, pa.int64()), events["pid"])
             events = events.set_column(events.schema.get_field_index("pid"), "pid", pid)

@@ -14,7 +14,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable, TracedSteps
+from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable, TracedSteps, Window, window_events
 from accelscope.schedule import Action, Schedule
 from accelscope.traces import kineto
 
@@ -31,10 +31,9 @@ class TorchProfilerCollector(Collector):
         self.with_stack = with_stack
         self.windows_saved = 0
         self._prof = None
-        self._last_step: int | None = None  # the step that ended last (torch's step_num - 1)
-        self._saved_through: int | None = None  # the last step of the last window handed over
+        self._window: Window | None = None  # the recorded steps that ended since the last save
         self._traced: TracedSteps | None = None
-        self._queue: queue.Queue[tuple[Path, tuple[int, int] | None] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Path, Window | None] | None] = queue.Queue()
         self._converter: threading.Thread | None = None
         self.ctx: CollectorContext | None = None
 
@@ -74,11 +73,9 @@ class TorchProfilerCollector(Collector):
         path = self.tmp_dir / f"window-{self.windows_saved:05d}.json"
         prof.export_chrome_trace(str(path))
         self.windows_saved += 1
-        # torch's step_num is our step index: the window holds the steps up to the last that ended
-        # (at stop(), a window cut short; none when it had just begun).
-        window = self.schedule.window_of(self._last_step) if self._last_step is not None and self._last_step != self._saved_through else None
-        if window is not None:
-            self._saved_through = window[1]
+        # The window holds the recorded steps that ended since the last save (at stop(), a
+        # window cut short holds fewer; none when it had just begun).
+        window, self._window = self._window, None
         self._queue.put((path, window))
 
     def _convert_loop(self) -> None:
@@ -89,19 +86,29 @@ class TorchProfilerCollector(Collector):
             path, window = item
             try:
                 trace = kineto.read_kineto(path, rank=self.ctx.rank, keep_steps=False)
-                self.ctx.writer.add_table("events", trace.events)
+                # torch stops tracing inside prof.step(), after the window's last step ended:
+                # keep the recorded steps' events.
+                self.ctx.writer.add_table("events", window_events(trace.events, window))
                 for t in trace.threads:
                     self.ctx.writer.set_thread_name(t["pid"], t["tid"], t["name"])
                 if trace.header.get("deviceProperties"):
                     self.ctx.writer.update_meta(device_properties=trace.header["deviceProperties"])
                 if window is not None:
-                    self._traced.landed(window)
+                    self._traced.landed(window.steps)
                 path.unlink(missing_ok=True)
             except Exception as exc:  # keep the file for the user; report, keep converting
                 log.warning("accelscope: could not convert torch.profiler window %s: %s", path, exc)
 
     def on_step(self, step: int) -> None:
-        self._last_step = step
+        # torch's step_num is the run's step number: torch.profiler traced step ``step``
+        # under schedule(step), and its window closes inside this prof.step() after the
+        # window's last step (on_trace_ready, above).
+        if self.schedule(step) in (Action.RECORD, Action.RECORD_AND_SAVE):
+            span = self.ctx.last_step_ns()
+            if self._window is None:
+                self._window = Window(step, span)
+            else:
+                self._window.add(step, span)
         self._prof.step()
 
     def stop(self) -> None:

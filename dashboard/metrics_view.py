@@ -5,7 +5,9 @@ Accelerator panels come first (utilisation, memory, power, temperature, clocks, 
 for GPUs, libtpu's runtime metrics for TPUs), then the host's (CPU, memory, processes). A
 panel appears only when one of its counters was recorded. Device series are labelled with
 their device (``cuda:0 utilisation``), so several GPUs share a panel; a rank is added when
-the run holds several. Counters this module does not know go to an "other" panel by unit.
+the run holds several. Which panel a counter is drawn in, its label, whether it is a
+capacity (drawn dashed) or hidden all come from the table of known counters
+(``traces/counters.py``); counters not in it go to an "other" panel by unit.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from accelscope.traces import counters
+from accelscope.traces import counters as K
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,6 @@ PANELS = (
 )
 PANEL = {p.key: p for p in PANELS}
 
-# counter -> (panel, what the label says), from the table of known counters (traces/counters.py).
-COUNTERS = {c.name: (c.panel, c.label) for c in counters.TABLE if counters.HIDDEN not in c.roles}
-# Capacities, drawn dashed: the line a used-memory series can reach.
-CAPACITY_COUNTERS = frozenset(counters.with_role(counters.CAPACITY))
-# Left out: a scale that would flatten everything else, a bitmask, and lost/recovered markers.
-HIDDEN_COUNTERS = frozenset(counters.with_role(counters.HIDDEN))
 GIB = 1024**3
 MIB = 1024**2
 
@@ -81,10 +77,11 @@ class Metrics:
 
 
 def _panel_of(name: str) -> str | None:
-    if name in HIDDEN_COUNTERS:
-        return None
-    if name in COUNTERS:
-        return COUNTERS[name][0]
+    """The panel a counter is drawn in; None for a hidden one (a scale that would flatten
+    everything else, a bitmask, a lost/recovered marker)."""
+    known = K.BY_NAME.get(name)
+    if known is not None:
+        return None if K.HIDDEN in known.roles else known.panel
     if name.endswith("_percent"):
         return "other_percent"
     if name.endswith("_bytes"):
@@ -106,7 +103,7 @@ def build_metrics(counters: pl.DataFrame, origin_ns: int) -> Metrics:
     if counters.height == 0:
         return Metrics([], {})
     multi_rank = counters["rank"].n_unique() > 1
-    order = {name: i for i, name in enumerate(COUNTERS)}
+    order = {c.name: i for i, c in enumerate(K.TABLE)}
     groups = counters.partition_by(["name", "device", "rank"], as_dict=True, maintain_order=True)
     picked: list[tuple[str, str, str | None, int, pl.DataFrame]] = []
     peaks: dict[str, float] = {}
@@ -131,13 +128,15 @@ def build_metrics(counters: pl.DataFrame, origin_ns: int) -> Metrics:
     for panel, name, device, rank, df in picked:
         df = df.sort("time_ns")
         values = df["value"].to_numpy().astype(np.float64) / divisors[panel]  # nulls become NaN
-        what = COUNTERS.get(name, (panel, name))[1]
+        known = name in K.BY_NAME
+        what = K.label(name)
         label = f"{device} {what}" if PANEL[panel].device and device else what
-        if name not in COUNTERS and device and device != "cpu":
+        if not known and device and device != "cpu":
             label += f" ({device})"
         if multi_rank:
             label += f" (rank {rank})"
         x = (df["time_ns"].to_numpy() - origin_ns) / 1e6
         y = np.where(np.isfinite(values), values, np.nan)  # a missing sample: a gap in the line
-        out.append(Series(name, label, panel, x, y, device if PANEL[panel].device else None, name in CAPACITY_COUNTERS))
+        capacity = known and K.CAPACITY in K.BY_NAME[name].roles  # drawn dashed: the line a used series can reach
+        out.append(Series(name, label, panel, x, y, device if PANEL[panel].device else None, capacity))
     return Metrics(out, units)

@@ -123,6 +123,7 @@ class Profiler:
         self._offset_ns = time.time_ns() - time.perf_counter_ns()
         self._enter_ns = 0
         self._step_start_ns: int | None = None
+        self._last_step_ns: tuple[int, int] | None = None  # (start, end) of the step that ended last
         self._failed: set[str] = set()
         self._fail_lock = threading.Lock()
         self._watchdog_stop = threading.Event()
@@ -160,9 +161,9 @@ class Profiler:
 
             self._live = LiveAnalyzer(self.run_dir)
             self._writer.counter_listener = self._live.on_counter
-        ctx = CollectorContext(self._writer, self.now_ns, self.pid, self.rank, self._report_failure)
+        ctx = CollectorContext(self._writer, self.now_ns, self.pid, self.rank, self._report_failure, lambda: self._last_step_ns)
         settings = Settings(self.mode, framework, self.schedule, self.host_interval_s, self.run_dir)
-        candidates = built_in(settings, replaced={c.name for c in self._extra_collectors}) + list(self._extra_collectors)
+        candidates = built_in(settings, {c.name for c in self._extra_collectors}, self._report_failure) + list(self._extra_collectors)
         for collector in candidates:
             try:
                 collector.start(ctx)
@@ -288,6 +289,7 @@ class Profiler:
         start = self._step_start_ns if self._step_start_ns is not None else self._enter_ns
         index = self.steps
         self._record(S.STEP, S.step_name(index), start, now)
+        self._last_step_ns = (start, now)
         self.steps = index + 1
         self._step_start_ns = now
         if self._live is not None:

@@ -67,10 +67,30 @@ TABLE: tuple[Counter, ...] = (
 BY_NAME: dict[str, Counter] = {c.name: c for c in TABLE}
 
 
+# The collectors, as people name them where a figure says where it came from.
+SOURCE_LABEL = {"nvml": "NVML", "tpu": "TPU", "host": "host"}
+
+
 def with_role(role: str) -> tuple[str, ...]:
     """The names of the counters with ``role``, in table order."""
     return tuple(c.name for c in TABLE if role in c.roles)
 
 
+def label(name: str) -> str:
+    """What people call counter ``name`` ("HBM used"); the name itself when it is not in the table."""
+    c = BY_NAME.get(name)
+    return c.label if c is not None else name
+
+
+def described(name: str) -> str:
+    """The counter's label with the collector that measured it ("NVML utilisation", "TPU duty
+    cycle"), for figures that say where a number came from."""
+    c = BY_NAME.get(name)
+    if c is None:
+        return name
+    source = SOURCE_LABEL.get(c.source, c.source)
+    return f"{source} {c.label}" if source else c.label
+
+
 # A device's own utilisation counter, named for people ("NVML utilisation").
-UTILISATION_SOURCE = {"gpu_util_percent": "NVML utilisation", "tpu_duty_cycle_percent": "TPU duty cycle"}
+UTILISATION_SOURCE: dict[str, str] = {name: described(name) for name in with_role(UTILISATION)}

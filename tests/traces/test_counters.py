@@ -31,7 +31,18 @@ def test_roles_name_the_utilisation_and_memory_counters():
     assert counters.with_role(counters.MEMORY_TOTAL) == ("memory_total_bytes", "hbm_total_bytes")
 
 
-def test_the_host_sampler_writes_only_known_counters(tmp_path):
+def test_labels_and_sources():
+    assert counters.label("hbm_used_bytes") == "HBM used" and counters.label("process_rss_bytes") == "process RSS"
+    assert counters.label("my_own_counter") == "my_own_counter", "an unknown counter keeps its name"
+    assert counters.UTILISATION_SOURCE == {"gpu_util_percent": "NVML utilisation", "tpu_duty_cycle_percent": "TPU duty cycle"}
+    assert all(c.source in counters.SOURCE_LABEL for c in counters.TABLE)
+
+
+def _rows_of(source: str) -> set[str]:
+    return {c.name for c in counters.TABLE if c.source == source}
+
+
+def test_the_host_sampler_writes_exactly_its_rows(tmp_path):
     import time
 
     import accelscope
@@ -39,29 +50,32 @@ def test_the_host_sampler_writes_only_known_counters(tmp_path):
     with accelscope.profile(tmp_path / "r", mode="light", framework="none", live=False, host_interval_s=0.02) as prof:
         time.sleep(0.2)
         prof.step()
-    written = _written(Run.open(prof.run_dir))
-    assert written and written <= set(counters.BY_NAME)
-    assert written >= {c.name for c in counters.TABLE if c.source == "host"} - {"children_count", "children_cpu_percent", "children_rss_bytes"}
+    assert _written(Run.open(prof.run_dir)) == _rows_of("host")
 
 
-def test_nvml_writes_only_known_counters(shim_dir, tmp_path):  # noqa: F811
-    run, _, _ = run_profiled(tmp_path, shim_dir, seconds=0.3, pcie=True)
-    written = _written(run)
-    nvml = {c.name for c in counters.TABLE if c.source == "nvml"}
-    assert written <= set(counters.BY_NAME)
-    assert written & nvml >= nvml - {"gpu_lost", "throttle_reasons"}
+def test_nvml_writes_exactly_its_rows_lost_gpu_included(shim_dir, tmp_path):  # noqa: F811
+    from tests.collectors.test_nvml import BASE_SCRIPT
+
+    run, _, _ = run_profiled(tmp_path, shim_dir, BASE_SCRIPT + "lost 1 5\n", seconds=0.3, pcie=True)
+    assert _written(run) - _rows_of("host") == _rows_of("nvml")
 
 
-def test_the_tpu_collector_writes_only_known_counters(tmp_path):
+def test_the_tpu_collector_writes_exactly_its_rows_lost_service_included(tmp_path):
     pytest.importorskip("grpc", reason="grpcio is not installed (accelscope[tpu])")
     from accelscope.collectors.tpu import TpuCollector
     from tests.collectors.test_tpu import BASE, FakeLibtpu, train
 
     server = FakeLibtpu(BASE)
+    stopped: list[float] = []
+
+    def stop_server(elapsed: float) -> None:
+        if elapsed > 0.3 and not stopped:
+            server.server.stop(0).wait(5)
+            stopped.append(elapsed)
+
     try:
-        run, _, _ = train(tmp_path, TpuCollector(0.02, address=server.address), 0.3)
+        run, _, _ = train(tmp_path, TpuCollector(0.02, address=server.address), 0.6, stop_server)
     finally:
         server.close()
-    written = _written(run)
-    assert written <= set(counters.BY_NAME)
-    assert {"tpu_duty_cycle_percent", "hbm_used_bytes", "hbm_total_bytes"} <= written
+    assert stopped
+    assert _written(run) - _rows_of("host") == _rows_of("tpu")
