@@ -10,12 +10,14 @@ Adding a format: a reader module, and one entry here.
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 
 OnBytes = Callable[[int], None] | None
@@ -107,10 +109,36 @@ def _read_kineto(source: Source, on_bytes: OnBytes) -> RankTrace:
         "devices": _devices_from_kineto(header.get("deviceProperties")),
         "device_properties": header.get("deviceProperties") or [],
         "threads": [dict(th, rank=t.rank) for th in t.threads],
+        "streams": _kineto_streams(t.events, t.threads),
         "distributed_info": header.get("distributedInfo"),
         "clock": {"name": "unix_epoch_ns", "source": "Kineto ts (µs) + baseTimeNanoseconds"},
     }
     return RankTrace(source, t.events, None, t.rank, t.rank_source, meta)
+
+
+_DEFAULT_STREAM_NAME = re.compile(r"^\s*stream\s+\d+\s*$", re.IGNORECASE)
+
+
+def _kineto_streams(events: pa.Table, threads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Names of device lanes from the trace's ``thread_name`` metadata: ``[{"rank", "device",
+    "stream", "name"}]``. Kineto names its stream lanes "stream 7", which says nothing the stream
+    number does not, so only names that say more are kept: the device-wide lane (tid -1,
+    "Device 0"), a Chrome export of an XPlane run ("XLA Ops"). One filter and a unique over
+    the events, only when a thread has such a name."""
+    named = {(th["pid"], th["tid"]): th["name"].strip() for th in threads if not _DEFAULT_STREAM_NAME.match(th["name"])}
+    if not named or not events.num_rows:
+        return []
+    lanes = (
+        pl.from_arrow(events.select(["rank", "device", "stream", "pid", "tid"]))
+        .filter((pl.col("device") != "cpu") & pl.col("stream").is_not_null())
+        .unique(maintain_order=True)
+    )
+    out: dict[tuple[int, str, int], dict[str, Any]] = {}
+    for rank, device, stream, pid, tid in lanes.iter_rows():  # one row per device lane
+        name = named.get((pid, tid))
+        if name:
+            out.setdefault((rank, device, stream), {"rank": rank, "device": device, "stream": stream, "name": name})
+    return sorted(out.values(), key=lambda st: (st["rank"], st["device"], st["stream"]))
 
 
 # -- XPlane (TensorFlow / JAX profiler) -------------------------------------------------------
