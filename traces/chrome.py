@@ -78,6 +78,7 @@ def iter_trace_events(run: Run, events: pl.DataFrame | None = None, counters: pl
     host_pid = int(run.meta.get("pid") or 0)
     multi_rank = ev["rank"].n_unique() > 1 if ev.height else False
     names = run.thread_names()
+    stream_names = run.stream_names()  # device lanes' own names ("XLA Ops"): Perfetto shows them, a re-import keeps them
     threads_seen: set[tuple[int, int]] = set()
     pids_named: set[int] = set()
     for (pid, tid), name in names.items():
@@ -97,7 +98,8 @@ def iter_trace_events(run: Run, events: pl.DataFrame | None = None, counters: pl
             yield _encode({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": label}})
         if (pid, tid) not in threads_seen:
             threads_seen.add((pid, tid))
-            yield _encode({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": f"stream {tid}" if on_device else f"thread {tid}"}})
+            lane = (stream_names.get((row["rank"], row["device"], tid)) or f"stream {tid}") if on_device else f"thread {tid}"
+            yield _encode({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": lane}})
         extra: dict[str, Any] = {}
         if on_device and kind in STREAM_KINDS:
             extra["device"] = dev_index

@@ -10,13 +10,14 @@ Adding a format: a reader module, and one entry here.
 
 from __future__ import annotations
 
-import gzip
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 
 OnBytes = Callable[[int], None] | None
@@ -25,6 +26,8 @@ SNIFF_BYTES = 256  # of the (decompressed) start of a file
 
 @dataclass
 class Source:
+    """One trace file to import, with the name of the format it was recognised as."""
+
     path: Path
     format: str  # a TraceFormat's name
     from_directory: bool = False  # found by walking a directory, not named by the user
@@ -49,6 +52,9 @@ class RankTrace:
 
 @dataclass(frozen=True)
 class TraceFormat:
+    """One importable format: its name, the file endings it claims, a test of a file's first
+    bytes (``head``) for files named without one of them, and the reader."""
+
     name: str
     suffixes: tuple[str, ...]  # lower-case file name endings it claims
     sniff: Callable[[bytes], bool]  # the first SNIFF_BYTES of the file, decompressed: is it this format?
@@ -71,7 +77,7 @@ def head(path: Path) -> bytes:
                     break
                 out += d.decompress(chunk, SNIFF_BYTES - len(out))
             return out
-    except (OSError, zlib.error, gzip.BadGzipFile):
+    except (OSError, zlib.error):
         return b""
 
 
@@ -103,20 +109,54 @@ def _read_kineto(source: Source, on_bytes: OnBytes) -> RankTrace:
         "devices": _devices_from_kineto(header.get("deviceProperties")),
         "device_properties": header.get("deviceProperties") or [],
         "threads": [dict(th, rank=t.rank) for th in t.threads],
+        "streams": _kineto_streams(t.events, t.threads),
         "distributed_info": header.get("distributedInfo"),
         "clock": {"name": "unix_epoch_ns", "source": "Kineto ts (µs) + baseTimeNanoseconds"},
     }
     return RankTrace(source, t.events, None, t.rank, t.rank_source, meta)
 
 
+_DEFAULT_STREAM_NAME = re.compile(r"^\s*stream\s+\d+\s*$", re.IGNORECASE)
+
+
+def _kineto_streams(events: pa.Table, threads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Names of device lanes from the trace's ``thread_name`` metadata: ``[{"rank", "device",
+    "stream", "name"}]``. Kineto names its stream lanes "stream 7", which says nothing the stream
+    number does not, so only names that say more are kept: the device-wide lane (tid -1,
+    "Device 0"), a Chrome export of an XPlane run ("XLA Ops"). One filter and a unique over
+    the events, only when a thread has such a name."""
+    named = {(th["pid"], th["tid"]): th["name"].strip() for th in threads if not _DEFAULT_STREAM_NAME.match(th["name"])}
+    if not named or not events.num_rows:
+        return []
+    lanes = (
+        pl.from_arrow(events.select(["rank", "device", "stream", "pid", "tid"]))
+        .filter((pl.col("device") != "cpu") & pl.col("stream").is_not_null())
+        .unique(maintain_order=True)
+    )
+    out: dict[tuple[int, str, int], dict[str, Any]] = {}
+    for rank, device, stream, pid, tid in lanes.iter_rows():  # one row per device lane
+        name = named.get((pid, tid))
+        if name:
+            out.setdefault((rank, device, stream), {"rank": rank, "device": device, "stream": stream, "name": name})
+    return sorted(out.values(), key=lambda st: (st["rank"], st["device"], st["stream"]))
+
+
 # -- XPlane (TensorFlow / JAX profiler) -------------------------------------------------------
-# An XSpace message starts with one of its fields: planes (1), errors (2), warnings (3) or
-# hostnames (4), all length-delimited.
-_XSPACE_FIRST_BYTES = frozenset({0x0A, 0x12, 0x1A, 0x22})
+# An XSpace with planes starts with its first plane (field 1, length-delimited: 0x0A), a varint
+# length, then the plane's first field: id (1, varint) or name, lines, event_metadata,
+# stat_metadata, stats (2-6, length-delimited). Protobuf writers emit fields in number order.
+_XPLANE_FIRST_TAGS = frozenset({0x08, 0x12, 0x1A, 0x22, 0x2A, 0x32})
 
 
 def _xplane_sniff(start: bytes) -> bool:
-    return len(start) >= 2 and start[0] in _XSPACE_FIRST_BYTES and not _json_sniff(start)
+    """An XSpace whose first plane begins as an XPlane does; text that happens to begin with a
+    newline ("\\n" is 0x0A too) fails at the plane's first field."""
+    if start[:1] != b"\x0a":
+        return False
+    for i in range(1, min(len(start), 11)):  # the plane's length, a varint of up to 10 bytes
+        if not start[i] & 0x80:
+            return i + 1 < len(start) and (start[i + 1] in _XPLANE_FIRST_TAGS or start[1:i + 1] == b"\x00")
+    return False
 
 
 def _read_xplane(source: Source, on_bytes: OnBytes) -> RankTrace:
@@ -133,7 +173,7 @@ def _read_xplane(source: Source, on_bytes: OnBytes) -> RankTrace:
     return RankTrace(source, imp.events, imp.counters, rank or 0, "file name" if rank is not None else "default", meta)
 
 
-# Sniffed in this order (the JSON test is the stricter one).
+# Sniffed in this order: JSON that begins with a newline also passes the XPlane test.
 FORMATS: list[TraceFormat] = [
     TraceFormat("kineto", (".json", ".json.gz"), _json_sniff, _read_kineto),
     TraceFormat("xplane", (".xplane.pb", ".xplane.pb.gz"), _xplane_sniff, _read_xplane),
@@ -141,20 +181,25 @@ FORMATS: list[TraceFormat] = [
 
 
 def by_name(name: str) -> TraceFormat:
+    """The registered format called ``name`` (a ``Source.format``)."""
     return next(f for f in FORMATS if f.name == name)
 
 
 def format_of(path: Path, sniff: bool = False) -> str | None:
     """The format a file's name claims (the longest ending that matches); with ``sniff``, for
-    a name no format claims, the first format its first bytes look like. None: not a trace."""
+    a name no format claims, the first format its first bytes look like. None: not a trace.
+    A name that claims a format decides, so walking a directory opens no file."""
     name = path.name.lower()
     claimed = [(len(s), f.name) for f in FORMATS for s in f.suffixes if name.endswith(s)]
     if claimed:
         return max(claimed)[1]
-    if sniff:
-        start = head(path)
-        return next((f.name for f in FORMATS if start and f.sniff(start)), None)
-    return None
+    return sniffed(path) if sniff else None
+
+
+def sniffed(path: Path) -> str | None:
+    """The first format whose ``sniff`` takes the file's first bytes (None: none does)."""
+    start = head(path)
+    return next((f.name for f in FORMATS if start and f.sniff(start)), None)
 
 
 def suffixes_text(last: str = " or ") -> str:

@@ -83,8 +83,20 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Source], lis
 
 def read_source(source: Source, on_bytes: Callable[[int], None] | None = None) -> RankTrace:
     """Read one trace file into columns with its format's reader (raises TraceImportError /
-    AccelscopeError with one line)."""
-    return formats.by_name(source.format).read(source, on_bytes)
+    AccelscopeError with one line). When the reader fails on a file whose first bytes look
+    like another format (an XPlane named ``.json``), the line says so."""
+    try:
+        return formats.by_name(source.format).read(source, on_bytes)
+    except AccelscopeError as exc:
+        other = formats.sniffed(source.path)
+        if other is None or other == source.format:
+            raise
+        hint = f"{exc}; its first bytes look like {other} ({', '.join(formats.by_name(other).suffixes)})"
+        try:
+            hinted = type(exc)(hint)
+        except TypeError:
+            hinted = TraceImportError(hint)
+        raise hinted from None
 
 
 def _step_starts(events: pa.Table) -> dict[str, int]:
