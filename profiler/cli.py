@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("script", nargs=argparse.REMAINDER, help="the script and its arguments")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("import", help="import Kineto JSON / XPlane traces (files, rank directories, TensorBoard logdirs) into a run")
+    p = sub.add_parser("import", help="import Kineto JSON / XPlane traces (files, rank directories, TensorBoard logdirs; a file without a known ending is recognised by its content) into a run")
     p.add_argument("paths", nargs="+", metavar="PATH", help="trace files or directories; several files become ranks of one run")
     p.add_argument("-o", "--output", required=True, help="run directory to create")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")

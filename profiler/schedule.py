@@ -86,15 +86,5 @@ class Schedule:
             out.append((start, n_steps - 1))
         return out
 
-    def window_of(self, last: int) -> tuple[int, int] | None:
-        """The recorded window whose last step (so far) is ``last``, as (first, last); None
-        when step ``last`` is not recorded. A window is its RECORD steps then its RECORD_AND_SAVE."""
-        if last < 0 or self(last) not in (Action.RECORD, Action.RECORD_AND_SAVE):
-            return None
-        first = last
-        while first > 0 and self(first - 1) is Action.RECORD:
-            first -= 1
-        return first, last
-
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
