@@ -14,7 +14,6 @@ CAT_MERGED = 1  # [CAT_MERGED, first position, last position] (one row of the la
 CAT_GAP = 2  # [CAT_GAP, gap position, 0]
 CAT_MERGED_GAPS = 3  # [CAT_MERGED_GAPS, first gap position, last gap position]
 CAT_LAUNCH = 4  # [CAT_LAUNCH, table position of the device slice, 0]
-CATEGORIES = (CAT_SLICE, CAT_MERGED, CAT_GAP, CAT_MERGED_GAPS, CAT_LAUNCH)
 
 
 def format_duration_ns(ns: float) -> str:

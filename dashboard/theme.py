@@ -19,7 +19,7 @@ KIND_COLORS = {
     S.KERNEL: "#4C78A8",
     S.MEMCPY: "#F58518",
     S.MEMSET: "#B279A2",
-    getattr(S, "SYNC", "sync"): "#6F4E7C",  # device synchronisation: a wait, not work
+    S.SYNC: "#6F4E7C",  # device synchronisation: a wait, not work
     S.CPU_OP: "#5FA8A3",
     S.RUNTIME: "#E2B93B",
     S.PYTHON: "#9D755D",
@@ -32,7 +32,6 @@ KIND_COLORS = {
 STEP_COLORS = ("#7C8594", "#B3BAC5")  # alternating steps
 INPUT_WAIT_COLOR = KIND_COLORS[S.INPUT_WAIT]
 REST_COLOR = "#4C78A8"
-VERDICT_COLORS = {"high": "#C62828", "moderate": "#E08E0B", "none": "#2E7D32", None: "#6B7280"}
 # The timeline and the metrics share their time axis: same plot-area margins, so they line up.
 TIME_MARGIN = dict(l=260, r=24)
 
@@ -77,7 +76,6 @@ BREAKDOWN_COLORS = {
     "host_compute": "#8E9AAF",
     "other_idle": "#D9DDE3",
 }
-
 
 
 def step_ticks(steps: list[int]) -> dict:

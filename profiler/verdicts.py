@@ -13,7 +13,6 @@ from __future__ import annotations
 
 HIGH_THRESHOLD = 0.20
 MODERATE_THRESHOLD = 0.05
-VERDICTS = ("high", "moderate", "none")
 VERDICT_TEXT = {"high": "highly input-bound", "moderate": "moderately input-bound", "none": "not input-bound"}
 # A cause gets a recommendation when it idles the accelerator at least this share of step time.
 RECOMMEND_SHARE = 0.02

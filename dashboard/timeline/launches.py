@@ -96,7 +96,6 @@ class SchedulingIndex:
     device_pos: np.ndarray  # position of the device slice in the lane layout's table (-1: none)
     stream_code: np.ndarray
     stream_labels: list[str]
-    max_latency_ns: int
     by_start: np.ndarray  # launches ordered by device start
     depth: list[tuple[str, np.ndarray, np.ndarray]]  # (label, time_ns, depth) per stream
     run_median_ns: float | None
@@ -149,7 +148,6 @@ class SchedulingIndex:
             device_pos=lat["device_pos"].cast(pl.Int64).fill_null(-1).to_numpy(),
             stream_code=labels.search_sorted(lat["stream_label"]).to_numpy().astype(np.int64),
             stream_labels=labels.to_list(),
-            max_latency_ns=int(max(latency.max(), 0)) if latency.size else 0,
             by_start=np.argsort(start, kind="stable"),
             depth=depth,
             run_median_ns=launches.median_ns,

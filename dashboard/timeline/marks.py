@@ -44,11 +44,6 @@ class MarkTrace:
     marks: int
     slices: int
 
-    @property
-    def segments(self) -> int:
-        """Segments drawn: merged marks less than a pixel apart on a row are drawn as one."""
-        return int(self.x_ms.size // 3)
-
 
 @dataclass
 class HoverTrace:

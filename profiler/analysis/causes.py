@@ -170,22 +170,6 @@ def classify_host(host: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def host_cause_expr() -> pl.Expr:
-    """The cause name a host slice stands for (null for slices that are not host activity),
-    as one expression: the same rule as ``classify_host``, for small tables and docs."""
-    expr = pl.when(~_kind.is_in(HOST_ACTIVITY_KINDS)).then(pl.lit(None, dtype=pl.String))
-    for cause in HOST_CAUSES:
-        if cause.fallback:
-            continue
-        rule = pl.lit(False)
-        if cause.kinds:
-            rule = rule | _kind.is_in(list(cause.kinds))
-        if cause.names:
-            rule = rule | _name.str.contains(cause.names)
-        expr = expr.when(rule).then(pl.lit(cause.name))
-    return expr.otherwise(pl.lit(HOST_CAUSES[-1].name))
-
-
 def is_comm_kernel() -> pl.Expr:
     """Device kernels that are communication (collectives), not compute."""
     return _name.str.contains(COMM_KERNEL_NAME)

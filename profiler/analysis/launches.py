@@ -129,13 +129,6 @@ def launch_latency(events: pl.DataFrame) -> pl.DataFrame:
     return _latency(_matched(_checked(events)))
 
 
-def launch_latency_and_queue_depth(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """``(launch_latency(events), queue_depth(events))``, matching launches to device work
-    once for both (the matching is most of either's time)."""
-    m = _matched(_checked(events))
-    return _latency(m), _depth(m)
-
-
 def _latency(matched: pl.DataFrame) -> pl.DataFrame:
     m = matched.filter(pl.col("launch_start_ns").is_not_null())
     return (

@@ -22,23 +22,6 @@ def short_name(name: str, width: int = 60) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
-def time_per_name(events: pl.DataFrame, kinds: list[str], total_ns: int, limit: int | None = None) -> pl.DataFrame:
-    """Slices of ``kinds`` grouped by name: count, total/mean/max ns and share of ``total_ns``,
-    longest total first, ties by name (the same order every time)."""
-    table = (
-        events.lazy()
-        .filter(pl.col("kind").is_in(kinds))
-        .group_by("name")
-        .agg(pl.col("kind").first(), pl.len().alias("count"), pl.col("dur_ns").sum().alias("total_ns"), pl.col("dur_ns").mean().alias("mean_ns"), pl.col("dur_ns").max().alias("max_ns"))
-        .with_columns((pl.col("total_ns") / max(total_ns, 1)).alias("share_of_step_time"))
-        .sort(["total_ns", "name"], descending=[True, False])
-        .collect()
-    )
-    if table.height == 0:
-        return pl.DataFrame(schema=NAME_TABLE_SCHEMA)
-    return (table if limit is None else table.head(limit)).cast(NAME_TABLE_SCHEMA)  # type: ignore[arg-type]
-
-
 PARTIAL_SCHEMA = {"name": pl.String, "kind": pl.String, "count": pl.UInt32, "total_ns": pl.Int64, "max_ns": pl.Int64}
 
 
@@ -53,7 +36,7 @@ def partial_names(slices: pl.LazyFrame) -> pl.DataFrame:
 
 
 def merge_names(parts: list[pl.DataFrame], total_ns: int) -> pl.DataFrame:
-    """``partial_names`` of several ranks as one table like ``time_per_name``'s: every name,
+    """``partial_names`` of several ranks as one table (``NAME_TABLE_SCHEMA``): every name,
     longest total first, ties by name; shares of ``total_ns``."""
     both = pl.concat(parts) if len(parts) > 1 else parts[0]
     if len(parts) > 1:
