@@ -44,8 +44,6 @@ class Dashboard:
         runs = [Run.open(p) for p in paths]  # RunFormatError, one line, for the CLI to print
         self.views = [RunView(run, label) for run, label in zip(runs, run_labels(paths))]
         self.sections: dict[str, Any] = {}  # section name -> what its register() returned
-        self._figures: dict[tuple, Any] = {}
-        self._figure_locks: dict[tuple, threading.Lock] = {}
         self._lock = threading.Lock()
         self._prepared: set[int] = set()
         self._reload_hooks: list[Callable[[int], None]] = []
@@ -56,15 +54,24 @@ class Dashboard:
             return None
         return value if 0 <= value < len(self.views) else None
 
+    def requested(self, value: Any) -> int:
+        """The run index the run picker's value names; anything else stops the callback
+        (``PreventUpdate``)."""
+        index = self.index(value)
+        if index is None:
+            dash = require("dash", "dashboard", "accelscope dashboard")
+            raise dash.exceptions.PreventUpdate
+        return index
+
+    def requested_by(self, store: Any) -> int:
+        """``requested`` for a request store's run (``{"run": index, ...}``)."""
+        return self.requested(store.get("run") if isinstance(store, dict) else None)
+
     def figure(self, index: int, key: str, build: Callable[[RunView], Any]) -> Any:
-        """A run's figure ``key``, built once by ``build(view)``."""
-        k = (index, key)
-        with self._lock:
-            lock = self._figure_locks.setdefault(k, threading.Lock())
-        with lock:
-            if k not in self._figures:
-                self._figures[k] = build(self.views[index])
-            return self._figures[k]
+        """A run's figure ``key``, built once by ``build(view)`` (kept in the run's cache, so a
+        reloaded run builds it again)."""
+        view = self.views[index]
+        return view.cached(f"figure:{key}", lambda: build(view))
 
     def figures(self, index: int) -> dict[str, Any]:
         """A run's three main figures, as the page shows them: "step", "timeline" (the whole
@@ -85,9 +92,6 @@ class Dashboard:
         """Reopen run ``index`` from disk and drop everything computed from the old one."""
         old = self.views[index]
         self.views[index] = RunView(Run.open(old.run.path), old.label)
-        with self._lock:
-            for k in [k for k in self._figures if k[0] == index]:
-                self._figures.pop(k, None)
         for hook in self._reload_hooks:
             hook(index)
 
@@ -113,10 +117,7 @@ class Dashboard:
 
     def header(self, value: Any) -> list:
         """The line under the top bar: the run's label and what it is (from the report)."""
-        dash = require("dash", "dashboard", "accelscope dashboard")
-        index = self.index(value)
-        if index is None:
-            raise dash.exceptions.PreventUpdate
+        index = self.requested(value)
         h = require("dash.html", "dashboard", "accelscope dashboard")
         view = self.views[index]
         items = run_facts(view)

@@ -37,6 +37,14 @@ def loading(*children: Any) -> Any:
     return dcc.Loading(list(children), type="dot", delay_show=400, color="#3b5b8c")
 
 
+def graph(graph_id: str, **config: Any) -> Any:
+    """A plotly graph with the page's toolbar (no logo, no lasso or box select), resizing with
+    the page; ``config`` adds to or overrides plotly's config."""
+    dcc = require("dash.dcc", "dashboard", "accelscope dashboard")
+    base = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+    return dcc.Graph(id=graph_id, config={**base, **config})
+
+
 def card(label: str, value_id: str, caption: str = "", caption_id: str | None = None, card_id: str | None = None) -> Any:
     """A number card: a label, a value filled in by a callback, a caption."""
     h = html()

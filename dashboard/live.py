@@ -66,9 +66,7 @@ class Live:
         """Interval callback: the run's index again when it changed on disk (which redraws
         the page), else no update; and whether to keep polling."""
         dash = require("dash", "dashboard", "accelscope dashboard")
-        index = self.board.index(value)
-        if index is None:
-            raise dash.exceptions.PreventUpdate
+        index = self.board.requested(value)
         fp = run_fingerprint(self.board.views[index].run.path)
         if fp == self._fingerprints[index]:
             return dash.no_update, not self.any_live()

@@ -12,9 +12,9 @@ from pathlib import Path
 from accelscope.analysis.causes import CAUSE_TEXT
 from accelscope.analysis.tables import short_name
 from accelscope.dashboard import plotlyjs
-from accelscope.dashboard.devices_view import table_rows
 from accelscope.dashboard.runs import RunView
 from accelscope.errors import require
+from accelscope.text import device_rows
 from accelscope.traces.run import Run
 from accelscope.verdicts import VERDICT_TEXT
 
@@ -75,7 +75,7 @@ def build_report(run_path: str | os.PathLike[str]) -> str:
             parts.append(f"<div class='card'><div class='label'>{html.escape(label)}</div><div class='value {cls}'>{html.escape(value)}</div>{cap}</div>")
         parts.append("</div>")
         parts.append(f"<p class='muted'>Shares of step time over {html.escape(rep.basis.text)}; step time over {html.escape(rep.timing_basis.text)}.</p>")
-        headers, rows, rest = table_rows(rep.devices, rep.has_device)
+        headers, rows, rest = device_rows(rep.devices, rep.has_device)
         if rows:
             parts.append("<h2>Utilisation per device</h2>" + _table(headers, rows) + (f"<p class='muted'>{html.escape(rest)}</p>" if rest else ""))
         parts.append(plot(overview.step_figure(rep)))

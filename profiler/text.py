@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 from accelscope.verdicts import VERDICT_TEXT
 
 if TYPE_CHECKING:
+    import polars as pl
     from rich.console import Console
 
-    from accelscope.analysis.compare import Comparison
+    from accelscope.analysis.compare import Change, Comparison
     from accelscope.analysis.report import Report
 
 STEP_ROWS = 20  # steps printed: all of them up to this many, else the slowest
@@ -51,6 +52,49 @@ def report_label(cause: str) -> str:
     return CAUSE_TEXT[cause]
 
 
+MAX_DEVICE_ROWS = 16  # a job of many ranks: the first ones, then one line for the rest
+
+
+def _bytes(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
+
+
+def device_rows(devices: pl.DataFrame, has_device: bool) -> tuple[list[str], list[list[str]], str]:
+    """``Report.devices`` as text cells: (headers, rows, a line for the rows left out, or ""), for
+    ``accelscope analyze``, the dashboard's Overview and the HTML report alike."""
+    from accelscope.analysis.causes import CAUSE_TEXT
+
+    multi_rank = devices["rank"].n_unique() > 1 if devices.height else False
+    headers = ["device", "busy", "idle mostly", "streams", "device counters", "memory peak"]
+    rows = []
+    for u in devices.head(MAX_DEVICE_ROWS).iter_rows(named=True):
+        name = f"{u['device']} (training thread)" if u["device"] == "cpu" and not has_device else u["device"]
+        if multi_rank:
+            name = f"rank {u['rank']} · {name}"
+        if u["busy_share"] is None:
+            busy, idle = "not traced", "—"
+        else:
+            busy = f"{u['busy_share']:.1%}"
+            idle = "never idle" if u["idle_cause"] is None else f"{CAUSE_TEXT[u['idle_cause']]} ({u['idle_cause_share']:.0%} of idle time)"
+        if not u["streams"]:
+            streams = "—"
+        elif u["streams"] == 1:
+            streams = f"stream {u['busiest_stream']}"
+        else:
+            streams = f"{u['streams']}; busiest: stream {u['busiest_stream']} ({u['busiest_stream_share']:.0%} busy)"
+        sampled = "—" if u["sampled_counter"] is None else f"{u['sampled_counter']} {u['sampled_mean_percent']:.0f}% (mean)"
+        memory = "—"
+        if u["memory_peak_bytes"] is not None:
+            memory = _bytes(u["memory_peak_bytes"]) + (f" of {_bytes(u['memory_total_bytes'])}" if u["memory_total_bytes"] else "")
+        rows.append([name, busy, idle, streams, sampled, memory])
+    rest = ""
+    if devices.height > MAX_DEVICE_ROWS:
+        left = devices.slice(MAX_DEVICE_ROWS)
+        shares = left["busy_share"].drop_nulls()
+        rest = f"and {left.height} more devices" + (f", busy {shares.min():.1%} to {shares.max():.1%}" if shares.len() else "")
+    return headers, rows, rest
+
+
 def print_report(report: Report, console: Console | None = None) -> None:
     """``accelscope analyze``'s text: headline, breakdown, idle causes, devices, steps, top
     device work, launches, notes and recommendations."""
@@ -63,13 +107,12 @@ def print_report(report: Report, console: Console | None = None) -> None:
     console = console or Console()
     for line in headline(report):
         console.print(line)
-    total = report.steady_ns or 1
 
     table = _table("Where step time went (each instant counted once, first category wins)", ["category", "ms per step", "share"])
     for c in BREAKDOWN:
         v = report.breakdown_ns[c]
         if v:
-            table.add_row(c.replace("_", " "), f"{report.per_step_ms(v):.2f}", f"{v / total:.1%}")
+            table.add_row(c.replace("_", " "), f"{report.per_step_ms(v):.2f}", f"{report.share(v):.1%}")
     console.print(table)
 
     idle = _table("Why the " + ("accelerator" if report.has_device else "compute thread") + " was idle", ["cause", "ms per step", "share of step time"])
@@ -78,14 +121,13 @@ def print_report(report: Report, console: Console | None = None) -> None:
     console.print(idle)
 
     if report.has_device:
-        dev = _table("Devices", ["device", "busy", "idle mostly", "streams"])
-        multi = len(report.run.ranks) > 1
-        for r in report.devices.head(16).iter_rows(named=True):
-            name = f"rank {r['rank']} · {r['device']}" if multi else r["device"]
-            busy = "not traced" if r["busy_share"] is None else f"{r['busy_share']:.1%}"
-            why = "—" if r["idle_cause"] is None else f"{report_label(r['idle_cause'])} ({r['idle_cause_share']:.0%})"
-            dev.add_row(name, busy, why, str(r["streams"]) if r["streams"] else "—")
+        headers, rows, rest = device_rows(report.devices, report.has_device)
+        dev = _table("Devices", headers, right_from=len(headers))  # text cells
+        for cells in rows:
+            dev.add_row(*cells)
         console.print(dev)
+        if rest:
+            console.print(rest)
 
     steps = report.steps
     slowest = steps.height > STEP_ROWS
@@ -130,25 +172,24 @@ def print_comparison(cmp: Comparison, console: Console | None = None) -> None:
 
     console = console or Console()
 
-    def delta(a: float, b: float, unit: str = " ms", pct: bool = False) -> str:
-        d = b - a
+    def delta(c: Change, unit: str = " ms", pct: bool = False) -> str:
         if pct:
-            return f"{d * 100:+.1f} pp"
-        rel = f" ({d / a:+.0%})" if a else ""
-        return f"{d:+.2f}{unit}{rel}"
+            return f"{c.delta * 100:+.1f} pp"
+        rel = f" ({c.relative:+.0%})" if c.relative is not None else ""
+        return f"{c.delta:+.2f}{unit}{rel}"
 
     console.print(f"[bold]A[/] {cmp.a.run_name}: {VERDICT_TEXT[cmp.a.verdict]}    [bold]B[/] {cmp.b.run_name}: {VERDICT_TEXT[cmp.b.verdict]}")
     t = _table("Summary (steady-state steps)", ["", "A", "B", "B - A"])
-    a, b = cmp.summary["mean_step_ms"]
-    t.add_row("mean step", f"{a:.2f} ms", f"{b:.2f} ms", delta(a, b))
+    c = cmp.summary["mean_step_ms"]
+    t.add_row("mean step", f"{c.a:.2f} ms", f"{c.b:.2f} ms", delta(c))
     for key, label in (("busy_share", "device busy"), ("input_wait_share", "input wait")):
-        a, b = cmp.summary[key]
-        t.add_row(label, f"{a:.1%}", f"{b:.1%}", delta(a, b, pct=True))
+        c = cmp.summary[key]
+        t.add_row(label, f"{c.a:.1%}", f"{c.b:.1%}", delta(c, pct=True))
     console.print(t)
     for title, rows, names in (("Breakdown, ms per step", cmp.breakdown_ms, None), ("Idle time by cause, ms per step", cmp.idle_ms, CAUSE_TEXT)):
         t = _table(title, ["", "A", "B", "B - A"])
-        for k, (a, b) in rows.items():
-            t.add_row(names[k] if names else k.replace("_", " "), f"{a:.2f}", f"{b:.2f}", delta(a, b, unit=""))
+        for k, c in rows.items():
+            t.add_row(names[k] if names else k.replace("_", " "), f"{c.a:.2f}", f"{c.b:.2f}", delta(c, unit=""))
         console.print(t)
     for title, df in (("Largest changes in device work, ms per traced step", cmp.kernels), ("Largest changes in ops (inclusive), ms per traced step", cmp.ops)):
         if df.height == 0:

@@ -20,7 +20,7 @@ ALLOWED = {
     "accelscope.collectors": (*BASE, "accelscope.traces", "accelscope.schedule"),
     "recording": (*BASE, "accelscope.traces", "accelscope.collectors", "accelscope.api", "accelscope.schedule", "accelscope.live", "accelscope.keras"),
     "accelscope.analysis": (*BASE, "accelscope.traces"),
-    "accelscope.dashboard": (*BASE, "accelscope.traces", "accelscope.analysis"),
+    "accelscope.dashboard": (*BASE, "accelscope.traces", "accelscope.analysis", "accelscope.text"),
     "accelscope.text": (*BASE, "accelscope.analysis"),
 }
 RECORDING = ("accelscope.api", "accelscope.schedule", "accelscope.live", "accelscope.keras", "accelscope.runner")

@@ -12,7 +12,7 @@ import polars as pl
 
 from accelscope.analysis import Report
 from accelscope.analysis.compare import Comparison, compare
-from accelscope.dashboard.components import grid, loading, section
+from accelscope.dashboard.components import graph, grid, loading, section
 from accelscope.dashboard.theme import FONT, TEMPLATE, empty_figure, plotly_go
 from accelscope.errors import require
 from accelscope.verdicts import VERDICT_TEXT
@@ -44,16 +44,16 @@ def summary_rows(cmp: Comparison | None) -> list[dict[str, str]]:
     if cmp is None:
         return []
     s = cmp.summary
-    (ma, mb), (ba, bb), (ia, ib), (na, nb) = s["mean_step_ms"], s["busy_share"], s["input_wait_share"], s["steps"]
+    step, busy, wait, n = s["mean_step_ms"], s["busy_share"], s["input_wait_share"], s["steps"]
     device = "device busy" if cmp.a.has_device or cmp.b.has_device else "compute busy"
-    rel = f" ({(mb - ma) / ma:+.0%})" if ma else ""
+    rel = f" ({step.relative:+.0%})" if step.relative is not None else ""
     return [
         {"metric": "run", "a": cmp.a.run_name, "b": cmp.b.run_name, "delta": ""},
         {"metric": "verdict", "a": VERDICT_TEXT[cmp.a.verdict], "b": VERDICT_TEXT[cmp.b.verdict], "delta": ""},
-        {"metric": "steps", "a": f"{na:.0f}", "b": f"{nb:.0f}", "delta": f"{nb - na:+.0f}"},
-        {"metric": "mean step", "a": f"{ma:,.2f} ms", "b": f"{mb:,.2f} ms", "delta": f"{mb - ma:+,.2f} ms{rel}"},
-        {"metric": device, "a": f"{ba:.1%}", "b": f"{bb:.1%}", "delta": f"{(bb - ba) * 100:+.1f} pp"},
-        {"metric": "input wait", "a": f"{ia:.1%}", "b": f"{ib:.1%}", "delta": f"{(ib - ia) * 100:+.1f} pp"},
+        {"metric": "steps", "a": f"{n.a:.0f}", "b": f"{n.b:.0f}", "delta": f"{n.delta:+.0f}"},
+        {"metric": "mean step", "a": f"{step.a:,.2f} ms", "b": f"{step.b:,.2f} ms", "delta": f"{step.delta:+,.2f} ms{rel}"},
+        {"metric": device, "a": f"{busy.a:.1%}", "b": f"{busy.b:.1%}", "delta": f"{busy.delta * 100:+.1f} pp"},
+        {"metric": "input wait", "a": f"{wait.a:.1%}", "b": f"{wait.b:.1%}", "delta": f"{wait.delta * 100:+.1f} pp"},
     ]
 
 
@@ -113,10 +113,9 @@ def layout(board: Any) -> list:
         return []
     from dash import dcc, html
 
-    config = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
     picker = html.Div([html.Label("Compare with", htmlFor="compare-select"), dcc.Dropdown(id="compare-select", options=[], value=None, clearable=True)],
                       className="compare-picker")
-    return [section(TITLE, SUB, picker, html.Div(id="compare-summary"), loading(dcc.Graph(id="compare-graph", config=config)),
+    return [section(TITLE, SUB, picker, html.Div(id="compare-summary"), loading(graph("compare-graph")),
                     html.Div(delta_grid([]), id="compare-table-box"))]
 
 

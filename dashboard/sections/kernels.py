@@ -12,7 +12,8 @@ from accelscope.errors import require
 
 NAME = "kernels"
 TITLE = "Kernels and ops"
-SUB = ("Time per name over the run, longest first; click a header to sort, type in the row under it to filter. "
+SUB = ("Time per name over the steps the framework profiler traced (every steady step when it traced them all), longest "
+       "first; click a header to sort, type in the row under it to filter. "
        "Op times are inclusive (nested ops count in their parents too).")
 TABLE_PX = 740
 TABLE_ROWS = 500  # rows sent to each grid (the longest by total time); the browser sorts and filters them
@@ -55,11 +56,8 @@ def layout(board: Any) -> list:
 
 def render(board: Any, request: Any) -> tuple:
     """Both grids, once the timeline is painted ("rest-request": {"run", "n"})."""
-    dash = require("dash", "dashboard", "accelscope dashboard")
     html = require("dash.html", "dashboard", "accelscope dashboard")
-    index = board.index(request.get("run")) if isinstance(request, dict) else None
-    if index is None:
-        raise dash.exceptions.PreventUpdate
+    index = board.requested_by(request)
     view = board.views[index]
     rep = view.report
     kernels = view.cached("table:kernels", lambda: rows_of(rep.kernels_by_name if rep else None))

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from accelscope.dashboard.components import loading, section
+from accelscope.dashboard.components import graph, loading, section
 from accelscope.dashboard.metrics_view import Metrics, build_metrics
 from accelscope.dashboard.theme import TIME_MARGIN, base_layout, empty_figure, plotly_go
-from accelscope.errors import require
 
 NAME = "metrics"
 TITLE = "Device and host metrics"
@@ -94,18 +93,13 @@ def figure_of(view: Any) -> Any:
 def layout(board: Any) -> list:
     from dash import dcc
 
-    config = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
     # Double-click returns to the whole run (the "sync" clientside callback), which the timeline follows.
-    return [section(TITLE, SUB, loading(dcc.Graph(id="metrics-graph", config=config)), dcc.Store(id="time-sync"))]
+    return [section(TITLE, SUB, loading(graph("metrics-graph")), dcc.Store(id="time-sync"))]
 
 
 def render(board: Any, request: Any) -> Any:
     """The figure, once the timeline is painted ("rest-request": {"run", "n"})."""
-    dash = require("dash", "dashboard", "accelscope dashboard")
-    index = board.index(request.get("run")) if isinstance(request, dict) else None
-    if index is None:
-        raise dash.exceptions.PreventUpdate
-    return board.figure(index, "metrics", figure_of)
+    return board.figure(board.requested_by(request), "metrics", figure_of)
 
 
 def register(app: Any, board: Any) -> None:

@@ -12,10 +12,10 @@ import polars as pl
 
 from accelscope.analysis.breakdown import BREAKDOWN
 from accelscope.analysis.causes import CAUSE_TEXT
-from accelscope.dashboard.components import card, loading, section
-from accelscope.dashboard.devices_view import table_rows
+from accelscope.dashboard.components import card, graph, loading, section
 from accelscope.dashboard.theme import BREAKDOWN_COLORS, REST_COLOR, base_layout, empty_figure, plotly_go, step_ticks
 from accelscope.errors import require
+from accelscope.text import device_rows
 from accelscope.verdicts import HIGH_THRESHOLD, MODERATE_THRESHOLD, VERDICT_TEXT
 
 NAME = "overview"
@@ -47,7 +47,7 @@ OUTPUTS = (
 
 
 def layout(board: Any) -> list:
-    from dash import dcc, html
+    from dash import html
 
     cards = html.Div(
         [
@@ -75,8 +75,7 @@ def layout(board: Any) -> list:
         ],
         className="findings",
     )
-    graph = dcc.Graph(id="step-graph", config={"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]})
-    return [section(TITLE, SUB, cards, html.Div(id="overview-devices", className="devices"), loading(graph), findings)]
+    return [section(TITLE, SUB, cards, html.Div(id="overview-devices", className="devices"), loading(graph("step-graph")), findings)]
 
 
 def idle_class(share: float) -> str:
@@ -85,10 +84,7 @@ def idle_class(share: float) -> str:
 
 def render(board: Any, value: Any) -> tuple:
     """The section's outputs (``OUTPUTS``) for the run the picker names."""
-    dash = require("dash", "dashboard", "accelscope dashboard")
-    index = board.index(value)
-    if index is None:
-        raise dash.exceptions.PreventUpdate
+    index = board.requested(value)
     html = require("dash.html", "dashboard", "accelscope dashboard")
     view = board.views[index]
     rep = view.report
@@ -132,7 +128,7 @@ def devices_table(report: Any) -> Any:
     if report is None or report.devices.height == 0:
         return html.P("No steps were analysed, so there is no utilisation to summarise.", className="details-hint")
     has_device = report.has_device
-    headers, rows, rest = table_rows(report.devices, has_device)
+    headers, rows, rest = device_rows(report.devices, has_device)
     body = []
     for share, cells in zip(report.devices["busy_share"].to_list(), rows):
         pct = 0.0 if share is None else max(0.0, min(100.0, 100 * share))

@@ -7,15 +7,15 @@ module only shapes it for a Plotly figure and an AG Grid table.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import polars as pl
 
 from accelscope.analysis import Report
 from accelscope.analysis.breakdown import BREAKDOWN
-from accelscope.dashboard.components import grid, grid_box, loading, section
+from accelscope.dashboard.components import graph, grid, grid_box, loading, section
 from accelscope.dashboard.theme import FONT, TEMPLATE, empty_figure, plotly_go, step_ticks
-from accelscope.errors import require
 
 NAME = "steps"
 TITLE = "Steps"
@@ -91,10 +91,9 @@ def steps_figure(report: Report | None):
             line=dict(color="#9AA8BD", width=1), marker=dict(color=color, size=size, line=dict(width=0)),
             hovertext=hover, hovertemplate="%{hovertext}<extra></extra>",
         ))
-    steady = st.filter(~pl.col("warmup"))
     shapes, annotations = [], []
-    if steady.height:
-        med = float(steady["dur_ms"].median())
+    if math.isfinite(report.median_step_ns):
+        med = report.median_step_ns / 1e6
         shapes.append(dict(type="line", xref="paper", x0=0, x1=1, y0=med, y1=med, line=dict(color="#2b2f36", width=1, dash="dot")))
         annotations.append(dict(xref="paper", x=1, y=med, text=f"median {med:,.1f} ms", showarrow=False, xanchor="right", yanchor="bottom",
                                 font=dict(size=11, color="#2b2f36"), bgcolor="rgba(255,255,255,0.8)"))
@@ -120,18 +119,12 @@ def steps_grid(rows: list[dict[str, Any]], grid_id: str = "steps-table") -> Any:
 
 
 def layout(board: Any) -> list:
-    from dash import dcc
-
-    config = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
-    return [section(TITLE, SUB, loading(dcc.Graph(id="steps-graph", config=config)), grid_box("steps-table-box", GRID_PX))]
+    return [section(TITLE, SUB, loading(graph("steps-graph")), grid_box("steps-table-box", GRID_PX))]
 
 
 def render(board: Any, request: Any) -> tuple:
     """The figure and grid, once the timeline is painted ("rest-request": {"run", "n"})."""
-    dash = require("dash", "dashboard", "accelscope dashboard")
-    index = board.index(request.get("run")) if isinstance(request, dict) else None
-    if index is None:
-        raise dash.exceptions.PreventUpdate
+    index = board.requested_by(request)
     report = board.views[index].report
     return board.figure(index, "steps", lambda v: steps_figure(v.report)), steps_grid(step_rows(report))
 

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from accelscope.dashboard.components import loading, section
+from accelscope.dashboard.components import graph, loading, section
 from accelscope.dashboard.theme import TIME_MARGIN
 from accelscope.dashboard.timeline import view as tv
 from accelscope.dashboard.timeline.figure import timeline_figure
@@ -117,10 +117,7 @@ class Timeline:
     def request(self, request: Any) -> tuple[Any, dict[str, str]]:
         """The whole-run timeline for the browser's request store ({"run": index, "width_px":
         plot width}), and the graph's style: as tall as the figure, which zooms never change."""
-        dash = require("dash", "dashboard", "accelscope dashboard")
-        index = self.board.index(request.get("run")) if isinstance(request, dict) else None
-        if index is None:
-            raise dash.exceptions.PreventUpdate
+        index = self.board.requested_by(request)
         self._requested[index] = time.monotonic()
         self._failed.pop(index, None)  # an earlier failure is not this request's
         fig = self.whole(index, request.get("width_px"), request.get("lanes"))
@@ -204,10 +201,9 @@ class Timeline:
 def layout(board: Any) -> list:
     from dash import dcc, html
 
-    config = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"], "scrollZoom": True,
-              # Double-click autoranges (rather than "reset" to the range the last zoomed figure was
-              # drawn with), which the zoom callback answers with the whole run.
-              "doubleClick": "autosize"}
+    # Double-click autoranges (rather than "reset" to the range the last zoomed figure was drawn
+    # with), which the zoom callback answers with the whole run.
+    timeline = graph("timeline-graph", scrollZoom=True, doubleClick="autosize")
     return [
         html.Div(id="load-progress", className="load-progress", role="status"),
         dcc.Interval(id="progress-tick", interval=PROGRESS_POLL_MS),
@@ -222,7 +218,7 @@ def layout(board: Any) -> list:
                                 options=[{"label": "main threads, the others folded", "value": MAIN}, {"label": "every thread", "value": ALL}])],
                 className="timeline-controls",
             ),
-            loading(dcc.Graph(id="timeline-graph", config=config)),
+            loading(timeline),
             dcc.Store(id="timeline-view"),
             html.Div(id="timeline-details"),
         ),

@@ -21,10 +21,9 @@ MAX_DEPTH_ROWS = 8
 # Names in hover texts are cut to this many characters (the click panel shows them whole).
 HOVER_NAME_CHARS = 80
 STEPS_LANE = "steps"
-# Lane types, in the order a rank's lanes are drawn: its steps, its device streams, its host
-# threads, then the host threads folded into one lane.
-STEPS, DEVICE, HOST, FOLDED = 0, 2, 1, 3
-TYPE_ORDER = {STEPS: 0, DEVICE: 1, HOST: 2, FOLDED: 3}
+# Lane types, numbered in the order a rank's lanes are drawn: its steps, its device streams,
+# its host threads, then the host threads folded into one lane.
+STEPS, DEVICE, HOST, FOLDED = 0, 1, 2, 3
 # A rank with more host threads than this shows only its main ones (those that drive the
 # device, mark steps or wait for input; else its busiest) and folds the rest into one lane.
 FOLD_ABOVE = 6
@@ -166,7 +165,7 @@ def _lane_keys(
         threads.append(int(n_threads))
         training = 0 if "(training)" in label else 1
         # Each rank in turn: its steps, its device streams, its host threads (the training loop's first), the folded ones.
-        order.append((rank, TYPE_ORDER[lane_type_], training, device or "", -1 if stream is None else stream, -1 if pid is None else pid, -1 if tid is None else tid))
+        order.append((rank, lane_type_, training, device or "", -1 if stream is None else stream, -1 if pid is None else pid, -1 if tid is None else tid))
     lanes = merged.select(*key_cols).with_columns(lane_label=pl.Series(labels, dtype=pl.String), threads=pl.Series(threads, dtype=pl.Int64))
     sorted_idx = sorted(range(lanes.height), key=lambda i: order[i])
     position = np.empty(lanes.height, dtype=np.int64)

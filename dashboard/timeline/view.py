@@ -20,7 +20,7 @@ from accelscope.dashboard.formatting import CAT_GAP, CAT_LAUNCH, CAT_MERGED, CAT
 from accelscope.dashboard.runs import RunView
 from accelscope.dashboard.timeline.details import Details, gap_details, merged_details, merged_gap_details, slice_details
 from accelscope.dashboard.timeline.gaps import GapLayout, add_gaps, build_gap_layout
-from accelscope.dashboard.timeline.lanes import LaneLayout, build_lane_layout
+from accelscope.dashboard.timeline.lanes import DEVICE, LaneLayout, build_lane_layout
 from accelscope.dashboard.timeline.launches import SchedulingIndex
 from accelscope.dashboard.timeline.lod import DEFAULT_WIDTH_PX, clamp_width_px
 from accelscope.dashboard.timeline.marks import HOVER_COLUMNS, MAX_SLICES_PER_LANE, StepMarks, Timeline, build_timeline, window_ns
@@ -85,7 +85,7 @@ def launch_index(view: RunView, mode: str = MAIN) -> SchedulingIndex | None:
     def build() -> SchedulingIndex | None:
         layout = lane_layout(view, mode)
         rep = view.report
-        if rep is None or not layout.lanes or not any(lane.lane_type == 2 for lane in layout.lanes):
+        if rep is None or not layout.lanes or not any(lane.lane_type == DEVICE for lane in layout.lanes):
             return None
         ix = SchedulingIndex.build(rep.launches, layout.table, layout.kinds, len(rep.run.ranks) > 1)
         return ix if ix.launches or ix.depth else None

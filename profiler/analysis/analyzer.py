@@ -22,7 +22,7 @@ from accelscope.analysis.advice import dataloader_evidence, recommend
 from accelscope.analysis.breakdown import BREAKDOWN, RankResult, analyze_rank, empty_gaps
 from accelscope.analysis.busy import summarise_busy
 from accelscope.analysis.launches import match_launches, summarise
-from accelscope.analysis.report import TOP_N, Basis, Report, RunInfo
+from accelscope.analysis.report import Basis, Report, RunInfo
 from accelscope.analysis.steps import finish_steps, mark_outliers, traced_mask
 from accelscope.analysis.tables import merge_names
 from accelscope.analysis.utilisation import device_utilisation
@@ -138,6 +138,7 @@ def analyze(run: Run) -> Report:
     idle_by_cause = {c: int(basis_gaps[f"{c}_ns"].sum() / n_devices * scale) for c in C.CAUSES}
     breakdown_ns = {c: int(basis[f"{c}_ns"].sum() * scale) for c in BREAKDOWN}
     mean_step = float(steady["dur_ns"].mean()) if steady.height else float("nan")
+    median_step = float(steady["dur_ns"].median()) if steady.height else float("nan")
 
     # -- per device and stream, over the analysed steps ------------------------------------------
     # (a rank with no analysed step, only a warm-up step, over all its steps)
@@ -163,19 +164,17 @@ def analyze(run: Run) -> Report:
         gaps=gaps,
         devices=devices,
         streams=streams,
-        n_steps=steps.height,
         mean_step_ns=mean_step,
+        median_step_ns=median_step,
         input_wait_share=share,
         busy_share=busy,
         verdict=verdict_for(share),
         idle_by_cause_ns=idle_by_cause,
         breakdown_ns=breakdown_ns,
-        top_kernels=kernels_by_name.head(TOP_N),
-        top_ops=ops_by_name.head(TOP_N),
+        kernels_by_name=kernels_by_name,
+        ops_by_name=ops_by_name,
         has_device=has_device,
         launches=launches,
         notes=notes,
         advice=advice,
-        kernels_by_name=kernels_by_name,
-        ops_by_name=ops_by_name,
     )

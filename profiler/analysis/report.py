@@ -106,26 +106,39 @@ class Report:
     gaps: pl.DataFrame  # one row per idle interval per device: cause and time per cause
     devices: pl.DataFrame  # per (rank, device): busy share, main idle cause, streams, sampled counters, memory (utilisation.py)
     streams: pl.DataFrame  # per (rank, device, stream): busy share
-    n_steps: int
     mean_step_ns: float
+    median_step_ns: float  # of the steady steps, every rank's together
     input_wait_share: float
     busy_share: float
     verdict: str
     idle_by_cause_ns: dict[str, int]  # over the analysed steps, scaled to the steady steps' time
     breakdown_ns: dict[str, int]  # likewise
-    top_kernels: pl.DataFrame  # the TOP_N device-work names with most time
-    top_ops: pl.DataFrame
+    # Time per name over the traced steady steps, every name (comparisons need both runs'
+    # time for each), longest first: device work (kernels, copies, memsets) and host ops.
+    kernels_by_name: pl.DataFrame
+    ops_by_name: pl.DataFrame
     has_device: bool
     launches: Launches
     notes: list[str] = field(default_factory=list)
     advice: list[Recommendation] = field(default_factory=list)
-    # Every name, not just the top ones: comparisons need both runs' time for each name.
-    kernels_by_name: pl.DataFrame | None = None
-    ops_by_name: pl.DataFrame | None = None
 
     @property
     def run_name(self) -> str:
         return self.run.name
+
+    @property
+    def n_steps(self) -> int:
+        """Every step of every rank, warm-up included."""
+        return self.steps.height
+
+    @property
+    def top_kernels(self) -> pl.DataFrame:
+        """The ``TOP_N`` device-work names with most time."""
+        return self.kernels_by_name.head(TOP_N)
+
+    @property
+    def top_ops(self) -> pl.DataFrame:
+        return self.ops_by_name.head(TOP_N)
 
     @property
     def recommendations(self) -> list[str]:
@@ -157,12 +170,15 @@ class Report:
     def idle_share(self) -> float:
         return 1.0 - self.busy_share
 
+    def share(self, ns: float) -> float:
+        """A time over the steady steps (``breakdown_ns``, ``idle_by_cause_ns``) as a share of their step time."""
+        return ns / (self.steady_ns or 1)
+
     @property
     def idle_causes(self) -> list[tuple[str, int, float]]:
         """(cause, ns over the steady steps, share of step time) with any time, most first."""
-        total = self.steady_ns or 1
         ranked = sorted(((c, v) for c, v in self.idle_by_cause_ns.items() if v > 0), key=lambda kv: (-kv[1], CAUSES.index(kv[0])))
-        return [(c, v, v / total) for c, v in ranked]
+        return [(c, v, self.share(v)) for c, v in ranked]
 
     def per_step_ms(self, ns: float) -> float:
         """A time over the steady steps, per steady step, in ms."""
@@ -170,7 +186,6 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``analyze --json`` document (schema in docs/cli.md): every time in µs."""
-        total = self.steady_ns or 1
         return {
             "schema_version": SCHEMA_VERSION,
             "run": self.run.name,
@@ -184,12 +199,13 @@ class Report:
             "main_idle_causes": [{"cause": c, "label": CAUSE_TEXT[c], "share": round(s, 6)} for c, _, s in self.idle_causes[:3]],
             "step_count": self.n_steps,
             "mean_step_us": _us(self.mean_step_ns),
+            "median_step_us": _us(self.median_step_ns),
             "has_device": self.has_device,
             "thresholds": {"high": HIGH_THRESHOLD, "moderate": MODERATE_THRESHOLD},
             "devices": table_json(self.devices),
             "streams": table_json(self.streams),
-            "breakdown": {c: {"us": _us(v), "share": round(v / total, 6)} for c, v in self.breakdown_ns.items()},
-            "idle_by_cause": {c: {"us": _us(v), "share": round(v / total, 6), "label": CAUSE_TEXT[c]} for c, v in self.idle_by_cause_ns.items()},
+            "breakdown": {c: {"us": _us(v), "share": round(self.share(v), 6)} for c, v in self.breakdown_ns.items()},
+            "idle_by_cause": {c: {"us": _us(v), "share": round(self.share(v), 6), "label": CAUSE_TEXT[c]} for c, v in self.idle_by_cause_ns.items()},
             "steps": [_step_json(r) for r in self.steps.iter_rows(named=True)],
             "recommendations": [a.to_dict() for a in self.advice],
             "top_kernels": table_json(self.top_kernels),

@@ -54,18 +54,14 @@ def traced_mask(meta: dict[str, Any], steps: pl.DataFrame) -> pl.Series:
     ``IteratorGetNext`` / DataLoader ops.
     """
     listed = meta.get("traced_steps")
-    windows = [] if isinstance(listed, dict) else None
-    if isinstance(listed, dict):
-        for name in FRAMEWORK_PROFILERS:
-            for pair in listed.get(name) or []:
-                if isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(v, int) for v in pair):
-                    windows.append((int(pair[0]), int(pair[1])))
-    if windows is None or not any(name in listed for name in FRAMEWORK_PROFILERS):
+    if not isinstance(listed, dict) or not any(name in listed for name in FRAMEWORK_PROFILERS):
         return pl.Series("traced", [True] * steps.height, dtype=pl.Boolean)
     numbers = steps["step"].to_numpy()
     traced = np.zeros(numbers.shape, dtype=bool)
-    for first, last in windows:
-        traced |= (numbers >= first) & (numbers <= last)
+    for name in FRAMEWORK_PROFILERS:
+        for pair in listed.get(name) or []:
+            if isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(v, int) for v in pair):
+                traced |= (numbers >= pair[0]) & (numbers <= pair[1])
     return pl.Series("traced", traced, dtype=pl.Boolean)
 
 

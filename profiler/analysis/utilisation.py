@@ -16,7 +16,7 @@ from accelscope.analysis.causes import CAUSES
 from accelscope.traces import counters as K
 
 # The counters that say how busy a device was by its own measure, and how much memory it used.
-UTIL_COUNTERS = {name: K.UTILISATION_SOURCE.get(name, K.BY_NAME[name].label) for name in K.with_role(K.UTILISATION)}
+UTIL_COUNTERS = K.UTILISATION_SOURCE  # name -> what people call it ("NVML utilisation")
 USED_COUNTERS = K.with_role(K.MEMORY_USED)
 TOTAL_COUNTERS = K.with_role(K.MEMORY_TOTAL)
 

@@ -116,7 +116,7 @@ def test_overview_shows_the_runs_numbers(page, recorded_run):
 
 
 def test_overview_shows_the_utilisation_per_device(page, recorded_run):
-    from accelscope.dashboard.devices_view import table_rows
+    from accelscope.text import device_rows as table_rows
 
     run = Run.open(recorded_run)
     report = analyze(run)

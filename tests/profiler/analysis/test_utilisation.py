@@ -12,7 +12,8 @@ import pytest
 
 from accelscope.analysis import analyze
 from accelscope.analysis.causes import CAUSE_TEXT, CAUSES
-from accelscope.dashboard.devices_view import MAX_ROWS, table_rows
+from accelscope.text import MAX_DEVICE_ROWS as MAX_ROWS
+from accelscope.text import device_rows as table_rows
 from accelscope.traces.run import Run
 from tests.collectors.test_nvml import run_profiled, shim_dir  # noqa: F401  (shim_dir: a fixture)
 
