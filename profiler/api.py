@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from accelscope import __version__
+from accelscope import distributed as D
 from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable
 from accelscope.collectors.registry import Settings, built_in
 from accelscope.live import StepRecord
@@ -41,14 +42,6 @@ def detect_framework() -> str:
     if "tensorflow" in sys.modules or "keras" in sys.modules:
         return "tensorflow"
     return "none"
-
-
-def _rank_from_env() -> int:
-    for var in ("RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):
-        value = os.environ.get(var, "")
-        if value.isdigit():
-            return int(value)
-    return 0
 
 
 class Region:
@@ -95,6 +88,7 @@ class Profiler:
         rank: int | None = None,
         collectors: Iterable[Collector] = (),
         live: bool = True,
+        distributed: bool | None = None,
     ):
         if mode not in ("full", "light"):
             raise ValueError(f"mode must be 'full' or 'light', got {mode!r}")
@@ -108,9 +102,15 @@ class Profiler:
         self.schedule = schedule if schedule is not None else Schedule()
         self.host_interval_s = host_interval_s
         self.flush_interval_s = flush_interval_s
-        self.rank = _rank_from_env() if rank is None else rank
+        self._rank_arg = rank
+        self.distributed = distributed
+        self.rank_info = D.detect(rank)
+        self.rank = self.rank_info.rank
         self.pid = os.getpid()
-        self.run_dir: Path | None = None
+        self.run_dir: Path | None = None  # the run users open (a multi-rank job's: every rank's)
+        self.part_dir: Path | None = None  # where this process writes (run_dir, or run_dir/rank-N)
+        self._coord: D.Coordinator | None = None
+        self._clock_samples: list[dict[str, Any]] = []
         self.steps = 0
         self._extra_collectors = list(collectors)
         self.live = live
@@ -146,11 +146,11 @@ class Profiler:
     def start(self) -> Profiler:
         framework = detect_framework() if self.framework == "auto" else self.framework
         self.framework = framework
+        self.rank_info = D.detect(self._rank_arg)
+        self.rank = self.rank_info.rank
         try:
-            self.run_dir = unique_run_dir(self.requested_dir)
-            if self.run_dir != self.requested_dir:
-                log.warning("accelscope: %s already holds a run; recording to %s", self.requested_dir, self.run_dir)
-            self._writer = RunWriter(self.run_dir, self._initial_meta(framework), self.flush_interval_s)
+            self._place()
+            self._writer = RunWriter(self.part_dir, self._initial_meta(framework), self.flush_interval_s)
         except OSError as exc:
             log.error("accelscope: cannot record to %s (%s); profiling is off, training continues", self.requested_dir, exc)
             self._writer = None
@@ -159,10 +159,10 @@ class Profiler:
         if self.live:
             from accelscope.live import LiveAnalyzer
 
-            self._live = LiveAnalyzer(self.run_dir)
+            self._live = LiveAnalyzer(self.part_dir)
             self._writer.counter_listener = self._live.on_counter
         ctx = CollectorContext(self._writer, self.now_ns, self.pid, self.rank, self._report_failure, lambda: self._last_step_ns)
-        settings = Settings(self.mode, framework, self.schedule, self.host_interval_s, self.run_dir)
+        settings = Settings(self.mode, framework, self.schedule, self.host_interval_s, self.part_dir)
         candidates = built_in(settings, {c.name for c in self._extra_collectors}, self._report_failure) + list(self._extra_collectors)
         for collector in candidates:
             try:
@@ -182,9 +182,38 @@ class Profiler:
         if any(c.background for c in self._collectors):
             self._watchdog = threading.Thread(target=self._watch, name="accelscope-watchdog", daemon=True)
             self._watchdog.start()
+        self._sync_clock()
         self._enter_ns = self.now_ns()
         self._active = True
         return self
+
+    def _place(self) -> None:
+        """Pick the run directory: this process's own, or its rank's part of its job's run."""
+        if self.rank_info.distributed and self.distributed is not False:
+            self._coord = D.Coordinator(self.rank_info, self.now_ns)
+            placement = self._coord.place(self.requested_dir)
+            self.run_dir, self.part_dir = placement.run_dir, placement.part_dir
+            if self.rank == 0 and self.run_dir != self.requested_dir:
+                log.warning("accelscope: %s already holds a run; this job records to %s", self.requested_dir, self.run_dir)
+            return
+        self.run_dir = self.part_dir = unique_run_dir(self.requested_dir)
+        if self.run_dir != self.requested_dir:
+            log.warning("accelscope: %s already holds a run; recording to %s", self.requested_dir, self.run_dir)
+
+    def _sync_clock(self) -> None:
+        """Measure this rank's offset to rank 0's clock (when there is a process group) into the metadata."""
+        if self._coord is None or self._writer is None:
+            return
+        sample = self._coord.measure_clock()
+        if sample is not None:
+            self._clock_samples.append(sample)
+        errors = [s["error_ns"] for s in self._clock_samples]
+        self._writer.update_meta(clock_sync={
+            "reference_rank": 0,
+            "method": self._coord.clock_method(),
+            "samples": self._clock_samples,
+            "error_ns": max(errors) if errors else None,
+        })
 
     def _initial_meta(self, framework: str) -> dict[str, Any]:
         fw: dict[str, Any] = {"name": framework}
@@ -213,6 +242,8 @@ class Profiler:
             "schedule": self.schedule.to_dict() if self.mode == "full" else None,
             "rank": self.rank,
             "ranks": [self.rank],
+            "world_size": self.rank_info.world_size,
+            "rank_source": self.rank_info.source,
             "host_interval_s": self.host_interval_s,
             "start_ns": time.time_ns(),
             "collectors": {},
@@ -232,6 +263,10 @@ class Profiler:
                 self._drop(collector, f"failed to stop: {type(exc).__name__}: {exc}")
         if self._live is not None:
             self._live.close()
+        if self._coord is not None:
+            if not error:  # a failing job's peers may be gone: no exchange that could block
+                self._sync_clock()
+            self._coord.close()
         final: dict[str, Any] = {"end_ns": self.now_ns(), "steps": self.steps}
         if error:
             final["training_error"] = error
@@ -295,6 +330,8 @@ class Profiler:
         if self._live is not None:
             self._live.on_step(StepRecord(index, start, now, self._step_wait_ns))
         self._step_wait_ns = 0
+        if self._coord is not None and self._coord.awaiting_group and self._coord.adopt_group():
+            self._sync_clock()  # the script initialised its process group after profile() started
         for collector in self._step_collectors:
             try:
                 collector.on_step(index)
@@ -360,6 +397,7 @@ def profile(
     rank: int | None = None,
     collectors: Iterable[Collector] = (),
     live: bool = True,
+    distributed: bool | None = None,
 ) -> Profiler:
     """Profile a training loop into the run directory ``out_dir``.
 
@@ -368,6 +406,12 @@ def profile(
     overwritten: if it already holds a run, ``out_dir.1`` (``.2``, ...) is used and
     ``prof.run_dir`` says which. ``live=True`` flags input-bound steps while training
     runs (a log line, and ``RUN/live.json`` for the dashboard).
+
+    In a distributed job (torch.distributed, torchrun/MPI/Slurm environment, TF_CONFIG,
+    JAX multi-process) every rank calls ``profile`` with the same ``out_dir`` and the job
+    records ONE run: each rank into ``run_dir/rank-N/``, on rank 0's clock (measured over a
+    gloo side group when a torch process group exists). ``rank`` overrides the detected
+    rank; ``distributed=False`` records this process alone, as a single-process run.
     """
     return Profiler(
         out_dir,
@@ -379,4 +423,5 @@ def profile(
         rank=rank,
         collectors=collectors,
         live=live,
+        distributed=distributed,
     )

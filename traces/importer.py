@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from accelscope import __version__
 from accelscope.errors import AccelscopeError
-from accelscope.traces import formats
+from accelscope.traces import formats, ranks
 from accelscope.traces import schema as S
 from accelscope.traces.formats import RankTrace, Source
 from accelscope.traces.run import META_FILE, write_run
@@ -44,7 +44,8 @@ class TraceImportError(AccelscopeError, ValueError):
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and (path / META_FILE).is_file()
+    """An accelscope run: one process's (``meta.json``) or a multi-rank job's (traces/ranks.py)."""
+    return path.is_dir() and ((path / META_FILE).is_file() or ranks.is_multi_rank(path))
 
 
 def discover(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Source], list[str]]:

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from accelscope.errors import RunFormatError
+from accelscope.traces import ranks
 from accelscope.traces.schema import (
     COUNTER_COLUMNS,
     COUNTER_SCHEMA,
@@ -270,31 +271,29 @@ class Run:
     def __init__(self, path: Path, meta: dict[str, Any]):
         self.path = path
         self.meta = meta
+        #: (rank, directory, clock samples) of each rank's part; empty for a single-part run.
+        self.parts: list[tuple[int, Path, list[tuple[int, int]]]] = []
         self._cache: dict[str, pl.DataFrame] = {}
         self.read_warnings: list[str] = []
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Run:
-        """Open a run directory, raising RunFormatError with a one-line reason if it is not one."""
+        """Open a run directory, raising RunFormatError with a one-line reason if it is not one.
+        A multi-rank run (``job.json`` and ``rank-N/`` parts, traces/ranks.py) opens as one run
+        with every rank on the reference rank's clock."""
         p = Path(path)
         if not p.exists():
             raise RunFormatError(f"{p}: no such file or directory")
         if not p.is_dir():
             raise RunFormatError(f"{p}: not an accelscope run directory (it is a file)")
-        meta_path = p / META_FILE
-        if not meta_path.is_file():
-            empty = not any(p.iterdir())
-            raise RunFormatError(f"{p}: {'empty directory' if empty else 'not an accelscope run'} (no {META_FILE})")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RunFormatError(f"{meta_path}: unreadable run metadata ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("schema") != SCHEMA_NAME:
-            raise RunFormatError(f"{meta_path}: not accelscope run metadata")
-        version = meta.get("schema_version")
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
-            raise RunFormatError(f"{p}: run format version {version!r} is newer than this accelscope reads ({SCHEMA_VERSION})")
-        return cls(p, meta)
+        if not (p / META_FILE).is_file() and ranks.is_multi_rank(p):
+            parts = [(rank, d, _read_meta(d)) for rank, d in ranks.rank_parts(p)]
+            if not parts:
+                raise RunFormatError(f"{p}: a multi-rank run with no rank recorded yet (no rank-N/{META_FILE})")
+            run = cls(p, ranks.merge_meta(p, [(r, m) for r, _, m in parts]))
+            run.parts = [(r, d, ranks.clock_samples(m)) for r, d, m in parts]
+            return run
+        return cls(p, _read_meta(p))
 
     @property
     def name(self) -> str:
@@ -309,6 +308,8 @@ class Run:
         """What is on disk now: changes whenever a part is flushed, parts are compacted or
         the metadata is rewritten. Cheap (a few stat calls), for readers that poll a
         run being recorded; compare it with the value taken when this Run was opened."""
+        if self.parts:
+            return (tuple(d.name for _, d in ranks.rank_parts(self.path)), *(run_fingerprint(d) for _, d, _ in self.parts))
         return run_fingerprint(self.path)
 
     def _table(self, name: str, columns: tuple[str, ...] | None = None) -> pl.DataFrame:
@@ -321,14 +322,23 @@ class Run:
             schema = TABLES[name] if columns is None else pa.schema([TABLES[name].field(c) for c in columns])
             empty = pl.DataFrame(schema={f.name: _POLARS_TYPES[f.type] for f in schema})
             frames = []
-            for part in _parts(self.path / name):
-                try:
-                    # Polars' own reader: ~4x faster than pyarrow's plus the conversion.
-                    df = pl.read_parquet(part, columns=list(schema.names), glob=False)  # "[" in a run's path is no pattern
-                    frames.append(df if df.schema == empty.schema else df.cast(dict(empty.schema)))
-                except Exception as exc:  # a damaged part must not hide the others
-                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    self.read_warnings.append(f"{part}: skipped unreadable part ({first})")
+            sources = [(None, self.path, [])] if not self.parts else self.parts
+            for rank, directory, samples in sources:
+                shifts = [e for e in (ranks.offset_expr(c, samples) for c in ("start_ns", "time_ns") if c in schema.names) if e is not None]
+                for part in _parts(directory / name):
+                    try:
+                        # Polars' own reader: ~4x faster than pyarrow's plus the conversion.
+                        df = pl.read_parquet(part, columns=list(schema.names), glob=False)  # "[" in a run's path is no pattern
+                        df = df if df.schema == empty.schema else df.cast(dict(empty.schema))
+                    except Exception as exc:  # a damaged part must not hide the others
+                        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                        self.read_warnings.append(f"{part}: skipped unreadable part ({first})")
+                        continue
+                    if rank is not None and "rank" in schema.names:
+                        shifts_here = [*shifts, pl.lit(rank, dtype=pl.Int32).alias("rank")]
+                    else:
+                        shifts_here = shifts
+                    frames.append(df.with_columns(shifts_here) if shifts_here else df)
             self._cache[key] = pl.concat(frames) if frames else empty
         return self._cache[key]
 
@@ -377,6 +387,23 @@ class Run:
             hi.append(int(ct["time_ns"].max()))
         first = min(lo) if lo else 0
         return first, max(hi + [first])
+
+
+def _read_meta(p: Path) -> dict[str, Any]:
+    meta_path = p / META_FILE
+    if not meta_path.is_file():
+        empty = not any(p.iterdir())
+        raise RunFormatError(f"{p}: {'empty directory' if empty else 'not an accelscope run'} (no {META_FILE})")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunFormatError(f"{meta_path}: unreadable run metadata ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA_NAME:
+        raise RunFormatError(f"{meta_path}: not accelscope run metadata")
+    version = meta.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise RunFormatError(f"{p}: run format version {version!r} is newer than this accelscope reads ({SCHEMA_VERSION})")
+    return meta
 
 
 def run_fingerprint(path: str | os.PathLike[str]) -> tuple:
