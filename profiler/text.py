@@ -43,7 +43,30 @@ def headline(report: Report) -> list[str]:
     lines.append(f"input wait: [bold]{report.input_wait_share:.1%}[/] of step time -> [{colour}]{VERDICT_TEXT[report.verdict]}[/]")
     if report.basis.steps != report.timing_basis.steps:
         lines.append(f"busy, idle, input wait and the breakdown are over {report.basis.text} (step time over {report.timing_basis.text})")
+    for s in report.stragglers:
+        lines.append(f"[bold red]straggler:[/] {s.text}")
+    if report.ranks is not None and not report.stragglers and report.collectives is not None and report.collectives.height:
+        lines.append(f"no straggler: {report.collectives.height} collectives matched across {len(report.run.ranks)} ranks, none held the job back consistently")
     return lines
+
+
+def rank_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    """``Report.ranks`` as text cells (headers, rows), for ``accelscope analyze``, the
+    dashboard's Ranks section and the HTML report alike."""
+    from accelscope.analysis.causes import CAUSE_TEXT
+
+    headers = ["rank", "mean step", "busy", "waiting for other ranks", "arrived last", "idle mostly"]
+    rows = []
+    if report.ranks is None:
+        return headers, rows
+    late = {s.rank for s in report.stragglers}
+    for r in report.ranks.iter_rows(named=True):
+        name = f"{r['rank']}" + (" (straggler)" if r["rank"] in late else "") + ("" if r["complete"] else " (incomplete)")
+        busy = "—" if r["busy_share"] is None else f"{r['busy_share']:.1%}"
+        wait = "—" if r["collective_wait_share"] is None else f"{r['collective_wait_share']:.1%}"
+        last = f"{r['last_arrivals']} of {r['collectives']}" if r["collectives"] else "—"
+        rows.append([name, f"{r['mean_step_ns'] / 1e6:.1f} ms", busy, wait, last, CAUSE_TEXT.get(r["main_cause"] or "", "—")])
+    return headers, rows
 
 
 def report_label(cause: str) -> str:
@@ -128,6 +151,20 @@ def print_report(report: Report, console: Console | None = None) -> None:
         console.print(dev)
         if rest:
             console.print(rest)
+
+    if report.ranks is not None:
+        headers, rows = rank_rows(report)
+        rt = _table("Ranks (waiting: inside collectives, until the last rank arrived)", headers)
+        for cells in rows:
+            rt.add_row(*cells)
+        console.print(rt)
+        if report.collectives_by_kind.height:
+            ct = _table("Collectives (transfer: after the last rank arrived)", ["kind", "group", "size", "count", "transfer ms", "bus bandwidth"])
+            for r in report.collectives_by_kind.iter_rows(named=True):
+                size = "—" if r["size_bytes"] is None else _bytes(r["size_bytes"]) if r["size_bytes"] >= 2**20 else f"{r['size_bytes']:,} B"
+                bw = "—" if r["busbw_gbps"] is None else f"{r['busbw_gbps']:.1f} GB/s"
+                ct.add_row(r["kind"], r["group"], size, str(r["count"]), f"{r['mean_transfer_ns'] / 1e6:.2f}", bw)
+            console.print(ct)
 
     steps = report.steps
     slowest = steps.height > STEP_ROWS

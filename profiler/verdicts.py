@@ -16,6 +16,12 @@ MODERATE_THRESHOLD = 0.05
 VERDICT_TEXT = {"high": "highly input-bound", "moderate": "moderately input-bound", "none": "not input-bound"}
 # A cause gets a recommendation when it idles the accelerator at least this share of step time.
 RECOMMEND_SHARE = 0.02
+# A rank that arrives last at collectives is named a straggler when the time it holds the
+# job back is at least this share of step time: ranks of an unperturbed DDP job on a shared
+# CPU machine wait 3-13 % for each other from scheduling noise alone (docs/analysis.md).
+STRAGGLER_SHARE = 0.15
+# ... and when it arrives last in at least this share of the steps with matched collectives.
+STRAGGLER_STEPS = 0.75
 # Live analysis: a step is idle-heavy when the device utilisation sampled during it averages below this.
 IDLE_HEAVY_UTIL_PERCENT = 50.0
 

@@ -28,3 +28,24 @@ def recorded_run(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("runs")
     return run_demo(out, steps=14, loader_delay_ms=20, workers=0, name="recorded", progress=False)
+
+
+@pytest.fixture(scope="session")
+def ddp_job(tmp_path_factory):
+    """``ddp_job(nproc, *args)``: the directory of a real torchrun DDP job (gloo, CPU) run
+    with ``tests/jobs/ddp_job.py ARGS``, recorded once per session and shared by every test
+    that asks for the same job (its run is ``DIR/ddp``, its truths ``DIR/truth-rank-N.json``)."""
+    pytest.importorskip("torch", reason="the torch extra is needed for torchrun jobs")
+    from tests.jobs.launch import torchrun
+
+    done: dict[tuple, Path] = {}
+
+    def get(nproc: int, *args: str) -> Path:
+        key = (nproc, *args)
+        if key not in done:
+            tmp = tmp_path_factory.mktemp(f"ddp{nproc}")
+            torchrun(tmp, nproc, *args)
+            done[key] = tmp
+        return done[key]
+
+    return get

@@ -353,6 +353,27 @@ class Run:
         JSON is most of a run's bytes, so this loads several times faster."""
         return self._table("events", tuple(c for c in EVENT_COLUMNS if c != "args"))
 
+    def events_named(self, pattern: str) -> pl.DataFrame:
+        """Every column (``args`` too) of the events whose name matches the regular expression
+        ``pattern``: what an analysis needs the args of, without loading every event's."""
+        full = self._cache.get(("events", None))
+        if full is not None:
+            return full.filter(pl.col("name").str.contains(pattern))
+        frames = []
+        sources = [(None, self.path, [])] if not self.parts else self.parts
+        for rank, directory, samples in sources:
+            shifts = [e for e in (ranks.offset_expr("start_ns", samples),) if e is not None]
+            if rank is not None:
+                shifts.append(pl.lit(rank, dtype=pl.Int32).alias("rank"))
+            for part in _parts(directory / "events"):
+                try:
+                    df = pl.scan_parquet(part, glob=False).filter(pl.col("name").str.contains(pattern)).collect()
+                except Exception:  # unreadable parts are reported when the events are read
+                    continue
+                frames.append(df.with_columns(shifts) if shifts else df)
+        empty = pl.DataFrame(schema={f.name: _POLARS_TYPES[f.type] for f in EVENT_SCHEMA})
+        return pl.concat([f.cast(dict(empty.schema)) for f in frames]) if frames else empty
+
     @property
     def counters(self) -> pl.DataFrame:
         return self._table("counters")

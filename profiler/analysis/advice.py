@@ -12,8 +12,9 @@ from typing import Any
 
 import polars as pl
 
-from accelscope.analysis.causes import ADVICE, CAUSE_TEXT, CAUSES, INPUT_WAIT
+from accelscope.analysis.causes import ADVICE, CAUSE_TEXT, CAUSES, HOST_COMPUTE, INPUT_WAIT, RANK_WAIT
 from accelscope.analysis.report import Recommendation
+from accelscope.analysis.stragglers import Straggler
 from accelscope.verdicts import RECOMMEND_SHARE
 
 
@@ -50,3 +51,42 @@ def recommend(
             evidence = f"input wait is {share:.1%} of step time{input_evidence()}"
         out.append(Recommendation(cause, evidence, ADVICE[cause], share, mean_step_ns - per_step, mean_step_ns))
     return out
+
+
+# What the late rank should change, by the cause of its lateness (stragglers.LATE_CAUSES).
+_LATE_ADVICE = {
+    "device_work": "give it less work (uneven batches or sequence lengths, an unbalanced model or pipeline split) "
+                   "or find why its device is slower (clocks, thermals, another job on it)",
+    "communication": "its earlier collectives take longer: check its links (NVLink/PCIe/network) and its NIC",
+    RANK_WAIT: "it waits for yet another rank first: fix that rank",
+}
+# Exposed communication: collective time the device spends with no compute beside it.
+EXPOSED_COMM_SHARE = 0.10
+EXPOSED_COMM_ADVICE = (
+    "overlap communication with compute (DDP bucket_cap_mb, FSDP prefetch, no synchronising call between backward and "
+    "the optimizer), send less (gradient compression, fewer/larger buckets, bf16 gradients), or a faster interconnect"
+)
+
+
+def straggler_advice(stragglers: list[Straggler]) -> list[Recommendation]:
+    """One recommendation per straggler: its rank, why it is late, what to change there, and
+    the job's step time if it were not late."""
+    out = []
+    for s in stragglers:
+        action = f"on rank {s.rank}, {_LATE_ADVICE.get(s.cause) or ADVICE.get(s.cause, ADVICE[HOST_COMPUTE])}"
+        evidence = (f"rank {s.rank} arrives last at collectives and holds every other rank back {s.cost_ns_per_step / 1e6:.1f} ms "
+                    f"per step ({s.share_of_step:.1%} of step time); before arriving it spent more time than the others in {s.cause_label}")
+        out.append(Recommendation(RANK_WAIT, evidence, action, s.share_of_step, s.projected_step_ns, s.mean_step_ns))
+    return out
+
+
+def exposed_communication(comm_ns: int, total_ns: int, n_steady: int, mean_step_ns: float) -> list[Recommendation]:
+    """A recommendation when collectives run with no compute beside them for at least
+    ``EXPOSED_COMM_SHARE`` of step time (the breakdown's communication: each instant of a
+    collective that no compute kernel overlaps)."""
+    share = comm_ns / total_ns if total_ns else 0.0
+    if share < EXPOSED_COMM_SHARE:
+        return []
+    per_step = comm_ns / max(n_steady, 1)
+    evidence = f"communication not overlapped with compute is {share:.1%} of step time ({per_step / 1e6:.1f} ms per step)"
+    return [Recommendation("communication", evidence, EXPOSED_COMM_ADVICE, share, mean_step_ns - per_step, mean_step_ns)]

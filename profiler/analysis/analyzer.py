@@ -18,15 +18,18 @@ from __future__ import annotations
 import polars as pl
 
 from accelscope.analysis import causes as C
-from accelscope.analysis.advice import dataloader_evidence, recommend
-from accelscope.analysis.breakdown import BREAKDOWN, RankResult, analyze_rank, empty_gaps
+from accelscope.analysis import collectives as K
+from accelscope.analysis.advice import dataloader_evidence, exposed_communication, recommend, straggler_advice
+from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RankResult, analyze_rank, empty_gaps, step_windows
 from accelscope.analysis.busy import summarise_busy
 from accelscope.analysis.launches import match_launches, summarise
 from accelscope.analysis.report import Basis, Report, RunInfo
 from accelscope.analysis.steps import finish_steps, mark_outliers, traced_mask
+from accelscope.analysis.stragglers import attribute, named, rank_table
 from accelscope.analysis.tables import merge_names
 from accelscope.analysis.utilisation import device_utilisation
 from accelscope.errors import AccelscopeError
+from accelscope.traces import schema as S
 from accelscope.traces.run import Run
 from accelscope.verdicts import verdict_for
 
@@ -80,8 +83,13 @@ def analyze(run: Run) -> Report:
         events = events.filter(pl.col("dur_ns") >= 0)
     if events["rank"].n_unique() == 1:  # splitting would copy every column
         results: list[RankResult] = [analyze_rank(events, int(events["rank"][0]))]
+        colls = K.empty()
     else:
-        results = [analyze_rank(ev, int(rank)) for (rank,), ev in events.group_by(["rank"], maintain_order=True)]
+        by_rank = [(int(rank), ev) for (rank,), ev in events.group_by(["rank"], maintain_order=True)]
+        tolerance = _clock_tolerance(run.meta)
+        colls = _match_collectives(run, events, by_rank, tolerance)
+        notes.extend(colls.notes)
+        results = [analyze_rank(ev, rank, K.wait_intervals(colls.arrivals, rank) if colls.arrivals.height else None) for rank, ev in by_rank]
     for r in results:
         notes.extend(n if len(results) == 1 else f"rank {r.rank}: {n}" for n in r.notes)
     has_device = any(r.has_device for r in results)
@@ -100,7 +108,7 @@ def analyze(run: Run) -> Report:
     partial_timing = 0 < n_timed < steady.height
     # Device work exists only in traced steps; input waits, under Keras fit, only in timed ones.
     analysed_rows = steady_rows
-    if partial_trace and has_device:
+    if partial_trace and (has_device or colls.instances.height):  # collectives too are seen only in traced steps
         analysed_rows = analysed_rows & pl.col("traced")
     if partial_timing:
         analysed_rows = analysed_rows & pl.col("input_timed")
@@ -154,7 +162,15 @@ def analyze(run: Run) -> Report:
     kernels_by_name = merge_names([r.kernel_names for r in results], tables_total)
     ops_by_name = merge_names([r.op_names for r in results], tables_total)
     host_names = pl.concat([r.host_names for r in results]).unique() if len(results) > 1 else results[0].host_names
+    # -- across ranks: who waited for whom ------------------------------------------------------
+    tolerance = _clock_tolerance(run.meta)
+    candidates, straggler_costs = attribute(colls.instances, colls.arrivals, steps, results, tolerance)
+    stragglers = named(candidates)
+    ranks = rank_table(steps, colls.instances, colls.arrivals, gaps, list(run.meta.get("incomplete_ranks") or []), tolerance) if len(results) > 1 else None
     advice = recommend(idle_by_cause, total, steady.height, mean_step, has_device, lambda: dataloader_evidence(run.meta, host_names))
+    if stragglers:  # the wait's own advice is the straggler's cause, said with its rank
+        advice = straggler_advice(stragglers) + [a for a in advice if a.cause != C.RANK_WAIT]
+    advice += exposed_communication(breakdown_ns[COMMUNICATION], total, steady.height, mean_step)
     return Report(
         run=_run_info(run, devices),
         timing_basis=_basis("steady", steady, "steady"),
@@ -177,4 +193,31 @@ def analyze(run: Run) -> Report:
         launches=launches,
         notes=notes,
         advice=advice,
+        ranks=ranks,
+        stragglers=stragglers,
+        straggler_share=candidates[0].share_of_step if candidates else 0.0,
+        collectives=colls.instances,
+        arrivals=colls.arrivals,
+        straggler_costs=straggler_costs,
+        unmatched_collectives=colls.unmatched,
     )
+
+
+def _clock_tolerance(meta: dict) -> int:
+    """How far apart two ranks' clocks may be: twice the largest offset error measured when
+    the run was recorded (0 for imported traces, kept as recorded)."""
+    errors = [p.get("clock_error_ns") for p in meta.get("rank_parts") or [] if isinstance(p, dict)]
+    errors = [e for e in errors if isinstance(e, int)]
+    return 2 * max(errors) if errors else 0
+
+
+def _match_collectives(run: Run, events: pl.DataFrame, by_rank: list[tuple[int, pl.DataFrame]], tolerance: int) -> K.Matched:
+    """Every rank's collectives (with their args), matched into instances."""
+    rows = run.events_named(K.ANY_NAME).filter(pl.col("dur_ns") >= 0)
+    if rows.height == 0:
+        return K.empty()
+    ids = rows.filter(pl.col("device") != "cpu")["correlation_id"].drop_nulls().unique()
+    launches = events.filter((pl.col("kind") == S.RUNTIME) & pl.col("correlation_id").is_in(ids.implode())) if ids.len() else None
+    found = K.find(rows, launches)
+    windows = pl.concat([step_windows(ev)[0].with_columns(rank=pl.lit(rank, dtype=pl.Int32)) for rank, ev in by_rank])
+    return K.match(found, windows, tolerance)

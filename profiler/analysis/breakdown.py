@@ -22,13 +22,14 @@ import polars as pl
 
 from accelscope.analysis import causes as C
 from accelscope.analysis.busy import CLASS_CODE, COMM, COMPUTE, DEVICE_STEPS_SCHEMA, STREAM_STEPS_SCHEMA, busy_per_step, with_class
-from accelscope.analysis.intervals import covered_within, gaps_within, union
+from accelscope.analysis.intervals import covered_within, gaps_within, subtract, union
 from accelscope.analysis.tables import partial_names
 from accelscope.traces import schema as S
 
 # Per-step categories, in priority order: each instant of a step counts once, for the
 # first category active then (the former TensorBoard plugin's rule, extended).
 KERNEL = "kernel"
+RANK_WAIT = "rank_wait"  # inside a collective, waiting for the last rank to arrive (collectives.py)
 COMMUNICATION = "communication"
 MEMCPY = "memcpy"
 MEMSET = "memset"
@@ -36,7 +37,7 @@ RUNTIME = "runtime"
 INPUT_WAIT = "input_wait"
 HOST_COMPUTE = "host_compute"
 OTHER_IDLE = "other_idle"
-BREAKDOWN = (KERNEL, COMMUNICATION, MEMCPY, MEMSET, RUNTIME, INPUT_WAIT, HOST_COMPUTE, OTHER_IDLE)
+BREAKDOWN = (KERNEL, RANK_WAIT, COMMUNICATION, MEMCPY, MEMSET, RUNTIME, INPUT_WAIT, HOST_COMPUTE, OTHER_IDLE)
 DEVICE_CATEGORIES = (KERNEL, COMMUNICATION, MEMCPY, MEMSET)
 
 FALLBACK_WINDOWS = 10
@@ -57,6 +58,8 @@ class RankResult:
     op_names: pl.DataFrame  # tables.partial_names of the cpu_op slices
     host_names: pl.Series  # every distinct host slice name
     notes: list[str] = field(default_factory=list)
+    # The breakdown's layers, for ``categories_within`` any window (stragglers.py).
+    layers: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def n_devices(self) -> int:
@@ -114,8 +117,27 @@ def _exclusive(layers: list[tuple[np.ndarray, np.ndarray]], win_s: np.ndarray, w
     return out
 
 
-def analyze_rank(events: pl.DataFrame, rank: int) -> RankResult:
-    """Steps, gaps and busy time of one rank's events."""
+def categories_within(layers: dict[str, tuple[np.ndarray, np.ndarray]], has_device: bool, win_s: np.ndarray, win_e: np.ndarray) -> dict[str, np.ndarray]:
+    """Time per breakdown category in each window [win_s, win_e): each instant once, for
+    the first category active then. With a device, its work comes first; on CPU-only
+    ranks the training thread computes whenever it is not waiting (for input, another
+    rank, a collective or a sync), since light-mode runs record no ops."""
+    dur = np.asarray(win_e, dtype=np.int64) - np.asarray(win_s, dtype=np.int64)
+    if has_device:
+        order = [c for c in BREAKDOWN if c != OTHER_IDLE]
+        excl = dict(zip(order, _exclusive([layers[c] for c in order], win_s, win_e)))
+        excl[OTHER_IDLE] = dur - sum(excl.values())
+        return excl
+    order = [INPUT_WAIT, RANK_WAIT, OTHER_IDLE]
+    excl = {c: np.zeros(dur.shape, dtype=np.int64) for c in BREAKDOWN}
+    excl.update(zip(order, _exclusive([layers[c] for c in order], win_s, win_e)))
+    excl[HOST_COMPUTE] = dur - sum(excl[c] for c in order)
+    return excl
+
+
+def analyze_rank(events: pl.DataFrame, rank: int, rank_wait: tuple[np.ndarray, np.ndarray] | None = None) -> RankResult:
+    """Steps, gaps and busy time of one rank's events. ``rank_wait``: the intervals this
+    rank spent in collectives waiting for the last rank to arrive (collectives.py)."""
     windows, notes = step_windows(events)
     win_s = windows["start_ns"].to_numpy()
     win_e = windows["end_ns"].to_numpy()
@@ -147,28 +169,21 @@ def analyze_rank(events: pl.DataFrame, rank: int) -> RankResult:
     # -- per-step breakdown ------------------------------------------------------------------
     kernel = device_ev.filter(pl.col("cls") == CLASS_CODE[COMPUTE])
     communication = device_ev.filter(pl.col("cls") == CLASS_CODE[COMM])
+    wait_s, wait_e = rank_wait if rank_wait is not None else (np.empty(0, np.int64), np.empty(0, np.int64))
     layers = {
         KERNEL: _intervals(kernel),
+        RANK_WAIT: (wait_s, wait_e),
         COMMUNICATION: _intervals(communication),
         MEMCPY: _intervals(device_ev.filter(pl.col("kind") == S.MEMCPY)),
         MEMSET: _intervals(device_ev.filter(pl.col("kind") == S.MEMSET)),
         RUNTIME: _intervals(on_drivers.filter(pl.col("kind") == S.RUNTIME)),
         INPUT_WAIT: _intervals(inputs),
         HOST_COMPUTE: _intervals(on_drivers.filter(pl.col("cause") != code[C.INPUT_WAIT])),
+        # CPU-only ranks: the training thread's waits on collectives and syncs.
+        OTHER_IDLE: _intervals(on_drivers.filter(pl.col("cause").is_in([code[C.COLLECTIVE], code[C.SYNC]]))),
     }
-    if has_device:
-        excl = dict(zip(layers, _exclusive(list(layers.values()), win_s, win_e)))
-        excl[OTHER_IDLE] = dur - sum(excl.values())
-        busy = sum(excl[c] for c in DEVICE_CATEGORIES)
-    else:
-        # CPU-only: the training thread computes whenever it is not waiting (for input, a
-        # collective or a sync); light-mode runs record no ops, so absence is not idleness.
-        waits = _exclusive([layers[INPUT_WAIT], _intervals(on_drivers.filter(pl.col("cause").is_in([code[C.COLLECTIVE], code[C.SYNC]])))], win_s, win_e)
-        excl = {c: np.zeros(win_s.shape, dtype=np.int64) for c in BREAKDOWN}
-        excl[INPUT_WAIT] = waits[0]
-        excl[OTHER_IDLE] = waits[1]
-        excl[HOST_COMPUTE] = dur - waits[0] - waits[1]
-        busy = excl[HOST_COMPUTE]
+    excl = categories_within(layers, has_device, win_s, win_e)
+    busy = sum(excl[c] for c in DEVICE_CATEGORIES) if has_device else excl[HOST_COMPUTE]
     steps = windows.with_columns(
         pl.Series("rank", np.full(windows.height, rank, dtype=np.int32)),
         pl.Series("dur_ns", dur),
@@ -188,13 +203,20 @@ def analyze_rank(events: pl.DataFrame, rank: int) -> RankResult:
 
     # -- idle gaps and their causes ------------------------------------------------------------
     # One layer per host cause in the table's priority order; the remainder is what is left.
-    cause_layers = [_intervals((host if c.any_thread else on_drivers).filter(pl.col("cause") == code[c.name])) for c in C.HOST_CAUSES]
+    cause_layers = [
+        (wait_s, wait_e) if c.cross_rank else _intervals((host if c.any_thread else on_drivers).filter(pl.col("cause") == code[c.name]))
+        for c in C.HOST_CAUSES
+    ]
     if has_device:
+        # A collective waiting for the last rank keeps the device occupied but not working.
         idle_targets = list(busy_unions.items())
+        if wait_s.size:
+            ks, ke = (np.concatenate(x) for x in zip(layers[KERNEL], layers[MEMCPY], layers[MEMSET]))
+            only_s, only_e = subtract(wait_s, wait_e, ks, ke)
+            idle_targets = [(d, subtract(bs, be, only_s, only_e)) for d, (bs, be) in idle_targets]
     else:
         # Idle = waiting: the busy time is everything else in the steps.
-        waiting = on_drivers.filter(pl.col("cause").is_in([code[C.COLLECTIVE], code[C.SYNC]]))
-        ws, we = (np.concatenate(x) for x in zip(_intervals(inputs), _intervals(waiting)))
+        ws, we = (np.concatenate(x) for x in zip(layers[INPUT_WAIT], layers[RANK_WAIT], layers[OTHER_IDLE]))
         busy_s, busy_e, _ = gaps_within(ws, we, win_s, win_e)
         idle_targets = [("cpu", (busy_s, busy_e))]
     gap_frames = []
@@ -224,7 +246,7 @@ def analyze_rank(events: pl.DataFrame, rank: int) -> RankResult:
     if runtime is None:
         runtime = device_ev.clear().select("rank", "correlation_id", "start_ns", "dur_ns")
     kernel_names = partial_names(device_ev.lazy())
-    return RankResult(rank, steps, gaps, device_steps, stream_steps, has_device, device_ev, runtime, kernel_names, op_names, host_names, notes)
+    return RankResult(rank, steps, gaps, device_steps, stream_steps, has_device, device_ev, runtime, kernel_names, op_names, host_names, notes, layers)
 
 
 def empty_gaps() -> pl.DataFrame:

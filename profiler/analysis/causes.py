@@ -30,6 +30,7 @@ class Cause:
     any_thread: bool = False  # counts on any host thread, not only those that drive the device
     fallback: bool = False  # every other host activity (the last recognisable cause)
     remainder: bool = False  # the idle time no host slice explains (the last row)
+    cross_rank: bool = False  # found by matching collectives across ranks, not from host slices
 
 
 # Name rules, kept apart for docs/analysis.md and the tests.
@@ -40,6 +41,7 @@ SYNC_NAME = r"(?i)synchronize$|^cuda(Device|Stream|Event)Synchronize|^hip(Device
 OPTIMIZER_NAME = r"^Optimizer\.(step|zero_grad)|^optimizer$|^(?i:adam|adamw|sgd|lamb|adagrad)\b"
 PROFILER_NAME = r"^(Activity Buffer Request|Profiler|cupti|CUPTI|\[memory\])"
 
+RANK_WAIT = "rank_wait"
 INPUT_WAIT = "input_wait"
 H2D_COPY = "h2d_copy"
 COLLECTIVE = "collective_wait"
@@ -51,6 +53,11 @@ NO_HOST = "no_host_activity"
 
 # In priority order.
 TABLE: tuple[Cause, ...] = (
+    Cause(
+        RANK_WAIT, "waiting for another rank in a collective",
+        "the rank that arrives last holds every other rank back: fix its own cause (see the straggler table)",
+        cross_rank=True,
+    ),
     Cause(
         INPUT_WAIT, "waiting for input",
         "raise DataLoader num_workers, set pin_memory=True and persistent_workers=True, prefetch (prefetch_factor; "
@@ -101,7 +108,8 @@ CAUSES: tuple[str, ...] = tuple(c.name for c in TABLE)
 BY_NAME: dict[str, Cause] = {c.name: c for c in TABLE}
 CAUSE_TEXT: dict[str, str] = {c.name: c.label for c in TABLE}
 ADVICE: dict[str, str] = {c.name: c.advice for c in TABLE}
-# The causes a host slice can stand for (all but the remainder), in priority order.
+# The causes an instant of idle time can be given (all but the remainder), in priority order:
+# a host slice's, or (``cross_rank``) a collective's wait for the last rank.
 HOST_CAUSES: tuple[Cause, ...] = tuple(c for c in TABLE if not c.remainder)
 
 

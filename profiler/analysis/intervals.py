@@ -100,3 +100,16 @@ def gaps_within(
     idx = np.searchsorted(win_starts, mid, side="right") - 1
     inside = (idx >= 0) & (mid < win_ends[np.clip(idx, 0, None)])
     return gs[inside], ge[inside], idx[inside]
+
+
+def subtract(starts: np.ndarray, ends: np.ndarray, cut_starts: np.ndarray, cut_ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The parts of the union of [starts, ends) that no [cut_starts, cut_ends) covers."""
+    s, e = union(starts, ends)
+    cs, ce = union(cut_starts, cut_ends)
+    if s.size == 0 or cs.size == 0:
+        return s, e
+    s, e = split_at(s, e, np.concatenate((cs, ce)))
+    # Pieces are split at every cut edge, so each lies wholly inside or outside the cuts.
+    k = np.searchsorted(cs, s, side="right") - 1
+    covered = (k >= 0) & (s < ce[np.clip(k, 0, None)])
+    return s[~covered], e[~covered]

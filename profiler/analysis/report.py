@@ -21,7 +21,9 @@ import polars as pl
 
 from accelscope.analysis.breakdown import BREAKDOWN
 from accelscope.analysis.causes import CAUSE_TEXT, CAUSES
+from accelscope.analysis.collectives import summary as collective_summary
 from accelscope.analysis.launches import Launches
+from accelscope.analysis.stragglers import Straggler
 from accelscope.verdicts import HIGH_THRESHOLD, MODERATE_THRESHOLD, VERDICT_TEXT
 
 # Version of the ``analyze --json`` / ``diff --json`` documents: raised when a key changes meaning or goes.
@@ -121,6 +123,14 @@ class Report:
     launches: Launches
     notes: list[str] = field(default_factory=list)
     advice: list[Recommendation] = field(default_factory=list)
+    # Across ranks (stragglers.py, collectives.py); None / empty for a single rank.
+    ranks: pl.DataFrame | None = None  # per rank: step time, busy, wait for other ranks, last arrivals, main cause
+    stragglers: list[Straggler] = field(default_factory=list)  # most costly first
+    straggler_share: float = 0.0  # the costliest last-arriving rank's share of step time, straggler or not
+    collectives: pl.DataFrame | None = None  # per matched collective instance (collectives.INSTANCES_SCHEMA)
+    arrivals: pl.DataFrame | None = None  # per instance and rank: arrival, end, wait
+    straggler_costs: pl.DataFrame | None = None  # per late instance: the late rank and what it cost
+    unmatched_collectives: int = 0
 
     @property
     def run_name(self) -> str:
@@ -184,6 +194,11 @@ class Report:
         """A time over the steady steps, per steady step, in ms."""
         return ns / max(self.n_steady, 1) / 1e6
 
+    @property
+    def collectives_by_kind(self) -> pl.DataFrame:
+        """Per collective kind, group and size: count, transfer time, bandwidth."""
+        return collective_summary(self.collectives if self.collectives is not None else pl.DataFrame(schema={}))
+
     def to_dict(self) -> dict[str, Any]:
         """The ``analyze --json`` document (schema in docs/cli.md): every time in µs."""
         return {
@@ -211,6 +226,14 @@ class Report:
             "top_kernels": table_json(self.top_kernels),
             "top_ops": table_json(self.top_ops),
             "launches": self.launches.to_dict(),
+            "ranks": table_json(self.ranks) if self.ranks is not None else [],
+            "stragglers": [s.to_dict() for s in self.stragglers],
+            "straggler_share": round(self.straggler_share, 6),
+            "collectives": {
+                "instances": self.collectives.height if self.collectives is not None else 0,
+                "unmatched_events": self.unmatched_collectives,
+                "by_kind": table_json(self.collectives_by_kind),
+            },
             "notes": self.notes,
         }
 

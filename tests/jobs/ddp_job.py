@@ -18,6 +18,7 @@ import time
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 
@@ -29,6 +30,7 @@ def main() -> None:
     ap.add_argument("--inject", choices=("loader", "compute", "none"), default="none")
     ap.add_argument("--delay-ms", type=float, default=20.0, help="loader sleep or extra compute per step on the straggler")
     ap.add_argument("--mode", default="full")
+    ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--truth-dir", default=None, help="where truth-rank-N.json goes (default: OUT's parent)")
     ap.add_argument("--bare", action="store_true", help="no accelscope.profile (run under accelscope run)")
     ap.add_argument("--die-at-step", type=int, default=-1, help="this rank (--die-rank) kills itself with SIGKILL at this step")
@@ -40,12 +42,21 @@ def main() -> None:
     torch.manual_seed(0)
     model = DDP(nn.Sequential(nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    # The truth about waiting, measured by the job itself: when this rank handed each
+    # gradient bucket to its all_reduce (its arrival), on the host's epoch clock.
+    arrivals: list[tuple[int, int, int]] = []
+
+    def arrival_hook(state, bucket):
+        arrivals.append((len(steps), bucket.index(), time.time_ns()))
+        return default_hooks.allreduce_hook(None, bucket)
+
+    model.register_comm_hook(None, arrival_hook)
     slow = rank == args.straggler
     delay_s = args.delay_ms / 1e3
     injected: list[int] = []
 
     def batches():
-        x, y = torch.randn(64, 256), torch.randint(0, 10, (64,))
+        x, y = torch.randn(args.batch, 256), torch.randint(0, 10, (args.batch,))
         for _ in range(args.steps):
             t0 = time.perf_counter_ns()
             if slow and args.inject == "loader":
@@ -66,10 +77,10 @@ def main() -> None:
     prof = None
     if not args.bare:
         prof = accelscope.profile(args.out, mode=args.mode, schedule=Schedule(skip_first=2, wait=0, warmup=1, active=max(args.steps - 4, 1), repeat=1))
-    steps: list[tuple[int, int]] = []
+    steps: list[tuple[int, int]] = []  # (start, end) of each step, time.time_ns
     with prof if prof is not None else contextlib.nullcontext():
         data = prof.iter(batches()) if prof is not None else batches()
-        t_start = time.perf_counter_ns()
+        t_start = time.time_ns()
         for i, (x, y) in enumerate(data):
             if i == args.die_at_step and rank == args.die_rank:
                 time.sleep(1.5)  # let the recorder flush what it has
@@ -82,13 +93,13 @@ def main() -> None:
             opt.step()
             if prof is not None:
                 prof.step()
-            t_end = time.perf_counter_ns()
+            t_end = time.time_ns()
             steps.append((t_start, t_end))
             t_start = t_end
     truth_dir = args.truth_dir or os.path.dirname(os.path.abspath(args.out))
     with open(os.path.join(truth_dir, f"truth-rank-{rank}.json"), "w") as fh:
         json.dump({"rank": rank, "straggler": args.straggler, "inject": args.inject,
-                   "injected_ns": injected, "step_ns": [e - s for s, e in steps],
+                   "injected_ns": injected, "step_ns": [e - s for s, e in steps], "steps": steps, "arrivals": arrivals,
                    "run_dir": str(prof.run_dir) if prof is not None else None}, fh)
     dist.destroy_process_group()
 

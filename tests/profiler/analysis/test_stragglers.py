@@ -1,0 +1,112 @@
+"""Straggler attribution on real DDP jobs (torchrun, gloo, this CPU) with injected stragglers:
+the right rank, the right cause, and each waiting rank's wait against the truth the job
+measured itself (a DDP comm hook's arrival timestamps)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from accelscope.analysis import analyze
+from accelscope.analysis import causes as C
+from accelscope.traces.run import Run
+from accelscope.verdicts import STRAGGLER_SHARE
+from tests.jobs.launch import COMPUTE_2, LOADER_2, LOADER_3, NONE_2, truth_wait_shares, truths
+
+TOLERANCE = 0.03  # ±3 percentage points of step time
+
+
+def _report(job_dir):
+    return analyze(Run.open(job_dir / "ddp"))
+
+
+def _analysed_steps(report, rank: int) -> set[int]:
+    return set(report.steps.filter(pl.col("analysed") & (pl.col("rank") == rank))["step"].to_list())
+
+
+def _check_waits(job_dir, report, straggler: int) -> None:
+    truth = truths(job_dir)
+    measured = dict(zip(report.ranks["rank"].to_list(), report.ranks["collective_wait_share"].to_list()))
+    for rank in truth:
+        if rank == straggler:
+            continue
+        expected = truth_wait_shares(truth, _analysed_steps(report, rank))[rank]
+        assert expected > 0.2, f"the injection should make rank {rank} wait (truth {expected:.1%})"
+        assert abs(measured[rank] - expected) <= TOLERANCE, f"rank {rank}: waited {measured[rank]:.1%}, truth {expected:.1%}"
+
+
+@pytest.fixture(scope="module")
+def loader_2(ddp_job):
+    return ddp_job(*LOADER_2)
+
+
+@pytest.fixture(scope="module")
+def compute_2(ddp_job):
+    return ddp_job(*COMPUTE_2)
+
+
+@pytest.fixture(scope="module")
+def loader_3(ddp_job):
+    return ddp_job(*LOADER_3)
+
+
+def test_a_rank_whose_loader_sleeps_is_the_straggler_with_input_wait(loader_2):
+    report = _report(loader_2)
+    assert [s.rank for s in report.stragglers] == [1]
+    assert report.stragglers[0].cause == C.INPUT_WAIT
+
+
+def test_the_other_rank_waits_as_long_as_the_job_measured(loader_2):
+    _check_waits(loader_2, _report(loader_2), straggler=1)
+
+
+def test_the_waiting_rank_idles_for_the_other_rank_not_for_host_compute(loader_2):
+    report = _report(loader_2)
+    row = report.ranks.filter(pl.col("rank") == 0).row(0, named=True)
+    assert row["main_cause"] == C.RANK_WAIT and row["last_arrivals"] == 0
+
+
+def test_the_straggler_costs_about_its_injected_delay_or_more(loader_2):
+    """On this shared 2-core machine a sleeping rank's neighbours also slow its compute a
+    little, so the cost is at least the injected sleep and at most a few times it."""
+    truth = truths(loader_2)[1]
+    injected = sum(truth["injected_ns"]) / len(truth["injected_ns"])
+    assert 0.8 * injected <= _report(loader_2).stragglers[0].cost_ns_per_step <= 3 * injected
+
+
+def test_a_rank_with_extra_compute_is_the_straggler_with_host_compute(compute_2):
+    report = _report(compute_2)
+    assert [s.rank for s in report.stragglers] == [0]
+    assert report.stragglers[0].cause == C.HOST_COMPUTE
+
+
+def test_with_extra_compute_the_other_rank_waits_as_measured(compute_2):
+    _check_waits(compute_2, _report(compute_2), straggler=0)
+
+
+def test_without_an_injected_straggler_none_is_named(ddp_job):
+    report = _report(ddp_job(*NONE_2))
+    assert report.stragglers == []
+    # Scheduling noise on this shared machine still makes one rank or the other arrive last.
+    assert 0.0 <= report.straggler_share < STRAGGLER_SHARE
+
+
+def test_three_ranks_name_the_one_straggler_and_both_others_wait_for_it(loader_3):
+    report = _report(loader_3)
+    assert [s.rank for s in report.stragglers] == [2]
+    assert report.stragglers[0].cause == C.INPUT_WAIT
+    _check_waits(loader_3, report, straggler=2)
+
+
+def test_the_recommendation_names_the_straggler_and_projects_the_job_step(loader_2):
+    report = _report(loader_2)
+    first = report.advice[0]
+    assert first.cause == C.RANK_WAIT and "rank 1" in first.evidence
+    assert first.projected_step_ns == pytest.approx(report.stragglers[0].mean_step_ns - report.stragglers[0].cost_ns_per_step)
+
+
+def test_every_collective_is_matched_on_a_recorded_job(loader_2):
+    report = _report(loader_2)
+    assert report.unmatched_collectives == 0
+    per_rank = report.arrivals.group_by("rank").len()["len"].to_list()
+    assert len(per_rank) == 2 and per_rank[0] == per_rank[1] == report.collectives.height > 0
