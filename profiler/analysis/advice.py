@@ -80,13 +80,19 @@ def straggler_advice(stragglers: list[Straggler]) -> list[Recommendation]:
     return out
 
 
-def exposed_communication(comm_ns: int, total_ns: int, n_steady: int, mean_step_ns: float) -> list[Recommendation]:
+def exposed_communication(comm_ns: int, wait_ns: int, total_ns: int, n_steady: int, mean_step_ns: float, straggler_named: bool) -> list[Recommendation]:
     """A recommendation when collectives run with no compute beside them for at least
-    ``EXPOSED_COMM_SHARE`` of step time (the breakdown's communication: each instant of a
-    collective that no compute kernel overlaps)."""
-    share = comm_ns / total_ns if total_ns else 0.0
+    ``EXPOSED_COMM_SHARE`` of step time: the breakdown's communication (transfer) and, unless
+    a straggler's own recommendation already covers it, its waiting for the last rank."""
+    exposed = comm_ns + (0 if straggler_named else wait_ns)
+    share = exposed / total_ns if total_ns else 0.0
     if share < EXPOSED_COMM_SHARE:
         return []
-    per_step = comm_ns / max(n_steady, 1)
-    evidence = f"communication not overlapped with compute is {share:.1%} of step time ({per_step / 1e6:.1f} ms per step)"
-    return [Recommendation("communication", evidence, EXPOSED_COMM_ADVICE, share, mean_step_ns - per_step, mean_step_ns)]
+    per_step = exposed / max(n_steady, 1)
+    evidence = f"collectives run with no compute beside them {share:.1%} of step time ({per_step / 1e6:.1f} ms per step"
+    if not straggler_named and wait_ns:
+        evidence += f": {wait_ns / total_ns:.1%} waiting for the last rank to arrive, {comm_ns / total_ns:.1%} transferring"
+    action = EXPOSED_COMM_ADVICE
+    if not straggler_named and wait_ns > comm_ns:
+        action += "; most of it is waiting for late ranks, no single one consistently: balance the work per rank (the Ranks table's arrivals)"
+    return [Recommendation("communication", evidence + ")", action, share, mean_step_ns - per_step, mean_step_ns)]

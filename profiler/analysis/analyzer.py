@@ -20,7 +20,7 @@ import polars as pl
 from accelscope.analysis import causes as C
 from accelscope.analysis import collectives as K
 from accelscope.analysis.advice import dataloader_evidence, exposed_communication, recommend, straggler_advice
-from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RankResult, analyze_rank, empty_gaps, step_windows
+from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RANK_WAIT, RankResult, analyze_rank, empty_gaps, step_windows
 from accelscope.analysis.busy import summarise_busy
 from accelscope.analysis.launches import match_launches, summarise
 from accelscope.analysis.report import Basis, Report, RunInfo
@@ -168,9 +168,11 @@ def analyze(run: Run) -> Report:
     stragglers = named(candidates)
     ranks = rank_table(steps, colls.instances, colls.arrivals, gaps, list(run.meta.get("incomplete_ranks") or []), tolerance) if len(results) > 1 else None
     advice = recommend(idle_by_cause, total, steady.height, mean_step, has_device, lambda: dataloader_evidence(run.meta, host_names))
-    if stragglers:  # the wait's own advice is the straggler's cause, said with its rank
-        advice = straggler_advice(stragglers) + [a for a in advice if a.cause != C.RANK_WAIT]
-    advice += exposed_communication(breakdown_ns[COMMUNICATION], total, steady.height, mean_step)
+    # Waiting for other ranks is advised on as the straggler's own cause, said with its rank,
+    # or (no straggler) as exposed communication; largest share first, stragglers leading.
+    advice = [a for a in advice if a.cause != C.RANK_WAIT]
+    advice += exposed_communication(breakdown_ns[COMMUNICATION], breakdown_ns[RANK_WAIT], total, steady.height, mean_step, bool(stragglers))
+    advice = straggler_advice(stragglers) + sorted(advice, key=lambda a: -a.idle_share)
     return Report(
         run=_run_info(run, devices),
         timing_basis=_basis("steady", steady, "steady"),

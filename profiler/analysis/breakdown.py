@@ -214,6 +214,13 @@ def analyze_rank(events: pl.DataFrame, rank: int, rank_wait: tuple[np.ndarray, n
             ks, ke = (np.concatenate(x) for x in zip(layers[KERNEL], layers[MEMCPY], layers[MEMSET]))
             only_s, only_e = subtract(wait_s, wait_e, ks, ke)
             idle_targets = [(d, subtract(bs, be, only_s, only_e)) for d, (bs, be) in idle_targets]
+            # ... so busy time per device leaves it out too (its occupancy is the comm class).
+            busy_by_device = pl.concat([
+                pl.DataFrame({"device": [d] * win_s.size, "step": windows["step"], "_busy": covered_within(bs, be, win_s, win_e, merged=True)})
+                for d, (bs, be) in idle_targets
+            ])
+            device_steps = device_steps.join(busy_by_device, on=["device", "step"], how="left").with_columns(
+                busy_ns=pl.coalesce("_busy", "busy_ns")).drop("_busy")
     else:
         # Idle = waiting: the busy time is everything else in the steps.
         ws, we = (np.concatenate(x) for x in zip(layers[INPUT_WAIT], layers[RANK_WAIT], layers[OTHER_IDLE]))

@@ -8,6 +8,7 @@ import pytest
 from accelscope.analysis import analyze
 from accelscope.cli import main
 from accelscope.traces.run import Run
+from tests.jobs.launch import LOADER_2, NONE_2
 
 
 def _cli(*args):
@@ -109,3 +110,25 @@ def test_a_long_run_prints_its_slowest_steps_slowest_first(tmp_path):
     block = text.split("Steps (the 20 slowest, slowest first)")[1]
     shown = [float(line.split("│")[3]) for line in block.splitlines() if line.count("│") >= 6][:20]
     assert shown == sorted(shown, reverse=True) and len(shown) == 20
+
+
+def test_analyze_prints_the_ranks_and_names_the_straggler(ddp_job, capsys):
+    run = ddp_job(*LOADER_2) / "ddp"
+    assert main(["analyze", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "straggler: rank 1 arrives last" in " ".join(out.split())
+    assert "Ranks" in out and "(straggler)" in out
+
+
+def test_analyze_json_has_ranks_and_stragglers(ddp_job, capsys):
+    assert main(["analyze", str(ddp_job(*LOADER_2) / "ddp"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["rank"] for r in doc["ranks"]] == [0, 1]
+    assert doc["stragglers"][0]["rank"] == 1 and doc["stragglers"][0]["cause"] == "input_wait"
+    assert doc["straggler_share"] == doc["stragglers"][0]["share_of_step"]
+
+
+def test_a_straggler_gate_fails_the_job_with_a_straggler_only(ddp_job):
+    gate = ("--fail-if", "straggler_share>0.1")
+    assert _cli("analyze", str(ddp_job(*LOADER_2) / "ddp"), *gate).returncode == 1
+    assert _cli("analyze", str(ddp_job(*NONE_2) / "ddp"), "--fail-if", "straggler_share>0.15").returncode == 0
