@@ -89,6 +89,10 @@ def analyze(run: Run) -> Report:
         tolerance = _clock_tolerance(run.meta)
         colls = _match_collectives(run, events, by_rank, tolerance)
         notes.extend(colls.notes)
+        if colls.instances.height == 0 and colls.unmatched == 0:
+            light = run.meta.get("mode") == "light"
+            notes.append("no collectives recorded on these ranks" + (": light mode records steps and input waits only; record with "
+                         "mode='full' to match collectives across ranks and find stragglers" if light else ": nothing to match across ranks"))
         results = [analyze_rank(ev, rank, K.wait_intervals(colls.arrivals, rank) if colls.arrivals.height else None) for rank, ev in by_rank]
     for r in results:
         notes.extend(n if len(results) == 1 else f"rank {r.rank}: {n}" for n in r.notes)
@@ -170,7 +174,9 @@ def analyze(run: Run) -> Report:
     advice = recommend(idle_by_cause, total, steady.height, mean_step, has_device, lambda: dataloader_evidence(run.meta, host_names))
     # Waiting for other ranks is advised on as the straggler's own cause, said with its rank,
     # or (no straggler) as exposed communication; largest share first, stragglers leading.
-    advice = [a for a in advice if a.cause != C.RANK_WAIT]
+    # A straggler's own cause is advised on once, with its rank and the job's projection
+    # (the run-wide figure averages it over ranks that never had it).
+    advice = [a for a in advice if a.cause != C.RANK_WAIT and a.cause not in {s.cause for s in stragglers}]
     advice += exposed_communication(breakdown_ns[COMMUNICATION], breakdown_ns[RANK_WAIT], total, steady.height, mean_step, bool(stragglers))
     advice = straggler_advice(stragglers) + sorted(advice, key=lambda a: -a.idle_share)
     return Report(
