@@ -15,6 +15,9 @@ scaled to the steady steps' total. The kernel and op tables are over the traced 
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import polars as pl
 
 from accelscope.analysis import causes as C
@@ -93,7 +96,9 @@ def analyze(run: Run) -> Report:
             light = run.meta.get("mode") == "light"
             notes.append("no collectives recorded on these ranks" + (": light mode records steps and input waits only; record with "
                          "mode='full' to match collectives across ranks and find stragglers" if light else ": nothing to match across ranks"))
-        results = [analyze_rank(ev, rank, K.wait_intervals(colls.arrivals, rank) if colls.arrivals.height else None) for rank, ev in by_rank]
+        # Ranks are independent: Polars and NumPy release the GIL, so threads overlap them.
+        with ThreadPoolExecutor(max_workers=min(len(by_rank), os.cpu_count() or 1, 8)) as pool:
+            results = list(pool.map(lambda item: analyze_rank(item[1], item[0], K.wait_intervals(colls.arrivals, item[0]) if colls.arrivals.height else None), by_rank))
     for r in results:
         notes.extend(n if len(results) == 1 else f"rank {r.rank}: {n}" for n in r.notes)
     has_device = any(r.has_device for r in results)

@@ -23,7 +23,6 @@ transfer time; bus bandwidth = that × a factor of the kind and group size.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,24 +77,20 @@ def kind_expr(name: pl.Expr) -> pl.Expr:
     return expr.otherwise(pl.lit(None, dtype=pl.String))
 
 
+def _arg(args: pl.Expr, *keys: str) -> pl.Expr:
+    """The first of ``keys`` present in each row's args JSON, as a string (vectorised)."""
+    return pl.coalesce([args.str.json_path_match(f"$['{k}']") for k in keys])
+
+
 def _args_facts(args: pl.Series) -> pl.DataFrame:
     """Process group, sequence number and message bytes from Kineto's collective args."""
-    groups, seqs, sizes = [], [], []
-    for raw in args.to_list():  # a few thousand collective rows at most, not every event
-        try:
-            a = json.loads(raw) if raw else {}
-        except ValueError:
-            a = {}
-        if not isinstance(a, dict):
-            a = {}
-        group = a.get("Process Group Name") or a.get("pg_name") or a.get("Process Group Description")
-        seq = a.get("Seq", a.get("seq"))
-        n = a.get("In msg nelems", a.get("Out msg nelems"))
-        width = _DTYPE_BYTES.get(str(a.get("dtype", "")).lower())
-        groups.append(str(group) if group not in (None, "") else None)
-        seqs.append(int(seq) if isinstance(seq, (int, float)) or (isinstance(seq, str) and seq.lstrip("-").isdigit()) else None)
-        sizes.append(int(n) * width if isinstance(n, (int, float)) and width else None)
-    return pl.DataFrame({"group": groups, "seq": seqs, "size_bytes": sizes}, schema={"group": pl.String, "seq": pl.Int64, "size_bytes": pl.Int64})
+    a = pl.col("args")
+    width = _arg(a, "dtype").str.to_lowercase().replace_strict(list(_DTYPE_BYTES), list(_DTYPE_BYTES.values()), default=None, return_dtype=pl.Int64)
+    return args.to_frame("args").select(
+        group=_arg(a, "Process Group Name", "pg_name", "Process Group Description"),
+        seq=_arg(a, "Seq", "seq").cast(pl.Int64, strict=False),
+        size_bytes=_arg(a, "In msg nelems", "Out msg nelems").cast(pl.Float64, strict=False).cast(pl.Int64) * width,
+    )
 
 
 def find(events: pl.DataFrame, launches: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -138,15 +133,8 @@ def _facts_from_params(ev: pl.DataFrame, launches: pl.DataFrame | None) -> pl.Da
     device = ev.filter(pl.col("source") == "device")
     if params.height == 0 or device.height == 0 or launches is None or launches.height == 0:
         return ev
-    names = []
-    for raw in params["args"].to_list():
-        try:
-            a = json.loads(raw) if raw else {}
-        except ValueError:
-            a = {}
-        names.append(a.get("Collective name") if isinstance(a, dict) else None)
     p = params.select("rank", "tid", pl.col("start_ns").alias("_ps"), pl.col("end_ns").alias("_pe"), pl.col("group").alias("_g"),
-                      pl.col("seq").alias("_s"), pl.col("size_bytes").alias("_b"), pl.Series("_n", names, dtype=pl.String)).sort("_ps")
+                      pl.col("seq").alias("_s"), pl.col("size_bytes").alias("_b"), _arg(pl.col("args"), "Collective name").alias("_n")).sort("_ps")
     lk = launches.select("rank", "correlation_id", "tid", pl.col("start_ns").alias("_ls"))
     d = device.join(lk, on=["rank", "correlation_id"], how="left", suffix="_launch").sort("_ls")
     d = d.join_asof(p, left_on="_ls", right_on="_ps", by_left=["rank", "tid_launch"], by_right=["rank", "tid"], strategy="backward", check_sortedness=False)

@@ -24,7 +24,7 @@ import polars as pl
 
 from accelscope.analysis import breakdown as B
 from accelscope.analysis import causes as C
-from accelscope.analysis.intervals import covered_within
+from accelscope.analysis.intervals import union
 from accelscope.verdicts import STRAGGLER_SHARE, STRAGGLER_STEPS
 
 # A late rank's extra time per breakdown category, as the cause users read.
@@ -92,22 +92,19 @@ def attribute(instances: pl.DataFrame, arrivals: pl.DataFrame, steps: pl.DataFra
     on_steps = steps.join(job_steps, on="step", how="semi")
     mean_step = float(on_steps.group_by("step").agg(pl.col("dur_ns").max())["dur_ns"].mean())
     by_rank = {r.rank: r for r in results}
+    before = _before_arrival(late, arrivals, steps, by_rank)
     stragglers = []
     costs = []
     for (rank,), mine in late.group_by(["last_rank"], maintain_order=True):
         rank = int(rank)
-        # Cost: the union of [second-to-last, last arrival] over its late instances, per step.
-        cost_total = 0
-        steps_late = 0
-        for (_step,), in_step in mine.group_by(["step"]):
-            s = in_step["second_last_arrival_ns"].to_numpy()
-            e = in_step["last_arrival_ns"].to_numpy()
-            c = int(covered_within(s, e, np.array([s.min()]), np.array([e.max()]))[0])
-            cost_total += c
-            steps_late += c > 0
+        # Cost: the union of [second-to-last, last arrival] over its late instances (per step,
+        # summed: the steps do not overlap in time).
+        cost_total = _union_ns(mine["second_last_arrival_ns"].to_numpy(), mine["last_arrival_ns"].to_numpy())
+        steps_late = mine["step"].drop_nulls().n_unique()
         costs.append(mine.select("instance", "step", pl.col("last_rank").alias("late_rank"), pl.col("lateness_ns").alias("cost_ns")))
-        waited = _summed_wait(arrivals.join(mine.select("instance"), on="instance").filter(pl.col("rank") != rank))
-        excess = _excess(rank, mine, arrivals, steps, by_rank)
+        others = arrivals.join(mine.select("instance"), on="instance").filter(pl.col("rank") != rank)
+        waited = sum(_union_ns(g["start_ns"].to_numpy(), (g["start_ns"] + g["wait_ns"]).to_numpy()) for _, g in others.group_by("rank"))
+        excess = _excess(rank, before)
         key = max(excess, key=lambda k: excess[k]) if excess and max(excess.values()) > 0 else B.HOST_COMPUTE
         cause, label = LATE_CAUSES[key]
         stragglers.append(Straggler(
@@ -127,40 +124,42 @@ def named(candidates: list[Straggler]) -> list[Straggler]:
     return [s for s in candidates if s.share_of_step >= STRAGGLER_SHARE and s.steps_late >= STRAGGLER_STEPS * s.steps]
 
 
-def _summed_wait(arrivals: pl.DataFrame) -> int:
-    """The waiting ranks' time waiting, each rank's overlapping waits counted once."""
-    total = 0
-    for _, rows in arrivals.group_by(["rank", "step"]):
-        s = rows["start_ns"].to_numpy()
-        e = s + rows["wait_ns"].to_numpy()
-        total += int(covered_within(s, e, np.array([s.min()]), np.array([e.max()]))[0])
-    return total
+def _union_ns(starts: np.ndarray, ends: np.ndarray) -> int:
+    if starts.size == 0:
+        return 0
+    s, e = union(starts, ends)
+    return int((e - s).sum())
 
 
-def _excess(rank: int, mine: pl.DataFrame, arrivals: pl.DataFrame, steps: pl.DataFrame, by_rank: dict[int, B.RankResult]) -> dict[str, float]:
-    """Extra time per breakdown category the late rank spent, in each step it was late,
-    from its step's start to its arrival at the first instance it was late for, against
-    the median of the other ranks over the same stretch of their own step."""
-    first = mine.sort("last_arrival_ns").group_by("step", maintain_order=True).agg(pl.col("instance").first())
-    a = arrivals.join(first.select("instance"), on="instance").join(
+def _before_arrival(late: pl.DataFrame, arrivals: pl.DataFrame, steps: pl.DataFrame, by_rank: dict[int, B.RankResult]) -> pl.DataFrame:
+    """For each late rank's first late instance in each step: every rank's breakdown from
+    its step's start to its arrival there (``late_rank``, ``instance``, ``rank``, a column
+    per category). One pass per rank over every such instance."""
+    first = late.sort("last_arrival_ns").group_by("last_rank", "step", maintain_order=True).agg(pl.col("instance").first())
+    a = arrivals.join(first.select("instance", pl.col("last_rank").alias("late_rank")), on="instance").join(
         steps.select("rank", "step", pl.col("start_ns").alias("step_start_ns")), on=["rank", "step"], how="inner")
-    totals: dict[str, float] = {c: 0.0 for c in B.BREAKDOWN}
-    per_rank: dict[int, dict[str, np.ndarray]] = {}
+    frames = []
     for (r,), rows in a.group_by(["rank"]):
         res = by_rank.get(int(r))
         if res is None or not res.layers:
             continue
-        cats = B.categories_within(res.layers, res.has_device, rows["step_start_ns"].to_numpy(), np.maximum(rows["start_ns"].to_numpy(), rows["step_start_ns"].to_numpy()))
-        per_rank[int(r)] = {"instance": rows["instance"].to_numpy(), **cats}
-    if rank not in per_rank or len(per_rank) < 2:
+        ws = rows["step_start_ns"].to_numpy()
+        cats = B.categories_within(res.layers, res.has_device, ws, np.maximum(rows["start_ns"].to_numpy(), ws))
+        frames.append(rows.select("late_rank", "instance", "rank").with_columns(pl.Series(c, cats[c].astype(np.float64)) for c in B.BREAKDOWN))
+    return pl.concat(frames) if frames else pl.DataFrame(schema={"late_rank": pl.Int32, "instance": pl.Int64, "rank": pl.Int32, **{c: pl.Float64 for c in B.BREAKDOWN}})
+
+
+def _excess(rank: int, before: pl.DataFrame) -> dict[str, float]:
+    """Extra time per breakdown category the late rank spent before arriving, in each step
+    it was late, against the median of the other ranks over the same stretch of their own
+    step, summed over those steps."""
+    table = before.filter(pl.col("late_rank") == rank)
+    me = table.filter(pl.col("rank") == rank)
+    others = table.filter(pl.col("rank") != rank).group_by("instance").agg(pl.col(c).median() for c in B.BREAKDOWN)
+    both = me.join(others, on="instance", suffix="_others")
+    if both.height == 0:
         return {}
-    me = per_rank[rank]
-    for i, inst in enumerate(me["instance"]):
-        for c in B.BREAKDOWN:
-            others = [float(v[c][np.flatnonzero(v["instance"] == inst)[0]]) for r, v in per_rank.items() if r != rank and inst in v["instance"]]
-            if others:
-                totals[c] += float(me[c][i]) - float(np.median(others))
-    return totals
+    return {c: float((both[c] - both[f"{c}_others"]).sum()) for c in B.BREAKDOWN}
 
 
 def rank_table(steps: pl.DataFrame, instances: pl.DataFrame, arrivals: pl.DataFrame, gaps: pl.DataFrame, incomplete: list[int], tolerance_ns: int) -> pl.DataFrame:
