@@ -131,19 +131,37 @@ def clock_samples(meta: dict[str, Any]) -> list[tuple[int, int]]:
     return sorted(out)
 
 
-def offset_expr(column: str, samples: list[tuple[int, int]]) -> pl.Expr | None:
-    """``column`` moved onto the reference clock: a constant offset with one sample, a
+def _offset(t: pl.Expr, samples: list[tuple[int, int]]) -> pl.Expr | None:
+    """The offset a time ``t`` on this rank's clock gets: constant with one sample, a
     straight line through the first and last with two or more (drift), held flat outside
     them. None when there is nothing to apply."""
     if not samples or all(o == 0 for _, o in samples):
         return None
     (t0, o0), (t1, o1) = samples[0], samples[-1]
-    col = pl.col(column)
     if t1 <= t0 or o0 == o1:
-        return (col + o0).alias(column)
+        return pl.lit(o0, dtype=pl.Int64)
     slope = (o1 - o0) / (t1 - t0)
-    frac = (col.clip(t0, t1) - t0).cast(pl.Float64)
-    return (col + pl.lit(o0) + (frac * slope).round(0).cast(pl.Int64)).alias(column)
+    return pl.lit(o0, dtype=pl.Int64) + ((t.clip(t0, t1) - t0).cast(pl.Float64) * slope).round(0).cast(pl.Int64)
+
+
+def shift_exprs(columns: list[str], samples: list[tuple[int, int]]) -> list[pl.Expr]:
+    """Expressions moving a table's times onto the reference clock: counters' ``time_ns``;
+    events' ``start_ns`` and ``dur_ns`` (both ends move, so back-to-back slices stay back to
+    back under drift)."""
+    out = []
+    if "start_ns" in columns:
+        start = pl.col("start_ns")
+        off_start = _offset(start, samples)
+        if off_start is not None:
+            out.append(start + off_start)
+            if "dur_ns" in columns:
+                off_end = _offset(start + pl.col("dur_ns"), samples)
+                out.append(pl.col("dur_ns") + off_end - off_start)
+    if "time_ns" in columns:
+        off = _offset(pl.col("time_ns"), samples)
+        if off is not None:
+            out.append(pl.col("time_ns") + off)
+    return out
 
 
 def offset_at(samples: list[tuple[int, int]], t_ns: int) -> int:

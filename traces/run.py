@@ -324,7 +324,7 @@ class Run:
             frames = []
             sources = [(None, self.path, [])] if not self.parts else self.parts
             for rank, directory, samples in sources:
-                shifts = [e for e in (ranks.offset_expr(c, samples) for c in ("start_ns", "time_ns") if c in schema.names) if e is not None]
+                shifts = ranks.shift_exprs(list(schema.names), samples)
                 for part in _parts(directory / name):
                     try:
                         # Polars' own reader: ~4x faster than pyarrow's plus the conversion.
@@ -362,7 +362,7 @@ class Run:
         frames = []
         sources = [(None, self.path, [])] if not self.parts else self.parts
         for rank, directory, samples in sources:
-            shifts = [e for e in (ranks.offset_expr("start_ns", samples),) if e is not None]
+            shifts = ranks.shift_exprs(list(EVENT_COLUMNS), samples)
             if rank is not None:
                 shifts.append(pl.lit(rank, dtype=pl.Int32).alias("rank"))
             for part in _parts(directory / "events"):

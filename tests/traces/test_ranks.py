@@ -94,3 +94,16 @@ def test_a_job_with_no_rank_recorded_yet_says_so(tmp_path):
     ranks.claim(tmp_path / "ddp", "job-a", 0, 2)
     with pytest.raises(RunFormatError, match="no rank recorded yet"):
         Run.open(tmp_path / "ddp")
+
+
+def test_back_to_back_slices_stay_back_to_back_under_drift(tmp_path):
+    """Both ends of a slice move with the clock, so step N still ends where step N+1 starts."""
+    samples = {0: [], 1: [{"at_ns": 1000, "offset_ns": 300}, {"at_ns": 3000, "offset_ns": 100}]}
+    run = ranks.claim(tmp_path / "ddp", "job-a", 0, 2)
+    for rank, s in samples.items():
+        ev = _events(rank, [1000, 2000, 3000]).with_columns(dur_ns=pl.lit(1000, dtype=pl.Int64))
+        write_run(run / ranks.rank_dir_name(rank), ev, None, {"rank": rank, "clock_sync": {"samples": s}})
+    ev = Run.open(run).events.filter(pl.col("rank") == 1).sort("start_ns")
+    ends = (ev["start_ns"] + ev["dur_ns"]).to_list()
+    assert ev["start_ns"].to_list()[1:] == ends[:-1]
+    assert ev["start_ns"].to_list() == [1300, 2200, 3100]
