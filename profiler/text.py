@@ -65,7 +65,10 @@ def rank_rows(report: Report) -> tuple[list[str], list[list[str]]]:
         busy = "—" if r["busy_share"] is None else f"{r['busy_share']:.1%}"
         wait = "—" if r["collective_wait_share"] is None else f"{r['collective_wait_share']:.1%}"
         last = f"{r['last_arrivals']} of {r['collectives']}" if r["collectives"] else "—"
-        rows.append([name, f"{r['mean_step_ns'] / 1e6:.1f} ms", busy, wait, last, CAUSE_TEXT.get(r["main_cause"] or "", "—")])
+        idle = CAUSE_TEXT.get(r["main_cause"] or "", "—")
+        if r["main_cause"] == "rank_wait" and r["waits_for_rank"] is not None:
+            idle = f"waiting for rank {r['waits_for_rank']} in {r['waits_in']}"
+        rows.append([name, f"{r['mean_step_ns'] / 1e6:.1f} ms", busy, wait, last, idle])
     return headers, rows
 
 

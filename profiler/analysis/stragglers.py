@@ -42,7 +42,8 @@ LATE_CAUSES: dict[str, tuple[str, str]] = {
 
 RANKS_SCHEMA = {
     "rank": pl.Int32, "steps": pl.Int64, "mean_step_ns": pl.Float64, "busy_share": pl.Float64, "collective_wait_share": pl.Float64,
-    "last_arrivals": pl.Int64, "collectives": pl.Int64, "main_cause": pl.String, "complete": pl.Boolean,
+    "last_arrivals": pl.Int64, "collectives": pl.Int64, "main_cause": pl.String, "waits_for_rank": pl.Int32, "waits_in": pl.String,
+    "complete": pl.Boolean,
 }
 
 
@@ -165,7 +166,7 @@ def _excess(rank: int, before: pl.DataFrame) -> dict[str, float]:
 def rank_table(steps: pl.DataFrame, instances: pl.DataFrame, arrivals: pl.DataFrame, gaps: pl.DataFrame, incomplete: list[int], tolerance_ns: int) -> pl.DataFrame:
     """One row per rank (``RANKS_SCHEMA``): its steady steps' mean time, busy share and
     share waiting for other ranks over its analysed steps, the collectives it arrived
-    last at, and its main idle cause."""
+    last at, its main idle cause, and the rank and collective kind it waited for most."""
     steady = steps.filter(~pl.col("warmup"))
     analysed = steps.filter(pl.col("analysed"))
     base = steady.group_by("rank").agg(steps=pl.len(), mean_step_ns=pl.col("dur_ns").mean())
@@ -180,7 +181,14 @@ def rank_table(steps: pl.DataFrame, instances: pl.DataFrame, arrivals: pl.DataFr
         .sort("ns", descending=True).group_by("rank", maintain_order=True).first()
         .with_columns(main_cause=pl.col("cause").str.replace(r"_ns$", "")).select("rank", "main_cause")
     )
-    out = base.join(shares, on="rank", how="left").join(last, on="rank", how="left").join(count, on="rank", how="left").join(cause, on="rank", how="left")
+    # Whom each rank waited for most, and in which kind of collective.
+    whom = (
+        arrivals.filter(pl.col("wait_ns") > 0).join(instances.select("instance", "last_rank", "kind"), on="instance")
+        .group_by("rank", "last_rank", "kind").agg(pl.col("wait_ns").sum()).sort("wait_ns", descending=True)
+        .group_by("rank", maintain_order=True).first().select("rank", pl.col("last_rank").alias("waits_for_rank"), pl.col("kind").alias("waits_in"))
+    )
+    out = (base.join(shares, on="rank", how="left").join(last, on="rank", how="left").join(count, on="rank", how="left")
+           .join(cause, on="rank", how="left").join(whom, on="rank", how="left"))
     out = out.with_columns(
         pl.col("last_arrivals").fill_null(0), pl.col("collectives").fill_null(0), complete=~pl.col("rank").is_in(incomplete),
     )

@@ -64,6 +64,7 @@ def test_the_waiting_rank_idles_for_the_other_rank_not_for_host_compute(loader_2
     report = _report(loader_2)
     row = report.ranks.filter(pl.col("rank") == 0).row(0, named=True)
     assert row["main_cause"] == C.RANK_WAIT and row["last_arrivals"] == 0
+    assert (row["waits_for_rank"], row["waits_in"]) == (1, "all_reduce")
 
 
 def test_the_straggler_costs_about_its_injected_delay_or_more(loader_2):
