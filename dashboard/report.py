@@ -14,7 +14,7 @@ from accelscope.analysis.tables import short_name
 from accelscope.dashboard import plotlyjs
 from accelscope.dashboard.runs import RunView
 from accelscope.errors import require
-from accelscope.text import device_rows
+from accelscope.text import device_rows, rank_rows
 from accelscope.traces.run import Run
 from accelscope.verdicts import VERDICT_TEXT
 
@@ -22,10 +22,36 @@ STYLE = plotlyjs.ASSETS / "report.css"
 STEP_ROWS = 50  # the steps table lists every step up to this many, else the slowest
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
+def _table(headers: list[str], rows: list[list[str]], row_classes: list[str] | None = None) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    classes = row_classes or [""] * len(rows)
+    body = "".join((f"<tr class='{c}'>" if c else "<tr>") + "".join(f"<td>{html.escape(x)}</td>" for x in r) + "</tr>" for r, c in zip(rows, classes))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _rank_lines(rep) -> str:
+    """The straggler summary (ranks.summary): a red line per straggler, else a green one."""
+    from accelscope.dashboard.sections import ranks
+
+    return "".join(f"<p class='rank-line rank-{kind}'>{'<b>Straggler:</b> ' if kind == 'straggler' else ''}{html.escape(text)}</p>" for kind, text in ranks.summary(rep))
+
+
+def _ranks_section(rep, view: RunView, plot) -> str:
+    """The Ranks section: the straggler summary, the per-rank table, step time and the wait for
+    other ranks per rank and step, the collectives by kind, and a few steps' collectives rank by rank."""
+    from accelscope.dashboard import rank_figures as rf
+    from accelscope.dashboard.sections import ranks
+
+    headers, rows = rank_rows(rep)
+    late = {s.rank for s in rep.stragglers}
+    classes = ["straggler" if r in late else "" for r in rep.ranks["rank"].to_list()]
+    parts = ["<section><h2>Ranks</h2>", _rank_lines(rep), _table(headers, rows, classes)]
+    parts += [plot(rf.heatmap_figure(rep, rf.STEP)), plot(rf.heatmap_figure(rep, rf.WAIT))]
+    c_headers, c_rows = ranks.collective_rows(rep)
+    if c_rows:
+        parts.append("<h2>Collectives by kind</h2>" + _table(c_headers, c_rows))
+        parts.append(plot(rf.collectives_figure(rep, view.origin_ns)))
+    return "".join(parts) + "</section>"
 
 
 def _steps_table(rep) -> str:
@@ -44,7 +70,7 @@ def _steps_table(rep) -> str:
 def build_report(run_path: str | os.PathLike[str]) -> str:
     """The report of one run as a self-contained HTML document."""
     require("plotly", "dashboard", "accelscope report")
-    from accelscope.dashboard.sections import metrics, overview
+    from accelscope.dashboard.sections import metrics, overview, ranks
     from accelscope.dashboard.timeline import view as tv
     from accelscope.dashboard.timeline.figure import timeline_figure
 
@@ -74,6 +100,7 @@ def build_report(run_path: str | os.PathLike[str]) -> str:
             cap = f"<div class='caption'>{html.escape(caption)}</div>" if caption else ""
             parts.append(f"<div class='card'><div class='label'>{html.escape(label)}</div><div class='value {cls}'>{html.escape(value)}</div>{cap}</div>")
         parts.append("</div>")
+        parts.append(_rank_lines(rep))
         parts.append(f"<p class='muted'>Shares of step time over {html.escape(rep.basis.text)}; step time over {html.escape(rep.timing_basis.text)}.</p>")
         headers, rows, rest = device_rows(rep.devices, rep.has_device)
         if rows:
@@ -84,6 +111,8 @@ def build_report(run_path: str | os.PathLike[str]) -> str:
         if rep.notes:
             parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in rep.notes) + "</ul>")
         parts.append("</section>")
+        if ranks.is_multi_rank(rep):
+            parts.append(_ranks_section(rep, view, plot))
         idle_rows = [[CAUSE_TEXT[c], f"{rep.per_step_ms(v):.2f}", f"{share:.1%}"] for c, v, share in rep.idle_causes]
         parts.append(f"<section><h2>Why the {thing} was idle</h2>")
         parts.append(_table(["cause", "ms per step", "share of step time"], idle_rows) if idle_rows else "<p class='muted'>no idle time</p>")

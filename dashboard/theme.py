@@ -68,6 +68,7 @@ def empty_figure(message: str, height: int = 260):
 # The analyzer's per-step categories: device work in blues/greens, waiting in red, host in slate.
 BREAKDOWN_COLORS = {
     "kernel": "#3B6EA8",
+    "rank_wait": "#D6609F",  # inside a collective, waiting for another rank to arrive
     "communication": "#7B5EA7",
     "memcpy": "#2A9D8F",
     "memset": "#8AB17D",

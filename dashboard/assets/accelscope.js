@@ -38,6 +38,19 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
             return {relayout: relayout, width_px: size ? Math.round(size.w) : null};
         },
 
+        /* The Ranks section's button: zoom the timeline (and the metrics with it) to the window the
+           collectives figure shows (its layout.meta.window_ms), and scroll to it. */
+        showOnTimeline: function (n, figure) {
+            const nope = window.dash_clientside.no_update;
+            const win = figure && figure.layout && figure.layout.meta && figure.layout.meta.window_ms;
+            const tl = document.querySelector('#timeline-graph .js-plotly-plot');
+            if (!n || !win || !tl) { return nope; }
+            Plotly.relayout(tl, {'xaxis.range': win.slice()});
+            const section = document.getElementById('section-timeline');
+            if (section) { section.scrollIntoView({block: 'start'}); }
+            return nope;
+        },
+
         /* Timeline and metrics share their time range: a zoom or pan of either moves the other
            (the timeline's own callback then redraws it for the new range). Each side is moved only
            when its range differs, which ends the echo of the relayout it causes. */

@@ -13,6 +13,7 @@ import polars as pl
 from accelscope.analysis.breakdown import BREAKDOWN
 from accelscope.analysis.causes import CAUSE_TEXT
 from accelscope.dashboard.components import card, graph, loading, section
+from accelscope.dashboard.sections.ranks import summary_block
 from accelscope.dashboard.theme import BREAKDOWN_COLORS, REST_COLOR, base_layout, empty_figure, plotly_go, step_ticks
 from accelscope.errors import require
 from accelscope.text import device_rows
@@ -39,6 +40,7 @@ OUTPUTS = (
     ("overview-mean-step", "children"),
     ("overview-steps", "children"),
     ("overview-steps-caption", "children"),
+    ("overview-ranks", "children"),
     ("overview-devices", "children"),
     ("step-graph", "figure"),
     ("overview-recommendations", "children"),
@@ -75,7 +77,9 @@ def layout(board: Any) -> list:
         ],
         className="findings",
     )
-    return [section(TITLE, SUB, cards, html.Div(id="overview-devices", className="devices"), loading(graph("step-graph")), findings)]
+    # A job of several ranks: its straggler (or that none held it back), under the cards.
+    ranks_line = html.Div(id="overview-ranks", className="overview-ranks")
+    return [section(TITLE, SUB, cards, ranks_line, html.Div(id="overview-devices", className="devices"), loading(graph("step-graph")), findings)]
 
 
 def idle_class(share: float) -> str:
@@ -92,7 +96,7 @@ def render(board: Any, value: Any) -> tuple:
     if rep is None:
         notes = [html.Li(n) for n in view.run.read_warnings] + [html.Li("no events recorded: call prof.step() once per training step")]
         return ("—", "no steps recorded", "card card-wide verdict-unknown", [], "—", "no steps recorded", "card verdict-unknown",
-                "—", "0", "", devices_table(rep), fig, [html.Li("none", className="none")], notes)
+                "—", "0", "", [], devices_table(rep), fig, [html.Li("none", className="none")], notes)
     thing = "accelerator" if rep.has_device else "compute thread"
     basis = f"over {rep.basis.text}" if rep.basis.steps != rep.timing_basis.steps else f"over {rep.timing_basis.text}"
     causes = [
@@ -115,6 +119,7 @@ def render(board: Any, value: Any) -> tuple:
         f"{rep.mean_step_ns / 1e6:,.1f} ms" if np.isfinite(rep.mean_step_ns) else "—",
         str(rep.n_steps),
         steps_caption,
+        summary_block(rep, link=True),
         devices_table(rep),
         fig,
         recs,

@@ -57,3 +57,8 @@ def test_report_draws_offline_in_a_browser(report_file):
     assert errors == []
     assert version == plotlyjs.bundle_version()
     assert "input wait" in names[0] and "input_wait" in names[1]
+
+
+def test_a_single_rank_report_has_no_ranks_section(report_file):
+    text = report_file.read_text()
+    assert "<h2>Ranks</h2>" not in text and "Straggler:" not in text and "class='rank-line" not in text
