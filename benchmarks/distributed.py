@@ -114,9 +114,8 @@ def _repeated(src: Path, out: Path, ranks: list[int] | None, events: int) -> Pat
 
 
 def analysis(repeat: int) -> None:
-    from tests.jobs.launch import LOADER_3, torchrun
-
     from accelscope.traces.importer import import_traces
+    from tests.jobs.launch import LOADER_3, torchrun
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

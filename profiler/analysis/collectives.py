@@ -11,7 +11,7 @@ into waiting (until the last rank arrives) and transfer (after). Tables in, tabl
   launched an NCCL kernel.
 * ``match``: one instance per collective call of the job. By (process group, sequence
   number) where every event of the group has one; else by order within each step, per
-  group, kind and message size, checked by overlap in time (every rank's interval of a
+  group and kind, checked by overlap in time (every rank's interval of a
   blocking collective contains the moment the last rank arrived). What cannot be matched
   is counted and reported, never guessed.
 * per rank and instance: arrival (its start), the last arriver, ``wait_ns`` = last
@@ -87,7 +87,7 @@ def _args_facts(args: pl.Series) -> pl.DataFrame:
     a = pl.col("args")
     width = _arg(a, "dtype").str.to_lowercase().replace_strict(list(_DTYPE_BYTES), list(_DTYPE_BYTES.values()), default=None, return_dtype=pl.Int64)
     return args.to_frame("args").select(
-        group=_arg(a, "Process Group Name", "pg_name", "Process Group Description"),
+        group=_arg(a, "Process Group Name", "Process Group ID", "pg_name", "Process Group Description"),
         seq=_arg(a, "Seq", "seq").cast(pl.Int64, strict=False),
         size_bytes=_arg(a, "In msg nelems", "Out msg nelems").cast(pl.Float64, strict=False).cast(pl.Int64) * width,
     )
@@ -126,22 +126,29 @@ def find(events: pl.DataFrame, launches: pl.DataFrame | None = None) -> pl.DataF
 
 
 def _facts_from_params(ev: pl.DataFrame, launches: pl.DataFrame | None) -> pl.DataFrame:
-    """Give an NCCL kernel the group, sequence number, size and collective name it lacks
-    from the ``record_param_comms`` call that launched it: the call, on the launching
-    thread, that encloses the runtime launch with the kernel's correlation id."""
-    params = ev.filter(pl.col("name") == "record_param_comms")
+    """Give an NCCL kernel what it lacks from the host calls that launched it, on the
+    launching thread around the runtime launch with the kernel's correlation id: group,
+    sequence number, size and collective name from ``record_param_comms``; else the kind
+    from the enclosing ``nccl:<op>`` / ``c10d::<op>_`` call (older NCCL launches every
+    collective as a ``SendRecv`` kernel: the name alone would say send/recv)."""
     device = ev.filter(pl.col("source") == "device")
-    if params.height == 0 or device.height == 0 or launches is None or launches.height == 0:
+    calls = ev.filter(pl.col("source") == "launch")
+    if calls.height == 0 or device.height == 0 or launches is None or launches.height == 0:
         return ev
-    p = params.select("rank", "tid", pl.col("start_ns").alias("_ps"), pl.col("end_ns").alias("_pe"), pl.col("group").alias("_g"),
-                      pl.col("seq").alias("_s"), pl.col("size_bytes").alias("_b"), _arg(pl.col("args"), "Collective name").alias("_n")).sort("_ps")
-    lk = launches.select("rank", "correlation_id", "tid", pl.col("start_ns").alias("_ls"))
-    d = device.join(lk, on=["rank", "correlation_id"], how="left", suffix="_launch").sort("_ls")
-    d = d.join_asof(p, left_on="_ls", right_on="_ps", by_left=["rank", "tid_launch"], by_right=["rank", "tid"], strategy="backward", check_sortedness=False)
-    inside = pl.col("_pe") >= pl.col("_ls")
+    lk = launches.select("rank", "correlation_id", pl.col("tid").alias("_lt"), pl.col("start_ns").alias("_ls"))
+    d = device.join(lk, on=["rank", "correlation_id"], how="left").sort("_ls")
+    params = calls.filter(pl.col("name") == "record_param_comms").select(
+        "rank", pl.col("tid").alias("_lt"), pl.col("start_ns").alias("_ps"), pl.col("end_ns").alias("_pe"), pl.col("group").alias("_g"),
+        pl.col("seq").alias("_s"), pl.col("size_bytes").alias("_b"), _arg(pl.col("args"), "Collective name").alias("_n")).sort("_ps")
+    named = calls.filter(pl.col("name") != "record_param_comms").select(
+        "rank", pl.col("tid").alias("_lt"), pl.col("start_ns").alias("_cs"), pl.col("end_ns").alias("_ce"), pl.col("name").alias("_call")).sort("_cs")
+    d = d.join_asof(params, left_on="_ls", right_on="_ps", by=["rank", "_lt"], strategy="backward", check_sortedness=False)
+    d = d.join_asof(named, left_on="_ls", right_on="_cs", by=["rank", "_lt"], strategy="backward", check_sortedness=False)
+    in_params = pl.col("_pe") >= pl.col("_ls")
     d = d.with_columns(
-        group=pl.coalesce("group", pl.when(inside).then("_g")), seq=pl.coalesce("seq", pl.when(inside).then("_s")),
-        size_bytes=pl.coalesce("size_bytes", pl.when(inside).then("_b")), _coll_name=pl.when(inside).then("_n"),
+        group=pl.coalesce("group", pl.when(in_params).then("_g")), seq=pl.coalesce("seq", pl.when(in_params).then("_s")),
+        size_bytes=pl.coalesce("size_bytes", pl.when(in_params).then("_b")),
+        _coll_name=pl.coalesce(pl.when(in_params).then("_n"), pl.when(pl.col("_ce") >= pl.col("_ls")).then("_call")),
     )
     return pl.concat([d.select(ev.columns), ev.filter(pl.col("source") != "device")])
 
@@ -178,11 +185,12 @@ def match(found: pl.DataFrame, windows: pl.DataFrame, tolerance_ns: int = 0) -> 
     # Sequence numbers where the whole group has them, else order within the step.
     has_seq = f.group_by("group").agg(all_seq=pl.col("seq").is_not_null().all())
     f = f.join(has_seq, on="group")
-    by_order = ["group", "kind", "step", "size_bytes"]
+    # (Not the size: an uneven all_to_all sends a different amount from every rank.)
+    by_order = ["group", "kind", "step"]
     f = f.sort("start_ns").with_columns(_order=pl.int_range(pl.len()).over(["rank", *by_order]))
     f = f.with_columns(_key=pl.when(pl.col("all_seq")).then(pl.concat_str(["group", pl.lit("#"), pl.col("seq").cast(pl.String)]))
                        .otherwise(pl.concat_str(["group", pl.lit("|"), "kind", pl.lit("|"), pl.col("step").cast(pl.String).fill_null("-"),
-                                                 pl.lit("|"), pl.col("size_bytes").cast(pl.String).fill_null("?"), pl.lit("|"), pl.col("_order").cast(pl.String)])))
+                                                 pl.lit("|"), pl.col("_order").cast(pl.String)])))
     # Ranks that take part in each group: every rank with an event of it.
     members = f.group_by("group").agg(_members=pl.col("rank").n_unique())
     inst = f.group_by("_key").agg(
