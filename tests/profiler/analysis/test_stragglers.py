@@ -63,7 +63,10 @@ def test_the_other_rank_waits_as_long_as_the_job_measured(loader_2):
 def test_the_waiting_rank_idles_for_the_other_rank_not_for_host_compute(loader_2):
     report = _report(loader_2)
     row = report.ranks.filter(pl.col("rank") == 0).row(0, named=True)
-    assert row["main_cause"] == C.RANK_WAIT and row["last_arrivals"] == 0
+    late = report.ranks.filter(pl.col("rank") == 1).row(0, named=True)
+    assert row["main_cause"] == C.RANK_WAIT
+    # Rank 0 may still arrive last at a call where rank 1 had caught up (noise), but rarely.
+    assert row["last_arrivals"] * 3 < late["last_arrivals"]
     assert (row["waits_for_rank"], row["waits_in"]) == (1, "all_reduce")
 
 
