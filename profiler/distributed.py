@@ -127,7 +127,6 @@ def job_key() -> str:
 class Placement:
     run_dir: Path  # the job's run (what users open)
     part_dir: Path  # this rank's part of it
-    method: str  # how the ranks agreed on run_dir
 
 
 class Coordinator:
@@ -167,17 +166,16 @@ class Coordinator:
     def place(self, requested: Path) -> Placement:
         """Claim (rank 0) or learn (the others) the job's run directory; make this rank's part."""
         run_dir = None
-        method = "job.json"
         if self._group is not None:
             try:
-                run_dir, method = self._broadcast_claim(requested), "rank 0 over the process group"
+                run_dir = self._broadcast_claim(requested)
             except Exception as exc:
                 log.warning("accelscope: could not agree on the run directory over the process group (%s); using job.json", exc)
                 self._group = None
         if run_dir is None:
             run_dir = ranks.claim(requested, job_key(), self.info.rank, self.info.world_size)
         part = run_dir / ranks.rank_dir_name(self.info.rank)
-        return Placement(run_dir, part, method)
+        return Placement(run_dir, part)
 
     def _broadcast_claim(self, requested: Path) -> Path:
         box: list[Any] = [None]

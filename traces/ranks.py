@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 JOB_FILE = "job.json"
@@ -165,13 +164,9 @@ def shift_exprs(columns: list[str], samples: list[tuple[int, int]]) -> list[pl.E
 
 
 def offset_at(samples: list[tuple[int, int]], t_ns: int) -> int:
-    """The offset a time on this rank's clock gets (the same line as ``offset_expr``)."""
-    if not samples:
-        return 0
-    (t0, o0), (t1, o1) = samples[0], samples[-1]
-    if t1 <= t0:
-        return o0
-    return int(round(float(np.interp(t_ns, [t0, t1], [o0, o1]))))
+    """The offset a time on this rank's clock gets (the line ``shift_exprs`` applies)."""
+    off = _offset(pl.lit(t_ns, dtype=pl.Int64), samples)
+    return 0 if off is None else int(pl.select(off).item())
 
 
 # -- the run's metadata from its parts ----------------------------------------------------------

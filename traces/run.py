@@ -319,28 +319,34 @@ class Run:
             if full is not None and columns is not None:  # already loaded in full: just select
                 self._cache[key] = full.select(columns)
                 return self._cache[key]
-            schema = TABLES[name] if columns is None else pa.schema([TABLES[name].field(c) for c in columns])
-            empty = pl.DataFrame(schema={f.name: _POLARS_TYPES[f.type] for f in schema})
-            frames = []
-            sources = [(None, self.path, [])] if not self.parts else self.parts
-            for rank, directory, samples in sources:
-                shifts = ranks.shift_exprs(list(schema.names), samples)
-                for part in _parts(directory / name):
-                    try:
+            self._cache[key] = self._read(name, columns)
+        return self._cache[key]
+
+    def _read(self, name: str, columns: tuple[str, ...] | None, where: pl.Expr | None = None) -> pl.DataFrame:
+        """One table (``columns`` of it, the rows ``where`` holds) from every part of every
+        rank, each rank's times moved onto the run's clock."""
+        schema = TABLES[name] if columns is None else pa.schema([TABLES[name].field(c) for c in columns])
+        empty = pl.DataFrame(schema={f.name: _POLARS_TYPES[f.type] for f in schema})
+        frames = []
+        for rank, directory, samples in self.parts or [(None, self.path, [])]:
+            fixes = ranks.shift_exprs(list(schema.names), samples)
+            if rank is not None and "rank" in schema.names:
+                fixes.append(pl.lit(rank, dtype=pl.Int32).alias("rank"))
+            for part in _parts(directory / name):
+                try:
+                    if where is None:
                         # Polars' own reader: ~4x faster than pyarrow's plus the conversion.
                         df = pl.read_parquet(part, columns=list(schema.names), glob=False)  # "[" in a run's path is no pattern
-                        df = df if df.schema == empty.schema else df.cast(dict(empty.schema))
-                    except Exception as exc:  # a damaged part must not hide the others
+                    else:
+                        df = pl.scan_parquet(part, glob=False).filter(where).select(list(schema.names)).collect()
+                    df = df if df.schema == empty.schema else df.cast(dict(empty.schema))
+                except Exception as exc:  # a damaged part must not hide the others
+                    if where is None:  # (reported once, when the whole table is read)
                         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                         self.read_warnings.append(f"{part}: skipped unreadable part ({first})")
-                        continue
-                    if rank is not None and "rank" in schema.names:
-                        shifts_here = [*shifts, pl.lit(rank, dtype=pl.Int32).alias("rank")]
-                    else:
-                        shifts_here = shifts
-                    frames.append(df.with_columns(shifts_here) if shifts_here else df)
-            self._cache[key] = pl.concat(frames) if frames else empty
-        return self._cache[key]
+                    continue
+                frames.append(df.with_columns(fixes) if fixes else df)
+        return pl.concat(frames) if frames else empty
 
     @property
     def events(self) -> pl.DataFrame:
@@ -359,20 +365,7 @@ class Run:
         full = self._cache.get(("events", None))
         if full is not None:
             return full.filter(pl.col("name").str.contains(pattern))
-        frames = []
-        sources = [(None, self.path, [])] if not self.parts else self.parts
-        for rank, directory, samples in sources:
-            shifts = ranks.shift_exprs(list(EVENT_COLUMNS), samples)
-            if rank is not None:
-                shifts.append(pl.lit(rank, dtype=pl.Int32).alias("rank"))
-            for part in _parts(directory / "events"):
-                try:
-                    df = pl.scan_parquet(part, glob=False).filter(pl.col("name").str.contains(pattern)).collect()
-                except Exception:  # unreadable parts are reported when the events are read
-                    continue
-                frames.append(df.with_columns(shifts) if shifts else df)
-        empty = pl.DataFrame(schema={f.name: _POLARS_TYPES[f.type] for f in EVENT_SCHEMA})
-        return pl.concat([f.cast(dict(empty.schema)) for f in frames]) if frames else empty
+        return self._read("events", None, pl.col("name").str.contains(pattern))
 
     @property
     def counters(self) -> pl.DataFrame:

@@ -84,12 +84,12 @@ def analyze(run: Run) -> Report:
     if bad:
         notes.append(f"{bad} slices with negative durations were ignored")
         events = events.filter(pl.col("dur_ns") >= 0)
+    tolerance = _clock_tolerance(run.meta)
     if events["rank"].n_unique() == 1:  # splitting would copy every column
         results: list[RankResult] = [analyze_rank(events, int(events["rank"][0]))]
         colls = K.empty()
     else:
         by_rank = [(int(rank), ev) for (rank,), ev in events.group_by(["rank"], maintain_order=True)]
-        tolerance = _clock_tolerance(run.meta)
         colls = _match_collectives(run, events, by_rank, tolerance)
         notes.extend(colls.notes)
         if colls.instances.height == 0 and colls.unmatched == 0:
@@ -172,7 +172,6 @@ def analyze(run: Run) -> Report:
     ops_by_name = merge_names([r.op_names for r in results], tables_total)
     host_names = pl.concat([r.host_names for r in results]).unique() if len(results) > 1 else results[0].host_names
     # -- across ranks: who waited for whom ------------------------------------------------------
-    tolerance = _clock_tolerance(run.meta)
     candidates, straggler_costs = attribute(colls.instances, colls.arrivals, steps, results, tolerance)
     stragglers = named(candidates)
     ranks = rank_table(steps, colls.instances, colls.arrivals, gaps, list(run.meta.get("incomplete_ranks") or []), tolerance) if len(results) > 1 else None

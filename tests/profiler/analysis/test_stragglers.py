@@ -4,6 +4,8 @@ measured itself (a DDP comm hook's arrival timestamps)."""
 
 from __future__ import annotations
 
+import functools
+
 import polars as pl
 import pytest
 
@@ -16,8 +18,15 @@ from tests.jobs.launch import COMPUTE_2, LOADER_2, LOADER_3, NONE_2, truth_wait_
 TOLERANCE = 0.03  # ±3 percentage points of step time
 
 
+@functools.cache
 def _report(job_dir):
+    """The job's report, analysed once for every test that asks about it."""
     return analyze(Run.open(job_dir / "ddp"))
+
+
+def _assert_straggler(report, rank: int, cause: str) -> None:
+    assert [s.rank for s in report.stragglers] == [rank]
+    assert report.stragglers[0].cause == cause
 
 
 def _analysed_steps(report, rank: int) -> set[int]:
@@ -51,9 +60,7 @@ def loader_3(ddp_job):
 
 
 def test_a_rank_whose_loader_sleeps_is_the_straggler_with_input_wait(loader_2):
-    report = _report(loader_2)
-    assert [s.rank for s in report.stragglers] == [1]
-    assert report.stragglers[0].cause == C.INPUT_WAIT
+    _assert_straggler(_report(loader_2), 1, C.INPUT_WAIT)
 
 
 def test_the_other_rank_waits_as_long_as_the_job_measured(loader_2):
@@ -79,9 +86,7 @@ def test_the_straggler_costs_about_its_injected_delay_or_more(loader_2):
 
 
 def test_a_rank_with_extra_compute_is_the_straggler_with_host_compute(compute_2):
-    report = _report(compute_2)
-    assert [s.rank for s in report.stragglers] == [0]
-    assert report.stragglers[0].cause == C.HOST_COMPUTE
+    _assert_straggler(_report(compute_2), 0, C.HOST_COMPUTE)
 
 
 def test_with_extra_compute_the_other_rank_waits_as_measured(compute_2):
@@ -97,8 +102,7 @@ def test_without_an_injected_straggler_none_is_named(ddp_job):
 
 def test_three_ranks_name_the_one_straggler_and_both_others_wait_for_it(loader_3):
     report = _report(loader_3)
-    assert [s.rank for s in report.stragglers] == [2]
-    assert report.stragglers[0].cause == C.INPUT_WAIT
+    _assert_straggler(report, 2, C.INPUT_WAIT)
     _check_waits(loader_3, report, straggler=2)
 
 
