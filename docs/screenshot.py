@@ -11,7 +11,10 @@ the Compare section has something to compare. Writes into the output directory:
   timeline, device-and-host-metrics, kernels-and-ops, steps, compare);
 * ``screenshots/timeline-gpu.png``: with ``--nw0`` (default: the real V100 ResNet-50 trace
   in ../shared when present), that trace imported and its timeline zoomed to 1 ms of the
-  backward pass, where launch -> kernel arrows and every kernel are drawn.
+  backward pass, where launch -> kernel arrows and every kernel are drawn;
+* ``screenshots/ranks.png``: the Ranks section of a multi-rank run: ``--ranks RUN``, or by
+  default a real 3-rank torchrun DDP job (gloo, this CPU) whose rank 2's loader sleeps
+  30 ms a step (``tests/jobs/launch.LOADER_3``), recorded into the temporary directory.
 
 The dashboard is served on 127.0.0.1 from a background thread and loaded in headless
 Chromium through Playwright; each image is taken once the data it shows has arrived.
@@ -108,7 +111,8 @@ def _section(page, name: str, path: Path) -> Path | None:
     return path
 
 
-def screenshots(runs: list[Path], out: Path, nw0_run: Path | None = None, width: int = 1440, height: int = 1000) -> list[Path]:
+def screenshots(runs: list[Path], out: Path, nw0_run: Path | None = None, width: int = 1440, height: int = 1000,
+                ranks_run: Path | None = None) -> list[Path]:
     written: list[Path] = []
     (out / "screenshots").mkdir(parents=True, exist_ok=True)
     with _dashboard_page(runs, width, height) as (page, labels):
@@ -118,6 +122,10 @@ def screenshots(runs: list[Path], out: Path, nw0_run: Path | None = None, width:
         page.screenshot(path=str(out / "dashboard.png"))
         written.append(out / "dashboard.png")
         written += [p for name in SECTIONS if (p := _section(page, name, out / "screenshots" / f"{name}.png"))]
+    if ranks_run is not None:
+        with _dashboard_page([ranks_run], width, height) as (page, _):
+            page.wait_for_selector("#ranks-table", state="attached", timeout=TIMEOUT_MS)
+            written += [p for p in [_section(page, "ranks", out / "screenshots" / "ranks.png")] if p]
     if nw0_run is not None:
         with _dashboard_page([nw0_run], width, height) as (page, _):
             _zoom_timeline(page, 826.0, 827.0)  # a forward pass, its kernels starting right after their launches
@@ -130,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="*", type=Path, help="run directories (default: record two demo runs)")
     parser.add_argument("-o", "--output", type=Path, default=HERE, help="where dashboard.png and screenshots/ go (default: docs/)")
     parser.add_argument("--nw0", type=Path, default=NW0 if NW0.exists() else None, help="a Kineto trace to import for the GPU timeline image")
+    parser.add_argument("--ranks", type=Path, default=None, help="a multi-rank run for the Ranks image (default: record a 3-rank torchrun job)")
     parser.add_argument("--steps", type=int, default=30, help="steps of each demo run recorded when RUN is omitted")
     parser.add_argument("--width", type=int, default=1440)
     args = parser.parse_args(argv)
@@ -152,7 +161,15 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"importing {args.nw0.name}...", flush=True)
             nw0_run = import_traces([args.nw0], Path(tmp) / "nw0", progress=False)
-        for path in screenshots(runs, args.output, nw0_run, width=args.width):
+        ranks_run = args.ranks
+        if ranks_run is None:
+            sys.path.insert(0, str(HERE.parent))
+            from tests.jobs.launch import LOADER_3, torchrun
+
+            print("recording a 3-rank torchrun job (rank 2's loader sleeps 30 ms a step)...", flush=True)
+            torchrun(Path(tmp), LOADER_3[0], *LOADER_3[1:])
+            ranks_run = Path(tmp) / "ddp"
+        for path in screenshots(runs, args.output, nw0_run, width=args.width, ranks_run=ranks_run):
             print(f"wrote {path}")
     return 0
 

@@ -120,6 +120,11 @@ def detect(rank: int | None = None) -> RankInfo:
 def job_key() -> str:
     """What every rank of one job shares and two jobs do not: the launcher's job facts."""
     facts = {name: os.environ[name] for name in _JOB_ENV if name in os.environ}
+    if "TF_CONFIG" in facts:  # every worker's TF_CONFIG names its own task: only the cluster is shared
+        try:
+            facts["TF_CONFIG"] = json.dumps(json.loads(facts["TF_CONFIG"]).get("cluster"), sort_keys=True)
+        except (ValueError, AttributeError):
+            pass
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 

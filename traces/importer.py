@@ -53,7 +53,8 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Source], lis
 
     A directory contributes every trace file below it. In a TensorBoard log directory
     with several profile sessions (``plugins/profile/<session>/``) only the newest
-    session is taken, and the note says so.
+    session is taken, and the note says so; a directory holding several log directories
+    (one per worker of a tf.distribute job) gives each one's newest session.
     """
     sources: list[Source] = []
     notes: list[str] = []
@@ -71,10 +72,13 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Source], lis
             raise TraceImportError(f"{p}: already an accelscope run, nothing to import")
         found = sorted(f for f in p.rglob("*") if f.is_file() and formats.format_of(f) and not any(part.endswith(CACHE_SUFFIX) or part.startswith(".") for part in f.relative_to(p).parts))
         sessions = sorted({f.parent for f in found if f.parent.parent.name == "profile" and f.parent.parent.parent.name == "plugins"})
-        if len(sessions) > 1:
-            newest = sessions[-1]
-            notes.append(f"{p}: {len(sessions)} profile sessions; importing the newest, {newest.name} (name a session directory to pick another)")
-            found = [f for f in found if f.parent == newest or f.parent not in sessions]
+        # Each log directory's newest session (a multi-worker job has one log directory per worker).
+        newest = {s.parent: s for s in sessions}
+        if len(sessions) > len(newest):
+            picked = ", ".join(sorted({s.name for s in newest.values()}))
+            notes.append(f"{p}: {len(sessions)} profile sessions; importing the newest of each log directory, {picked} (name a session directory to pick another)")
+            keep = set(newest.values())
+            found = [f for f in found if f.parent in keep or f.parent not in sessions]
         if not found:
             what = "empty directory" if not any(p.iterdir()) else f"not an accelscope run, and no trace files ({formats.suffixes_text(', ')}) in it"
             raise TraceImportError(f"{p}: {what}")

@@ -55,7 +55,7 @@ BUS_FACTOR = {
 # What executes a collective (its interval is the rank's time in it), by source.
 DEVICE_NAME = r"(?i)^(nccl|rccl)\w*Kernel|^nccl|^rccl|^(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(?:[.-]|$)"
 GLOO_NAME = r"^gloo:"
-TF_NAME = r"^(CollectiveReduceV\d|CollectiveGatherV\d|CollectiveBcast(Send|Recv)V\d|CollectiveAllToAllV\d|CollectiveReduceScatterV\d|NcclAllReduce)$"
+TF_NAME = r"^(CollectiveReduce(V\d)?|CollectiveGather(V\d)?|CollectiveBcast(Send|Recv)(V\d)?|CollectiveAllToAll(V\d)?|CollectiveReduceScatter(V\d)?|NcclAllReduce)$"
 # Host calls that launch one (no execution of their own): used only where a rank has nothing better.
 LAUNCH_NAME = r"^c10d::(allreduce|allgather|_allgather_base|reduce_scatter|_reduce_scatter_base|broadcast|reduce|alltoall|barrier)|^nccl:|^record_param_comms$"
 ANY_NAME = f"{DEVICE_NAME}|{GLOO_NAME}|{TF_NAME}|{LAUNCH_NAME}"
@@ -83,12 +83,15 @@ def _arg(args: pl.Expr, *keys: str) -> pl.Expr:
 
 
 def _args_facts(args: pl.Series) -> pl.DataFrame:
-    """Process group, sequence number and message bytes from Kineto's collective args."""
+    """Process group, sequence number and message bytes from Kineto's collective args;
+    TensorFlow's collective ops carry ``group_key`` and ``instance_key``, the same on every
+    worker for one instance."""
     a = pl.col("args")
     width = _arg(a, "dtype").str.to_lowercase().replace_strict(list(_DTYPE_BYTES), list(_DTYPE_BYTES.values()), default=None, return_dtype=pl.Int64)
     return args.to_frame("args").select(
-        group=_arg(a, "Process Group Name", "Process Group ID", "pg_name", "Process Group Description"),
-        seq=_arg(a, "Seq", "seq").cast(pl.Int64, strict=False),
+        group=pl.coalesce(_arg(a, "Process Group Name", "Process Group ID", "pg_name", "Process Group Description"),
+                          pl.lit("tf group ") + _arg(a, "group_key")),
+        seq=_arg(a, "Seq", "seq", "instance_key").cast(pl.Int64, strict=False),
         size_bytes=_arg(a, "In msg nelems", "Out msg nelems").cast(pl.Float64, strict=False).cast(pl.Int64) * width,
     )
 

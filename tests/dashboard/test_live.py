@@ -32,3 +32,32 @@ def test_a_recorded_runs_status_feeds_the_badge(tmp_path):
         for _ in range(5):
             prof.step()
     assert "5 steps so far" in badge_text(live_status(prof.run_dir))
+
+
+def test_a_multi_rank_runs_badge_reads_every_ranks_status(tmp_path):
+    from accelscope.traces import ranks
+
+    (tmp_path / ranks.JOB_FILE).write_text(json.dumps({"schema": ranks.JOB_SCHEMA, "key": "k", "world_size": 3}))
+    statuses = {0: (120, 0.05, "none", 0), 1: (118, 0.42, "high", 9), 2: (119, 0.10, "none", 1)}
+    for rank, (steps, share, verdict, flagged) in statuses.items():
+        part = tmp_path / f"rank-{rank}"
+        part.mkdir()
+        (part / "meta.json").write_text("{}")
+        (part / LIVE_FILE).write_text(json.dumps({"steps": steps, "flagged_steps": flagged,
+                                                  "recent": {"window": 50, "input_wait_share": share, "verdict": verdict}}))
+    text = badge_text(live_status(tmp_path))
+    assert "3 ranks" in text and "118 steps so far (the rank furthest behind)" in text
+    assert "last 50 steps: input wait 42% on rank 1 (highly input-bound)" in text and "10 steps flagged" in text
+
+
+def test_a_recorded_multi_rank_runs_status_feeds_the_badge(tmp_path, monkeypatch):
+    import accelscope
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_PORT", "1")  # one job's key for both ranks, recorded one after the other here
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        with accelscope.profile(tmp_path / "r", mode="light", framework="none") as prof:
+            for _ in range(4 + rank):
+                prof.step()
+    assert "2 ranks · 4 steps so far" in badge_text(live_status(prof.run_dir))

@@ -62,3 +62,54 @@ def truth_wait_shares(truth: dict[int, dict], steps: set[int]) -> dict[int, floa
             total += end - start
         out[rank] = waited / total if total else 0.0
     return out
+
+
+TF_JOB = Path(__file__).with_name("mwms_job.py")
+# TensorFlow's own bug: ``tf.profiler.experimental.stop()`` on a non-chief worker of a
+# MultiWorkerMirroredStrategy job aborts the process natively (double free / invalid
+# free in the profiler's export) in about 1 run in 10 on TF 2.21 CPU. What it looks like:
+TF_STOP_ABORT = "profiler_v2.py"
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def tf_workers(tmp: Path, n: int, *job_args: str, attempts: int = 3, timeout_s: float = 150) -> Path:
+    """Run ``mwms_job.py`` as ``n`` workers of one MultiWorkerMirroredStrategy job on
+    localhost (each worker records ``DIR/run``); returns ``DIR``, which also holds every
+    worker's ``truth-worker-N.json``. A try in which a worker died in TensorFlow's own
+    profiler stop (``TF_STOP_ABORT`` in its fatal-error trace) is run again, up to
+    ``attempts`` tries; any other failure fails at once."""
+    env = dict(os.environ, PYTHONFAULTHANDLER="1", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore")
+    errors = []
+    for attempt in range(attempts):
+        out = tmp / f"try{attempt}"
+        out.mkdir()
+        ports = ",".join(map(str, _free_ports(n)))
+        procs = [subprocess.Popen([sys.executable, str(TF_JOB), str(out / "run"), str(i), ports, *job_args], env=env, cwd=tmp,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(n)]
+        results = []
+        for p in procs:
+            try:
+                _, err = p.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                for q in procs:
+                    q.kill()
+                raise AssertionError(f"MultiWorkerMirroredStrategy job did not finish in {timeout_s} s") from None
+            results.append((p.returncode, err))
+        if all(rc == 0 for rc, _ in results):
+            return out
+        aborted = [err for rc, err in results if rc != 0 and "Fatal Python error" in err and TF_STOP_ABORT in err]
+        if not aborted:
+            raise AssertionError("MultiWorkerMirroredStrategy job failed:\n" + "\n".join(f"worker rc {rc}:\n{err[-2000:]}" for rc, err in results))
+        errors.append(aborted[0][-600:])
+    raise AssertionError(f"a worker died in TensorFlow's profiler stop in all {attempts} tries:\n" + "\n".join(errors))

@@ -55,6 +55,16 @@ def test_the_job_key_differs_between_jobs_and_not_between_ranks(monkeypatch):
     assert D.job_key() != a
 
 
+def test_tf_workers_share_a_job_key_though_each_tf_config_names_its_own_task(monkeypatch):
+    def key(cluster, index):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        return D.job_key()
+
+    job = {"worker": ["localhost:1", "localhost:2"]}
+    assert key(job, 0) == key(job, 1)
+    assert key({"worker": ["localhost:3", "localhost:4"]}, 0) != key(job, 0)
+
+
 @pytest.fixture(scope="module")
 def two_rank_job(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("job")

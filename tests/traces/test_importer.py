@@ -99,6 +99,21 @@ def test_tensorboard_logdir_takes_the_newest_session(shared_dir, tmp_path):
     assert "newest" in notes[0]
 
 
+def test_a_multi_worker_logdir_takes_each_workers_newest_session_as_its_rank(shared_dir, tmp_path):
+    # tf.distribute: every worker profiles into its own log directory, sessions named by time.
+    xp = shared_dir / "xplane" / "local_cpu_tf221_customloop_slowmap.xplane.pb"
+    for worker, sessions in (("worker0", ("2024_01_01_10_00_00", "2024_02_01_10_00_00")), ("worker1", ("2024_02_01_10_00_01",))):
+        for session in sessions:
+            d = tmp_path / "logs" / worker / "plugins" / "profile" / session
+            d.mkdir(parents=True)
+            shutil.copy(xp, d / "localhost.xplane.pb")
+    sources, notes = discover([tmp_path / "logs"])
+    assert [(s.path.parents[3].name, s.path.parent.name) for s in sources] == [("worker0", "2024_02_01_10_00_00"), ("worker1", "2024_02_01_10_00_01")]
+    assert "newest of each log directory" in notes[0]
+    run = Run.open(import_traces([tmp_path / "logs"], tmp_path / "r", progress=False))
+    assert run.meta["ranks"] == [0, 1]
+
+
 def test_existing_output_is_not_overwritten(shared_dir, tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "precious.txt").write_text("x")

@@ -168,3 +168,16 @@ def test_bus_bandwidth_uses_the_nccl_tests_factor():
     out = K._bandwidth(inst)
     assert out["algbw_gbps"].to_list() == [1000.0, 1000.0]
     assert out["busbw_gbps"].to_list() == pytest.approx([1000 * 2 * 7 / 8, 1000 * 7 / 8])
+
+
+@pytest.mark.parametrize("name", ["CollectiveReduceV2", "CollectiveGatherV2", "CollectiveBcastSend", "CollectiveBcastRecvV2", "NcclAllReduce"])
+def test_tensorflow_collective_ops_are_recognised(name):
+    assert pl.select(pl.lit(name).str.contains(K.TF_NAME)).item()
+
+
+def test_tensorflow_collectives_are_keyed_by_group_and_instance_key():
+    # The args a TF 2.21 CollectiveReduceV2 op carries in its XPlane (a recorded MultiWorkerMirroredStrategy job).
+    args = pl.Series(['{"step_id":-5772928280107381180,"iter_id":0,"frame_id":0,"instance_key":116,"group_key":1,"collective":0,'
+                      '"long_name":"sgd_1/CollectiveReduceV2:CollectiveReduceV2"}'])
+    facts = K._args_facts(args)
+    assert facts.row(0, named=True) == {"group": "tf group 1", "seq": 116, "size_bytes": None}
