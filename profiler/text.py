@@ -29,6 +29,42 @@ def _table(title: str, columns: list[str], right_from: int = 1):
     return t
 
 
+MIN_NAME_WIDTH = 24  # below this, a name table drops its least telling columns instead
+
+
+def name_table(title: str, rows: list[dict], width: int):
+    """A top-names table that fits ``width`` columns: names shortened in the middle to what
+    is left after the figures, and, if even ``MIN_NAME_WIDTH`` is not left, figures dropped
+    deliberately (mean, then count, then total; the share stays), said in a caption."""
+    from rich.table import Table
+
+    from accelscope.analysis.tables import middle_name
+
+    columns = {
+        "total ms": [f"{r['total_ns'] / 1e6:.2f}" for r in rows],
+        "count": [str(r["count"]) for r in rows],
+        "mean µs": [f"{r['mean_ns'] / 1e3:.1f}" for r in rows],
+        "% of step": [f"{r['share_of_step_time']:.1%}" for r in rows],
+    }
+    order = ["count", "total ms", "mean µs", "% of step"]
+    dropped = []
+    for victim in ("mean µs", "count", "total ms"):
+        used = sum(max(len(c), *(len(v) for v in columns[c])) + 3 for c in order) + 4  # cell padding, rules, borders
+        if width - used >= MIN_NAME_WIDTH:
+            break
+        order.remove(victim)
+        dropped.append(victim)
+    used = sum(max(len(c), *(len(v) for v in columns[c])) + 3 for c in order) + 4
+    name_width = max(width - used, 8)
+    t = Table(title=title, caption=f"left out at this width: {', '.join(dropped)}" if dropped else None)
+    t.add_column("name", no_wrap=True, min_width=min(name_width, 8), max_width=name_width)
+    for c in order:
+        t.add_column(c, justify="right", no_wrap=True)
+    for i, r in enumerate(rows):
+        t.add_row(middle_name(r["name"], name_width), *(columns[c][i] for c in order))
+    return t
+
+
 def headline(report: Report) -> list[str]:
     """The first lines: what the device did, why it sat idle, the input verdict, and on
     which steps each figure is (rich markup)."""
@@ -128,7 +164,6 @@ def print_report(report: Report, console: Console | None = None) -> None:
     from rich.console import Console
 
     from accelscope.analysis.breakdown import BREAKDOWN
-    from accelscope.analysis.tables import short_name
 
     console = console or Console()
     for line in headline(report):
@@ -179,10 +214,7 @@ def print_report(report: Report, console: Console | None = None) -> None:
                    f"{r['busy_share']:.1%}", f"{r['input_wait_share']:.1%}" if r["input_timed"] else "not seen", r["verdict"] or "—")
     console.print(st)
     if report.top_kernels.height:
-        tk = _table("Top device work", ["name", "count", "total ms", "mean us", "share of step time"])
-        for r in report.top_kernels.head(10).iter_rows(named=True):
-            tk.add_row(short_name(r["name"]), str(r["count"]), f"{r['total_ns'] / 1e6:.2f}", f"{r['mean_ns'] / 1e3:.1f}", f"{r['share_of_step_time']:.1%}")
-        console.print(tk)
+        console.print(name_table("Top device work", list(report.top_kernels.head(10).iter_rows(named=True)), console.width))
     launches = report.launches
     if launches.per_device.height:
         lt = _table("Launches (launch → device start; queue: ops launched, not finished)", ["device", "device ops", "latency median", "p90", "max queue"])

@@ -22,8 +22,8 @@ import polars as pl
 
 from accelscope.analysis import causes as C
 from accelscope.analysis import collectives as K
-from accelscope.analysis.advice import dataloader_evidence, exposed_communication, recommend, straggler_advice
-from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RANK_WAIT, RankResult, analyze_rank, empty_gaps, step_windows
+from accelscope.analysis.advice import Evidence, dataloader_evidence, exposed_communication, framework_of, recommend, straggler_advice
+from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RANK_WAIT, WINDOW_NAME, RankResult, analyze_rank, empty_gaps, step_windows
 from accelscope.analysis.busy import summarise_busy
 from accelscope.analysis.launches import match_launches, summarise
 from accelscope.analysis.report import Basis, Report, RunInfo
@@ -175,14 +175,20 @@ def analyze(run: Run) -> Report:
     candidates, straggler_costs = attribute(colls.instances, colls.arrivals, steps, results, tolerance)
     stragglers = named(candidates)
     ranks = rank_table(steps, colls.instances, colls.arrivals, gaps, list(run.meta.get("incomplete_ranks") or []), tolerance) if len(results) > 1 else None
-    advice = recommend(idle_by_cause, total, steady.height, mean_step, has_device, lambda: dataloader_evidence(run.meta, host_names))
+    evidence = Evidence(
+        steps=int(basis.group_by("rank").len()["len"].max()) if basis.height else 0,
+        real_steps=basis.height > 0 and not basis["name"].str.starts_with(WINDOW_NAME).all(),
+        busy_ns_per_step=busy * mean_step if basis_total else 0.0,
+    )
+    advice = recommend(idle_by_cause, total, steady.height, mean_step, has_device, lambda: dataloader_evidence(run.meta, host_names), evidence,
+                       framework_of(run.meta), host_names)
     # Waiting for other ranks is advised on as the straggler's own cause, said with its rank,
     # or (no straggler) as exposed communication; largest share first, stragglers leading.
     # A straggler's own cause is advised on once, with its rank and the job's projection
     # (the run-wide figure averages it over ranks that never had it).
     advice = [a for a in advice if a.cause != C.RANK_WAIT and a.cause not in {s.cause for s in stragglers}]
-    advice += exposed_communication(breakdown_ns[COMMUNICATION], breakdown_ns[RANK_WAIT], total, steady.height, mean_step, bool(stragglers))
-    advice = straggler_advice(stragglers) + sorted(advice, key=lambda a: -a.idle_share)
+    advice += exposed_communication(breakdown_ns[COMMUNICATION], breakdown_ns[RANK_WAIT], total, steady.height, mean_step, bool(stragglers), evidence)
+    advice = straggler_advice(stragglers, framework_of(run.meta)) + sorted(advice, key=lambda a: -a.idle_share)
     return Report(
         run=_run_info(run, devices),
         timing_basis=_basis("steady", steady, "steady"),

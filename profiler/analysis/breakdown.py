@@ -41,6 +41,9 @@ BREAKDOWN = (KERNEL, RANK_WAIT, COMMUNICATION, MEMCPY, MEMSET, RUNTIME, INPUT_WA
 DEVICE_CATEGORIES = (KERNEL, COMMUNICATION, MEMCPY, MEMSET)
 
 FALLBACK_WINDOWS = 10
+WARMUP_STEP = "ProfilerStep#0"  # warm-up (start-up, lazy initialisation) when a rank has at least MIN_STEPS_FOR_WARMUP steps
+MIN_STEPS_FOR_WARMUP = 3
+WINDOW_NAME = "window "  # how fallback windows are named ("window 0", ...): not steps
 _STEP_NUMBER = r"#(\d+)$"
 
 
@@ -87,7 +90,7 @@ def step_windows(events: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
     hi = int(_ends(events).max())
     edges = np.linspace(lo, hi, FALLBACK_WINDOWS + 1).astype(np.int64)
     notes.append(f"no step markers: analysed in {FALLBACK_WINDOWS} equal windows of {(hi - lo) / FALLBACK_WINDOWS / 1e6:.1f} ms instead (mark steps with prof.step() or ProfilerStep annotations)")
-    return pl.DataFrame({"step": np.arange(FALLBACK_WINDOWS, dtype=np.int64), "name": [f"window {i}" for i in range(FALLBACK_WINDOWS)], "start_ns": edges[:-1], "end_ns": edges[1:]}), notes
+    return pl.DataFrame({"step": np.arange(FALLBACK_WINDOWS, dtype=np.int64), "name": [f"{WINDOW_NAME}{i}" for i in range(FALLBACK_WINDOWS)], "start_ns": edges[:-1], "end_ns": edges[1:]}), notes
 
 
 def launch_threads(host: pl.DataFrame) -> pl.DataFrame:
@@ -158,7 +161,10 @@ def analyze_rank(events: pl.DataFrame, rank: int, rank_wait: tuple[np.ndarray, n
         .select(pl.lit(rank, dtype=pl.Int32).alias("rank"), "correlation_id", "start_ns", "dur_ns").collect()
         if has_device else None
     )
-    op_names = partial_names(host.lazy().filter(pl.col("kind") == S.CPU_OP))
+    # The name tables are over the steady steps (not the warm-up step, not outside any step).
+    steady = windows.filter(~((pl.col("name") == WARMUP_STEP) & pl.lit(windows.height >= MIN_STEPS_FOR_WARMUP)))
+    steady_s, steady_e = steady["start_ns"].to_numpy(), steady["end_ns"].to_numpy()
+    op_names = partial_names(host.lazy().filter(pl.col("kind") == S.CPU_OP), steady_s, steady_e)
     host = C.classify_host(host.drop("correlation_id"))  # cause: a code (C.CODE)
     host_names = host["name"].unique()
     host = host.drop("name")
@@ -252,7 +258,7 @@ def analyze_rank(events: pl.DataFrame, rank: int, rank_wait: tuple[np.ndarray, n
 
     if runtime is None:
         runtime = device_ev.clear().select("rank", "correlation_id", "start_ns", "dur_ns")
-    kernel_names = partial_names(device_ev.lazy())
+    kernel_names = partial_names(device_ev.lazy(), steady_s, steady_e)
     return RankResult(rank, steps, gaps, device_steps, stream_steps, has_device, device_ev, runtime, kernel_names, op_names, host_names, notes, layers)
 
 

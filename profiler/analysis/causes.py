@@ -13,7 +13,7 @@ Every rule is a Polars expression over the events table, so classification is co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -31,6 +31,8 @@ class Cause:
     fallback: bool = False  # every other host activity (the last recognisable cause)
     remainder: bool = False  # the idle time no host slice explains (the last row)
     cross_rank: bool = False  # found by matching collectives across ranks, not from host slices
+    # The advice in the words of another framework ("tensorflow", "jax"); ``advice`` is PyTorch's.
+    advice_by: dict[str, str] = field(default_factory=dict)
 
 
 # Name rules, kept apart for docs/analysis.md and the tests.
@@ -63,44 +65,89 @@ TABLE: tuple[Cause, ...] = (
         "raise DataLoader num_workers, set pin_memory=True and persistent_workers=True, prefetch (prefetch_factor; "
         "tf.data .prefetch), or move decoding/augmentation off the critical path",
         kinds=(S.INPUT_WAIT,), names=INPUT_WAIT_NAME, any_thread=True,
+        advice_by={
+            "tensorflow": "tf.data: .prefetch(tf.data.AUTOTUNE), num_parallel_calls=tf.data.AUTOTUNE on .map, .cache() what "
+                          "does not change, interleave file reads, or move decoding off the critical path (tf.data service)",
+            "jax": "load ahead of the step: more loader workers (e.g. grain's worker_count), prefetch batches to the device "
+                   "while the step runs, or move decoding off the critical path",
+        },
     ),
     Cause(
         H2D_COPY, "host-to-device copy of the batch",
         "pin host memory (pin_memory=True) and copy with .to(device, non_blocking=True), or prefetch the next batch "
         "to the device on a side stream",
         names=H2D_NAME,
+        advice_by={
+            "tensorflow": "prefetch to the device (tf.data.experimental.prefetch_to_device, or a distribution strategy's "
+                          "distributed dataset) so the copy overlaps the step",
+            "jax": "put the next batch on the device while the step runs (jax.device_put ahead of time, a prefetch-to-device "
+                   "iterator), sharded as the step expects it",
+        },
     ),
     Cause(
-        COLLECTIVE, "waiting in a collective (NCCL/gloo)",
+        COLLECTIVE, "waiting in a collective",
         "overlap communication with compute (DDP bucket_cap_mb, gradient accumulation), and look for a straggler rank",
         names=COLLECTIVE_NAME,
+        advice_by={
+            "tensorflow": "overlap communication with compute (CommunicationOptions bytes_per_pack, fewer and larger "
+                          "all-reduces), and look for a straggler worker",
+            "jax": "overlap collectives with compute (XLA's async collectives and latency-hiding scheduler), check the "
+                   "sharding for all-gathers it does not need, and look for a straggler host",
+        },
     ),
     Cause(
         SYNC, "synchronisation (device/stream/event sync, .item())",
         "remove host-device syncs from the loop (.item(), .cpu(), printing tensors, torch.cuda.synchronize); "
         "log metrics every N steps",
         kinds=(S.SYNC,), names=SYNC_NAME,
+        advice_by={
+            "tensorflow": "stop reading results back every step (.numpy(), float(loss), printing tensors); log metrics every "
+                          "N steps and keep the loop inside tf.function",
+            "jax": "stop blocking on results every step (block_until_ready, float(loss), printing arrays); log metrics every "
+                   "N steps so dispatch runs ahead",
+        },
     ),
     Cause(
         OPTIMIZER, "optimizer / Python work",
         "use a fused or foreach optimizer (fused=True / foreach=True) and keep Python work out of the step",
         names=OPTIMIZER_NAME,
+        advice_by={
+            "tensorflow": "keep the optimizer inside the compiled step (tf.function(jit_compile=True)) and Python work out "
+                          "of the step",
+            "jax": "jit the whole update (the optax update inside the jitted step) and keep Python work out of the step",
+        },
     ),
     Cause(
         PROFILER, "profiler overhead",
         "reduce profiler overhead (record_shapes/with_stack off, shorter active windows)",
         names=PROFILER_NAME,
+        advice_by={
+            "tensorflow": "reduce profiler overhead (a lower host_tracer_level, python_tracer off, shorter windows)",
+            "jax": "reduce profiler overhead (shorter traces, the Python tracer off)",
+        },
     ),
     Cause(
         HOST_COMPUTE, "host compute / late kernel launches",
         "the host launches work too slowly for the device: fewer, larger kernels (torch.compile, CUDA graphs), "
         "a larger batch, or less Python per step",
         fallback=True,
+        advice_by={
+            "tensorflow": "the host dispatches work too slowly for the device: compile the step (tf.function(jit_compile=True)), "
+                          "run several steps per call (Keras steps_per_execution), a larger batch, or less Python per step",
+            "jax": "the host dispatches work too slowly for the device: jit larger pieces (the whole step), several steps "
+                   "per dispatch (lax.scan), a larger batch, or fewer host round trips",
+        },
     ),
     Cause(
         NO_HOST, "no host activity recorded",
         "nothing was traced on the host then: usually Python between ops; record with stacks (with_stack=True) to see it",
         remainder=True,
+        advice_by={
+            "tensorflow": "nothing was traced on the host then: usually Python between ops; profile with "
+                          "python_tracer_level=1 (and host_tracer_level=3) to see it",
+            "jax": "nothing was traced on the host then: usually Python between dispatches; profile with the Python "
+                   "tracer on to see it",
+        },
     ),
 )
 
@@ -108,6 +155,13 @@ CAUSES: tuple[str, ...] = tuple(c.name for c in TABLE)
 BY_NAME: dict[str, Cause] = {c.name: c for c in TABLE}
 CAUSE_TEXT: dict[str, str] = {c.name: c.label for c in TABLE}
 ADVICE: dict[str, str] = {c.name: c.advice for c in TABLE}
+FRAMEWORKS = ("torch", "tensorflow", "jax")  # the words advice comes in (PyTorch's is the default)
+
+
+def advice_for(cause: str, framework: str) -> str:
+    """What to change about ``cause``, in the words of ``framework``."""
+    row = BY_NAME[cause]
+    return row.advice_by.get(framework, row.advice)
 # The causes an instant of idle time can be given (all but the remainder), in priority order:
 # a host slice's, or (``cross_rank``) a collective's wait for the last rank.
 HOST_CAUSES: tuple[Cause, ...] = tuple(c for c in TABLE if not c.remainder)

@@ -69,8 +69,9 @@ class Recommendation:
     evidence: str
     action: str
     idle_share: float  # of step time
-    projected_step_ns: float | None  # mean step if this idle time went away
+    projected_step_ns: float | None  # at best, the mean step if this idle time went away (None: no projection)
     mean_step_ns: float
+    projection: str = ""  # the model behind projected_step_ns, or why there is none
 
     @property
     def projected_speedup(self) -> float | None:
@@ -81,9 +82,9 @@ class Recommendation:
     def text(self) -> str:
         p = self.projected_step_ns
         if p is None or p <= 0:
-            return f"{self.evidence}: {self.action}."
-        return (f"{self.evidence}: {self.action}. Expected: {self.mean_step_ns / 1e6:.1f} -> {p / 1e6:.1f} ms per step "
-                f"({self.mean_step_ns / p:.2f}x) if this idle time goes.")
+            return f"{self.evidence}: {self.action}." + (f" No projection: {self.projection}." if self.projection else "")
+        return (f"{self.evidence}: {self.action}. Expected: at best {self.mean_step_ns / 1e6:.1f} -> {p / 1e6:.1f} ms per step "
+                f"({self.mean_step_ns / p:.2f}x) if all of this idle time goes.")
 
     def to_dict(self) -> dict[str, Any]:
         speedup = self.projected_speedup
@@ -94,6 +95,7 @@ class Recommendation:
             "idle_share": round(self.idle_share, 6),
             "projected_step_us": round(self.projected_step_ns / 1000, 3) if self.projected_step_ns is not None else None,
             "projected_speedup": round(speedup, 4) if speedup is not None else None,
+            "projection": self.projection,
             "text": self.text,
         }
 

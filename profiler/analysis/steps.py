@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from accelscope.analysis.breakdown import BREAKDOWN, analyze_rank
+from accelscope.analysis.breakdown import BREAKDOWN, MIN_STEPS_FOR_WARMUP, WARMUP_STEP, analyze_rank
 from accelscope.verdicts import HIGH_THRESHOLD, MODERATE_THRESHOLD
 
 # A step is an outlier when its modified z-score (Iglewicz and Hoaglin: 0.6745 * (x -
@@ -35,7 +35,7 @@ def finish_steps(steps: pl.DataFrame) -> pl.DataFrame:
     n_per_rank = steps.group_by("rank").len()["len"].max() if steps.height else 0
     share = pl.col("input_wait_ns") / pl.col("dur_ns").clip(lower_bound=1)
     return steps.with_columns(
-        warmup=(pl.col("name") == "ProfilerStep#0") & pl.lit((n_per_rank or 0) >= 3),
+        warmup=(pl.col("name") == WARMUP_STEP) & pl.lit((n_per_rank or 0) >= MIN_STEPS_FOR_WARMUP),
         busy_share=pl.col("busy_ns") / pl.col("dur_ns").clip(lower_bound=1),
         input_wait_share=share,
         verdict=pl.when(share >= HIGH_THRESHOLD).then(pl.lit("high")).when(share >= MODERATE_THRESHOLD).then(pl.lit("moderate")).otherwise(pl.lit("none")),
@@ -73,7 +73,8 @@ def mark_outliers(steps: pl.DataFrame) -> pl.DataFrame:
     mad = (pl.col("dur_ns") - med).abs().filter(steady).median().over("rank")
     z = 0.6745 * (pl.col("dur_ns") - med) / pl.max_horizontal(mad, pl.lit(1.0))
     out = steps.with_columns(
-        outlier=steady & (z > OUTLIER_Z) & (pl.col("dur_ns") > med * (1 + OUTLIER_MIN_EXCESS)) & (pl.len().over("rank") >= 5),
+        # (a median of 0, windows of a trace with no activity in most of them, has no "x the median")
+        outlier=steady & (med > 0) & (z > OUTLIER_Z) & (pl.col("dur_ns") > med * (1 + OUTLIER_MIN_EXCESS)) & (pl.len().over("rank") >= 5),
         _median_ns=med,
     )
     if not out["outlier"].any():

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
-NAME_TABLE_SCHEMA = {"name": pl.String, "kind": pl.String, "count": pl.UInt32, "total_ns": pl.Int64, "mean_ns": pl.Float64, "max_ns": pl.Int64, "share_of_step_time": pl.Float64}
+# total_ns sums every instance (instances on several devices or threads at once add up);
+# wall_ns is the time during which at least one instance ran, and the share of step time is
+# that over the steps' time: never above 100 %, however many devices or threads ran it.
+NAME_TABLE_SCHEMA = {"name": pl.String, "kind": pl.String, "count": pl.UInt32, "total_ns": pl.Int64, "mean_ns": pl.Float64, "max_ns": pl.Int64,
+                     "wall_ns": pl.Int64, "share_of_step_time": pl.Float64}
 
 
 def short_name(name: str, width: int = 60) -> str:
@@ -22,14 +27,47 @@ def short_name(name: str, width: int = 60) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
-PARTIAL_SCHEMA = {"name": pl.String, "kind": pl.String, "count": pl.UInt32, "total_ns": pl.Int64, "max_ns": pl.Int64}
+def middle_name(name: str, width: int) -> str:
+    """``short_name`` of ``name``, then shortened in the middle to ``width`` characters: the
+    start (namespace, kernel family) and the end (tile sizes, variant) both tell kernels apart."""
+    name = short_name(name, width=10**9)
+    if len(name) <= width:
+        return name
+    if width < 5:
+        return name[:width]
+    head = (width - 1) * 2 // 3
+    return name[:head] + "…" + name[len(name) - (width - 1 - head):]
 
 
-def partial_names(slices: pl.LazyFrame) -> pl.DataFrame:
-    """Per name of some slices (name, kind, dur_ns): count, total and max, to merge across ranks."""
+PARTIAL_SCHEMA = {"name": pl.String, "kind": pl.String, "count": pl.UInt32, "total_ns": pl.Int64, "max_ns": pl.Int64, "wall_ns": pl.Int64}
+
+
+def partial_names(slices: pl.LazyFrame, win_s: np.ndarray, win_e: np.ndarray) -> pl.DataFrame:
+    """Per name of one rank's slices (name, kind, start_ns, dur_ns) that start inside the
+    windows [``win_s``, ``win_e``) (sorted, not overlapping): count, total, max, and the
+    wall time the name covers within them (the union of its instances, each clipped to its
+    window's end), to merge across ranks."""
+    windows = pl.LazyFrame({"_ws": np.asarray(win_s, dtype=np.int64), "_we": np.asarray(win_e, dtype=np.int64)}).sort("_ws")
+    slices = (
+        slices.select("name", "kind", "start_ns", "dur_ns").sort("start_ns")
+        .join_asof(windows, left_on="start_ns", right_on="_ws", strategy="backward")
+        .filter(pl.col("start_ns") < pl.col("_we"))
+    )
+    end = pl.min_horizontal(pl.col("start_ns") + pl.col("dur_ns"), pl.col("_we"))
+    # Union per name: in start order, an instance opens a new stretch when it starts after
+    # every earlier instance of the name ended.
+    reach = end.cum_max().shift(1).over("name")
+    stretches = (
+        slices.select("name", "start_ns", "dur_ns", "_we").sort("name", "start_ns")
+        .with_columns(_new=(pl.col("start_ns") > reach).fill_null(True))
+        .with_columns(_stretch=pl.col("_new").cum_sum().over("name"))
+        .group_by("name", "_stretch").agg(_wall=end.max() - pl.col("start_ns").min())
+        .group_by("name").agg(wall_ns=pl.col("_wall").sum())
+    )
     return (
         slices.group_by("name")
         .agg(pl.col("kind").first(), pl.len().alias("count"), pl.col("dur_ns").sum().alias("total_ns"), pl.col("dur_ns").max().alias("max_ns"))
+        .join(stretches, on="name", how="left")
         .collect()
         .cast(PARTIAL_SCHEMA)  # type: ignore[arg-type]
     )
@@ -37,12 +75,13 @@ def partial_names(slices: pl.LazyFrame) -> pl.DataFrame:
 
 def merge_names(parts: list[pl.DataFrame], total_ns: int) -> pl.DataFrame:
     """``partial_names`` of several ranks as one table (``NAME_TABLE_SCHEMA``): every name,
-    longest total first, ties by name; shares of ``total_ns``."""
+    longest total first, ties by name; shares: each rank's wall time of the name, summed
+    over ranks, of ``total_ns`` (every rank's step time)."""
     both = pl.concat(parts) if len(parts) > 1 else parts[0]
     if len(parts) > 1:
-        both = both.group_by("name").agg(pl.col("kind").first(), pl.col("count").sum(), pl.col("total_ns").sum(), pl.col("max_ns").max())
+        both = both.group_by("name").agg(pl.col("kind").first(), pl.col("count").sum(), pl.col("total_ns").sum(), pl.col("max_ns").max(), pl.col("wall_ns").sum())
     return (
-        both.with_columns(mean_ns=pl.col("total_ns") / pl.col("count"), share_of_step_time=pl.col("total_ns") / max(total_ns, 1))
+        both.with_columns(mean_ns=pl.col("total_ns") / pl.col("count"), share_of_step_time=pl.col("wall_ns") / max(total_ns, 1))
         .select(list(NAME_TABLE_SCHEMA))
         .sort(["total_ns", "name"], descending=[True, False])
         .cast(NAME_TABLE_SCHEMA)  # type: ignore[arg-type]

@@ -1,3 +1,4 @@
+import numpy as np
 import polars as pl
 import pytest
 
@@ -145,5 +146,6 @@ def test_names_of_equal_total_time_are_listed_by_name_every_time():
     # Four ops of 5 ms each and one of 7 ms: hash grouping would return the ties in any order.
     names = ["d", "b", "a", "c", "z"]
     ops = pl.DataFrame({"start_ns": [i * 10_000_000 for i in range(5)], "dur_ns": [5_000_000] * 4 + [7_000_000], "kind": ["cpu_op"] * 5, "name": names})
-    table = merge_names([partial_names(ops.lazy()), partial_names(ops.lazy())], 100_000_000)  # two ranks
+    one_step = (np.array([0]), np.array([100_000_000]))
+    table = merge_names([partial_names(ops.lazy(), *one_step), partial_names(ops.lazy(), *one_step)], 100_000_000)  # two ranks
     assert table["name"].to_list() == ["z", "a", "b", "c", "d"]

@@ -121,7 +121,13 @@ def test_gap_causes_sum_to_the_gap(runs):
 def test_recommendations_rank_by_projected_gain(runs):
     advice = [a.to_dict() for a in analyze(runs["nw4"]).advice]
     assert advice and [a["idle_share"] for a in advice] == sorted((a["idle_share"] for a in advice), reverse=True)
-    assert all(a["projected_step_us"] < analyze(runs["nw4"]).mean_step_ns / 1000 for a in advice)
+    projected = [a for a in advice if a["projected_step_us"] is not None]
+    assert projected and all(a["projected_step_us"] < analyze(runs["nw4"]).mean_step_ns / 1000 for a in projected)
+
+
+def test_no_host_activity_gets_advice_but_no_projection(runs):
+    advice = {a.cause: a for a in analyze(runs["nw4"]).advice}
+    assert advice[C.NO_HOST].projected_step_ns is None and "what the host did" in advice[C.NO_HOST].projection
 
 
 @pytest.mark.parametrize(
