@@ -14,7 +14,7 @@ from accelscope.analysis.tables import short_name
 from accelscope.dashboard import plotlyjs
 from accelscope.dashboard.runs import RunView
 from accelscope.errors import require
-from accelscope.text import device_rows, rank_rows
+from accelscope.text import capture_lines, device_rows, rank_rows
 from accelscope.traces.run import Run
 from accelscope.verdicts import VERDICT_TEXT
 
@@ -105,6 +105,7 @@ def build_report(run_path: str | os.PathLike[str]) -> str:
         headers, rows, rest = device_rows(rep.devices, rep.has_device)
         if rows:
             parts.append("<h2>Utilisation per device</h2>" + _table(headers, rows) + (f"<p class='muted'>{html.escape(rest)}</p>" if rest else ""))
+            parts.extend(f"<p class='muted'>{html.escape(line)}</p>" for line in capture_lines(rep.devices))
         parts.append(plot(overview.step_figure(rep)))
         if rep.recommendations:
             parts.append("<h2>Recommendations</h2><ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in rep.recommendations) + "</ul>")

@@ -157,6 +157,24 @@ def device_rows(devices: pl.DataFrame, has_device: bool) -> tuple[list[str], lis
     return headers, rows, rest
 
 
+def capture_lines(devices: pl.DataFrame) -> list[str]:
+    """One line per device on its whole-capture busy time (``capture.py``: TraceLens's
+    gpu_timeline definition), for ``accelscope analyze``, the Overview and the HTML report."""
+    import polars as pl
+
+    from accelscope.analysis.capture import WINDOW_TEXT
+
+    if "capture_busy_share" not in devices.columns:
+        return []
+    multi_rank = devices["rank"].n_unique() > 1
+    out = []
+    for u in devices.filter(pl.col("capture_busy_share").is_not_null()).head(MAX_DEVICE_ROWS).iter_rows(named=True):
+        name = f"rank {u['rank']} · {u['device']}" if multi_rank else u["device"]
+        out.append(f"whole capture: {name} busy {u['capture_busy_ns'] / 1e6:,.2f} of {u['capture_span_ns'] / 1e6:,.2f} ms "
+                   f"({u['capture_busy_share']:.1%}), over {WINDOW_TEXT[u['capture_window']]}")
+    return out
+
+
 def print_report(report: Report, console: Console | None = None) -> None:
     """``accelscope analyze``'s text: headline, breakdown, idle causes, devices, steps, top
     device work, launches, notes and recommendations."""
@@ -189,6 +207,8 @@ def print_report(report: Report, console: Console | None = None) -> None:
         console.print(dev)
         if rest:
             console.print(rest)
+        for line in capture_lines(report.devices):
+            console.print(line)
 
     if report.ranks is not None:
         headers, rows = rank_rows(report)

@@ -16,7 +16,7 @@ from accelscope.dashboard.components import card, graph, loading, section
 from accelscope.dashboard.sections.ranks import summary_block
 from accelscope.dashboard.theme import BREAKDOWN_COLORS, REST_COLOR, base_layout, empty_figure, plotly_go, step_ticks
 from accelscope.errors import require
-from accelscope.text import device_rows
+from accelscope.text import capture_lines, device_rows
 from accelscope.verdicts import HIGH_THRESHOLD, MODERATE_THRESHOLD, VERDICT_TEXT
 
 NAME = "overview"
@@ -142,7 +142,9 @@ def devices_table(report: Any) -> Any:
     table = html.Table([html.Thead(html.Tr([html.Th(h) for h in headers])), html.Tbody(body)], className="device-table")
     what = (f"each device's busy share of step time (kernels, copies, memsets; each instant once) over {report.basis.text}" if has_device else
             f"no device work was traced: the training thread's busy share of step time (busy whenever it is not waiting) over {report.basis.text}")
-    return [html.H3("Utilisation per device"), html.P(what, className="details-hint"), table, *([html.P(rest, className="details-hint")] if rest else [])]
+    notes = [rest] if rest else []
+    notes += capture_lines(report.devices)
+    return [html.H3("Utilisation per device"), html.P(what, className="details-hint"), table, *[html.P(n, className="details-hint") for n in notes]]
 
 
 # -- the step figure: one stacked bar per step (a group of bars per rank), split by category -------

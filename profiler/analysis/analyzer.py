@@ -25,6 +25,7 @@ from accelscope.analysis import collectives as K
 from accelscope.analysis.advice import Evidence, dataloader_evidence, exposed_communication, framework_of, recommend, straggler_advice
 from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RANK_WAIT, WINDOW_NAME, RankResult, analyze_rank, empty_gaps, step_windows
 from accelscope.analysis.busy import summarise_busy
+from accelscope.analysis.capture import capture_figures
 from accelscope.analysis.launches import match_launches, summarise
 from accelscope.analysis.report import Basis, Report, RunInfo
 from accelscope.analysis.steps import finish_steps, mark_outliers, traced_mask
@@ -164,6 +165,8 @@ def analyze(run: Run) -> Report:
         pl.concat([r.device_steps for r in results]), pl.concat([r.stream_steps for r in results]), busy_steps
     )
     devices = device_utilisation(device_busy, streams, gaps, basis, run.counters)
+    if has_device:
+        devices = devices.join(capture_figures(events), on=["rank", "device"], how="left")
     matched = match_launches(pl.concat([r.device_slices for r in results]), pl.concat([r.runtime for r in results]))
     launches = summarise(matched, overlap.filter(pl.col("device") != "cpu"))
 
