@@ -91,7 +91,7 @@ def build_report(run_path: str | os.PathLike[str]) -> str:
         causes = ", ".join(f"{CAUSE_TEXT[c]} {share:.1%}" for c, _, share in rep.idle_causes[:3]) or "never idle"
         cards = [
             (f"{thing} idle", f"{rep.idle_share:.1%}", overview.idle_class(rep.idle_share).replace("verdict-", ""), f"busy {rep.busy_share:.1%}; idle mostly: {causes}"),
-            ("input wait", f"{rep.input_wait_share:.1%}", "", ""),
+            ("input wait", "unknown" if "input_wait_share" in rep.unknown else f"{rep.input_wait_share:.1%}", "", rep.unknown.get("input_wait_share", "")),
             ("verdict", VERDICT_TEXT[rep.verdict], rep.verdict, ""),
             ("mean step time", f"{rep.mean_step_ns / 1e6:,.1f} ms", "", f"{rep.n_steps} steps"),
         ]

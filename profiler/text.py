@@ -75,8 +75,11 @@ def headline(report: Report) -> list[str]:
     if causes:
         parts = ", ".join(f"{report_label(c)} {share:.1%}" for c, _, share in causes)
         lines.append(f"{thing} idle [bold]{report.idle_share:.1%}[/] of step time: {parts}")
-    colour = {"high": "bold red", "moderate": "bold yellow", "none": "bold green"}[report.verdict]
-    lines.append(f"input wait: [bold]{report.input_wait_share:.1%}[/] of step time -> [{colour}]{VERDICT_TEXT[report.verdict]}[/]")
+    if "input_wait_share" in report.unknown:
+        lines.append("input wait: [bold]unknown[/] (this run never saw its input waits; see the notes)")
+    else:
+        colour = {"high": "bold red", "moderate": "bold yellow", "none": "bold green"}[report.verdict]
+        lines.append(f"input wait: [bold]{report.input_wait_share:.1%}[/] of step time -> [{colour}]{VERDICT_TEXT[report.verdict]}[/]")
     if report.basis.steps != report.timing_basis.steps:
         lines.append(f"busy, idle, input wait and the breakdown are over {report.basis.text} (step time over {report.timing_basis.text})")
     for s in report.stragglers:

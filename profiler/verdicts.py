@@ -13,7 +13,8 @@ from __future__ import annotations
 
 HIGH_THRESHOLD = 0.20
 MODERATE_THRESHOLD = 0.05
-VERDICT_TEXT = {"high": "highly input-bound", "moderate": "moderately input-bound", "none": "not input-bound"}
+VERDICT_TEXT = {"high": "highly input-bound", "moderate": "moderately input-bound", "none": "not input-bound",
+                "unknown": "input wait unknown"}  # unknown: the run never saw its input waits (Report.unknown says why)
 # A cause gets a recommendation when it idles the accelerator at least this share of step time.
 RECOMMEND_SHARE = 0.02
 # A rank that arrives last at collectives is named a straggler when the time it holds the

@@ -23,7 +23,7 @@ NAME = "overview"
 TITLE = "Overview"
 SUB = ("Why the accelerator sat idle, then where each step's time went: device work, then what the host did while "
        "the device was idle (each instant counted once; see docs/analysis.md).")
-VERDICT_CLASS = {"high": "verdict-high", "moderate": "verdict-moderate", "none": "verdict-none", None: "verdict-unknown"}
+VERDICT_CLASS = {"high": "verdict-high", "moderate": "verdict-moderate", "none": "verdict-none", "unknown": "verdict-unknown", None: "verdict-unknown"}
 # Idle share card colour: above these shares of step time an idle device is worth a look / a problem.
 IDLE_CLASS = ((0.40, "verdict-high"), (0.15, "verdict-moderate"), (0.0, "verdict-none"))
 NO_RECOMMENDATION = "none: no cause idles the device 2% of step time or more"
@@ -113,7 +113,7 @@ def render(board: Any, value: Any) -> tuple:
         f"of step time the {thing} sat idle (busy {rep.busy_share:.1%}) · {basis}",
         f"card card-wide {idle_class(rep.idle_share)}",
         causes,
-        f"{rep.input_wait_share * 100:.1f}%",
+        "unknown" if "input_wait_share" in rep.unknown else f"{rep.input_wait_share * 100:.1f}%",
         VERDICT_TEXT[rep.verdict],
         f"card {VERDICT_CLASS[rep.verdict]}",
         f"{rep.mean_step_ns / 1e6:,.1f} ms" if np.isfinite(rep.mean_step_ns) else "—",

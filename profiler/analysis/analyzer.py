@@ -107,7 +107,11 @@ def analyze(run: Run) -> Report:
     # -- the steps and which of them each figure is over ---------------------------------------
     steps = finish_steps(pl.concat([r.steps for r in results]))
     steps = steps.with_columns(traced=traced_mask(run.meta, steps))
-    steps = steps.with_columns(input_timed=pl.lit(True) if run.meta.get("input_timing") == "every step" else pl.col("traced"))
+    # A light run sees input waits only where the loop timed them (prof.iter, input_wait_ended);
+    # without that (Keras fit, a loop not behind prof.iter) it never saw them: unknown, not 0.
+    timed_every_step = run.meta.get("input_timing") == "every step"
+    input_unseen = run.meta.get("mode") == "light" and not timed_every_step
+    steps = steps.with_columns(input_timed=pl.lit(True) if timed_every_step else pl.lit(False) if input_unseen else pl.col("traced"))
     steps = steps.with_columns(verdict=pl.when(pl.col("input_timed")).then(pl.col("verdict")))
     steps = mark_outliers(steps)
     steady_rows = ~pl.col("warmup")
@@ -143,6 +147,12 @@ def analyze(run: Run) -> Report:
             "(its IteratorGetNext / DataLoader ops): busy time, the breakdown, input wait, idle causes and their advice "
             "come from those steps (prof.iter times every step)"
         )
+
+    unknown: dict[str, str] = {}
+    if input_unseen:
+        unknown["input_wait_share"] = ("input waits were not seen: this light-mode run's loop did not time its input "
+                                       "(iterate with prof.iter, or record with mode='full' so the framework profiler's windows show them)")
+        notes.append(unknown["input_wait_share"])
 
     # -- shares over the analysed steps, times scaled to the steady steps ----------------------
     total = int(steady["dur_ns"].sum())
@@ -205,7 +215,7 @@ def analyze(run: Run) -> Report:
         median_step_ns=median_step,
         input_wait_share=share,
         busy_share=busy,
-        verdict=verdict_for(share),
+        verdict="unknown" if "input_wait_share" in unknown else verdict_for(share),
         idle_by_cause_ns=idle_by_cause,
         breakdown_ns=breakdown_ns,
         kernels_by_name=kernels_by_name,
@@ -221,6 +231,7 @@ def analyze(run: Run) -> Report:
         arrivals=colls.arrivals,
         straggler_costs=straggler_costs,
         unmatched_collectives=colls.unmatched,
+        unknown=unknown,
     )
 
 

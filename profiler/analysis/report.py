@@ -133,6 +133,8 @@ class Report:
     arrivals: pl.DataFrame | None = None  # per instance and rank: arrival, end, wait
     straggler_costs: pl.DataFrame | None = None  # per late instance: the late rank and what it cost
     unmatched_collectives: int = 0
+    # Figures the run cannot know (name -> why); JSON gives them as null, gates on them fail.
+    unknown: dict[str, str] = field(default_factory=dict)
 
     @property
     def run_name(self) -> str:
@@ -210,7 +212,7 @@ class Report:
             "basis": {"timing": self.timing_basis.to_dict(), "shares": self.basis.to_dict(), "tables": self.table_basis.to_dict()},
             "verdict": self.verdict,
             "verdict_text": VERDICT_TEXT[self.verdict],
-            "input_wait_share": round(self.input_wait_share, 6),
+            "input_wait_share": None if "input_wait_share" in self.unknown else round(self.input_wait_share, 6),
             "busy_share": round(self.busy_share, 6),
             "idle_share": round(self.idle_share, 6),
             "main_idle_causes": [{"cause": c, "label": CAUSE_TEXT[c], "share": round(s, 6)} for c, _, s in self.idle_causes[:3]],
@@ -236,6 +238,7 @@ class Report:
                 "unmatched_events": self.unmatched_collectives,
                 "by_kind": table_json(self.collectives_by_kind),
             },
+            "unknown": dict(self.unknown),
             "notes": self.notes,
         }
 

@@ -118,3 +118,18 @@ def test_fit_input_share_is_measured_from_the_traced_steps(tmp_path):
     assert any("traced" in n for n in report.notes)
     timed = report.steps.filter(pl.col("input_timed"))
     assert timed.height == 8
+
+
+def test_fit_in_light_mode_reports_its_input_share_as_unknown_not_zero(tmp_path):
+    from accelscope.analysis import check_gates
+    from accelscope.keras import ProfileCallback
+
+    # About 90 % of each step waits for input, and Python never sees the iterator: light
+    # mode cannot know the share, so it must not say 0 (and a CI gate on it must fail).
+    with accelscope.profile(tmp_path / "r", mode="light", framework="tensorflow", live=False) as prof:
+        _model().fit(_data(8, delay_ms=30), epochs=1, callbacks=[ProfileCallback(prof)], shuffle=False, verbose=0)
+    doc = analyze(Run.open(prof.run_dir)).to_dict()
+    assert doc["input_wait_share"] is None and doc["verdict"] == "unknown"
+    assert "prof.iter" in doc["unknown"]["input_wait_share"]
+    crossed = check_gates(doc, ["input_wait_share>0.10"])
+    assert crossed and "unknown" in crossed[0]
