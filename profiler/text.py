@@ -70,7 +70,8 @@ def headline(report: Report) -> list[str]:
     which steps each figure is (rich markup)."""
     what = "accelerator" if report.has_device else "compute thread (no device activity recorded)"
     thing = "accelerator" if report.has_device else "compute thread"
-    lines = [f"[bold]{report.run_name}[/]: {report.n_steps} steps, mean step {report.mean_step_ns / 1e6:.1f} ms, {what} busy {report.busy_share:.1%}"]
+    lines = [f"[bold red]{report.unknown['busy_share']}[/]"] if "busy_share" in report.unknown else []
+    lines.append(f"[bold]{report.run_name}[/]: {report.n_steps} steps, mean step {report.mean_step_ns / 1e6:.1f} ms, {what} busy {report.busy_share:.1%}")
     causes = report.idle_causes[:3]
     if causes:
         parts = ", ".join(f"{report_label(c)} {share:.1%}" for c, _, share in causes)

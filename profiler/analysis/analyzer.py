@@ -103,6 +103,7 @@ def analyze(run: Run) -> Report:
     for r in results:
         notes.extend(n if len(results) == 1 else f"rank {r.rank}: {n}" for n in r.notes)
     has_device = any(r.has_device for r in results)
+    uncaptured = _uncaptured_device(events) if not has_device else None
 
     # -- the steps and which of them each figure is over ---------------------------------------
     steps = finish_steps(pl.concat([r.steps for r in results]))
@@ -149,6 +150,9 @@ def analyze(run: Run) -> Report:
         )
 
     unknown: dict[str, str] = {}
+    if uncaptured:
+        unknown["busy_share"] = unknown["idle_share"] = uncaptured
+        notes.insert(0, uncaptured)
     if input_unseen:
         unknown["input_wait_share"] = ("input waits were not seen: this light-mode run's loop did not time its input "
                                        "(iterate with prof.iter, or record with mode='full' so the framework profiler's windows show them)")
@@ -233,6 +237,22 @@ def analyze(run: Run) -> Report:
         unmatched_collectives=colls.unmatched,
         unknown=unknown,
     )
+
+
+# Host calls that put work on a device: a trace with these and no device work did not capture the device side.
+DEVICE_LAUNCH_NAME = r"^(cuda|cu|hip|hipModule)(LaunchKernel|LaunchKernelExC|LaunchCooperativeKernel|GraphLaunch|MemcpyAsync|MemsetAsync)(_v\d+)?$"
+
+
+def _uncaptured_device(events: pl.DataFrame) -> str | None:
+    """Why the device's figures are unknown when the host launched work on a device but the
+    trace holds none of it (CUPTI / roctracer off or failed), else None."""
+    launches = events.filter((pl.col("kind") == S.RUNTIME) & pl.col("name").str.contains(DEVICE_LAUNCH_NAME)).height
+    if not launches:
+        return None
+    return (f"device activity missing: the host made {launches:,} kernel launches and async copies, but the trace holds no "
+            "kernels, copies or memsets, so the device side was not captured (CUPTI/roctracer off or failed: "
+            "ProfilerActivity.CUDA not requested, another profiler holding CUPTI, a driver/CUPTI mismatch): the device's "
+            "busy share is unknown, and what follows is the training thread's")
 
 
 def _clock_tolerance(meta: dict) -> int:
