@@ -186,6 +186,7 @@ def print_report(report: Report, console: Console | None = None) -> None:
     from rich.console import Console
 
     from accelscope.analysis.breakdown import BREAKDOWN
+    from accelscope.analysis.tables import middle_name
 
     console = console or Console()
     for line in headline(report):
@@ -198,9 +199,12 @@ def print_report(report: Report, console: Console | None = None) -> None:
             table.add_row(c.replace("_", " "), f"{report.per_step_ms(v):.2f}", f"{report.share(v):.1%}")
     console.print(table)
 
-    idle = _table("Why the " + ("accelerator" if report.has_device else "compute thread") + " was idle", ["cause", "ms per step", "share of step time"])
+    idle = _table("Why the " + ("accelerator" if report.has_device else "compute thread") + " was idle", ["cause", "ms per step", "share", "mostly under (host op)"], right_from=1)
+    idle.columns[-1].justify = "left"
     for c, v, share in report.idle_causes:
-        idle.add_row(report_label(c), f"{report.per_step_ms(v):.2f}", f"{share:.1%}")
+        ops = report.host_ops_of(c)
+        under = f"{middle_name(ops[0][0], 32)} {report.per_step_ms(ops[0][1]):.1f} ms" if ops else "—"
+        idle.add_row(report_label(c), f"{report.per_step_ms(v):.2f}", f"{share:.1%}", under)
     console.print(idle)
 
     if report.has_device:

@@ -78,7 +78,9 @@ def test_every_key_of_analyze_json_is_documented_and_every_documented_key_is_the
     found = paths(reports[0].to_dict()) | paths(straggler_report.to_dict())
     missing_from_doc = found - _parents(keys)
     assert not missing_from_doc, f"in analyze --json, not in docs/cli.md: {sorted(missing_from_doc)}"
-    absent = {k for k in keys if k not in found}
+    # (a key inside a list that is empty in these reports, e.g. a cause's host_ops, is there
+    # when the list is)
+    absent = {k for k in keys if k not in found and not ("[]" in k and k.split("[]")[0] in found)}
     assert not absent, f"in docs/cli.md, not in analyze --json: {sorted(absent)}"
 
 

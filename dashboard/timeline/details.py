@@ -101,6 +101,8 @@ def gap_details(gl: GapLayout, multi_rank: bool, origin_ns: int, pos: int) -> De
         ("step", str(r["step"])),
         ("main cause", CAUSE_TEXT[r["cause"]]),
     ]
+    if r.get("host_op"):  # the op the device-driving threads were in (gap_ops.py)
+        rows.append(("host was in", f"{r['host_op']} ({format_duration_ns(r['host_op_ns'])} of the gap)"))
     parts = sorted(((r[f"{c}_ns"], c) for c in CAUSES if r[f"{c}_ns"] > 0), key=lambda p: -p[0])
     table = [(CAUSE_TEXT[c], format_duration_ns(v), f"{v / dur:.0%}") for v, c in parts]
     return Details(f"idle: {CAUSE_TEXT[r['cause']]}", IDLE_GAP, rows, ("cause", "time", "share of gap"), table)

@@ -16,6 +16,7 @@ import polars as pl
 from accelscope.analysis.causes import ADVICE, CAUSE_TEXT, CAUSES, FRAMEWORKS, HOST_COMPUTE, INPUT_WAIT, NO_HOST, OPTIMIZER, RANK_WAIT, advice_for
 from accelscope.analysis.report import Recommendation
 from accelscope.analysis.stragglers import Straggler
+from accelscope.analysis.tables import middle_name
 from accelscope.verdicts import RECOMMEND_SHARE
 
 
@@ -66,6 +67,9 @@ def _already_done(cause: str, framework: str, host_names: pl.Series) -> str | No
     return None
 
 
+HOST_OP_EVIDENCE_SHARE = 0.10  # a host op is named in the evidence when it holds this share of the cause's idle time
+
+
 # The projection model (docs/analysis.md, "Recommendations"): an upper bound on the gain.
 MIN_PROJECTED_STEPS = 3  # fewer analysed steps than this: too little evidence to project
 
@@ -107,12 +111,14 @@ def project(cause: str, per_step_ns: float, mean_step_ns: float, evidence: Evide
 def recommend(
     idle_by_cause_ns: dict[str, int], total_ns: int, n_steady: int, mean_step_ns: float, has_device: bool, input_evidence: Callable[[], str],
     evidence: Evidence, framework: str = "torch", host_names: pl.Series | None = None,
+    host_ops: Callable[[str], list[tuple[str, int]]] | None = None,
 ) -> list[Recommendation]:
     """One recommendation per cause idling the device at least ``RECOMMEND_SHARE`` of step
     time, largest first. ``idle_by_cause_ns`` and ``total_ns`` are over the steady steps;
     ``input_evidence`` says how data was loaded (asked only when input wait gets advice);
     ``evidence`` bounds the projections, or withholds them; the advice is in ``framework``'s
-    words and leaves out what ``host_names`` show is already done."""
+    words and leaves out what ``host_names`` show is already done; ``host_ops(cause)``: the
+    host ops behind the cause's gaps (gap_ops.py), the first named in the evidence."""
     names = host_names if host_names is not None else pl.Series([], dtype=pl.String)
     out = []
     what = "accelerator" if has_device else "compute thread"
@@ -125,6 +131,10 @@ def recommend(
         text = f"{CAUSE_TEXT[cause]} idles the {what} {share:.1%} of step time ({per_step / 1e6:.1f} ms per step)"
         if cause == INPUT_WAIT:
             text = f"input wait is {share:.1%} of step time{input_evidence()}"
+        under = host_ops(cause) if host_ops is not None else []
+        if under and under[0][1] >= HOST_OP_EVIDENCE_SHARE * idle_ns:
+            name, op_ns = under[0]
+            text += f", mostly under {middle_name(name, 60)} ({op_ns / max(n_steady, 1) / 1e6:.1f} ms per step)"
         projected, model = project(cause, per_step, mean_step_ns, evidence)
         action = _already_done(cause, framework, names) or advice_for(cause, framework)
         out.append(Recommendation(cause, text, action, share, projected, mean_step_ns, model))

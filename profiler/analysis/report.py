@@ -135,6 +135,9 @@ class Report:
     unmatched_collectives: int = 0
     # Figures the run cannot know (name -> why); JSON gives them as null, gates on them fail.
     unknown: dict[str, str] = field(default_factory=dict)
+    # Per idle cause, the host ops the device-driving threads were in during its gaps
+    # (gap_ops.py: self time inside the gaps, over the steady steps like idle_by_cause_ns).
+    host_ops_by_cause: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={"cause": pl.String, "name": pl.String, "self_ns": pl.Int64}))
 
     @property
     def run_name(self) -> str:
@@ -194,6 +197,12 @@ class Report:
         ranked = sorted(((c, v) for c, v in self.idle_by_cause_ns.items() if v > 0), key=lambda kv: (-kv[1], CAUSES.index(kv[0])))
         return [(c, v, self.share(v)) for c, v in ranked]
 
+    def host_ops_of(self, cause: str) -> list[tuple[str, int]]:
+        """(op name, ns over the steady steps) the device-driving threads were in during
+        ``cause``'s idle gaps, most first."""
+        rows = self.host_ops_by_cause.filter(pl.col("cause") == cause)
+        return list(zip(rows["name"].to_list(), rows["self_ns"].to_list()))
+
     def per_step_ms(self, ns: float) -> float:
         """A time over the steady steps, per steady step, in ms."""
         return ns / max(self.n_steady, 1) / 1e6
@@ -224,7 +233,9 @@ class Report:
             "devices": table_json(self.devices),
             "streams": table_json(self.streams),
             "breakdown": {c: {"us": _us(v), "share": round(self.share(v), 6)} for c, v in self.breakdown_ns.items()},
-            "idle_by_cause": {c: {"us": _us(v), "share": round(self.share(v), 6), "label": CAUSE_TEXT[c]} for c, v in self.idle_by_cause_ns.items()},
+            "idle_by_cause": {c: {"us": _us(v), "share": round(self.share(v), 6), "label": CAUSE_TEXT[c],
+                                  "host_ops": [{"name": n, "us": _us(t)} for n, t in self.host_ops_of(c)]}
+                              for c, v in self.idle_by_cause_ns.items()},
             "steps": [_step_json(r) for r in self.steps.iter_rows(named=True)],
             "recommendations": [a.to_dict() for a in self.advice],
             "top_kernels": table_json(self.top_kernels),
