@@ -71,15 +71,19 @@ def host_ops_in_gaps(gaps: pl.DataFrame, ops: pl.DataFrame, basis: pl.DataFrame 
     long = gaps.filter(pl.col("dur_ns") >= MIN_GAP_NS).select("_gap", "rank", "step", pl.col("start_ns").alias("_gs"), pl.col("end_ns").alias("_ge"), "cause")
     if long.height == 0 or ops.height == 0:
         return empty, pl.DataFrame(schema=BY_CAUSE_SCHEMA)
-    ops = with_depth(ops)
+    ops = ops.with_row_index("_op")
     # One inequality join per rank (an equality in the same join makes it a cross join).
     parts = [
-        g.join_where(ops.filter(pl.col("rank") == rank).drop("rank"), pl.col("start_ns") < pl.col("_ge"), pl.col("end_ns") > pl.col("_gs"))
+        g.join_where(ops.filter(pl.col("rank") == rank).drop("rank", "pid", "tid", "name"), pl.col("start_ns") < pl.col("_ge"), pl.col("end_ns") > pl.col("_gs"))
         for (rank,), g in long.group_by(["rank"])
     ]
     pairs = pl.concat([p for p in parts if p.height]) if any(p.height for p in parts) else pl.DataFrame()
     if pairs.height == 0:
         return empty, pl.DataFrame(schema=BY_CAUSE_SCHEMA)
+    # Depth among the ops that overlap some gap is their depth among all: an op's enclosing
+    # ops overlap every gap it overlaps, and any other op that started before it has ended.
+    touched = ops.join(pairs.select("_op").unique(), on="_op", how="semi")
+    pairs = pairs.join(with_depth(touched).select("_op", "depth"), on="_op")
     pairs = pairs.with_columns(overlap_ns=pl.min_horizontal("end_ns", "_ge") - pl.max_horizontal("start_ns", "_gs"))
     # The op a gap sits under: the deepest one covering at least COVER_SHARE of it; when
     # none does (many short ops), the one covering most of it.
@@ -88,6 +92,7 @@ def host_ops_in_gaps(gaps: pl.DataFrame, ops: pl.DataFrame, basis: pl.DataFrame 
         pairs.sort(["_gap", pl.when(covers).then(pl.col("depth")).otherwise(-1), "overlap_ns"], descending=[False, True, True])
         .group_by("_gap", maintain_order=True).first()
     )
+    pairs = pairs.join(ops.select("_op", "name"), on="_op")
     top = pairs.select("_gap", host_op=pl.col("name"), host_op_ns=pl.col("overlap_ns"))
     counted = pairs if basis is None else pairs.join(basis.select("rank", "step"), on=["rank", "step"], how="semi")
     by_cause = (
