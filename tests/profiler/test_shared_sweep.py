@@ -63,7 +63,9 @@ def test_every_shared_trace_imports_analyses_and_renders(source, runs):
     assert doc["step_count"] > 0
     buf = io.StringIO()
     print_report(report, console=Console(file=buf, width=80, force_terminal=False))
-    assert buf.getvalue().strip()
+    lines = buf.getvalue().splitlines()
+    assert lines and max(len(line) for line in lines) <= 80
+    assert not [h for h in lines if h.startswith("┃") and "…" in h], "a table header squeezed at 80 columns"
     assert build_report(run.path).startswith("<!DOCTYPE html>")
 
 
