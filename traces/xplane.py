@@ -38,7 +38,12 @@ Steps (kind ``step``, named ``ProfilerStep#N``; the original name is in args ``x
     b. else Keras 3's ``Profiled batch`` events (they carry ``step_num``);
     c. else the ``Steps`` line of a device plane: only the lowest-numbered device's steps
        become ``step`` slices (every device repeats the same steps; counting all would
-       multiply step time), the others' stay ``annotation``.
+       multiply step time), the others' stay ``annotation``;
+    d. else (no marker at all, as in JAX inference on TPU) the runs of the first device's
+       dominant XLA module: the module on its "XLA Modules" line with the most device
+       time among those run at least twice (the jitted step function; one-off set-up
+       programs such as a first ``psum`` are left out), numbered in time order.
+    ``meta["step_source"]`` says which of a-d gave the steps.
     N is the event's ``step_num`` stat (device steps: ``step_num``, ``group_id`` or a
     numeric name), else the marker's position in time. Markers not used as steps are
     ``annotation``.
@@ -71,8 +76,11 @@ Meta
     ``tensorflow`` for TF runtime events, else ``unknown``), ``devices`` (plane stats as
     properties: ``device_type_string`` becomes ``name``), ``threads``, ``streams``
     (device lanes: device, stream, name), ``clock``, ``source``, ``start_ns``/``end_ns``
-    (profile start/stop) when anchored, ``steps``, and ``xplane`` (plane names, host
-    names, the XSpace's errors and warnings).
+    (profile start/stop) when anchored, ``steps`` and ``step_source`` (where the steps came
+    from, a-d above), and ``xplane`` (plane names, host names, the XSpace's errors and
+    warnings, and ``empty_device_planes``: device planes with no work on any line, such
+    as the six idle GPUs of an 8-GPU host of which a job used two; they make no device
+    rows, so no busy share averages them in).
 """
 
 from __future__ import annotations
@@ -137,6 +145,7 @@ KERAS_BATCH_NAME = "Profiled batch"
 _EPOCH_FLOOR_NS = 10**17  # 1973: a line timestamp above this is already an epoch time
 _SUBPLANE_STREAM_STRIDE = 1_000_000
 _DEVICE_RE = re.compile(r"^/device:([A-Za-z_]+):(\d+)(?:\s+(.+))?$")
+MIN_MODULE_RUNS = 2  # an XLA module run fewer times is not a step (a one-off set-up program)
 _STEP_MARKER_RE = re.compile(r"^(train|test)[^/]*$")
 _DIGITS_RE = re.compile(r"^\d+$")
 
@@ -236,7 +245,9 @@ class _Builder:
         self.host_roots: list[Candidate] = []
         self.keras_batches: list[Candidate] = []
         self.device_steps: dict[int, list[Candidate]] = {}
+        self.device_modules: dict[int, list[tuple[int, str]]] = {}  # (row, module name) of each "XLA Modules" run
         self.relative_lines = 0
+        self.empty_device_planes: list[str] = []  # device planes with no work recorded: not devices that sat idle
         self.anchor, self.stop_ns = self._anchor()
 
     # -- the clock --------------------------------------------------------------------------
@@ -274,6 +285,8 @@ class _Builder:
             dev = _device_of(plane.name, plane_stats)
             if dev is not None:
                 self._note_device(dev, plane.name, plane_stats)
+                if not any(ln.events and LINE_ROLES.get((ln.display_name or ln.name).strip().lower()) != COUNTERS for ln in plane.lines):
+                    self.empty_device_planes.append(plane.name)
             elif plane.name == HOST_CPU_PLANE:
                 for k, v in plane_stats.items():
                     self.cpu_entry.setdefault(k, v)
@@ -396,6 +409,8 @@ class _Builder:
                 if num is None:
                     num = _as_int(long_name)
                 self.device_steps.setdefault(device_index, []).append((row, num, args))
+            elif role == MODULES and sub == 0:
+                self.device_modules.setdefault(device_index, []).append((row, long_name))
             row += 1
 
     # -- steps --------------------------------------------------------------------------------
@@ -437,7 +452,29 @@ class _Builder:
                 if idx != first:
                     self._as_annotations(cands)
             return self._make_steps(devices[first]), f"device 'Steps' line of device index {first}"
-        return 0, None
+        return self._module_steps()
+
+    def _module_steps(self) -> tuple[int, str | None]:
+        """No step marker anywhere: the runs of the first device's dominant XLA module (the
+        one with the most device time, run at least MIN_MODULE_RUNS times: a jitted train or
+        inference step) are the steps, numbered in time order."""
+        if not self.device_modules:
+            return 0, None
+        first = min(self.device_modules)
+        runs = self.device_modules[first]
+        dur = self.cols["dur_ns"]
+        total: dict[str, int] = {}
+        count: dict[str, int] = {}
+        for row, name in runs:  # one entry per module run (hundreds), not per op
+            total[name] = total.get(name, 0) + dur[row]
+            count[name] = count.get(name, 0) + 1
+        eligible = [n for n in total if count[n] >= MIN_MODULE_RUNS]
+        if not eligible:
+            return 0, None
+        module = max(eligible, key=lambda n: (total[n], n))
+        args = self.cols["args"]
+        cands: list[Candidate] = [(row, None, {**json.loads(args[row] or "{}"), "xla_module": module}) for row, name in runs if name == module]
+        return self._make_steps(cands), f"runs of XLA module {module!r} on the 'XLA Modules' line of device index {first} (no step markers)"
 
     # -- the result -----------------------------------------------------------------------------
     def build(self, keep_steps: bool) -> Imported:
@@ -472,7 +509,8 @@ class _Builder:
             "rank": self.rank,
             "steps": n_steps,
             "xplane": {"planes": [pl.name for pl in space.planes], "hostnames": list(space.hostnames),
-                       "errors": list(space.errors), "warnings": list(space.warnings)},
+                       "errors": list(space.errors), "warnings": list(space.warnings),
+                       "empty_device_planes": self.empty_device_planes},
         }
         if step_source:
             meta["step_source"] = step_source

@@ -2,7 +2,8 @@
 
 For one rank's events:
 
-* ``step_windows``: one row per step (from ``step`` slices; fixed windows when there are none);
+* ``step_windows``: one row per step (from host ``step`` slices; else device steps or
+  iterations, iterations.py; fixed windows when there are none);
 * device busy time: the union of kernel, memcpy and memset slices (TPU ops are kernels),
   per device and per stream, never a sum of durations;
 * ``gaps``: every idle interval of every device inside the steps, with a primary cause
@@ -23,6 +24,7 @@ import polars as pl
 from accelscope.analysis import causes as C
 from accelscope.analysis.busy import CLASS_CODE, COMM, COMPUTE, DEVICE_STEPS_SCHEMA, STREAM_STEPS_SCHEMA, busy_per_step, with_class
 from accelscope.analysis.intervals import covered_within, gaps_within, subtract, union
+from accelscope.analysis.iterations import stepless_windows
 from accelscope.analysis.tables import partial_names
 from accelscope.traces import schema as S
 
@@ -74,7 +76,9 @@ def _ends(df: pl.DataFrame) -> np.ndarray:
 
 
 def step_windows(events: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
-    """Host step slices of one rank as windows; fixed windows over the trace when there are none."""
+    """Host step slices of one rank as windows; without them, device steps, GPU-side step
+    annotations or iterations from the device's rhythm (iterations.py); fixed windows over
+    the trace when there are none of these."""
     notes: list[str] = []
     steps = events.filter((pl.col("kind") == S.STEP) & (pl.col("device") == "cpu")).sort("start_ns")
     if steps.height:
@@ -86,6 +90,9 @@ def step_windows(events: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
         if steps.height > 1 and (starts[1:] < ends[:-1]).any():
             notes.append("some step slices overlap; each is analysed as recorded, so overlapping time counts in both")
         return pl.DataFrame({"step": number.cast(pl.Int64), "name": steps["name"], "start_ns": starts, "end_ns": ends}), notes
+    found, notes = stepless_windows(events)
+    if found is not None:
+        return found, notes
     lo = int(events["start_ns"].min())
     hi = int(_ends(events).max())
     edges = np.linspace(lo, hi, FALLBACK_WINDOWS + 1).astype(np.int64)

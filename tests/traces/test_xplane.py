@@ -155,16 +155,17 @@ def test_tpu_trace_has_kernels_and_module_annotations_on_four_chips(shared_dir):
         kernels = [r for r in rows if r["device"] == dev and r["kind"] == "kernel"]
         assert len(kernels) > 1000
         assert {json.loads(r["args"])["line"] for r in kernels} == {"XLA Ops"}
-        modules = [r for r in rows if r["device"] == dev and r["kind"] == "annotation"
-                   and json.loads(r["args"])["line"] == "XLA Modules"]
-        assert sum(r["name"].startswith("jit_f(") for r in modules) == 100
+        modules = [r["name"] if r["kind"] == "annotation" else json.loads(r["args"])["xplane_name"] for r in rows
+                   if r["device"] == dev and r["kind"] in ("annotation", "step") and json.loads(r["args"])["line"] == "XLA Modules"]
+        assert sum(n.startswith("jit_f(") for n in modules) == 100
         assert all(r["stream"] is not None and r["pid"] == int(dev[-1]) for r in kernels)
     # TPU op names are the display names; the HLO text is kept.
     op = next(r for r in rows if r["kind"] == "kernel" and r["name"] == "broadcast.2")
     args = json.loads(op["args"])
     assert args["long_name"].startswith("%broadcast.2 = ") and args["hlo_category"] == "broadcast"
-    # No step markers in this inference trace: no invented steps.
-    assert not any(r["kind"] == "step" for r in rows) and imp.meta["steps"] == 0
+    # No step markers in this inference trace: its steps are the runs of the jitted function
+    # on the first chip (test_tpu_steps_are_the_runs_of_its_jitted_module); the others' stay annotations.
+    assert {r["device"] for r in rows if r["kind"] == "step"} == {"tpu:0"} and imp.meta["steps"] == 100
     assert imp.meta["framework"]["name"] == "jax"
     # Host and device share the clock: the first module on tpu:0 starts just after a host Execute.
     first_module = min(r["start_ns"] for r in rows if r["device"] == "tpu:0" and r["name"].startswith("jit_"))
@@ -373,3 +374,88 @@ def test_device_lines_name_their_streams_in_the_run(shared_dir, tmp_path):
     assert names[(0, "tpu:0", 3)] == "XLA Ops" and names[(0, "tpu:0", 2)] == "XLA Modules"
     lanes = {(d, s) for d, s in run.slices.filter(run.slices["device"] != "cpu").select("device", "stream").unique().rows()}
     assert lanes <= {(d, s) for _, d, s in names}, "every device lane of the run has its name"
+
+
+def _raw_device_lines(path: Path, plane_name: str, line_name: str) -> tuple[int, list[tuple[str, int, int]]]:
+    """(Task Environment anchor, [(event name, start ns, end ns)]) of one device line, read
+    straight from the protobuf (not through the importer); ns = ps // 1000, start and
+    duration each (the documented clock rule)."""
+    from accelscope.traces.xplane_proto import load_xspace, stats_of
+
+    space = load_xspace(path)
+    env = next(p for p in space.planes if p.name == "Task Environment")
+    anchor = stats_of(env.stats, {sm.id: sm.name for sm in env.stat_metadata.values()})["profile_start_time"]
+    plane = next(p for p in space.planes if p.name == plane_name)
+    line = next(ln for ln in plane.lines if ln.name == line_name)
+    base = anchor + line.timestamp_ns
+    return anchor, [(plane.event_metadata[e.metadata_id].name, base + e.offset_ps // 1000, base + e.offset_ps // 1000 + e.duration_ps // 1000)
+                    for e in line.events]
+
+
+def test_tpu_steps_are_the_runs_of_its_jitted_module(shared_dir, tmp_path):
+    """The TPU inference trace has no step marker anywhere: its steps are the 100 runs of
+    jit_f on TPU:0's "XLA Modules" line (not the three one-off psum runs before them),
+    and the analysis cuts the timeline at exactly those runs instead of equal windows."""
+    from accelscope.analysis import analyze
+    from accelscope.traces.importer import import_traces
+    from accelscope.traces.run import Run
+
+    _, raw = _raw_device_lines(shared_dir / TPU, "/device:TPU:0", "XLA Modules")
+    runs = sorted((s, e) for n, s, e in raw if n.startswith("jit_f("))
+    assert len(runs) == 100 and len(raw) > len(runs)
+    imp = read_xplane(shared_dir / TPU)
+    steps = sorted((r["start_ns"], r["start_ns"] + r["dur_ns"], r["name"]) for r in _rows(imp) if r["kind"] == "step")
+    assert [(s, e) for s, e, _ in steps] == runs
+    assert [n for _, _, n in steps] == [f"ProfilerStep#{i}" for i in range(100)]
+    assert "jit_f(" in imp.meta["step_source"] and "XLA Modules" in imp.meta["step_source"]
+
+    report = analyze(Run.open(import_traces([shared_dir / TPU], tmp_path / "r", progress=False)))
+    assert sorted(zip(report.steps["start_ns"].to_list(), report.steps["end_ns"].to_list())) == runs
+    assert not any("equal windows" in n for n in report.notes)
+    assert any("device-side steps" in n for n in report.notes)
+
+
+def test_empty_device_planes_are_listed_and_make_no_device_rows(shared_dir, tmp_path):
+    from accelscope.analysis import analyze
+    from accelscope.traces.importer import import_traces
+    from accelscope.traces.run import Run
+    from accelscope.traces.xplane_proto import load_xspace
+
+    path = shared_dir / "traces/more/tracelens/mi300__jax_conv_minimal_legacy__chi-mi300x-013.ord.vultr.cpe.ice.amd.com.xplane.pb"
+    space = load_xspace(path)
+    empty = [p.name for p in space.planes if p.name.startswith("/device:") and not any(ln.events for ln in p.lines)]
+    assert len(empty) == 6
+    imp = read_xplane(path)
+    assert imp.meta["xplane"]["empty_device_planes"] == empty
+    report = analyze(Run.open(import_traces([path], tmp_path / "r", progress=False))).to_dict()
+    busy_devices = {d["device"] for d in report["devices"]}
+    assert busy_devices == {"rocm:0", "rocm:7"}, "only the planes with work are devices in the busy figures"
+
+
+def test_device_steps_line_gives_the_analysed_windows(tmp_path):
+    """Without host steps, a device's Steps line gives the windows the analysis uses (the
+    first device's only; the same steps on other devices are not counted again)."""
+    from accelscope.analysis import analyze
+    from accelscope.traces.importer import import_traces
+    from accelscope.traces.run import Run
+
+    space = messages().XSpace()
+    env = _Plane(space.planes.add(name="Task Environment"))
+    anchor = 1_760_000_000_000_000_000
+    env.set_stats(env.plane, {"profile_start_time": anchor, "profile_stop_time": anchor + 10**9})
+    host = _Plane(space.planes.add(name="/host:CPU"))
+    host.event(host.line(11, "python", ts_ns=0), "cudaLaunchKernel", 0, 1000)
+    spans = [(100_000, 300_000), (400_000, 250_000), (700_000, 200_000)]  # (offset ns, duration ns)
+    for index in (0, 1):
+        gpu = _Plane(space.planes.add(id=index + 1, name=f"/device:GPU:{index}"))
+        stream = gpu.line(7, "Stream #7(Kernel)")
+        steps = gpu.line(0xDEADBEEF, "Steps")
+        for n, (off, dur) in enumerate(spans):
+            gpu.event(steps, str(n + 3), off, dur, group_id=n + 3)
+            gpu.event(stream, "sgemm", off + 10_000, dur // 2)
+    path = _write(space, tmp_path)
+    report = analyze(Run.open(import_traces([path], tmp_path / "r", progress=False)))
+    got = sorted(zip(report.steps["name"].to_list(), report.steps["start_ns"].to_list(), report.steps["dur_ns"].to_list()))
+    assert got == [(f"ProfilerStep#{n + 3}", anchor + off, dur) for n, (off, dur) in enumerate(spans)]
+    busy = report.steps.sort("start_ns")["busy_ns"].to_list()
+    assert busy == [dur // 2 for _, dur in spans]

@@ -54,7 +54,10 @@ def _advice(shared_dir, tmp_path, rel):
 @pytest.mark.parametrize("rel, framework", [(TPU, "jax"), (KERAS, "tensorflow")])
 def test_tpu_and_tf_traces_get_advice_in_their_frameworks_words(shared_dir, tmp_path, rel, framework):
     advice = _advice(shared_dir, tmp_path, rel)
-    assert advice
+    # The TPU trace's steps are its 100 runs of jit_f (no step markers: traces/xplane.py),
+    # which keep the chips busy throughout, so it may get no advice; with equal windows
+    # over its whole capture it used to be advised on the compile time before them.
+    assert advice or rel == TPU
     for rec in advice:
         assert rec.action == C.advice_for(rec.cause, framework)
         assert not any(word in rec.text for word in TORCH_WORDS), rec.text
