@@ -80,6 +80,11 @@ def analyze(run: Run) -> Report:
     if events.height == 0:
         raise NoStepsError(f"{run.path}: no events recorded")
     notes: list[str] = list(run.read_warnings)
+    empty_planes = (run.meta.get("xplane") or {}).get("empty_device_planes") or []
+    if empty_planes:
+        notes.append(f"{len(empty_planes)} device plane{'s' if len(empty_planes) > 1 else ''} recorded nothing and "
+                     f"{'are' if len(empty_planes) > 1 else 'is'} left out of every figure: {', '.join(map(str, empty_planes[:8]))}"
+                     + (", ..." if len(empty_planes) > 8 else ""))
     if not run.meta.get("complete", False):
         notes.append("the run did not finish cleanly: analysing what was flushed before it stopped")
     bad = int((events["dur_ns"] < 0).sum())
