@@ -111,9 +111,22 @@ def _read_kineto(source: Source, on_bytes: OnBytes) -> RankTrace:
         "threads": [dict(th, rank=t.rank) for th in t.threads],
         "streams": _kineto_streams(t.events, t.threads),
         "distributed_info": header.get("distributedInfo"),
-        "clock": {"name": "unix_epoch_ns", "source": "Kineto ts (µs) + baseTimeNanoseconds"},
+        "clock": _kineto_clock(t.legacy_autograd),
+        "json_form": t.json_form,
     }
-    return RankTrace(source, t.events, None, t.rank, t.rank_source, meta)
+    if t.spans:
+        meta["chrome_spans"] = t.spans  # begin/end pairs read as host annotations, and those dropped
+    if t.legacy_autograd:
+        meta["framework"]["profiler"] = "torch.autograd.profiler (legacy export_chrome_trace)"
+    return RankTrace(source, t.events, t.counters, t.rank, t.rank_source, meta)
+
+
+def _kineto_clock(legacy_autograd: bool) -> dict[str, str]:
+    """Kineto's ts are epoch µs (plus ``baseTimeNanoseconds`` when set); the legacy autograd
+    profiler's are µs since its own start, with nothing to anchor them to."""
+    if legacy_autograd:
+        return {"name": "relative_ns", "source": "legacy autograd profiler ts (µs since the profiler started)"}
+    return {"name": "unix_epoch_ns", "source": "Kineto ts (µs) + baseTimeNanoseconds"}
 
 
 _DEFAULT_STREAM_NAME = re.compile(r"^\s*stream\s+\d+\s*$", re.IGNORECASE)

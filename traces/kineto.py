@@ -8,9 +8,14 @@ ones (``kernel``, ``cuda_runtime``, ``cuda_driver``, ``cpu_op``, ``gpu_memcpy``,
 ``mtia_ccp_events``). Timestamps are microseconds, int or float, absolute or relative to
 ``baseTimeNanoseconds``; they become exact integer nanoseconds.
 
+Both Chrome JSON forms are read: the object ``{"traceEvents": [...]}`` (the key anywhere)
+and the bare array, whose closing ``]`` may be missing (``chrome_json``); the legacy
+autograd profiler's array (``"pid": "CPU functions"``) gives host ops, and begin/end pairs
+of generic Chrome traces give annotation slices (``chrome_events``).
+
 How it stays fast and bounded in memory: the document is read in chunks (gunzipped on
-the fly); a vectorised scanner (numpy) finds where each element of the ``traceEvents``
-array starts and ends; complete elements are decoded in batches by msgspec straight into
+the fly); a vectorised scanner (numpy, ``chrome_json.Scanner``) finds where each element
+of the event array starts and ends; complete elements are decoded in batches by msgspec straight into
 typed structs that keep only the fields we use, with ``args`` kept as raw JSON text; each
 batch becomes Arrow columns and the structs are freed. Only the Arrow columns, which are
 smaller than the JSON, accumulate.
@@ -23,7 +28,7 @@ import gzip
 import json
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -35,8 +40,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from accelscope.errors import AccelscopeError
 from accelscope.traces import schema as S
+from accelscope.traces.chrome_events import SPAN_PHASES, CounterSamples, SpanPairer
+from accelscope.traces.chrome_json import NotATraceError, Scanner, TraceFormatError, adopt_legacy, is_array_document, read_chunks
+
+__all__ = ["KinetoTrace", "NotATraceError", "TraceFormatError", "read_kineto", "rank_from_file_name"]
 
 # 4 MiB: larger chunks cost memory (several temporary copies per chunk) and gain no speed.
 CHUNK_BYTES = 4 << 20
@@ -66,7 +74,6 @@ MTIA_EVENT_KIND = {"dma_request": S.MEMCPY, "event_record": S.SYNC, "event_wait"
 
 _INT_RE = re.compile(r"(-?\d+)")
 _RANK_FILE_RE = re.compile(r"rank[-_]?(\d+)", re.IGNORECASE)
-_TRACE_EVENTS_KEY = re.compile(rb'"traceEvents"\s*:\s*$')
 # Absolute float timestamps beyond this many µs lose sub-µs digits in a float64.
 _FLOAT_EXACT_US = 2.0**53 / 1000
 
@@ -94,6 +101,8 @@ class _Event(msgspec.Struct):
     ts: int | float | None = None
     dur: int | float | None = None
     args: msgspec.Raw = msgspec.Raw(b"")  # decoded separately, only for the slices kept
+    id: msgspec.Raw = msgspec.Raw(b"")  # async begin/end pairs (generic Chrome traces)
+    id2: msgspec.Raw = msgspec.Raw(b"")
 
 
 class _RawTs(msgspec.Struct):
@@ -124,142 +133,11 @@ def _kept(e: _Event | _RawTs) -> bool:
     return e.ph == "X" and e.cat != "Trace"
 
 
-class TraceFormatError(AccelscopeError, ValueError):
-    """A file is not a readable Kineto trace; the message names the file and the problem."""
-
-
-class NotATraceError(TraceFormatError):
-    """Valid JSON, but not a Kineto trace (no ``traceEvents``): skipped in directories."""
-
-
-# -- scanning ------------------------------------------------------------------------------
-def _structure(buf: bytes, depth0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positions, characters and depth-after of the brackets in ``buf`` outside strings.
-
-    ``buf`` must start outside a string at nesting depth ``depth0``.
-    """
-    arr = np.frombuffer(buf, dtype=np.uint8)
-    quotes = np.flatnonzero(arr == 34)
-    if quotes.size:
-        maybe_escaped = quotes[(quotes > 0)]
-        maybe_escaped = maybe_escaped[arr[maybe_escaped - 1] == 92]
-        if maybe_escaped.size:  # rare: a quote after backslashes; odd run = escaped
-            escaped = []
-            for p in maybe_escaped.tolist():
-                k = p - 1
-                while k >= 0 and buf[k] == 92:
-                    k -= 1
-                if (p - 1 - k) % 2:
-                    escaped.append(p)
-            if escaped:
-                quotes = np.setdiff1d(quotes, np.asarray(escaped, dtype=quotes.dtype), assume_unique=True)
-    folded = arr & 0xDF  # '{' -> '[' and '}' -> ']': one compare pair finds all four
-    pos = np.flatnonzero((folded == 0x5B) | (folded == 0x5D))
-    if quotes.size and pos.size:
-        pos = pos[(np.searchsorted(quotes, pos) & 1) == 0]
-    chars = arr[pos]
-    delta = np.where((chars == 123) | (chars == 91), 1, -1)
-    return pos, chars, depth0 + np.cumsum(delta)
-
-
-@dataclass
-class _Scanner:
-    """Splits a streamed Kineto document into batches of complete ``traceEvents`` elements."""
-
-    path: Path
-    state: str = "before"  # before -> in -> after the traceEvents array
-    carry: bytes = b""
-    head: bytes = b""
-    tail: list[bytes] = field(default_factory=list)
-
-    def feed(self, data: bytes) -> bytes | None:
-        """Add bytes; return a JSON array text of the elements completed so far, if any."""
-        if self.state == "after":
-            self.tail.append(data)
-            return None
-        text = self.carry + data if self.carry else data
-        pos, chars, depth = _structure(text, 0 if self.state == "before" else 2)
-        body_start = 0
-        if self.state == "before":
-            opens = pos[(chars == 91) & (depth == 2)]
-            found = None
-            for p in opens.tolist():
-                if _TRACE_EVENTS_KEY.search(text[max(0, p - 64) : p]):
-                    found = p
-                    break
-            if found is None:
-                if len(text) > 256 << 20:
-                    raise NotATraceError(f"{self.path}: no traceEvents array in the first 256 MB: not a Kineto trace")
-                self.carry = text
-                return None
-            self.head = text[: found + 1]
-            self.state = "in"
-            body_start = found + 1
-            inside = pos > found
-            pos, chars, depth = pos[inside], chars[inside], depth[inside]
-        closes = pos[(chars == 93) & (depth == 1)]
-        if (depth < 2).any() and not closes.size:
-            raise TraceFormatError(f"{self.path}: malformed JSON inside traceEvents")
-        limit = int(closes[0]) if closes.size else len(text)
-        ends = pos[(chars == 125) & (depth == 2) & (pos < limit)]
-        batch = None
-        rest_from = None
-        if ends.size:
-            first = int(pos[(chars == 123) & (depth == 3)][0])
-            last = int(ends[-1])
-            batch = bytearray(last - first + 3)
-            batch[0] = 0x5B
-            batch[1:-1] = memoryview(text)[first : last + 1]
-            batch[-1] = 0x5D
-            rest_from = last + 1
-        if closes.size:
-            self.state = "after"
-            self.tail.append(text[limit:])
-            self.carry = b""
-        else:
-            self.carry = text[rest_from if rest_from is not None else body_start :]
-        return batch
-
-    def header(self) -> dict[str, Any]:
-        """The document without its events, once everything was fed."""
-        if self.state == "before":
-            try:
-                json.loads(self.carry)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise TraceFormatError(f"{self.path}: not JSON ({getattr(exc, 'msg', exc)})") from None
-            raise NotATraceError(f"{self.path}: no traceEvents array: not a Kineto trace")
-        if self.state == "in":
-            raise TraceFormatError(f"{self.path}: truncated JSON (the traceEvents array never closes)")
-        try:
-            doc = json.loads(self.head + b"".join(self.tail))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise TraceFormatError(f"{self.path}: truncated or invalid JSON after traceEvents ({exc.msg if hasattr(exc, 'msg') else exc})") from None
-        if not isinstance(doc, dict):
-            raise TraceFormatError(f"{self.path}: not a Kineto trace (top level is not an object)")
-        doc.pop("traceEvents", None)
-        return doc
-
-
-def _read_chunks(path: Path, chunk_bytes: int, on_bytes: Callable[[int], None] | None) -> Iterator[bytes]:
-    try:
-        with open(path, "rb") as raw:
-            gz = raw.read(2) == b"\x1f\x8b"
-            raw.seek(0)
-            stream = gzip.GzipFile(fileobj=raw) if gz else raw
-            while True:
-                data = stream.read(chunk_bytes)
-                if not data:
-                    return
-                if on_bytes is not None:
-                    on_bytes(raw.tell())
-                yield data
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise TraceFormatError(f"{path}: truncated or corrupt gzip ({exc})") from None
-    except OSError as exc:
-        raise TraceFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
-
-
 # -- conversion ----------------------------------------------------------------------------
+def _joined(first: Callable[[], list[msgspec.Raw]], more: list[msgspec.Raw]) -> list[msgspec.Raw]:
+    return [*first(), *more]
+
+
 def _as_int(value: Any) -> int | None:
     if type(value) is int:
         return value
@@ -310,10 +188,14 @@ class _Batches:
     threads: dict[tuple[int, int], str] = field(default_factory=dict)
     processes: dict[int, str] = field(default_factory=dict)
     n_events: int = 0
+    array_form: bool = False  # bare-array documents may be the legacy autograd profiler's
+    legacy_events: int = 0
 
     def __post_init__(self) -> None:
         # Old traces write every tid as a string ("25738", "stream 7"): parse each once.
         self._int_memo = functools.lru_cache(maxsize=65536)(_as_int)
+        self.counters = CounterSamples()
+        self.pairs = SpanPairer(lambda ph, cat, name, pid, tid, ts, dur, args: _Event(ph, cat, name, pid, tid, ts, dur, args))
 
     def add(self, text: bytes) -> None:
         """Decode and add one batch of events (a JSON array text)."""
@@ -325,9 +207,24 @@ class _Batches:
 
     def add_events(self, events: list[_Event], raw_ts: Callable[[], list[msgspec.Raw]]) -> None:
         """Add decoded events; ``raw_ts`` gives the kept slices' timestamp texts if needed."""
+        if self.array_form:
+            self.legacy_events += adopt_legacy(events, self._int_memo)
+        ends, counter_events = [], []
         for e in events:
+            if e.ph == "X":
+                continue
             if e.ph == "M" and e.name in ("thread_name", "process_name") and e.args:
                 self._name_lane(e)
+            elif e.ph in SPAN_PHASES:
+                ends.append(e)
+            elif e.ph == "C":
+                counter_events.append(e)
+        if counter_events:
+            self.counters.feed(counter_events)
+        if ends:  # begin/end pairs of generic Chrome traces become slices
+            spans, span_ts = self.pairs.feed(ends)
+            if spans:
+                events, raw_ts = [*events, *spans], functools.partial(_joined, raw_ts, span_ts)
         xs = [e for e in events if _kept(e)]
         if not xs:
             return
@@ -455,6 +352,10 @@ class KinetoTrace:
     header: dict[str, Any]
     threads: list[dict[str, Any]]
     processes: dict[int, str]
+    json_form: str = "object"  # "object", "array" or "array (no closing ']')"
+    legacy_autograd: bool = False  # written by the legacy autograd profiler's export_chrome_trace()
+    spans: dict[str, int] = field(default_factory=dict)  # B/E and b/e pairs: "paired", "dropped"
+    counters: pa.Table | None = None  # samples of "C" events (COUNTER_SCHEMA), None without any
 
 
 def rank_from_file_name(path: Path) -> int | None:
@@ -485,19 +386,26 @@ def read_kineto(
         raise TraceFormatError(f"{p}: no such file")
     batches = _Batches(p)
     whole = None if stream else _whole_document(p, on_bytes, limit=None if stream is False else WHOLE_DOCUMENT_BYTES)
-    if whole is not None:
+    form = "object"
+    if whole is not None and not is_array_document(whole):
         header = _add_document(p, whole, batches)
-    else:
-        scanner = _Scanner(p)
-        for data in _read_chunks(p, chunk_bytes, on_bytes):
+    else:  # large documents, and the array form at any size (its "]" may be missing)
+        scanner = Scanner(p)
+        chunks = (whole[i : i + chunk_bytes] for i in range(0, len(whole), chunk_bytes)) if whole is not None else read_chunks(p, chunk_bytes, on_bytes)
+        for data in chunks:  # batches of a chunk's size decode faster than one of everything
             text = scanner.feed(data)
+            batches.array_form = scanner.array_form
             if text is not None:
                 batches.add(text)
         header = scanner.header()
+        if scanner.array_form:
+            form = "array (no closing ']')" if scanner.truncated else "array"
     if batches.n_events == 0:
         raise TraceFormatError(f"{p}: the trace has no complete (ph 'X') events")
     base_ns = header.get("baseTimeNanoseconds")
-    base_ns = int(base_ns) if isinstance(base_ns, (int, float)) and not isinstance(base_ns, bool) else 0
+    base_ns = (int(base_ns) if base_ns == base_ns and abs(base_ns) != float("inf") else 2**63) if isinstance(base_ns, (int, float)) and not isinstance(base_ns, bool) else 0
+    if abs(base_ns) > 2**62:  # 146 years: not a clock (and no int64 holds it)
+        raise TraceFormatError(f"{p}: baseTimeNanoseconds out of range ({str(base_ns)[:30]})")
     dist = header.get("distributedInfo") if isinstance(header.get("distributedInfo"), dict) else {}
     if rank is not None:
         the_rank, source = rank, "given"
@@ -510,7 +418,7 @@ def read_kineto(
     table = pa.concat_tables(batches.tables)
     start = table.column("start_ns")
     if base_ns:
-        start = pc.add(start, pa.scalar(base_ns, pa.int64()))
+        start = pc.add(start, pa.scalar(base_ns, pa.int64()))  # both within 2**62: no overflow
     table = table.set_column(0, "start_ns", start)
     rank_index = table.schema.get_field_index("rank")
     table = table.set_column(rank_index, "rank", pc.fill_null(table.column(rank_index), pa.scalar(the_rank, pa.int32())))
@@ -518,7 +426,29 @@ def read_kineto(
     if not keep_steps:
         table = table.filter(pc.not_equal(table.column("kind"), S.STEP))
     threads = [{"pid": pid, "tid": tid, "name": name} for (pid, tid), name in sorted(batches.threads.items())]
-    return KinetoTrace(p, table, the_rank, source, header, threads, batches.processes)
+    pairs = batches.pairs
+    spans = {"paired": pairs.paired, "dropped": pairs.dropped + pairs.unclosed()} if pairs.paired or pairs.dropped or pairs.unclosed() else {}
+    counters = _counter_table(p, batches.counters, base_ns, the_rank)
+    return KinetoTrace(p, table, the_rank, source, header, threads, batches.processes, form, batches.legacy_events > 0, spans, counters)
+
+
+def _counter_table(path: Path, samples: CounterSamples, base_ns: int, rank: int) -> pa.Table | None:
+    """The ``C`` samples on the events' clock, or None when there were none."""
+    if not samples.ts:
+        return None
+    if np.abs(np.asarray(samples.ts, dtype=np.float64)).max() > _MAX_TS_US:
+        raise TraceFormatError(f"{path}: counter timestamp out of range (over 146 years)")
+    n = len(samples.ts)
+    return pa.table(
+        {
+            "name": pa.array(samples.names, pa.string()),
+            "device": pa.array(["cpu"] * n, pa.string()),
+            "time_ns": pc.add(pa.array(_us_to_ns(samples.ts)), pa.scalar(base_ns, pa.int64())),
+            "value": pa.array(samples.values, pa.float64()),
+            "rank": pa.array(np.full(n, rank, dtype=np.int32)),
+        },
+        schema=S.COUNTER_SCHEMA,
+    )
 
 
 # Documents up to this size (uncompressed) are decoded in one go: faster than scanning,

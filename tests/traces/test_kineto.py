@@ -109,7 +109,7 @@ def test_keep_steps_false_drops_profiler_steps(tmp_path):
     [
         (b'{"traceEvents": [{"ph": "X", "ts": 1, "dur": 1}, {"ph": "X", "ts": 2', "truncated JSON"),
         (b'{"a": [1, 2]}', "no traceEvents array"),
-        (b"[1, 2]", "no traceEvents array"),
+        (b"[1, 2]", "without trace event objects"),
         (b'{"traceEvents": []}', "no complete"),
         (b'{"traceEvents": [{"ph": "X", "name": "a", "ts": 1, "dur": -5}]}', "negative duration"),
         (b'{"traceEvents": [{"ph": "X", "name": "a", "dur": 5}]}', "no timestamp"),
@@ -120,6 +120,7 @@ def test_keep_steps_false_drops_profiler_steps(tmp_path):
         (b'{"traceEvents": [{"ph": "X", "name": "a", "ts": 1, "dur": 1e30}]}', "duration out of range"),
         (b'{"traceEvents": [{"ph": "X", "name": "a", "ts": -9223372036854775808, "dur": 5}]}', "timestamp out of range"),
         (b'{"traceEvents": [{"ph": "X", "name": "a", "ts": 1, "dur": 9223372036854775}]}', "duration out of range"),
+        (b'{"baseTimeNanoseconds": 1180591620717411303424, "traceEvents": [{"ph": "X", "name": "a", "ts": 1, "dur": 1}]}', "baseTimeNanoseconds out of range"),
     ],
 )
 @pytest.mark.parametrize("stream", [False, True])
