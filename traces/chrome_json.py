@@ -26,6 +26,8 @@ from accelscope.errors import AccelscopeError
 
 _TRACE_EVENTS_KEY = re.compile(rb'"traceEvents"\s*:\s*$')
 _ARRAY_START = re.compile(rb"\s*\[")
+_ELEMENT_GAP = b" \t\r\n,"
+_JSON_KIND = {"int": "a number", "float": "a number", "str": "a string", "bool": "a boolean", "NoneType": "null", "null": "null"}
 # The legacy autograd profiler names its "processes" instead of numbering them.
 LEGACY_HOST_PID = "CPU functions"
 LEGACY_DEVICE_PID = "CUDA functions"
@@ -37,6 +39,12 @@ class TraceFormatError(AccelscopeError, ValueError):
 
 class NotATraceError(TraceFormatError):
     """Valid JSON, but not a Kineto trace (no ``traceEvents``): skipped in directories."""
+
+
+def neither_form(path: Path, kind: str) -> NotATraceError:
+    """The error for valid JSON whose top level is a scalar (``kind``: its Python or msgspec type name)."""
+    what = _JSON_KIND.get(kind, kind)
+    return NotATraceError(f"{path}: not a Kineto trace: the top level is {what}, neither an object with traceEvents nor an array of events")
 
 
 def is_array_document(data: bytes) -> bool:
@@ -137,6 +145,7 @@ class Scanner:
             first, last = int(opens[0]) if opens.size else len(text), int(ends[-1])
             if first > last:  # a "}" closing a "[": mismatched brackets
                 raise TraceFormatError(f"{self.path}: malformed JSON inside traceEvents")
+            self._check_gap(text[body_start:first])
             batch = bytearray(last - first + 3)
             batch[0] = 0x5B
             batch[1:-1] = memoryview(text)[first : last + 1]
@@ -144,6 +153,8 @@ class Scanner:
             rest_from = last + 1
             self.elements += int(ends.size)
         if closes.size:
+            if self.elements:  # an array of scalars only is no trace at all (header())
+                self._check_gap(text[rest_from if rest_from is not None else body_start : limit])
             self.state = "after"
             self.tail.append(text[limit:])
             self.carry = b""
@@ -151,14 +162,23 @@ class Scanner:
             self.carry = text[rest_from if rest_from is not None else body_start :]
         return batch
 
+    def _check_gap(self, gap: bytes) -> None:
+        """Between elements (outside the batches msgspec validates) only commas and blanks:
+        a number, string or array there is an invalid event, as in a whole-document decode."""
+        extra = gap.strip(_ELEMENT_GAP)
+        if extra:
+            raise TraceFormatError(f"{self.path}: invalid trace event (an element of the event array is not an object: {extra[:30].decode('utf-8', 'replace')!r})")
+
     def header(self) -> dict[str, Any]:
         """The document without its events, once everything was fed ({} for the array form)."""
         if self.state == "before":
             try:
-                json.loads(self.carry)
+                doc = json.loads(self.carry)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise TraceFormatError(f"{self.path}: not JSON ({getattr(exc, 'msg', exc)})") from None
-            raise NotATraceError(f"{self.path}: no traceEvents array: not a Kineto trace")
+            if isinstance(doc, dict):
+                raise NotATraceError(f"{self.path}: no traceEvents array: not a Kineto trace")
+            raise neither_form(self.path, type(doc).__name__)
         if self.array_form:
             return self._array_header()
         if self.state == "in":
@@ -174,7 +194,8 @@ class Scanner:
 
     def _array_header(self) -> dict[str, Any]:
         if self.state == "in":
-            if self.carry.strip(b" \t\r\n,"):
+            rest = self.carry.strip(_ELEMENT_GAP)
+            if rest[:1] == b"{" or (rest and self.elements):
                 raise TraceFormatError(f"{self.path}: truncated JSON inside an event (the array ends in the middle of an element)")
             self.truncated = True  # valid: the spec lets the closing "]" be missing
         elif b"".join(self.tail)[1:].strip():

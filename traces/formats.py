@@ -15,10 +15,14 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from accelscope.traces.kineto import KinetoTrace
 
 OnBytes = Callable[[int], None] | None
 SNIFF_BYTES = 256  # of the (decompressed) start of a file
@@ -105,13 +109,13 @@ def _read_kineto(source: Source, on_bytes: OnBytes) -> RankTrace:
     t = read_kineto(source.path, on_bytes=on_bytes)
     header = {k: v for k, v in t.header.items() if k != "traceEvents"}
     meta = {
-        "framework": {"name": "torch"},
+        "framework": _chrome_framework(t.kineto, header),
         "devices": _devices_from_kineto(header.get("deviceProperties")),
         "device_properties": header.get("deviceProperties") or [],
         "threads": [dict(th, rank=t.rank) for th in t.threads],
         "streams": _kineto_streams(t.events, t.threads),
         "distributed_info": header.get("distributedInfo"),
-        "clock": _kineto_clock(t.legacy_autograd),
+        "clock": _kineto_clock(t),
         "json_form": t.json_form,
     }
     if t.spans:
@@ -121,12 +125,31 @@ def _read_kineto(source: Source, on_bytes: OnBytes) -> RankTrace:
     return RankTrace(source, t.events, t.counters, t.rank, t.rank_source, meta)
 
 
-def _kineto_clock(legacy_autograd: bool) -> dict[str, str]:
+# Chrome traces of other tools: timestamps from 2001-09-09 on are taken as epoch times.
+_EPOCH_FROM_NS = 10**18
+
+
+def _kineto_clock(t: KinetoTrace) -> dict[str, str]:
     """Kineto's ts are epoch µs (plus ``baseTimeNanoseconds`` when set); the legacy autograd
-    profiler's are µs since its own start, with nothing to anchor them to."""
-    if legacy_autograd:
+    profiler's are µs since its own start, with nothing to anchor them to. The Chrome trace
+    format leaves the clock to the writer (Chrome's is time since boot, XProf's since the
+    capture started): other tools' traces are epoch only if their times are."""
+    if t.legacy_autograd:
         return {"name": "relative_ns", "source": "legacy autograd profiler ts (µs since the profiler started)"}
-    return {"name": "unix_epoch_ns", "source": "Kineto ts (µs) + baseTimeNanoseconds"}
+    if t.kineto:
+        return {"name": "unix_epoch_ns", "source": "Kineto ts (µs) + baseTimeNanoseconds"}
+    epoch = t.events.num_rows > 0 and pc.min(t.events.column("start_ns")).as_py() >= _EPOCH_FROM_NS
+    return {"name": "unix_epoch_ns" if epoch else "relative_ns", "source": f"Chrome trace ts (µs) of another tool, {'epoch' if epoch else 'not epoch'} judging by its values"}
+
+
+def _chrome_framework(kineto: bool, header: dict[str, Any]) -> dict[str, Any]:
+    """torch for Kineto and legacy autograd traces; the original run's framework for
+    accelscope's own export; none known for other tools' Chrome traces."""
+    other = header.get("otherData")
+    exported = other.get("accelscope") if isinstance(other, dict) else None
+    if isinstance(exported, dict) and isinstance(exported.get("framework"), dict) and exported["framework"].get("name"):
+        return dict(exported["framework"])
+    return {"name": "torch"} if kineto else {"name": "none", "writer": "a Chrome trace of another tool"}
 
 
 _DEFAULT_STREAM_NAME = re.compile(r"^\s*stream\s+\d+\s*$", re.IGNORECASE)

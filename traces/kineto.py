@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 
 from accelscope.traces import schema as S
 from accelscope.traces.chrome_events import SPAN_PHASES, CounterSamples, SpanPairer
-from accelscope.traces.chrome_json import NotATraceError, Scanner, TraceFormatError, adopt_legacy, is_array_document, read_chunks
+from accelscope.traces.chrome_json import NotATraceError, Scanner, TraceFormatError, adopt_legacy, is_array_document, neither_form, read_chunks
 
 __all__ = ["KinetoTrace", "NotATraceError", "TraceFormatError", "read_kineto", "rank_from_file_name"]
 
@@ -103,6 +103,7 @@ class _Event(msgspec.Struct):
     args: msgspec.Raw = msgspec.Raw(b"")  # decoded separately, only for the slices kept
     id: msgspec.Raw = msgspec.Raw(b"")  # async begin/end pairs (generic Chrome traces)
     id2: msgspec.Raw = msgspec.Raw(b"")
+    scope: msgspec.Raw = msgspec.Raw(b"")
 
 
 class _RawTs(msgspec.Struct):
@@ -190,6 +191,7 @@ class _Batches:
     n_events: int = 0
     array_form: bool = False  # bare-array documents may be the legacy autograd profiler's
     legacy_events: int = 0
+    kineto_categories: bool = False  # a slice had a category Kineto writes (else another tool wrote it)
 
     def __post_init__(self) -> None:
         # Old traces write every tid as a string ("25738", "stream 7"): parse each once.
@@ -221,6 +223,7 @@ class _Batches:
                 counter_events.append(e)
         if counter_events:
             self.counters.feed(counter_events)
+        spans: list[_Event] = []
         if ends:  # begin/end pairs of generic Chrome traces become slices
             spans, span_ts = self.pairs.feed(ends)
             if spans:
@@ -277,6 +280,8 @@ class _Batches:
                 "args": pl.from_arrow(arg_text),
             }
         )
+        if not self.kineto_categories:  # the slices read from X events, not the pairs (last)
+            self.kineto_categories = bool(frame.head(n - len(spans)).select(_KINETO_CAT.any()).item())
         self.tables.append(_classify(frame).to_arrow().cast(_BATCH_SCHEMA))
         self.n_events += n
 
@@ -314,6 +319,9 @@ class _Batches:
 
 
 _LOW_CAT = pl.col("cat").str.to_lowercase()
+_KINETO_CAT = _LOW_CAT.is_in(list(CATEGORY_KIND)) | _LOW_CAT.str.ends_with("_runtime") | _LOW_CAT.str.ends_with("_driver")
+# Header keys only torch's profiler (and accelscope's export, which mimics it) writes.
+KINETO_HEADER_KEYS = frozenset({"schemaVersion", "deviceProperties", "distributedInfo", "baseTimeNanoseconds", "traceName"})
 
 
 def _classify(frame: pl.DataFrame) -> pl.DataFrame:
@@ -356,6 +364,7 @@ class KinetoTrace:
     legacy_autograd: bool = False  # written by the legacy autograd profiler's export_chrome_trace()
     spans: dict[str, int] = field(default_factory=dict)  # B/E and b/e pairs: "paired", "dropped"
     counters: pa.Table | None = None  # samples of "C" events (COUNTER_SCHEMA), None without any
+    kineto: bool = True  # written by torch's profiler; False: another tool's Chrome trace
 
 
 def rank_from_file_name(path: Path) -> int | None:
@@ -429,7 +438,8 @@ def read_kineto(
     pairs = batches.pairs
     spans = {"paired": pairs.paired, "dropped": pairs.dropped + pairs.unclosed()} if pairs.paired or pairs.dropped or pairs.unclosed() else {}
     counters = _counter_table(p, batches.counters, base_ns, the_rank)
-    return KinetoTrace(p, table, the_rank, source, header, threads, batches.processes, form, batches.legacy_events > 0, spans, counters)
+    kineto = batches.legacy_events > 0 or batches.kineto_categories or not KINETO_HEADER_KEYS.isdisjoint(header)
+    return KinetoTrace(p, table, the_rank, source, header, threads, batches.processes, form, batches.legacy_events > 0, spans, counters, kineto)
 
 
 def _counter_table(path: Path, samples: CounterSamples, base_ns: int, rank: int) -> pa.Table | None:
@@ -441,7 +451,7 @@ def _counter_table(path: Path, samples: CounterSamples, base_ns: int, rank: int)
     n = len(samples.ts)
     return pa.table(
         {
-            "name": pa.array(samples.names, pa.string()),
+            "name": pa.array(samples.series_names(), pa.string()),
             "device": pa.array(["cpu"] * n, pa.string()),
             "time_ns": pc.add(pa.array(_us_to_ns(samples.ts)), pa.scalar(base_ns, pa.int64())),
             "value": pa.array(samples.values, pa.float64()),
@@ -493,7 +503,8 @@ def _add_document(path: Path, data: bytes, batches: _Batches) -> dict[str, Any]:
     except msgspec.ValidationError as exc:
         message = " ".join(str(exc).split())
         if " - at `$" not in message:  # the top level itself is not an object
-            raise NotATraceError(f"{path}: no traceEvents array: not a Kineto trace ({message})") from None
+            got = re.search(r"got `(\w+)`", message)
+            raise neither_form(path, got.group(1) if got else "not an object") from None
         raise TraceFormatError(f"{path}: invalid trace event ({message})") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         message = " ".join(str(exc).split())

@@ -75,7 +75,8 @@ def test_unmatched_ends_unclosed_begins_and_instants_give_no_slices(tmp_path):
         {"ph": "B", "name": "open at the end", "pid": 1, "tid": 1, "ts": 5},
     ])
     assert [r["name"] for r in rows] == ["kept"]
-    assert t.spans == {"paired": 1, "dropped": 3}
+    # dropped events: the lone end, the end before its begin, that begin (never closed), the last begin
+    assert t.spans == {"paired": 1, "dropped": 4}
 
 
 def test_a_generic_trace_imports_with_its_span_counts_in_the_metadata(tmp_path):
@@ -113,3 +114,116 @@ def test_counters_share_the_events_clock_and_reach_the_rank(tmp_path):
 def test_a_kineto_trace_without_counter_events_has_no_counter_table(tmp_path):
     t, _ = _events(tmp_path, [{"ph": "X", "cat": "cpu_op", "name": "work", "pid": 1, "tid": 1, "ts": 1, "dur": 10}])
     assert t.counters is None
+
+
+def test_async_local_ids_are_per_process_global_ids_are_not(tmp_path):
+    # id2.local is scoped to its process (spec, Perfetto): two pids may reuse it; id2.global may not.
+    _, rows = _events(tmp_path, [
+        {"ph": "b", "cat": "io", "id2": {"local": "0x7"}, "name": "p1-read", "pid": 1, "tid": 1, "ts": 0},
+        {"ph": "b", "cat": "io", "id2": {"local": "0x7"}, "name": "p2-read", "pid": 2, "tid": 1, "ts": 1},
+        {"ph": "e", "cat": "io", "id2": {"local": "0x7"}, "pid": 1, "tid": 5, "ts": 10},
+        {"ph": "e", "cat": "io", "id2": {"local": "0x7"}, "pid": 2, "tid": 5, "ts": 4},
+        {"ph": "b", "cat": "io", "id2": {"global": "0x9"}, "name": "handoff", "pid": 1, "tid": 1, "ts": 2},
+        {"ph": "e", "cat": "io", "id2": {"global": "0x9"}, "pid": 2, "tid": 3, "ts": 6},
+    ])
+    assert [(r["name"], r["pid"], r["dur_ns"]) for r in rows] == [("p1-read", 1, 10_000), ("p2-read", 2, 3_000), ("handoff", 1, 4_000)]
+
+
+def test_an_async_id_given_as_a_number_or_a_string_is_one_id(tmp_path):
+    _, rows = _events(tmp_path, [
+        {"ph": "b", "cat": "net", "id": 256, "name": "fetch", "pid": 1, "tid": 1, "ts": 0},
+        {"ph": "e", "cat": "net", "id": "256", "name": "fetch", "pid": 1, "tid": 1, "ts": 3},
+    ])
+    assert [(r["name"], r["dur_ns"]) for r in rows] == [("fetch", 3_000)]
+
+
+def test_async_events_with_another_scope_or_without_an_id_do_not_pair(tmp_path):
+    t, rows = _events(tmp_path, [
+        {"ph": "b", "cat": "net", "id": 1, "scope": "a", "name": "scoped", "pid": 1, "tid": 1, "ts": 0},
+        {"ph": "e", "cat": "net", "id": 1, "scope": "b", "name": "scoped", "pid": 1, "tid": 1, "ts": 3},
+        {"ph": "b", "cat": "net", "name": "no id", "pid": 1, "tid": 1, "ts": 0},
+        {"ph": "e", "cat": "net", "name": "no id", "pid": 1, "tid": 1, "ts": 2},
+        {"ph": "X", "cat": "cpu_op", "name": "work", "pid": 1, "tid": 1, "ts": 0, "dur": 1},
+    ])
+    assert [r["name"] for r in rows] == ["work"]
+    assert t.spans == {"paired": 0, "dropped": 4}
+
+
+def test_legacy_async_start_finish_pairs_become_annotations(tmp_path):
+    # "S"/"F": the deprecated async phases chrome://tracing still reads.
+    _, rows = _events(tmp_path, [
+        {"ph": "S", "cat": "gc", "id": "0x1", "name": "collect", "pid": 1, "tid": 1, "ts": 100},
+        {"ph": "T", "cat": "gc", "id": "0x1", "name": "collect", "pid": 1, "tid": 1, "ts": 150, "args": {"step": "mark"}},
+        {"ph": "F", "cat": "gc", "id": "0x1", "name": "collect", "pid": 1, "tid": 2, "ts": 250},
+    ], array=True)
+    assert [(r["name"], r["kind"], r["start_ns"], r["dur_ns"]) for r in rows] == [("collect", S.ANNOTATION, 100_000, 150_000)]
+
+
+def test_an_end_that_names_a_begin_closes_that_begin_not_the_latest(tmp_path):
+    # Perfetto's rule: an end with a name closes the latest open slice of that name.
+    _, rows = _events(tmp_path, [
+        {"ph": "B", "name": "outer", "pid": 1, "tid": 1, "ts": 0},
+        {"ph": "B", "name": "inner", "pid": 1, "tid": 1, "ts": 1},
+        {"ph": "E", "name": "outer", "pid": 1, "tid": 1, "ts": 5},
+        {"ph": "E", "pid": 1, "tid": 1, "ts": 7},
+    ])
+    assert [(r["name"], r["dur_ns"]) for r in rows] == [("outer", 5_000), ("inner", 6_000)]
+
+
+def test_an_end_naming_no_open_begin_is_dropped(tmp_path):
+    t, rows = _events(tmp_path, [
+        {"ph": "B", "name": "open", "pid": 1, "tid": 1, "ts": 0},
+        {"ph": "E", "name": "something else", "pid": 1, "tid": 1, "ts": 5},
+        {"ph": "E", "pid": 1, "tid": 1, "ts": 9},
+    ])
+    assert [(r["name"], r["dur_ns"]) for r in rows] == [("open", 9_000)]
+    assert t.spans == {"paired": 1, "dropped": 1}
+
+
+def test_the_end_events_args_are_merged_into_the_slice(tmp_path):
+    t, _ = _events(tmp_path, [
+        {"ph": "B", "name": "load", "pid": 1, "tid": 1, "ts": 0, "args": {"file": "a.bin", "bytes": 0}},
+        {"ph": "E", "pid": 1, "tid": 1, "ts": 2, "args": {"bytes": 4096}},
+    ])
+    assert json.loads(t.events.column("args")[0].as_py()) == {"file": "a.bin", "bytes": 4096}
+
+
+def test_counter_values_written_as_numeric_strings_are_read(tmp_path):
+    t, _ = _events(tmp_path, [
+        {"ph": "X", "cat": "cpu_op", "name": "work", "pid": 1, "tid": 1, "ts": 0, "dur": 10},
+        {"ph": "C", "name": "heap", "pid": 1, "ts": 2, "args": {"value": "1.5e3", "note": "n/a", "bad": "nan"}},
+    ])
+    assert [(r["name"], r["value"]) for r in t.counters.to_pylist()] == [("heap", 1500.0)]
+
+
+def test_a_counter_name_several_processes_write_is_one_series_per_process(tmp_path):
+    t, _ = _events(tmp_path, [
+        {"ph": "X", "cat": "cpu_op", "name": "work", "pid": 1, "tid": 1, "ts": 0, "dur": 10},
+        {"ph": "C", "name": "rss", "pid": 1, "ts": 1, "args": {"value": 10}},
+        {"ph": "C", "name": "rss", "pid": 2, "ts": 1, "args": {"value": 99}},
+        {"ph": "C", "name": "threads", "pid": 2, "ts": 1, "args": {"value": 4}},
+        {"ph": "C", "name": "queue", "id": 3, "pid": 2, "ts": 1, "args": {"value": 5}},
+    ])
+    assert [(r["name"], r["value"]) for r in t.counters.to_pylist()] == [("rss (pid 1)", 10.0), ("rss (pid 2)", 99.0), ("threads", 4.0), ("queue id: 3", 5.0)]
+
+
+def _meta(tmp_path, doc):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(doc))
+    return by_name("kineto").read(Source(path, "kineto"), None).meta
+
+
+def test_another_tools_trace_names_no_framework_and_a_clock_by_its_values(tmp_path):
+    slice_at = lambda ts: {"ph": "X", "name": "work", "pid": 1, "tid": 1, "ts": ts, "dur": 1}  # noqa: E731
+    boot = _meta(tmp_path, [slice_at(52_000_123)])  # Chrome: µs since boot
+    epoch = _meta(tmp_path, [slice_at(1_700_000_000_000_000)])
+    assert boot["framework"]["name"] == epoch["framework"]["name"] == "none"
+    assert (boot["clock"]["name"], epoch["clock"]["name"]) == ("relative_ns", "unix_epoch_ns")
+
+
+def test_a_kineto_category_or_header_key_makes_it_a_torch_trace(tmp_path):
+    op = {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 1, "ts": 5, "dur": 1}
+    plain = {"ph": "X", "name": "work", "pid": 1, "tid": 1, "ts": 5, "dur": 1}
+    assert _meta(tmp_path, [op])["framework"]["name"] == "torch"
+    assert _meta(tmp_path, {"schemaVersion": 1, "traceEvents": [plain]})["framework"]["name"] == "torch"
+    assert _meta(tmp_path, {"traceEvents": [plain]})["framework"]["name"] == "none"

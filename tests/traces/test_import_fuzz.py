@@ -19,10 +19,12 @@ XPLANE_SMALL = "xplane/local_cpu_jax0102_steptrace.xplane.pb"
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False), st.text(max_size=12))
 events = st.lists(
     st.fixed_dictionaries(
-        {"ph": st.sampled_from(["X", "M", "i", "s", "f", "B", "E", "b", "e", "C"]), "name": json_scalars},
+        {"ph": st.sampled_from(["X", "M", "i", "I", "s", "f", "B", "E", "b", "e", "n", "S", "T", "F", "C"]), "name": json_scalars},
         optional={"cat": st.sampled_from(["kernel", "cpu_op", "gpu_memcpy", "cuda_runtime", "user_annotation", "Kernel", "weird", "Trace"]),
                   "ts": json_scalars, "dur": json_scalars, "pid": json_scalars, "tid": json_scalars,
-                  "id": json_scalars, "args": st.dictionaries(st.sampled_from(["device", "stream", "correlation", "name", "x"]), json_scalars, max_size=3)},
+                  "id": json_scalars, "scope": json_scalars,
+                  "id2": st.one_of(json_scalars, st.dictionaries(st.sampled_from(["local", "global", "x"]), json_scalars, max_size=2)),
+                  "args": st.dictionaries(st.sampled_from(["device", "stream", "correlation", "name", "value", "x"]), json_scalars, max_size=3)},
     ),
     max_size=12,
 )

@@ -4,6 +4,8 @@ autograd profiler's ``export_chrome_trace()`` output."""
 
 import gzip
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -155,3 +157,81 @@ def test_a_brace_closing_a_bracket_is_one_line(tmp_path, content, stream):
     path.write_bytes(content)
     with pytest.raises(TraceFormatError, match="mismatch.json: "):
         read_kineto(path, stream=stream)
+
+
+@pytest.mark.parametrize("ending", [b"\n]\n", b",\n"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_gzipped_array_form_gives_the_same_events_as_plain(shared_dir, tmp_path, ending, stream):
+    plain = _write_array(tmp_path / "arr.json", _doc(shared_dir / SMALL)["traceEvents"], ending=ending)
+    packed = tmp_path / "arr.json.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    got = read_kineto(packed, stream=stream, chunk_bytes=4096)
+    assert got.json_form == read_kineto(plain).json_form == ("array" if b"]" in ending else "array (no closing ']')")
+    assert got.events.equals(read_kineto(plain).events)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'[{"ph": "X", "name": "a", "ts": 1, "dur": 1}, 5]', b'[7, {"ph": "X", "name": "a", "ts": 1, "dur": 1}]',
+     b'{"traceEvents": [{"ph": "X", "name": "a", "ts": 1, "dur": 1}, "x"]}', b'[{"ph": "X", "name": "a", "ts": 1, "dur": 1}, [1]]'],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_event_that_is_not_an_object_is_one_line_in_either_form(tmp_path, content, stream):
+    path = tmp_path / "scalar.json"
+    path.write_bytes(content)
+    with pytest.raises(TraceFormatError, match=r"^\S*scalar.json: invalid trace event \(.*(object|array)") as info:
+        read_kineto(path, stream=stream, chunk_bytes=16)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("content, what", [(b"42", "a number"), (b' "trace"', "a string"), (b"null", "null"), (b"true", "a boolean")])
+@pytest.mark.parametrize("stream", [False, True])
+def test_json_in_neither_form_is_not_a_trace(tmp_path, content, what, stream):
+    path = tmp_path / "scalar.json"
+    path.write_bytes(content)
+    with pytest.raises(NotATraceError, match=f"scalar.json: not a Kineto trace: the top level is {what}, neither an object with traceEvents nor an array of events"):
+        read_kineto(path, stream=stream)
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "accelscope", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def _write_bytes(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def _cut_inside_an_element(shared, tmp):
+    path = _write_array(tmp / "killed.json", _doc(shared / SMALL)["traceEvents"], ending=b"")
+    path.write_bytes(path.read_bytes()[:-25])
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (_cut_inside_an_element, "truncated JSON inside an event"),
+        (lambda s, t: _write_array(t / "junk.json", [{"ph": "X", "name": "a", "ts": 1, "dur": 1}], ending=b", 5]"), "not an object"),
+        (lambda s, t: _write_array(t / "after.json", [{"ph": "X", "name": "a", "ts": 1, "dur": 1}], ending=b"] []"), "invalid JSON after the event array"),
+        (lambda s, t: _write_array(t / "numbers.json", [], ending=b"1, 2]"), "without trace event objects"),
+        (lambda s, t: _write_bytes(t / "number.json", b"3"), "neither an object with traceEvents nor an array"),
+    ],
+)
+def test_cli_import_of_a_bad_array_is_one_line_exit_2_and_leaves_nothing(shared_dir, tmp_path, make, message):
+    path = make(shared_dir, tmp_path)
+    proc = _cli("import", str(path), "-o", "r", cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert message in lines[0] and path.name in lines[0], lines
+    assert not (tmp_path / "r").exists() and not list(tmp_path.glob("*.accelscope"))
+
+
+def test_cli_imports_an_array_killed_after_a_complete_element(shared_dir, tmp_path):
+    events = _doc(shared_dir / SMALL)["traceEvents"]
+    path = _write_array(tmp_path / "killed.json", events, ending=b",\n")
+    proc = _cli("import", str(path), "-o", "r", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "r" / "meta.json").read_text())["json_form"] == "array (no closing ']')"
+    slices = sum(e.get("ph") == "X" and e.get("cat") != "Trace" for e in events)
+    assert f"imported {slices} events" in proc.stdout
