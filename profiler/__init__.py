@@ -26,6 +26,10 @@ _EXPORTS = {
     "RunFormatError": "accelscope.errors",
     "MissingExtraError": "accelscope.errors",
 }
+# Submodules reachable as attributes after a bare ``import accelscope`` (README's
+# ``accelscope.keras.ProfileCallback``), imported only on first use so that
+# ``import accelscope`` never pulls in TensorFlow.
+_SUBMODULES = frozenset({"keras"})
 __all__ = ["profile", "Profiler", "Schedule", "Run", "open_run", "AccelscopeError", "RunFormatError", "MissingExtraError", "__version__"]
 
 if TYPE_CHECKING:
@@ -36,6 +40,9 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    """Load an exported name or a lazy submodule on first use."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"accelscope.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'accelscope' has no attribute {name!r}")

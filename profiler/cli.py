@@ -122,9 +122,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_bind(host: str, port: int) -> None:
+    """Fail in one line, before the URL is printed, when ``host:port`` cannot be bound."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise AccelscopeError(f"--port {port}: a port is a number from 0 to 65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise AccelscopeError(f"--host {host}: cannot resolve it ({exc.strerror or exc})") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise AccelscopeError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (pick another --port)") from None
+
+
 def _serve(runs: Sequence[str], host: str, port: int) -> int:
+    from accelscope.errors import require
+
+    require("dash", "dashboard", "accelscope dashboard")
+    require("dash_ag_grid", "dashboard", "accelscope dashboard")  # the missing extra first, before any output
     from accelscope.dashboard.app import serve
 
+    _check_bind(host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"accelscope: warning: serving on {host}: anyone who can reach this machine can read these runs", file=sys.stderr)
     print(f"dashboard: http://{'[' + host + ']' if ':' in host else host}:{port}/  (Ctrl+C to stop)", flush=True)

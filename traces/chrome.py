@@ -72,18 +72,31 @@ def _args(raw: str | None, extra: dict[str, Any]) -> msgspec.Raw:
     return msgspec.Raw(raw[:-1].encode() + b"," + added[1:])
 
 
+def _lane_names(run: Run) -> dict[tuple[int, int, int], str]:
+    """(rank, recorded pid, tid) -> the thread's recorded name, stripped (Kineto's stream
+    names end in a space)."""
+    rank0 = int(run.meta.get("rank") or 0)
+    out: dict[tuple[int, int, int], str] = {}
+    for t in run.meta.get("threads", []):
+        if isinstance(t, dict) and isinstance(t.get("pid"), int) and isinstance(t.get("tid"), int) and isinstance(t.get("name"), str):
+            name = t["name"].strip()
+            if name:
+                rank = t.get("rank")
+                out[(rank if isinstance(rank, int) else rank0, t["pid"], t["tid"])] = name
+    return out
+
+
 def iter_trace_events(run: Run, events: pl.DataFrame | None = None, counters: pl.DataFrame | None = None) -> Iterator[bytes]:
     """Yield the JSON text of every trace event of ``run`` (or of the given subsets)."""
     ev = (run.events if events is None else events).sort("start_ns")
     host_pid = int(run.meta.get("pid") or 0)
     multi_rank = ev["rank"].n_unique() > 1 if ev.height else False
-    names = run.thread_names()
+    # Lane names are written where their slices are, when first met: the recorded pids of
+    # device streams are not the pids the export gives them (one per rank and device).
+    names = _lane_names(run)
     stream_names = run.stream_names()  # device lanes' own names ("XLA Ops"): Perfetto shows them, a re-import keeps them
     threads_seen: set[tuple[int, int]] = set()
     pids_named: set[int] = set()
-    for (pid, tid), name in names.items():
-        threads_seen.add((pid, tid))
-        yield _encode({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": name}})
     for row in ev.iter_rows(named=True):
         kind = row["kind"]
         dev_index = _device_index(row["device"])
@@ -98,8 +111,11 @@ def iter_trace_events(run: Run, events: pl.DataFrame | None = None, counters: pl
             yield _encode({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": label}})
         if (pid, tid) not in threads_seen:
             threads_seen.add((pid, tid))
-            lane = (stream_names.get((row["rank"], row["device"], tid)) or f"stream {tid}") if on_device else f"thread {tid}"
-            yield _encode({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": lane}})
+            if on_device:
+                lane = stream_names.get((row["rank"], row["device"], tid)) or names.get((row["rank"], dev_index, tid)) or f"stream {tid}"
+            else:
+                lane = names.get((row["rank"], pid, tid)) or f"thread {tid}"
+            yield _encode({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": lane.strip() or f"thread {tid}"}})
         extra: dict[str, Any] = {}
         if on_device and kind in STREAM_KINDS:
             extra["device"] = dev_index

@@ -325,6 +325,38 @@ def _writable(directory: Path) -> bool:
     return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & 0o222)
 
 
+_TRACE_ENDINGS = (".gz", ".json", ".pb", ".trace", ".pt", ".xplane")
+
+
+def source_name(path: Path) -> str:
+    """The name a run imported from ``path`` goes by: a directory's name, or a file's name
+    without its trace endings (``rank0.pt.trace.json.gz`` -> ``rank0``)."""
+    p = Path(os.path.abspath(path))
+    if p.is_dir():
+        return p.name
+    name = p.name
+    while True:
+        stem, dot, ending = name.rpartition(".")
+        if not dot or not stem or f".{ending.lower()}" not in _TRACE_ENDINGS:
+            return name
+        name = stem
+
+
+def _name_cached_run(run_dir: Path, name: str) -> None:
+    """Record ``name`` in a cached run imported before runs carried their source's name."""
+    meta_path = run_dir / META_FILE
+    meta = json.loads(meta_path.read_text())
+    if meta.get("source_name") == name:
+        return
+    meta["source_name"] = name
+    tmp = meta_path.with_name(f".{META_FILE}.{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, meta_path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a read-only cache keeps its old name
+
+
 def resolve_run(path: str | os.PathLike[str], *, progress: bool = True, on_import: Callable[[Path, Path], None] | None = None) -> Path:
     """The run directory for ``path``: itself if it is a run, else an imported (cached) run.
 
@@ -338,9 +370,11 @@ def resolve_run(path: str | os.PathLike[str], *, progress: bool = True, on_impor
     if is_run_dir(p):
         return p
     sources, _ = discover([p])
+    name = source_name(p)
     for candidate in _cache_candidates(p):
         if candidate.exists():
             if is_run_dir(candidate) and _cache_is_fresh(candidate, sources):
+                _name_cached_run(candidate, name)
                 return candidate
             if not (is_run_dir(candidate) and json.loads((candidate / META_FILE).read_text()).get("import_cache")):
                 continue  # something else lives there: leave it alone
@@ -350,7 +384,7 @@ def resolve_run(path: str | os.PathLike[str], *, progress: bool = True, on_impor
                 continue
             if on_import is not None:
                 on_import(p, candidate)
-            return import_traces([p], candidate, force=True, progress=progress, extra_meta={"import_cache": True})
+            return import_traces([p], candidate, force=True, progress=progress, extra_meta={"import_cache": True, "source_name": name})
         except PermissionError:
             continue
     raise TraceImportError(f"{p}: cannot write an imported run beside it or in {cache_root()}")

@@ -297,7 +297,10 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """The run's display name: the imported source's name for a run imported on the fly
+        (its cache directory's name means nothing to the user), else the directory's name."""
+        name = self.meta.get("source_name")
+        return name if isinstance(name, str) and name else self.path.name
 
     @property
     def live(self) -> bool:

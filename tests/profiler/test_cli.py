@@ -2,6 +2,7 @@ import gzip
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,61 @@ def test_a_straggler_gate_fails_the_job_with_a_straggler_only(ddp_job):
     gate = ("--fail-if", "straggler_share>0.1")
     assert _cli("analyze", str(ddp_job(*LOADER_2) / "ddp"), *gate).returncode == 1
     assert _cli("analyze", str(ddp_job(*NONE_2) / "ddp"), "--fail-if", "straggler_share>0.15").returncode == 0
+
+
+def test_bare_import_reaches_keras_without_importing_tensorflow():
+    code = (
+        "import sys, accelscope; "
+        "assert 'tensorflow' not in sys.modules; "
+        "m = accelscope.keras; "
+        "assert m.__name__ == 'accelscope.keras', m; "
+        "assert 'ProfileCallback' in vars(m)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_dashboard_rejects_an_out_of_range_port_in_one_line(recorded_run):
+    proc = _cli("dashboard", str(recorded_run), "--port", "99999")
+    assert proc.returncode == 2 and "http://" not in proc.stdout
+    assert proc.stderr.strip().count("\n") == 0 and "99999" in proc.stderr
+
+
+def test_dashboard_rejects_a_port_in_use_in_one_line(recorded_run):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        proc = _cli("dashboard", str(recorded_run), "--port", str(busy.getsockname()[1]))
+    assert proc.returncode == 2 and "http://" not in proc.stdout and "Dash is running" not in proc.stdout
+    assert proc.stderr.strip().count("\n") == 0 and "cannot serve" in proc.stderr
+
+
+def test_dashboard_without_the_extra_says_so_before_any_url(recorded_run):
+    code = (
+        "import sys; sys.modules['dash'] = None; from accelscope.cli import main; "
+        f"sys.exit(main(['dashboard', {str(recorded_run)!r}, '--port', '0']))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().count("\n") == 0 and "dashboard" in proc.stderr
+
+
+def _trace_filter(shared_dir, tmp_path):
+    """A writable copy of HTA's two-rank trace_filter directory (the cache goes beside it)."""
+    import shutil
+
+    return Path(shutil.copytree(shared_dir / "traces/HolisticTraceAnalysis/tests/data/trace_filter", tmp_path / "trace_filter"))
+
+
+def test_an_imported_directory_is_named_after_the_directory(shared_dir, tmp_path, capsys):
+    src = _trace_filter(shared_dir, tmp_path)
+    assert main(["analyze", str(src), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["run"] == "trace_filter"
+
+
+def test_an_imported_file_is_named_without_its_trace_endings(shared_dir, tmp_path, capsys):
+    src = _trace_filter(shared_dir, tmp_path) / "sampled_rank-0.json.gz"
+    assert main(["analyze", str(src), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["run"] == "sampled_rank-0"

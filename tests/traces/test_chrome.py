@@ -83,3 +83,17 @@ def test_device_annotations_get_no_stream(tmp_path):
     ann, kern = (next(e for e in doc["traceEvents"] if e.get("name") == n and e["ph"] == "X") for n in ("fwd", "k"))
     assert ann["cat"] == "gpu_user_annotation" and "stream" not in ann["args"]
     assert kern["args"]["stream"] == 7 and kern["ts"] == 1000.5
+
+
+def test_multi_rank_lanes_are_named_on_their_own_pids(shared_dir, tmp_path):
+    from accelscope.traces.importer import import_traces
+
+    src = shared_dir / "traces/HolisticTraceAnalysis/tests/data/trace_filter"
+    run = Run.open(import_traces([src], tmp_path / "run"))
+    doc = json.loads(gzip.decompress(export_chrome_trace(run, tmp_path / "t.json.gz").read_bytes()))
+    events = doc["traceEvents"]
+    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e.get("ph") == "M" and e["name"] == "thread_name"}
+    lanes = {(e["pid"], e["tid"]) for e in events if e.get("ph") == "X"}
+    assert len({pid for pid, _ in lanes}) >= 4  # two ranks' hosts and devices
+    assert set(names) == lanes, sorted(lanes ^ set(names))[:5]
+    assert all(name == name.strip() and name for name in names.values())
