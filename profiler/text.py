@@ -47,15 +47,17 @@ def name_table(title: str, rows: list[dict], width: int):
         "% of step": [f"{r['share_of_step_time']:.1%}" for r in rows],
     }
     order = ["count", "total ms", "mean µs", "% of step"]
+
+    def used() -> int:  # the figure columns' width with their padding and rules, and the borders
+        return sum(max(len(c), *(len(v) for v in columns[c])) + 3 for c in order) + 4
+
     dropped = []
     for victim in ("mean µs", "count", "total ms"):
-        used = sum(max(len(c), *(len(v) for v in columns[c])) + 3 for c in order) + 4  # cell padding, rules, borders
-        if width - used >= MIN_NAME_WIDTH:
+        if width - used() >= MIN_NAME_WIDTH:
             break
         order.remove(victim)
         dropped.append(victim)
-    used = sum(max(len(c), *(len(v) for v in columns[c])) + 3 for c in order) + 4
-    name_width = max(width - used, 8)
+    name_width = max(width - used(), 8)
     t = Table(title=title, caption=f"left out at this width: {', '.join(dropped)}" if dropped else None)
     t.add_column("name", no_wrap=True, min_width=min(name_width, 8), max_width=name_width)
     for c in order:

@@ -13,6 +13,26 @@ SHARED = Path(os.environ.get("ACCELSCOPE_SHARED", REPO.parent / "shared"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
 
 
+# Directories in ../shared that are one multi-rank job each; every other trace file is a run of its own.
+SHARED_JOBS = ("traces/more/param-dlrm-8rank", "traces/HolisticTraceAnalysis/tests/data/trace_filter")
+
+
+def shared_sources(under: str = "", endings: tuple[str, ...] = (".json", ".json.gz", ".xplane.pb"), exclude: tuple[str, ...] = ()) -> list[str]:
+    """Every trace source under ``SHARED/under``, relative to SHARED: each job directory of
+    ``SHARED_JOBS``, then every other file with one of ``endings``, less ``exclude``. Empty
+    when ../shared is absent (tests then skip)."""
+    root = SHARED / under
+    if not root.is_dir():
+        return []
+    out = [j for j in SHARED_JOBS if (SHARED / j).is_dir() and (not under or j.startswith(under))]
+    for dirpath, _, files in os.walk(root):
+        rel = os.path.relpath(dirpath, SHARED)
+        if any(rel == j or rel.startswith(j + os.sep) for j in SHARED_JOBS):
+            continue
+        out += [os.path.join(rel, f) for f in files if f.endswith(endings)]
+    return sorted(s for s in out if s not in exclude)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():

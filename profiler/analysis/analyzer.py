@@ -26,7 +26,7 @@ from accelscope.analysis.advice import Evidence, dataloader_evidence, exposed_co
 from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RANK_WAIT, WINDOW_NAME, RankResult, analyze_rank, empty_gaps, step_windows
 from accelscope.analysis.busy import summarise_busy
 from accelscope.analysis.capture import capture_figures
-from accelscope.analysis.gap_ops import driver_ops, host_ops_in_gaps
+from accelscope.analysis.gap_ops import driver_ops, host_ops_in_gaps, ops_of
 from accelscope.analysis.launches import match_launches, summarise
 from accelscope.analysis.report import Basis, Report, RunInfo
 from accelscope.analysis.steps import finish_steps, mark_outliers, traced_mask
@@ -206,7 +206,7 @@ def analyze(run: Run) -> Report:
         busy_ns_per_step=busy * mean_step if basis_total else 0.0,
     )
     advice = recommend(idle_by_cause, total, steady.height, mean_step, has_device, lambda: dataloader_evidence(run.meta, host_names), evidence,
-                       framework_of(run.meta), host_names, lambda c: _ops_of(host_ops, c))
+                       framework_of(run.meta), host_names, lambda c: ops_of(host_ops, c))
     # Waiting for other ranks is advised on as the straggler's own cause, said with its rank,
     # or (no straggler) as exposed communication; largest share first, stragglers leading.
     # A straggler's own cause is advised on once, with its rank and the job's projection
@@ -250,11 +250,6 @@ def analyze(run: Run) -> Report:
 
 # Host calls that put work on a device: a trace with these and no device work did not capture the device side.
 DEVICE_LAUNCH_NAME = r"^(cuda|cu|hip|hipModule)(LaunchKernel|LaunchKernelExC|LaunchCooperativeKernel|GraphLaunch|MemcpyAsync|MemsetAsync)(_v\d+)?$"
-
-
-def _ops_of(host_ops: pl.DataFrame, cause: str) -> list[tuple[str, int]]:
-    rows = host_ops.filter(pl.col("cause") == cause)
-    return list(zip(rows["name"].to_list(), rows["self_ns"].to_list()))
 
 
 def _uncaptured_device(events: pl.DataFrame) -> str | None:

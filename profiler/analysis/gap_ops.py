@@ -32,14 +32,21 @@ def driver_ops(events: pl.DataFrame) -> pl.DataFrame:
     """The host ops (rank, pid, tid, name, start_ns, end_ns) on the threads that drive each
     rank's devices: those that call the runtime or run the training loop (all of a rank's
     threads when none does)."""
+    from accelscope.analysis.breakdown import launch_threads
+
     host = events.filter(pl.col("device") == "cpu").select("rank", "pid", "tid", "kind", "name", "start_ns", "dur_ns")
-    drivers = host.filter(pl.col("kind").is_in([S.RUNTIME, S.STEP, S.INPUT_WAIT])).select("rank", "pid", "tid").unique()
-    without = host.select("rank").unique().join(drivers.select("rank").unique(), on="rank", how="anti")
-    drivers = pl.concat([drivers, host.join(without, on="rank", how="semi").select("rank", "pid", "tid").unique()])
+    drivers = pl.concat([launch_threads(h).with_columns(rank=pl.lit(r, dtype=h["rank"].dtype)) for (r,), h in host.group_by(["rank"])]
+                        or [host.select("rank", "pid", "tid").clear()], how="diagonal")
     return (
         host.filter(pl.col("kind").is_in(OP_KINDS)).join(drivers, on=["rank", "pid", "tid"], how="semi")
         .select("rank", "pid", "tid", "name", "start_ns", end_ns=pl.col("start_ns") + pl.col("dur_ns"))
     )
+
+
+def ops_of(by_cause: pl.DataFrame, cause: str) -> list[tuple[str, int]]:
+    """(op name, gap ns) of one cause from ``host_ops_in_gaps``'s per-cause table, most first."""
+    rows = by_cause.filter(pl.col("cause") == cause)
+    return list(zip(rows["name"].to_list(), rows["self_ns"].to_list()))
 
 
 def with_depth(ops: pl.DataFrame) -> pl.DataFrame:

@@ -200,8 +200,9 @@ class Report:
     def host_ops_of(self, cause: str) -> list[tuple[str, int]]:
         """(op name, ns over the steady steps) the device-driving threads were in during
         ``cause``'s idle gaps, most first."""
-        rows = self.host_ops_by_cause.filter(pl.col("cause") == cause)
-        return list(zip(rows["name"].to_list(), rows["self_ns"].to_list()))
+        from accelscope.analysis.gap_ops import ops_of
+
+        return ops_of(self.host_ops_by_cause, cause)
 
     def per_step_ms(self, ns: float) -> float:
         """A time over the steady steps, per steady step, in ms."""

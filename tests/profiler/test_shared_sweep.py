@@ -7,34 +7,18 @@ from __future__ import annotations
 
 import io
 import json
-import os
 
 import pytest
 
 from accelscope.analysis import analyze
 from accelscope.traces.importer import import_traces
 from accelscope.traces.run import Run
-from tests.conftest import SHARED
+from tests.conftest import SHARED, shared_sources
 
 # Directories that are one multi-rank job; every other trace file is a run of its own.
-JOBS = ("traces/more/param-dlrm-8rank", "traces/HolisticTraceAnalysis/tests/data/trace_filter")
-ENDINGS = (".json", ".json.gz", ".xplane.pb")
 EPS = 1e-6
-
-
-def _sources() -> list[str]:
-    if not SHARED.is_dir():
-        return []
-    out = list(JOBS)
-    for root, _, files in os.walk(SHARED):
-        rel = os.path.relpath(root, SHARED)
-        if any(rel == j or rel.startswith(j + os.sep) for j in JOBS):
-            continue
-        out += [os.path.join(rel, f) for f in sorted(files) if f.endswith(ENDINGS) and "execution_trace/benchmark_simple_add_et" not in os.path.join(rel, f)]
-    return sorted(out)
-
-
-SOURCES = _sources()
+NOT_PROFILER_TRACES = ("traces/HolisticTraceAnalysis/tests/data/execution_trace/benchmark_simple_add_et.json.gz",)  # an execution trace
+SOURCES = shared_sources(exclude=NOT_PROFILER_TRACES)
 
 
 @pytest.fixture(scope="module")

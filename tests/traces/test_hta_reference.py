@@ -53,11 +53,9 @@ from accelscope.analysis.launches import match_launches, runtime_slices, stream_
 from accelscope.traces import schema as S  # noqa: E402
 from accelscope.traces.importer import import_traces  # noqa: E402
 from accelscope.traces.run import Run  # noqa: E402
-from tests.conftest import SHARED  # noqa: E402
+from tests.conftest import SHARED, shared_sources  # noqa: E402
 
 TOLERANCE_PP = 0.5
-# Directories that hold every rank of one job (HTA reads a directory of rank traces).
-JOBS = ("traces/more/param-dlrm-8rank", "traces/HolisticTraceAnalysis/tests/data/trace_filter")
 # A PyTorch execution trace (operator graph, no traceEvents): not a Kineto trace.
 NOT_KINETO = ("traces/HolisticTraceAnalysis/tests/data/execution_trace/benchmark_simple_add_et.json.gz",)
 # HTA's device work (BreakdownAnalysis.get_idle_time_breakdown's kernel categories).
@@ -70,21 +68,7 @@ NW0 = "traces/kineto/tb_plugin/samples/resnet50_num_workers_0/worker0.1623143089
 NW4 = "traces/kineto/tb_plugin/samples/resnet50_num_workers_4/worker0.1623212756351.pt.trace.json.gz"
 
 
-def _sources() -> list[str]:
-    """Every Kineto trace under ../shared/traces: a job directory, or one file per run."""
-    root = SHARED / "traces"
-    if not root.is_dir():
-        return []
-    out = list(JOBS)
-    for dirpath, _, files in os.walk(root):
-        rel = os.path.relpath(dirpath, SHARED)
-        if any(rel == j or rel.startswith(j + os.sep) for j in JOBS):
-            continue
-        out += [os.path.join(rel, f) for f in files if f.endswith((".json", ".json.gz"))]
-    return sorted(s for s in out if s not in NOT_KINETO)
-
-
-SOURCES = _sources()
+SOURCES = shared_sources("traces", endings=(".json", ".json.gz"), exclude=NOT_KINETO)  # a job directory, or one file per run
 needs_shared = pytest.mark.skipif(not SOURCES, reason=f"real trace data not found at {SHARED} (set ACCELSCOPE_SHARED)")
 
 
