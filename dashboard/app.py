@@ -42,7 +42,9 @@ class Dashboard:
         if not paths:
             raise ValueError("the dashboard needs at least one run directory")
         runs = [Run.open(p) for p in paths]  # RunFormatError, one line, for the CLI to print
-        self.views = [RunView(run, label) for run, label in zip(runs, run_labels(paths))]
+        # A run imported on the fly goes by its source's name (Run.name), not its cache directory's.
+        shown = [p if run.name == p.name else p.parent / run.name for p, run in zip(paths, runs)]
+        self.views = [RunView(run, label) for run, label in zip(runs, run_labels(shown))]
         self.sections: dict[str, Any] = {}  # section name -> what its register() returned
         self._lock = threading.Lock()
         self._prepared: set[int] = set()
@@ -236,11 +238,30 @@ def create_app(run_paths: Sequence[str | Path], prepare: bool = False) -> Any:
     return app
 
 
-def serve(run_paths: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8050, debug: bool = False) -> None:
-    """Serve the dashboard until interrupted (Dash prints the URL; request logs are silenced)."""
-    app = create_app(run_paths, prepare=True)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    app.run(host=host, port=port, debug=bool(debug), use_reloader=False, dev_tools_silence_routes_logging=True)
+def serve(
+    run_paths: Sequence[str | Path],
+    host: str = "127.0.0.1",
+    port: int = 8050,
+    debug: bool = False,
+    on_listening: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the dashboard until interrupted (request logs are silenced).
+
+    The port is bound first (``ServeError``: out of range, in use, unknown host), then the
+    app is built (``MissingExtraError``, ``RunFormatError``); only then is
+    ``on_listening(url)`` called (default: print the URL), so nothing says the dashboard
+    is up before it is. ``port=0`` takes a free port; the URL names it."""
+    from accelscope.dashboard.server import listen, serve_on, url_of
+
+    with listen(host, port) as sock:
+        app = create_app(run_paths, prepare=True)
+        app.enable_dev_tools(debug=bool(debug), dev_tools_silence_routes_logging=True)
+        url = url_of(host, sock.getsockname()[1])
+        if on_listening is None:
+            print(f"dashboard: {url}", flush=True)
+        else:
+            on_listening(url)
+        serve_on(app, sock, host)
 
 
 __all__ = ["create_app", "serve", "Dashboard"]

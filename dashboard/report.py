@@ -93,7 +93,7 @@ def build_report(run_path: str | os.PathLike[str]) -> str:
             (f"{thing} idle", f"{rep.idle_share:.1%}", overview.idle_class(rep.idle_share).replace("verdict-", ""), f"busy {rep.busy_share:.1%}; idle mostly: {causes}"),
             ("input wait", "unknown" if "input_wait_share" in rep.unknown else f"{rep.input_wait_share:.1%}", "", rep.unknown.get("input_wait_share", "")),
             ("verdict", VERDICT_TEXT[rep.verdict], rep.verdict, ""),
-            ("mean step time", f"{rep.mean_step_ns / 1e6:,.1f} ms", "", f"{rep.n_steps} steps"),
+            (f"mean {rep.step_word} time", f"{rep.mean_step_ns / 1e6:,.1f} ms", "", f"{rep.n_steps} {rep.step_unit}"),
         ]
         parts.append("<section><h2>Overview</h2><div class='cards'>")
         for label, value, cls, caption in cards:

@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from accelscope import __version__
 from accelscope.errors import AccelscopeError
@@ -63,6 +64,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_GATE if crossed else 0
 
 
+def _idle_gaps(run: Any) -> Any:
+    """The analysis' idle gaps as slices (a DataFrame) for an export's gap track; None (with a
+    warning) when the run cannot be analysed: the export itself does not need the analysis."""
+    from accelscope.analysis import analyze
+    from accelscope.analysis.causes import gap_slices
+
+    try:
+        return gap_slices(analyze(run).gaps)
+    except AccelscopeError as exc:
+        print(f"accelscope: warning: exporting without the idle-gap track: {exc}", file=sys.stderr)
+        return None
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from accelscope.traces.chrome import export_chrome_trace, export_per_rank
 
@@ -70,14 +84,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.per_rank:
         if out.exists() and any(out.iterdir()) and not args.force:
             return _fail(f"{out} exists and is not empty (use --force to write into it)")
-        files = export_per_rank(_open(args.run), out)
+        run = _open(args.run)
+        files = export_per_rank(run, out, gaps=None if args.no_gaps else _idle_gaps(run))
         print(f"wrote {len(files)} file(s), one per rank, into {out} (HTA: TraceAnalysis(trace_dir={str(out)!r}))")
         return 0
     if not (out.name.endswith(".json") or out.name.endswith(".json.gz")):
         return _fail(f"{out}: the output must end in .json or .json.gz")
     if out.exists() and not args.force:
         return _fail(f"{out} exists (use --force to overwrite)")
-    path = export_chrome_trace(_open(args.run), out)
+    run = _open(args.run)
+    path = export_chrome_trace(run, out, gaps=None if args.no_gaps else _idle_gaps(run))
     print(f"wrote {path} (open it in https://ui.perfetto.dev or chrome://tracing)")
     return 0
 
@@ -122,41 +138,34 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_bind(host: str, port: int) -> None:
-    """Fail in one line, before the URL is printed, when ``host:port`` cannot be bound."""
-    import socket
-
-    if not 0 <= port <= 65535:
-        raise AccelscopeError(f"--port {port}: a port is a number from 0 to 65535")
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise AccelscopeError(f"--host {host}: cannot resolve it ({exc.strerror or exc})") from None
-    family, _, _, _, address = infos[0]
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(address)
-        except OSError as exc:
-            raise AccelscopeError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (pick another --port)") from None
-
-
-def _serve(runs: Sequence[str], host: str, port: int) -> int:
+def _check_serving(host: str, port: int) -> None:
+    """Fail early, in one line, when the dashboard could not be served: its extra is missing,
+    or ``host:port`` cannot be bound (checked by binding it and letting it go again)."""
     from accelscope.errors import require
 
     require("dash", "dashboard", "accelscope dashboard")
-    require("dash_ag_grid", "dashboard", "accelscope dashboard")  # the missing extra first, before any output
+    require("dash_ag_grid", "dashboard", "accelscope dashboard")
+    from accelscope.dashboard.server import listen
+
+    listen(host, port).close()
+
+
+def _serve(runs: Sequence[str], host: str, port: int) -> int:
+    _check_serving(host, port)
     from accelscope.dashboard.app import serve
 
-    _check_bind(host, port)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"accelscope: warning: serving on {host}: anyone who can reach this machine can read these runs", file=sys.stderr)
-    print(f"dashboard: http://{'[' + host + ']' if ':' in host else host}:{port}/  (Ctrl+C to stop)", flush=True)
-    serve(list(runs), host=host, port=port)
+    def listening(url: str) -> None:  # called once the port is bound and the app built
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"accelscope: warning: serving on {host}: anyone who can reach this machine can read these runs", file=sys.stderr)
+        print(f"dashboard: {url}  (Ctrl+C to stop)", flush=True)
+
+    serve(list(runs), host=host, port=port, on_listening=listening)
     return 0
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    # Import and validate every run before binding the port.
+    # The extra and the address first (one line each), then import and validate every run.
+    _check_serving(args.host, args.port)
     runs = [str(_open(run).path) for run in args.runs]
     return _serve(runs, args.host, args.port)
 
@@ -168,6 +177,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from accelscope.traces.run import Run
 
     if not args.no_serve:
+        _check_serving(args.host, args.port)  # the extra and the port, before training
         from accelscope.dashboard.app import create_app  # noqa: F401 - fail early without the dashboard extra
     if args.framework == "tensorflow":
         how = "Keras model.fit" if args.keras_fit else "a Keras custom loop"
@@ -238,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output file, .json or .json.gz (a directory with --per-rank)")
     p.add_argument("--per-rank", action="store_true", help="write one rank-N.json.gz per rank into the -o directory (what HTA loads)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--no-gaps", action="store_true", help="leave out the 'accelscope idle gaps' track (the analysis' idle gaps and their causes)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a run (opens offline)")

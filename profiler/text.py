@@ -73,16 +73,16 @@ def headline(report: Report) -> list[str]:
     what = "accelerator" if report.has_device else "compute thread (no device activity recorded)"
     thing = "accelerator" if report.has_device else "compute thread"
     lines = [f"[bold red]{report.unknown['busy_share']}[/]"] if "busy_share" in report.unknown else []
-    lines.append(f"[bold]{report.run_name}[/]: {report.n_steps} steps, mean step {report.mean_step_ns / 1e6:.1f} ms, {what} busy {report.busy_share:.1%}")
+    lines.append(f"[bold]{report.run_name}[/]: {report.n_steps} {report.step_unit}, mean {report.step_word} {report.mean_step_ns / 1e6:.1f} ms, {what} busy {report.busy_share:.1%}")
     causes = report.idle_causes[:3]
     if causes:
         parts = ", ".join(f"{report_label(c)} {share:.1%}" for c, _, share in causes)
-        lines.append(f"{thing} idle [bold]{report.idle_share:.1%}[/] of step time: {parts}")
+        lines.append(f"{thing} idle [bold]{report.idle_share:.1%}[/] of {report.step_word} time: {parts}")
     if "input_wait_share" in report.unknown:
         lines.append("input wait: [bold]unknown[/] (this run never saw its input waits; see the notes)")
     else:
         colour = {"high": "bold red", "moderate": "bold yellow", "none": "bold green"}[report.verdict]
-        lines.append(f"input wait: [bold]{report.input_wait_share:.1%}[/] of step time -> [{colour}]{VERDICT_TEXT[report.verdict]}[/]")
+        lines.append(f"input wait: [bold]{report.input_wait_share:.1%}[/] of {report.step_word} time -> [{colour}]{VERDICT_TEXT[report.verdict]}[/]")
     if report.basis.steps != report.timing_basis.steps:
         lines.append(f"busy, idle, input wait and the breakdown are over {report.basis.text} (step time over {report.timing_basis.text})")
     for s in report.stragglers:
@@ -194,14 +194,15 @@ def print_report(report: Report, console: Console | None = None) -> None:
     for line in headline(report):
         console.print(line)
 
-    table = _table("Where step time went (each instant counted once, first category wins)", ["category", "ms per step", "share"])
+    one = report.step_word
+    table = _table(f"Where {one} time went (each instant counted once, first category wins)", ["category", f"ms per {one}", "share"])
     for c in BREAKDOWN:
         v = report.breakdown_ns[c]
         if v:
             table.add_row(c.replace("_", " "), f"{report.per_step_ms(v):.2f}", f"{report.share(v):.1%}")
     console.print(table)
 
-    idle = _table("Why the " + ("accelerator" if report.has_device else "compute thread") + " was idle", ["cause", "ms per step", "share", "mostly under (host op)"], right_from=1)
+    idle = _table("Why the " + ("accelerator" if report.has_device else "compute thread") + " was idle", ["cause", f"ms per {report.step_word}", "share", "mostly under (host op)"], right_from=1)
     idle.columns[-1].justify = "left"
     for c, v, share in report.idle_causes:
         ops = report.host_ops_of(c)

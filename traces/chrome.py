@@ -10,7 +10,14 @@ slice's args carry ``accelscope_kind``/``accelscope_device`` so that re-importin
 export gives back the same events.
 
 A run with several ranks exports to one file (Perfetto) or, given a directory, to one
-``rank-N.json[.gz]`` per rank (HTA reads one file per rank).
+``rank-N.json[.gz]`` per rank (HTA reads one file per rank). Each (pid, tid) with slices
+gets its ``thread_name`` on that pid; device pids are one per rank and device.
+
+Given the analysis' idle gaps as slices (``accelscope.analysis.gap_slices``), the export
+adds them on a track of their own, "accelscope idle gaps", under each device's pid, so
+Perfetto shows why the device sat idle. Their category is ``GAP_CATEGORY``: the Kineto
+reader drops them, so a re-import holds the trace's own events only and its analysis
+finds the gaps again.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import msgspec
 import polars as pl
 
 from accelscope.traces import schema as S
+from accelscope.traces.kineto import GAP_CATEGORY
 from accelscope.traces.run import Run
 
 EXPORT_VERSION = 2
@@ -46,13 +54,12 @@ KIND_CATEGORY = {
 # Device slices that run on a stream (annotations on a device lane do not: HTA would
 # count them as GPU work).
 STREAM_KINDS = frozenset({S.KERNEL, S.MEMCPY, S.MEMSET, S.SYNC})
+# The analysis' idle gaps: a track of their own under each device's pid, named GAP_TRACK, with
+# a tid no stream of that pid uses (GAP_TID, or the first free one below it).
+GAP_TRACK = "accelscope idle gaps"
+GAP_TID = 2_000_000_000
 
 _encode = msgspec.json.Encoder().encode
-
-
-def _device_index(device: str) -> int | None:
-    head, _, index = device.partition(":")
-    return int(index) if head != "cpu" and index.isdigit() else None
 
 
 def _us(ns: int) -> msgspec.Raw:
@@ -72,53 +79,59 @@ def _args(raw: str | None, extra: dict[str, Any]) -> msgspec.Raw:
     return msgspec.Raw(raw[:-1].encode() + b"," + added[1:])
 
 
-def _lane_names(run: Run) -> dict[tuple[int, int, int], str]:
-    """(rank, recorded pid, tid) -> the thread's recorded name, stripped (Kineto's stream
-    names end in a space)."""
-    rank0 = int(run.meta.get("rank") or 0)
-    out: dict[tuple[int, int, int], str] = {}
+def _lanes(ev: pl.DataFrame, host_pid: int, multi_rank: bool) -> pl.DataFrame:
+    """``ev`` with the exported ``_pid``/``_tid`` of each slice: a device slice goes on its
+    device's pid (one per rank and device in a multi-rank run) and its stream's tid, a host
+    slice on its own pid and tid."""
+    index = pl.when(pl.col("device") != "cpu").then(pl.col("device").str.extract(r"^[^:]*:(\d+)$").cast(pl.Int64))
+    on_device = index.is_not_null()
+    device_pid = pl.lit(DEVICE_PID_PER_RANK, dtype=pl.Int64) * (pl.col("rank").cast(pl.Int64) + 1) + index if multi_rank else index
+    return ev.with_columns(
+        _on_device=on_device,
+        _pid=pl.when(on_device).then(device_pid).otherwise(pl.coalesce("pid", pl.lit(host_pid, dtype=pl.Int64))),
+        _tid=pl.when(on_device).then(pl.coalesce("stream", pl.lit(0, dtype=pl.Int64))).otherwise(pl.coalesce("tid", pl.lit(0, dtype=pl.Int64))),
+    )
+
+
+def _lane_names(run: Run, lanes: pl.DataFrame) -> Iterator[bytes]:
+    """``process_name`` and ``thread_name`` records for every exported (pid, tid) that has
+    slices, each on that pid: the name the trace gave the thread or stream (of its own rank),
+    else "stream N" / "thread N", without the stray spaces Kineto writes ("stream 7 ")."""
+    stream_names = run.stream_names()  # device lanes' own names ("XLA Ops"): Perfetto shows them, a re-import keeps them
+    by_rank: dict[tuple[int | None, int, int], str] = {}
     for t in run.meta.get("threads", []):
-        if isinstance(t, dict) and isinstance(t.get("pid"), int) and isinstance(t.get("tid"), int) and isinstance(t.get("name"), str):
-            name = t["name"].strip()
-            if name:
-                rank = t.get("rank")
-                out[(rank if isinstance(rank, int) else rank0, t["pid"], t["tid"])] = name
-    return out
+        if isinstance(t, dict) and isinstance(t.get("pid"), int) and isinstance(t.get("tid"), int) and isinstance(t.get("name"), str) and t["name"].strip():
+            by_rank[(t.get("rank"), t["pid"], t["tid"])] = t["name"].strip()
+    multi_rank = lanes["rank"].n_unique() > 1
+    named: set[int] = set()
+    rows = lanes.unique(["_pid", "_tid"], keep="first").sort("_pid", "_tid").select("rank", "device", "pid", "tid", "_on_device", "_pid", "_tid")
+    for rank, device, pid, tid, on_device, out_pid, out_tid in rows.iter_rows():
+        if out_pid not in named:
+            named.add(out_pid)
+            yield _encode({"ph": "M", "name": "process_name", "pid": out_pid, "tid": 0, "args": {"name": _process_label(device, rank, on_device, multi_rank)}})
+        own = by_rank.get((rank, pid, tid)) or by_rank.get((None, pid, tid)) if pid is not None and tid is not None else None
+        if on_device:
+            name = (stream_names.get((rank, device, out_tid)) or "").strip() or own or f"stream {out_tid}"
+        else:
+            name = own or f"thread {out_tid}"
+        yield _encode({"ph": "M", "name": "thread_name", "pid": out_pid, "tid": out_tid, "args": {"name": name}})
 
 
-def iter_trace_events(run: Run, events: pl.DataFrame | None = None, counters: pl.DataFrame | None = None) -> Iterator[bytes]:
-    """Yield the JSON text of every trace event of ``run`` (or of the given subsets)."""
+def iter_trace_events(run: Run, events: pl.DataFrame | None = None, counters: pl.DataFrame | None = None, gaps: pl.DataFrame | None = None) -> Iterator[bytes]:
+    """Yield the JSON text of every trace event of ``run`` (or of the given subsets), and of
+    ``gaps`` (the analysis' idle gaps as ``GAP_SLICE_SCHEMA`` rows) on a track of their own."""
     ev = (run.events if events is None else events).sort("start_ns")
     host_pid = int(run.meta.get("pid") or 0)
     multi_rank = ev["rank"].n_unique() > 1 if ev.height else False
-    # Lane names are written where their slices are, when first met: the recorded pids of
-    # device streams are not the pids the export gives them (one per rank and device).
-    names = _lane_names(run)
-    stream_names = run.stream_names()  # device lanes' own names ("XLA Ops"): Perfetto shows them, a re-import keeps them
-    threads_seen: set[tuple[int, int]] = set()
-    pids_named: set[int] = set()
+    ev = _lanes(ev, host_pid, multi_rank)
+    yield from _lane_names(run, ev)
     for row in ev.iter_rows(named=True):
         kind = row["kind"]
-        dev_index = _device_index(row["device"])
-        on_device = dev_index is not None
-        pid = dev_index if on_device else (row["pid"] if row["pid"] is not None else host_pid)
-        if multi_rank and on_device:
-            pid = DEVICE_PID_PER_RANK * (row["rank"] + 1) + dev_index  # device pids repeat per rank
-        tid = (row["stream"] if row["stream"] is not None else 0) if on_device else (row["tid"] if row["tid"] is not None else 0)
-        if pid not in pids_named:
-            pids_named.add(pid)
-            label = row["device"].upper() if on_device else f"host (rank {row['rank']})"
-            yield _encode({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": label}})
-        if (pid, tid) not in threads_seen:
-            threads_seen.add((pid, tid))
-            if on_device:
-                lane = stream_names.get((row["rank"], row["device"], tid)) or names.get((row["rank"], dev_index, tid)) or f"stream {tid}"
-            else:
-                lane = names.get((row["rank"], pid, tid)) or f"thread {tid}"
-            yield _encode({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": lane.strip() or f"thread {tid}"}})
+        on_device = row["_on_device"]
+        pid, tid = row["_pid"], row["_tid"]
         extra: dict[str, Any] = {}
         if on_device and kind in STREAM_KINDS:
-            extra["device"] = dev_index
+            extra["device"] = int(row["device"].rpartition(":")[2])
             extra["stream"] = tid
         if row["correlation_id"] is not None:
             extra["correlation"] = row["correlation_id"]
@@ -136,13 +149,63 @@ def iter_trace_events(run: Run, events: pl.DataFrame | None = None, counters: pl
             if on_device:
                 flow["bp"] = "e"
             yield _encode(flow)
+    # Each rank's training process: where its host counters and a CPU-only rank's gaps go.
+    host = ev.filter(~pl.col("_on_device"))
+    steps = host.filter(pl.col("kind") == S.STEP)
+    rank_pid = dict((steps if steps.height else host).group_by("rank").agg(pl.col("_pid").mode().first()).iter_rows())
+    named = set(ev["_pid"].unique().to_list())
+    if gaps is not None and gaps.height:
+        g = _placed(gaps.sort("start_ns"), rank_pid, host_pid, multi_rank)
+        yield from _process_names(g, named, multi_rank)
+        yield from _gap_events(ev, g)
     cs = run.counters if counters is None else counters
-    for row in cs.sort("time_ns").iter_rows(named=True):
-        if row["value"] is None:
-            continue
-        dev_index = _device_index(row["device"])
-        pid = dev_index if dev_index is not None else host_pid
-        yield _encode({"ph": "C", "name": row["name"], "pid": pid, "tid": 0, "ts": _us(row["time_ns"]), "args": {row["name"]: row["value"]}})
+    cs = _placed(cs.sort("time_ns").filter(pl.col("value").is_not_null()), rank_pid, host_pid, multi_rank)
+    yield from _process_names(cs, named, multi_rank)
+    for name, pid, ts, value in cs.select("name", "_pid", "time_ns", "value").iter_rows():
+        yield _encode({"ph": "C", "name": name, "pid": pid, "tid": 0, "ts": _us(ts), "args": {name: value}})
+
+
+def _process_label(device: str, rank: int, on_device: bool, multi_rank: bool) -> str:
+    return (device.upper() + (f" (rank {rank})" if multi_rank else "")) if on_device else f"host (rank {rank})"
+
+
+def _process_names(placed: pl.DataFrame, named: set[int], multi_rank: bool) -> Iterator[bytes]:
+    """``process_name`` records for the pids of ``placed`` rows (``_placed``) not yet named:
+    a device with samples but no slices (GPU metrics of a light-mode run)."""
+    for rank, device, on_device, pid in placed.unique("_pid", keep="first", maintain_order=True).select("rank", "device", "_on_device", "_pid").iter_rows():
+        if pid not in named:
+            named.add(pid)
+            yield _encode({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": _process_label(device, rank, on_device, multi_rank)}})
+
+
+def _placed(frame: pl.DataFrame, rank_pid: dict[int, int], host_pid: int, multi_rank: bool) -> pl.DataFrame:
+    """Rows with a rank and a device but no thread (counter samples, gaps) with the ``_pid``
+    they go on: their device's, or on the host their rank's training process."""
+    nothing = pl.lit(None, dtype=pl.Int64)
+    placed = _lanes(frame.with_columns(pid=nothing, tid=nothing, stream=nothing), host_pid, multi_rank)
+    own = pl.col("rank").replace_strict(rank_pid, default=host_pid, return_dtype=pl.Int64) if rank_pid else pl.lit(host_pid, dtype=pl.Int64)
+    return placed.with_columns(_pid=pl.when(pl.col("_on_device")).then(pl.col("_pid")).otherwise(own))
+
+
+def _gap_events(ev: pl.DataFrame, g: pl.DataFrame) -> Iterator[bytes]:
+    """The idle gaps (``_placed``) as ``X`` slices of category GAP_CATEGORY on a track of their
+    own (GAP_TRACK) under their device's pid (a CPU-only rank's: under its training process),
+    with the name and args the analysis gave them."""
+    taken = set(ev.select("_pid", "_tid").unique().iter_rows())
+    tids: dict[int, int] = {}
+    for pid in g["_pid"].unique(maintain_order=True).to_list():
+        tid = GAP_TID
+        while (pid, tid) in taken:
+            tid -= 1
+        tids[pid] = tid
+        yield _encode({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": GAP_TRACK}})
+        yield _encode({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid, "args": {"sort_index": -1}})
+    for pid, start_ns, dur_ns, name, args in g.select("_pid", "start_ns", "dur_ns", "name", "args").iter_rows():
+        yield _encode({"ph": "X", "cat": GAP_CATEGORY, "name": name, "pid": pid, "tid": tids[pid], "ts": _us(start_ns), "dur": _us(dur_ns), "args": msgspec.Raw(args.encode())})
+
+
+# What ``gaps`` holds: one idle gap per row, named and annotated by the analysis.
+GAP_SLICE_SCHEMA = {"rank": pl.Int64, "device": pl.String, "start_ns": pl.Int64, "dur_ns": pl.Int64, "name": pl.String, "args": pl.String}
 
 
 def _header(run: Run, ranks: list[int]) -> dict[str, Any]:
@@ -166,30 +229,38 @@ def _header(run: Run, ranks: list[int]) -> dict[str, Any]:
     return header
 
 
-def _write_file(run: Run, out: Path, ranks: list[int], events: pl.DataFrame, counters: pl.DataFrame) -> Path:
+def _write_file(run: Run, out: Path, ranks: list[int], events: pl.DataFrame, counters: pl.DataFrame, gaps: pl.DataFrame | None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     opener = gzip.open if out.name.endswith(".gz") else open
     with opener(tmp, "wb") as fh:
-        _write(fh, _header(run, ranks), iter_trace_events(run, events, counters))
+        _write(fh, _header(run, ranks), iter_trace_events(run, events, counters, gaps))
     os.replace(tmp, out)
     return out
 
 
-def export_chrome_trace(run: Run, out: str | os.PathLike[str]) -> Path:
-    """Write ``run`` as one Chrome trace JSON file; gzip-compressed when ``out`` ends in ``.gz``."""
-    ranks = sorted(run.events["rank"].unique().to_list()) if run.events.height else (run.meta.get("ranks") or [0])
-    return _write_file(run, Path(out), ranks, run.events, run.counters)
+def _ranks(run: Run) -> list[int]:
+    return sorted(run.events["rank"].unique().to_list()) if run.events.height else (run.meta.get("ranks") or [0])
 
 
-def export_per_rank(run: Run, directory: str | os.PathLike[str], gz: bool = True) -> list[Path]:
-    """Write one ``rank-N.json[.gz]`` per rank into ``directory`` (what HTA loads)."""
+def export_chrome_trace(run: Run, out: str | os.PathLike[str], gaps: pl.DataFrame | None = None) -> Path:
+    """Write ``run`` as one Chrome trace JSON file; gzip-compressed when ``out`` ends in ``.gz``.
+
+    ``gaps``: the analysis' idle gaps as slices (``accelscope.analysis.gap_slices``, columns
+    ``GAP_SLICE_SCHEMA``), written on a track of their own ("accelscope idle gaps") so that
+    Perfetto shows why each device sat idle."""
+    return _write_file(run, Path(out), _ranks(run), run.events, run.counters, gaps)
+
+
+def export_per_rank(run: Run, directory: str | os.PathLike[str], gz: bool = True, gaps: pl.DataFrame | None = None) -> list[Path]:
+    """Write one ``rank-N.json[.gz]`` per rank into ``directory`` (what HTA loads), each with
+    its rank's share of ``gaps`` (see ``export_chrome_trace``)."""
     directory = Path(directory)
-    ranks = sorted(run.events["rank"].unique().to_list()) if run.events.height else (run.meta.get("ranks") or [0])
     suffix = ".json.gz" if gz else ".json"
     return [
-        _write_file(run, directory / f"rank-{r}{suffix}", [r], run.events.filter(pl.col("rank") == r), run.counters.filter(pl.col("rank") == r))
-        for r in ranks
+        _write_file(run, directory / f"rank-{r}{suffix}", [r], run.events.filter(pl.col("rank") == r), run.counters.filter(pl.col("rank") == r),
+                    None if gaps is None else gaps.filter(pl.col("rank") == r))
+        for r in _ranks(run)
     ]
 
 

@@ -128,10 +128,16 @@ _decode_args = msgspec.json.Decoder(list[_Args | None]).decode
 _decode_raw_ts = msgspec.json.Decoder(list[_RawTs]).decode
 
 
+# accelscope's export writes the analysis' idle gaps as slices of this category: analysis
+# output, not trace data, so a re-import drops them (its own analysis finds them again).
+GAP_CATEGORY = "accelscope_idle_gap"
+
+
 def _kept(e: _Event | _RawTs) -> bool:
     """Complete slices become rows; "Trace" slices only mark the profiler's own recording
-    window (not work, no thread) and are dropped."""
-    return e.ph == "X" and e.cat != "Trace"
+    window (not work, no thread) and accelscope's idle-gap slices are analysis output: both
+    are dropped."""
+    return e.ph == "X" and e.cat != "Trace" and e.cat != GAP_CATEGORY
 
 
 # -- conversion ----------------------------------------------------------------------------

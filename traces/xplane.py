@@ -39,11 +39,16 @@ Steps (kind ``step``, named ``ProfilerStep#N``; the original name is in args ``x
     c. else the ``Steps`` line of a device plane: only the lowest-numbered device's steps
        become ``step`` slices (every device repeats the same steps; counting all would
        multiply step time), the others' stay ``annotation``;
-    d. else (no marker at all, as in JAX inference on TPU) the runs of the first device's
-       dominant XLA module: the module on its "XLA Modules" line with the most device
-       time among those run at least twice (the jitted step function; one-off set-up
-       programs such as a first ``psum`` are left out), numbered in time order.
-    ``meta["step_source"]`` says which of a-d gave the steps.
+    d. else (no marker at all, as in JAX inference on TPU) no steps but iterations: the
+       runs of the first device's main XLA module (on its "XLA Modules" line, the module
+       with the most device time among those run at least twice: the jitted step or
+       inference function; one-off programs such as a first ``psum`` are left out) become
+       ``step`` slices named ``iteration N: <module>`` (:data:`ITERATION_NAME`, the
+       module's name without its fingerprint) in time order, which
+       the analysis reads as iterations of a trace without training steps
+       (analysis/iterations.py), not as steps.
+    ``meta["step_source"]`` says which of a-d gave them; ``meta["steps"]`` counts a-c only,
+    ``meta["iterations"]`` d.
     N is the event's ``step_num`` stat (device steps: ``step_num``, ``group_id`` or a
     numeric name), else the marker's position in time. Markers not used as steps are
     ``annotation``.
@@ -76,8 +81,8 @@ Meta
     ``tensorflow`` for TF runtime events, else ``unknown``), ``devices`` (plane stats as
     properties: ``device_type_string`` becomes ``name``), ``threads``, ``streams``
     (device lanes: device, stream, name), ``clock``, ``source``, ``start_ns``/``end_ns``
-    (profile start/stop) when anchored, ``steps`` and ``step_source`` (where the steps came
-    from, a-d above), and ``xplane`` (plane names, host names, the XSpace's errors and
+    (profile start/stop) when anchored, ``steps``, ``iterations`` and ``step_source`` (where
+    they came from, a-d above), and ``xplane`` (plane names, host names, the XSpace's errors and
     warnings, and ``empty_device_planes``: device planes with no work on any line, such
     as the six idle GPUs of an 8-GPU host of which a job used two; they make no device
     rows, so no busy share averages them in).
@@ -97,7 +102,7 @@ from accelscope.errors import AccelscopeError
 from accelscope.traces import schema as S
 from accelscope.traces.xplane_proto import load_xspace, messages, stats_of
 
-__all__ = ["Imported", "LINE_ROLES", "load_xspace", "messages", "read_xplane"]
+__all__ = ["ITERATION_NAME", "Imported", "LINE_ROLES", "load_xspace", "messages", "read_xplane"]
 
 # ---------------------------------------------------------------------------------------
 # Line semantics: the one table of XPlane line names (lower-cased), for TPU and GPU planes.
@@ -145,7 +150,8 @@ KERAS_BATCH_NAME = "Profiled batch"
 _EPOCH_FLOOR_NS = 10**17  # 1973: a line timestamp above this is already an epoch time
 _SUBPLANE_STREAM_STRIDE = 1_000_000
 _DEVICE_RE = re.compile(r"^/device:([A-Za-z_]+):(\d+)(?:\s+(.+))?$")
-MIN_MODULE_RUNS = 2  # an XLA module run fewer times is not a step (a one-off set-up program)
+MIN_MODULE_RUNS = 2  # an XLA module run fewer times is not an iteration (a one-off set-up program)
+ITERATION_NAME = "iteration "  # module runs as iterations ("iteration 0", ...): not training steps
 _STEP_MARKER_RE = re.compile(r"^(train|test)[^/]*$")
 _DIGITS_RE = re.compile(r"^\d+$")
 
@@ -414,13 +420,13 @@ class _Builder:
             row += 1
 
     # -- steps --------------------------------------------------------------------------------
-    def _make_steps(self, cands: list[Candidate]) -> int:
+    def _make_steps(self, cands: list[Candidate], iteration_of: str | None = None) -> int:
         c = self.cols
         for seq, (row, num, args) in enumerate(sorted(cands, key=lambda cand: c["start_ns"][cand[0]])):
             args = dict(args)
             args["xplane_name"] = args.pop("long_name", None) or c["name"][row]
             c["kind"][row] = S.STEP
-            c["name"][row] = S.step_name(num if num is not None else seq)
+            c["name"][row] = f"{ITERATION_NAME}{seq}: {iteration_of}" if iteration_of else S.step_name(num if num is not None else seq)
             c["args"][row] = json.dumps(args, separators=(",", ":"))
         return len(cands)
 
@@ -431,7 +437,8 @@ class _Builder:
 
     def steps(self, keep_steps: bool) -> tuple[int, str | None]:
         """Mark the steps: host root markers, else Keras batches, else the first device's Steps
-        line; every other candidate stays an annotation. (count, where they came from)."""
+        line, else the iterations of the main XLA module; every other candidate stays an
+        annotation. (count, where they came from)."""
         devices = self.device_steps
         if not keep_steps:
             for cands in (self.host_roots, self.keras_batches, *devices.values()):
@@ -457,7 +464,7 @@ class _Builder:
     def _module_steps(self) -> tuple[int, str | None]:
         """No step marker anywhere: the runs of the first device's dominant XLA module (the
         one with the most device time, run at least MIN_MODULE_RUNS times: a jitted train or
-        inference step) are the steps, numbered in time order."""
+        inference step) are iterations, numbered in time order."""
         if not self.device_modules:
             return 0, None
         first = min(self.device_modules)
@@ -474,7 +481,8 @@ class _Builder:
         module = max(eligible, key=lambda n: (total[n], n))
         args = self.cols["args"]
         cands: list[Candidate] = [(row, None, {**json.loads(args[row] or "{}"), "xla_module": module}) for row, name in runs if name == module]
-        return self._make_steps(cands), f"runs of XLA module {module!r} on the 'XLA Modules' line of device index {first} (no step markers)"
+        short = re.sub(r"\(\d+\)$", "", module)  # the program's fingerprint is in args xplane_name
+        return self._make_steps(cands, iteration_of=short), f"iterations: runs of XLA module {module!r} on the 'XLA Modules' line of device index {first} (no step markers)"
 
     # -- the result -----------------------------------------------------------------------------
     def build(self, keep_steps: bool) -> Imported:
@@ -507,13 +515,15 @@ class _Builder:
             "clock": clock,
             "source": {"format": "xplane", "path": str(self.path)},
             "rank": self.rank,
-            "steps": n_steps,
+            "steps": 0 if step_source and step_source.startswith("iterations") else n_steps,
             "xplane": {"planes": [pl.name for pl in space.planes], "hostnames": list(space.hostnames),
                        "errors": list(space.errors), "warnings": list(space.warnings),
                        "empty_device_planes": self.empty_device_planes},
         }
         if step_source:
             meta["step_source"] = step_source
+            if step_source.startswith("iterations"):
+                meta["iterations"] = n_steps
         if anchor is not None and clock["name"] == "unix_epoch_ns":
             meta["start_ns"] = anchor
             if self.stop_ns is not None:

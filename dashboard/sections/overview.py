@@ -105,12 +105,14 @@ def render(board: Any, value: Any) -> tuple:
     ] or [html.Li("never idle", className="none")]
     warm = bool(rep.steps["warmup"].any())
     n_ranks = len(rep.run.ranks)
-    steps_caption = ("step 0 counted as warm-up" if warm else "training steps recorded") + (f" · {n_ranks} ranks" if n_ranks > 1 else "")
+    found = {"steps": "training steps recorded", "iterations": "iterations: no training steps marked",
+             "equal windows": "equal windows: no steps or iterations found"}[rep.step_unit]
+    steps_caption = (found if rep.step_unit != "steps" or not warm else "step 0 counted as warm-up") + (f" · {n_ranks} ranks" if n_ranks > 1 else "")
     notes = [html.Li(n) for n in rep.notes] or [html.Li("none", className="none")]
     recs = [html.Li(r) for r in rep.recommendations] or [html.Li(NO_RECOMMENDATION, className="none")]
     return (
         f"{rep.idle_share * 100:.1f}%",
-        f"of step time the {thing} sat idle (busy {rep.busy_share:.1%}) · {basis}",
+        f"of {rep.step_word} time the {thing} sat idle (busy {rep.busy_share:.1%}) · {basis}",
         f"card card-wide {idle_class(rep.idle_share)}",
         causes,
         "unknown" if "input_wait_share" in rep.unknown else f"{rep.input_wait_share * 100:.1f}%",

@@ -96,7 +96,9 @@ def step_windows(events: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
     lo = int(events["start_ns"].min())
     hi = int(_ends(events).max())
     edges = np.linspace(lo, hi, FALLBACK_WINDOWS + 1).astype(np.int64)
-    notes.append(f"no step markers: analysed in {FALLBACK_WINDOWS} equal windows of {(hi - lo) / FALLBACK_WINDOWS / 1e6:.1f} ms instead (mark steps with prof.step() or ProfilerStep annotations)")
+    notes.append(f"no step markers, repeated annotation or device rhythm: analysed in {FALLBACK_WINDOWS} equal windows of "
+                 f"{(hi - lo) / FALLBACK_WINDOWS / 1e6:.1f} ms, not steps, so every per-step figure is per window "
+                 "(mark steps with prof.step() or ProfilerStep annotations)")
     return pl.DataFrame({"step": np.arange(FALLBACK_WINDOWS, dtype=np.int64), "name": [f"{WINDOW_NAME}{i}" for i in range(FALLBACK_WINDOWS)], "start_ns": edges[:-1], "end_ns": edges[1:]}), notes
 
 

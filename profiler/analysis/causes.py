@@ -235,3 +235,29 @@ def classify_host(host: pl.DataFrame) -> pl.DataFrame:
 def is_comm_kernel() -> pl.Expr:
     """Device kernels that are communication (collectives), not compute."""
     return _name.str.contains(COMM_KERNEL_NAME)
+
+
+def gap_slices(gaps: pl.DataFrame) -> pl.DataFrame:
+    """The analysis' idle gaps (``Report.gaps``) as slices for an export's gap track
+    (``accelscope.traces.chrome.GAP_SLICE_SCHEMA``): each named after its cause, its args the
+    cause, its label, its length, its step, the time of each cause in it and the host op it
+    sat under, as JSON text."""
+    per_cause = [c for c in CAUSES if f"{c}_ns" in gaps.columns]
+    why = pl.col("cause").replace_strict(CAUSE_TEXT, default=pl.col("cause"), return_dtype=pl.String)
+    host_op = pl.col("host_op") if "host_op" in gaps.columns else pl.lit(None, dtype=pl.String)
+    args = pl.struct(
+        pl.col("cause"),
+        why.alias("why"),
+        (pl.col("dur_ns") / 1e6).round(6).alias("dur_ms"),
+        pl.col("step"),
+        pl.struct([(pl.col(f"{c}_ns") / 1e6).round(6).alias(c) for c in per_cause]).alias("by_cause_ms") if per_cause else pl.lit(None).alias("by_cause_ms"),
+        host_op.alias("host_op"),
+    )
+    return gaps.select(
+        pl.col("rank").cast(pl.Int64),
+        pl.col("device"),
+        pl.col("start_ns").cast(pl.Int64),
+        pl.col("dur_ns").cast(pl.Int64),
+        (pl.lit("idle: ") + why).alias("name"),
+        args.struct.json_encode().alias("args"),
+    )

@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from accelscope.analysis.breakdown import BREAKDOWN
+from accelscope.analysis.breakdown import BREAKDOWN, WINDOW_NAME
 from accelscope.analysis.causes import CAUSE_TEXT, CAUSES
 from accelscope.analysis.collectives import summary as collective_summary
 from accelscope.analysis.launches import Launches
@@ -149,6 +149,23 @@ class Report:
         return self.steps.height
 
     @property
+    def step_unit(self) -> str:
+        """What the rows of ``steps`` are: "steps" (marked training steps, host or device),
+        "iterations" (a trace without training steps: its device's own iterations, see
+        iterations.py) or "equal windows" (nothing repeating was found: the capture cut into
+        equal parts, not steps)."""
+        from accelscope.analysis.iterations import NO_TRAINING_STEPS
+
+        if self.steps.height and self.steps["name"].str.starts_with(WINDOW_NAME).all():
+            return "equal windows"
+        return "iterations" if any(NO_TRAINING_STEPS in n for n in self.notes) else "steps"
+
+    @property
+    def step_word(self) -> str:
+        """One of ``steps`` in the report's own word: "step", "iteration" or "window"."""
+        return {"steps": "step", "iterations": "iteration", "equal windows": "window"}[self.step_unit]
+
+    @property
     def top_kernels(self) -> pl.DataFrame:
         """The ``TOP_N`` device-work names with most time."""
         return self.kernels_by_name.head(TOP_N)
@@ -227,6 +244,7 @@ class Report:
             "idle_share": None if "idle_share" in self.unknown else round(self.idle_share, 6),
             "main_idle_causes": [{"cause": c, "label": CAUSE_TEXT[c], "share": round(s, 6)} for c, _, s in self.idle_causes[:3]],
             "step_count": self.n_steps,
+            "step_unit": self.step_unit,
             "mean_step_us": _us(self.mean_step_ns),
             "median_step_us": _us(self.median_step_ns),
             "has_device": self.has_device,

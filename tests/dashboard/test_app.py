@@ -416,15 +416,43 @@ def test_without_dash_import_works_and_create_app_names_the_extra(recorded_run):
 
 # -- serving ------------------------------------------------------------------------------
 def test_serve_binds_localhost_without_debug_by_default(monkeypatch, recorded_run):
-    import dash
+    from accelscope.dashboard import server
 
-    calls = []
-    monkeypatch.setattr(dash.Dash, "run", lambda self, **kw: calls.append(kw))
-    app_mod.serve([recorded_run])
-    assert calls and calls[0]["host"] == "127.0.0.1" and calls[0]["port"] == 8050
-    assert calls[0]["debug"] is False
-    app_mod.serve([recorded_run], host="0.0.0.0", port=9000, debug=True)
-    assert calls[1]["host"] == "0.0.0.0" and calls[1]["port"] == 9000 and calls[1]["debug"] is True
+    asked, served, urls = [], [], []
+    real_listen = server.listen
+    monkeypatch.setattr(server, "listen", lambda host, port: (asked.append((host, port)), real_listen(host, 0))[1])
+    monkeypatch.setattr(server, "serve_on", lambda app, sock, host: served.append((sock.getsockname()[0], app._dev_tools.ui)))
+    app_mod.serve([recorded_run], on_listening=urls.append)
+    assert asked == [("127.0.0.1", 8050)] and served == [("127.0.0.1", False)]
+    app_mod.serve([recorded_run], host="0.0.0.0", port=9000, debug=True, on_listening=urls.append)
+    assert asked[1] == ("0.0.0.0", 9000) and served[1] == ("0.0.0.0", True)
+    assert urls[0].startswith("http://127.0.0.1:") and not urls[0].startswith("http://127.0.0.1:0/")
+
+
+def test_serve_says_where_it_listens_only_once_it_does(recorded_run):
+    import socket
+
+    from accelscope.dashboard.server import ServeError
+
+    urls = []
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(ServeError, match="cannot serve on 127.0.0.1:"):
+            app_mod.serve([recorded_run], port=busy.getsockname()[1], on_listening=urls.append)
+    with pytest.raises(ServeError, match="99999"):
+        app_mod.serve([recorded_run], port=99999, on_listening=urls.append)
+    assert urls == []
+
+
+def test_a_run_imported_from_a_directory_is_labelled_after_it(shared_dir, tmp_path, monkeypatch):
+    from accelscope.traces.importer import resolve_run
+
+    monkeypatch.setenv("ACCELSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    src = shutil.copytree(shared_dir / "traces/HolisticTraceAnalysis/tests/data/trace_filter", tmp_path / "trace_filter")
+    run_dir = resolve_run(src, progress=False)
+    assert run_dir.name != "trace_filter", "the run lives in a cache directory"
+    assert Dashboard([run_dir]).views[0].label == "trace_filter"
 
 
 def test_the_app_serves_the_page_and_no_files(recorded_run):

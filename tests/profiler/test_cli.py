@@ -191,3 +191,34 @@ def test_an_imported_file_is_named_without_its_trace_endings(shared_dir, tmp_pat
     src = _trace_filter(shared_dir, tmp_path) / "sampled_rank-0.json.gz"
     assert main(["analyze", str(src), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["run"] == "sampled_rank-0"
+
+
+def test_dashboard_on_port_0_prints_the_port_it_serves_and_nothing_else(recorded_run):
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "accelscope", "dashboard", str(recorded_run), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("dashboard: http://127.0.0.1:") and ":0/" not in line, line
+        url = line.split()[1]
+        with urllib.request.urlopen(url, timeout=60) as page:
+            assert page.status == 200 and b"accelscope" in page.read()
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+    assert out == "" and "Dash is running" not in err and "Serving Flask app" not in err
+
+
+def test_export_carries_the_idle_gap_track_unless_told_not_to(recorded_run, tmp_path):
+    from accelscope.traces.chrome import GAP_TRACK
+    from accelscope.traces.kineto import GAP_CATEGORY
+
+    def gap_track(*options):
+        out = tmp_path / f"t{len(options)}.json"
+        assert main(["export", str(recorded_run), "-o", str(out), *options]) == 0
+        events = json.loads(out.read_text())["traceEvents"]
+        return [e for e in events if e.get("cat") == GAP_CATEGORY], [e for e in events if e["ph"] == "M" and e["args"].get("name") == GAP_TRACK]
+
+    gaps, track = gap_track()
+    assert len(gaps) == analyze(Run.open(recorded_run)).gaps.height > 0 and len(track) == 1
+    assert gap_track("--no-gaps") == ([], [])

@@ -2,8 +2,11 @@ import gzip
 import json
 
 import polars as pl
+import pytest
 
-from accelscope.traces.chrome import export_chrome_trace
+from accelscope.analysis.causes import CAUSE_TEXT, CAUSES, gap_slices
+from accelscope.traces.chrome import GAP_TRACK, export_chrome_trace
+from accelscope.traces.kineto import GAP_CATEGORY
 from accelscope.traces.run import Run, write_run
 from accelscope.traces.schema import COUNTER_SCHEMA, EVENT_SCHEMA
 
@@ -97,3 +100,104 @@ def test_multi_rank_lanes_are_named_on_their_own_pids(shared_dir, tmp_path):
     assert len({pid for pid, _ in lanes}) >= 4  # two ranks' hosts and devices
     assert set(names) == lanes, sorted(lanes ^ set(names))[:5]
     assert all(name == name.strip() and name for name in names.values())
+
+
+TRACE_FILTER = "traces/HolisticTraceAnalysis/tests/data/trace_filter"
+CORE = ["start_ns", "dur_ns", "kind", "name", "device", "stream", "rank"]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(shared_dir, tmp_path_factory):
+    """The real two-rank trace_filter job, its analysis, and its export with the idle gaps."""
+    from accelscope.analysis import analyze
+    from accelscope.traces.importer import import_traces
+
+    tmp = tmp_path_factory.mktemp("gaps")
+    run = Run.open(import_traces([shared_dir / TRACE_FILTER], tmp / "run", progress=False))
+    report = analyze(run)
+    out = export_chrome_trace(run, tmp / "t.json.gz", gaps=gap_slices(report.gaps))
+    return run, report, out
+
+
+def _doc(path):
+    return json.loads(gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes())
+
+
+def test_idle_gaps_sit_on_their_own_named_track_under_each_device(two_ranks):
+    run, report, out = two_ranks
+    events = _doc(out)["traceEvents"]
+    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    gaps = [e for e in events if e["ph"] == "X" and e["cat"] == GAP_CATEGORY]
+    assert len(gaps) == report.gaps.height > 100
+    assert {names[(e["pid"], e["tid"])] for e in gaps} == {GAP_TRACK}
+    kernel_pids = {e["pid"] for e in events if e["ph"] == "X" and e["cat"] == "kernel"}
+    assert {e["pid"] for e in gaps} == kernel_pids and len(kernel_pids) == 2, "one gap track per rank's device"
+    assert not {(e["pid"], e["tid"]) for e in gaps} & {(e["pid"], e["tid"]) for e in events if e["ph"] == "X" and e["cat"] != GAP_CATEGORY}
+
+
+def test_each_idle_gap_carries_its_cause_and_duration(two_ranks):
+    _, report, out = two_ranks
+    events = _doc(out)["traceEvents"]
+    rank0_pid = min(e["pid"] for e in events if e["ph"] == "X" and e["cat"] == "kernel")
+    gaps = sorted((e for e in events if e["ph"] == "X" and e["cat"] == GAP_CATEGORY), key=lambda e: (e["pid"] != rank0_pid, e["ts"]))
+    first = report.gaps.sort("rank", "start_ns").row(0, named=True)
+    assert gaps[0]["args"]["cause"] == first["cause"] and gaps[0]["name"] == f"idle: {CAUSE_TEXT[first['cause']]}"
+    assert gaps[0]["args"]["dur_ms"] == pytest.approx(first["dur_ns"] / 1e6) and gaps[0]["dur"] == pytest.approx(first["dur_ns"] / 1e3)
+    assert sum(gaps[0]["args"]["by_cause_ms"].values()) == pytest.approx(first["dur_ns"] / 1e6)
+    causes = {e["args"]["cause"] for e in gaps}
+    assert causes == set(report.gaps["cause"].unique()) and causes <= set(CAUSES)
+
+
+def test_a_reimported_export_drops_the_gap_track_and_keeps_every_figure(two_ranks, tmp_path):
+    from accelscope.analysis import analyze
+    from accelscope.traces.importer import import_traces
+
+    run, report, out = two_ranks
+    back = Run.open(import_traces([out], tmp_path / "back", progress=False))
+    assert back.events.select(CORE).sort(CORE).equals(run.events.select(CORE).sort(CORE)), "the gap track is analysis output, not trace data"
+    again = analyze(back)
+    assert again.busy_share == report.busy_share and again.idle_by_cause_ns == report.idle_by_cause_ns
+    assert again.breakdown_ns == report.breakdown_ns and again.gaps.height == report.gaps.height
+
+
+def test_exporting_a_reimported_export_writes_the_gaps_once(two_ranks, tmp_path):
+    from accelscope.analysis import analyze
+    from accelscope.traces.importer import import_traces
+
+    _, report, out = two_ranks
+    back = Run.open(import_traces([out], tmp_path / "back", progress=False))
+    twice = export_chrome_trace(back, tmp_path / "again.json", gaps=gap_slices(analyze(back).gaps))
+    assert sum(e["ph"] == "X" and e["cat"] == GAP_CATEGORY for e in _doc(twice)["traceEvents"]) == report.gaps.height
+    plain = export_chrome_trace(back, tmp_path / "plain.json")
+    assert not any(e.get("cat") == GAP_CATEGORY for e in _doc(plain)["traceEvents"]), "without gaps, none from the re-import either"
+
+
+def test_a_cpu_only_runs_gaps_go_under_its_training_process(recorded_run, tmp_path):
+    from accelscope.analysis import analyze
+    from accelscope.traces.importer import import_traces
+
+    run = Run.open(recorded_run)
+    report = analyze(run)
+    out = export_chrome_trace(run, tmp_path / "t.json", gaps=gap_slices(report.gaps))
+    events = _doc(out)["traceEvents"]
+    steps = {e["pid"] for e in events if e["ph"] == "X" and e["name"].startswith("ProfilerStep#")}
+    gaps = [e for e in events if e["ph"] == "X" and e["cat"] == GAP_CATEGORY]
+    assert len(gaps) == report.gaps.height > 0 and {e["pid"] for e in gaps} == steps
+    again = analyze(Run.open(import_traces([out], tmp_path / "back", progress=False)))
+    assert (again.busy_share, again.input_wait_share, again.idle_by_cause_ns) == (report.busy_share, report.input_wait_share, report.idle_by_cause_ns)
+
+
+def test_two_ranks_on_cuda0_get_a_process_each_with_their_own_counters(tmp_path):
+    rows = {
+        "start_ns": [1_000, 2_000], "dur_ns": [500, 500], "kind": ["kernel", "kernel"], "name": ["k", "k"],
+        "device": ["cuda:0", "cuda:0"], "stream": [7, 7], "pid": [0, 0], "tid": [7, 7], "rank": [0, 1],
+        "correlation_id": [None, None], "args": [None, None],
+    }
+    counters = {"name": ["gpu_util_percent"] * 2, "device": ["cuda:0"] * 2, "time_ns": [1_200, 2_200], "value": [10.0, 90.0], "rank": [0, 1]}
+    write_run(tmp_path / "r", pl.DataFrame(rows, schema=pl.Schema(EVENT_SCHEMA)), pl.DataFrame(counters, schema=pl.Schema(COUNTER_SCHEMA)), {})
+    events = _doc(export_chrome_trace(Run.open(tmp_path / "r"), tmp_path / "t.json"))["traceEvents"]
+    kernel_pid = {e["args"]["accelscope_rank"]: e["pid"] for e in events if e["ph"] == "X"}
+    counter_pid = {e["args"]["gpu_util_percent"]: e["pid"] for e in events if e["ph"] == "C"}
+    assert counter_pid == {10.0: kernel_pid[0], 90.0: kernel_pid[1]} and kernel_pid[0] != kernel_pid[1]
+    processes = {e["pid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
+    assert processes == {kernel_pid[0]: "CUDA:0 (rank 0)", kernel_pid[1]: "CUDA:0 (rank 1)"}

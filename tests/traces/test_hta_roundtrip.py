@@ -1,5 +1,6 @@
 """Round trip through HTA: a real Kineto trace, imported and exported again as Chrome trace
-JSON, must give Holistic Trace Analysis the same answers as the original file.
+JSON (with accelscope's idle-gap track), must give Holistic Trace Analysis the same answers
+as the original file.
 
 HTA (``holistictraceanalysis``, a dev extra) is the reference here, not a dependency:
 these tests skip when it is not installed.
@@ -16,7 +17,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:::hta")  # pandas deprecations i
 
 hta_trace = pytest.importorskip("hta.common.trace", reason="HolisticTraceAnalysis is not installed (pip install holistictraceanalysis): HTA round trip not checked")
 
+from accelscope.analysis import analyze  # noqa: E402
+from accelscope.analysis.causes import gap_slices  # noqa: E402
 from accelscope.traces.chrome import export_chrome_trace  # noqa: E402
+from accelscope.traces.kineto import GAP_CATEGORY  # noqa: E402
 from accelscope.traces.importer import import_traces  # noqa: E402
 from accelscope.traces.run import Run  # noqa: E402
 
@@ -52,7 +56,9 @@ def breakdowns(shared_dir, tmp_path_factory):
             original.mkdir()
             (original / src.name).symlink_to(src)
             run = Run.open(import_traces([src], tmp / "run", progress=False))
-            exported = export_chrome_trace(run, tmp / "exported" / "rank-0.json")
+            # With the idle-gap track, as `accelscope export` writes it: HTA must not see it as GPU work.
+            exported = export_chrome_trace(run, tmp / "exported" / "rank-0.json", gaps=gap_slices(analyze(run).gaps))
+            assert f'"cat":"{GAP_CATEGORY}"' in exported.read_text(), "the export carries the gap track"
             cache[trace] = {}
             for label, trace_dir in (("original", original), ("exported", exported.parent)):
                 analysis = hta_analysis(trace_dir)

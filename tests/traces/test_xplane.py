@@ -163,9 +163,11 @@ def test_tpu_trace_has_kernels_and_module_annotations_on_four_chips(shared_dir):
     op = next(r for r in rows if r["kind"] == "kernel" and r["name"] == "broadcast.2")
     args = json.loads(op["args"])
     assert args["long_name"].startswith("%broadcast.2 = ") and args["hlo_category"] == "broadcast"
-    # No step markers in this inference trace: its steps are the runs of the jitted function
-    # on the first chip (test_tpu_steps_are_the_runs_of_its_jitted_module); the others' stay annotations.
-    assert {r["device"] for r in rows if r["kind"] == "step"} == {"tpu:0"} and imp.meta["steps"] == 100
+    # No step markers in this inference trace: no steps, but iterations, the runs of the jitted
+    # function on the first chip (test_tpu_iterations_are_the_runs_of_its_jitted_module); the
+    # others' stay annotations.
+    assert {r["device"] for r in rows if r["kind"] == "step"} == {"tpu:0"}
+    assert imp.meta["steps"] == 0 and imp.meta["iterations"] == 100
     assert imp.meta["framework"]["name"] == "jax"
     # Host and device share the clock: the first module on tpu:0 starts just after a host Execute.
     first_module = min(r["start_ns"] for r in rows if r["device"] == "tpu:0" and r["name"].startswith("jit_"))
@@ -392,27 +394,42 @@ def _raw_device_lines(path: Path, plane_name: str, line_name: str) -> tuple[int,
                     for e in line.events]
 
 
-def test_tpu_steps_are_the_runs_of_its_jitted_module(shared_dir, tmp_path):
-    """The TPU inference trace has no step marker anywhere: its steps are the 100 runs of
-    jit_f on TPU:0's "XLA Modules" line (not the three one-off psum runs before them),
-    and the analysis cuts the timeline at exactly those runs instead of equal windows."""
-    from accelscope.analysis import analyze
-    from accelscope.traces.importer import import_traces
-    from accelscope.traces.run import Run
-
+def test_tpu_iterations_are_the_runs_of_its_jitted_module(shared_dir):
+    """The TPU inference trace has no step marker anywhere: the 100 runs of jit_f on TPU:0's
+    "XLA Modules" line (not the one-off psum runs before them) become iterations, named
+    so (not ProfilerStep#N: they are no training steps)."""
     _, raw = _raw_device_lines(shared_dir / TPU, "/device:TPU:0", "XLA Modules")
     runs = sorted((s, e) for n, s, e in raw if n.startswith("jit_f("))
     assert len(runs) == 100 and len(raw) > len(runs)
     imp = read_xplane(shared_dir / TPU)
     steps = sorted((r["start_ns"], r["start_ns"] + r["dur_ns"], r["name"]) for r in _rows(imp) if r["kind"] == "step")
     assert [(s, e) for s, e, _ in steps] == runs
-    assert [n for _, _, n in steps] == [f"ProfilerStep#{i}" for i in range(100)]
-    assert "jit_f(" in imp.meta["step_source"] and "XLA Modules" in imp.meta["step_source"]
+    assert [n for _, _, n in steps] == [f"iteration {i}: jit_f" for i in range(100)]
+    assert imp.meta["step_source"].startswith("iterations") and "jit_f(" in imp.meta["step_source"]
+
+
+def test_tpu_analysis_runs_each_iteration_to_the_next_run_and_says_it_has_no_training_steps(shared_dir, tmp_path):
+    """Each iteration runs from one jit_f run's start to the next's (the host's turnaround
+    between runs belongs to it); the last to the end of TPU:0's work after it. Expected
+    windows recomputed from the protobuf's own lines, not from the importer."""
+    from accelscope.analysis import analyze
+    from accelscope.traces.importer import import_traces
+    from accelscope.traces.run import Run
+
+    _, modules = _raw_device_lines(shared_dir / TPU, "/device:TPU:0", "XLA Modules")
+    _, ops = _raw_device_lines(shared_dir / TPU, "/device:TPU:0", "XLA Ops")
+    starts = sorted(s for n, s, _ in modules if n.startswith("jit_f("))
+    last_end = max(e for n, s, e in modules if s == starts[-1] and n.startswith("jit_f("))
+    longest = max(b - a for a, b in zip(starts, starts[1:]))
+    expected = list(zip(starts, starts[1:] + [max(last_end, min(starts[-1] + longest, max(e for _, _, e in ops)))]))
 
     report = analyze(Run.open(import_traces([shared_dir / TPU], tmp_path / "r", progress=False)))
-    assert sorted(zip(report.steps["start_ns"].to_list(), report.steps["end_ns"].to_list())) == runs
+    assert sorted(zip(report.steps["start_ns"].to_list(), report.steps["end_ns"].to_list())) == expected
+    assert report.steps["name"].str.starts_with("iteration ").all()
+    assert "no training steps in this trace" in report.notes
+    assert any(n.startswith("inference trace") for n in report.notes)
+    assert any("XLA module jit_f on tpu:0" in n for n in report.notes)
     assert not any("equal windows" in n for n in report.notes)
-    assert any("device-side steps" in n for n in report.notes)
 
 
 def test_empty_device_planes_are_listed_and_make_no_device_rows(shared_dir, tmp_path):

@@ -13,7 +13,11 @@ times within 2 %):
 * the device duty cycle (XProf's share of the profile each TPU core is busy, averaged over
   cores) against accelscope's ``devices[].capture_busy_share`` (each device's busy share
   of its whole capture, averaged over devices): on a trace without step markers XProf's
-  step table is empty, so that is the device figure both give alike.
+  step table is empty, so that is the device figure both give alike;
+* where accelscope's iterations are the runs of an XLA module (no step markers: the TPU
+  inference trace), the device compute share of those iterations: XProf's time in that
+  program's ops per core (``op_profile``, by program, over ``device_core_count`` cores)
+  against accelscope's busy time per device, both over accelscope's iterations' time.
 
 XProf's numbers are the expectation; nothing is copied from accelscope's output.
 ``python -m tests.profiler.analysis.test_xprof_reference`` prints the docs table.
@@ -84,8 +88,23 @@ def xprof_figures(path: Path, work: Path) -> dict[str, Any]:
         number = str(row["stepnum"]).split()[-1]
         if number.isdigit() and "stepTimeMs" in row:
             steps[int(number)] = (float(row["stepTimeMs"]), float(row.get("infeedTimeMs") or 0.0))
+    hosts = _table(overview, "host_id")
+    cores = int((hosts or {}).get("p", {}).get("device_core_count") or 0)
     return {"steps": steps, "duty_cycle": _pct(analysis.get("device_duty_cycle_percent")) if analysis.get("device_duty_cycle_percent") not in (None, "0.0%") else None,
-            "hardware": (table or {}).get("p", {}).get("hardware_type")}
+            "hardware": (table or {}).get("p", {}).get("hardware_type"), "cores": cores, "work": work}
+
+
+def xprof_program_ms(work: Path, path: Path) -> dict[str, float]:
+    """XProf's device time in each program's ops, summed over cores (op_profile, by program)."""
+    from xprof.convert import raw_to_tool_data
+
+    work.mkdir(parents=True, exist_ok=True)
+    copy = work / path.name
+    if not copy.exists():
+        shutil.copy(path, copy)
+    out = raw_to_tool_data.xspace_to_tool_data([str(copy)], "op_profile", {})
+    doc = json.loads(out[0] if isinstance(out, tuple) else out)
+    return {c["name"]: c["metrics"]["rawTime"] / 1e9 for c in (doc.get("byProgram") or {}).get("children", [])}
 
 
 def accelscope_figures(path: Path, work: Path) -> dict[str, Any]:
@@ -98,7 +117,14 @@ def accelscope_figures(path: Path, work: Path) -> dict[str, Any]:
     numbered = {int(n.split("#")[1]): (d / 1e6, w / 1e6) for n, d, w in zip(steps["name"], steps["dur_ns"], steps["input_wait_ns"])}
     doc = report.to_dict()
     capture = [d["capture_busy_share"] for d in doc["devices"] if d.get("capture_busy_share") is not None]
-    return {"steps": numbered, "busy_share": doc["busy_share"], "capture_busy_share": sum(capture) / len(capture) if capture else None, "has_device": doc["has_device"], "step_count": doc["step_count"],
+    modules = {n.partition(": ")[2] for n in report.steps["name"] if n.startswith("iteration ") and ": " in n}
+    devices = [d for d in doc["devices"] if d.get("busy_us") is not None]
+    iterations_ms = float(report.steps["dur_ns"].sum()) / 1e6
+    names = report.steps["name"]
+    unit = "iterations" if names.str.starts_with("iteration ").all() else "equal windows" if names.str.starts_with("window ").all() else "steps"
+    return {"steps": numbered, "unit": unit, "busy_share": doc["busy_share"], "module": modules.pop() if len(modules) == 1 else None,
+            "iterations_ms": iterations_ms, "busy_ms_per_device": sum(d["busy_us"] for d in devices) / 1e3 / len(devices) if devices else None,
+            "capture_busy_share": sum(capture) / len(capture) if capture else None, "has_device": doc["has_device"], "step_count": doc["step_count"],
             "mean_step_ms": doc["mean_step_us"] / 1e3, "notes": doc.get("notes") or []}
 
 
@@ -142,6 +168,19 @@ def test_device_busy_share_matches_xprof_duty_cycle(rel, shared_dir, figures):
     assert ours["capture_busy_share"] == pytest.approx(ref["duty_cycle"], abs=PP)
 
 
+@pytest.mark.skipif(not XPLANES, reason=f"real trace data not found at {SHARED}")
+@pytest.mark.parametrize("rel", XPLANES)
+def test_device_compute_share_of_module_iterations_matches_xprof_program_time(rel, shared_dir, figures):
+    ref, ours = figures(rel)
+    if ours["module"] is None:
+        pytest.skip(f"accelscope's windows of {rel} are not the runs of an XLA module")
+    programs = xprof_program_ms(ref["work"] / "op_profile", SHARED / rel)
+    matched = [ms for name, ms in programs.items() if name.split("(")[0] == ours["module"]]
+    assert len(matched) == 1 and ref["cores"] > 0, f"XProf's programs: {sorted(programs)}"
+    xprof_share = matched[0] / ref["cores"] / ours["iterations_ms"]
+    assert ours["busy_ms_per_device"] / ours["iterations_ms"] == pytest.approx(xprof_share, abs=PP)
+
+
 def _print_table() -> None:  # pragma: no cover - the docs table
     import tempfile
 
@@ -149,6 +188,7 @@ def _print_table() -> None:  # pragma: no cover - the docs table
     for rel in XPLANES:
         work = Path(tempfile.mkdtemp())
         ref, ours = xprof_figures(SHARED / rel, work), accelscope_figures(SHARED / rel, work)
+        programs = xprof_program_ms(work / "op_profile", SHARED / rel) if ours["module"] else {}
         name = Path(rel).name
         if ref["steps"]:
             x_ms = sum(v[0] for v in ref["steps"].values()) / len(ref["steps"])
@@ -159,12 +199,16 @@ def _print_table() -> None:  # pragma: no cover - the docs table
             print(f"| {name} | mean step time, XProf's {len(ref['steps'])} steps | {x_ms:.3f} ms | {a_ms:.3f} ms |")
             print(f"| {name} | input share of step | {x_in:.1%} | {a_in:.1%} |")
         else:
-            print(f"| {name} | step time | none (no step marker) | {ours['mean_step_ms']:.3f} ms over {ours['step_count']} steps |")
+            print(f"| {name} | step time | none (no step marker) | {ours['mean_step_ms']:.3f} ms over {ours['step_count']} {ours['unit']} |")
+        for program, ms in programs.items():
+            if program.split("(")[0] == ours["module"]:
+                print(f"| {name} | device compute share of the {ours['module']} iterations | {ms / ref['cores'] / ours['iterations_ms']:.3%} "
+                      f"(program time per core) | {ours['busy_ms_per_device'] / ours['iterations_ms']:.3%} (busy per device) |")
         if ref["duty_cycle"] is not None:
             print(f"| {name} | device busy share of the capture | {ref['duty_cycle']:.1%} (duty cycle) | {ours['capture_busy_share']:.1%} |")
-            print(f"| {name} | device busy share of step | not given (no steps) | {ours['busy_share']:.1%} over {ours['step_count']} steps |")
+            print(f"| {name} | device busy share of step | not given (no steps) | {ours['busy_share']:.1%} over {ours['step_count']} {ours['unit']} |")
         elif ours["has_device"]:
-            print(f"| {name} | device busy share of step | not given (no steps) | {ours['busy_share']:.1%} over {ours['step_count']} windows |")
+            print(f"| {name} | device busy share of step | not given (no steps) | {ours['busy_share']:.1%} over {ours['step_count']} {ours['unit']} |")
 
 
 if __name__ == "__main__":  # pragma: no cover
