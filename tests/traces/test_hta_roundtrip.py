@@ -20,8 +20,8 @@ hta_trace = pytest.importorskip("hta.common.trace", reason="HolisticTraceAnalysi
 from accelscope.analysis import analyze  # noqa: E402
 from accelscope.analysis.causes import gap_slices  # noqa: E402
 from accelscope.traces.chrome import export_chrome_trace  # noqa: E402
-from accelscope.traces.kineto import GAP_CATEGORY  # noqa: E402
 from accelscope.traces.importer import import_traces  # noqa: E402
+from accelscope.traces.kineto import GAP_CATEGORY  # noqa: E402
 from accelscope.traces.run import Run  # noqa: E402
 
 NW0 = "traces/kineto/tb_plugin/samples/resnet50_num_workers_0/worker0.1623143089861.pt.trace.json.gz"
