@@ -37,42 +37,58 @@ class SpanPairer:
     """Pairs begin/end events across batches; ``make`` builds a slice (the reader's struct)."""
 
     make: Any  # (ph, cat, name, pid, tid, ts, dur, args) -> event struct
-    stacks: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict)
+    exact_ns: Any = None  # JSON number text (µs) -> exact int ns, for timestamps a float64 cannot hold
+    stacks: dict[tuple[Any, ...], list[tuple[Any, bytes | None]]] = field(default_factory=dict)
     paired: int = 0
     dropped: int = 0
 
-    def feed(self, events: list[Any]) -> tuple[list[Any], list[msgspec.Raw]]:
-        """Slices closed by these events, in closing order, and their timestamps as JSON text
-        (the reader parses large float timestamps from text to keep their nanoseconds)."""
+    def feed(self, events: list[Any], raw_ts: list[Any] | None = None) -> tuple[list[Any], list[msgspec.Raw]]:
+        """Slices closed by these events, in closing order, and their timestamps as JSON text.
+
+        ``raw_ts``: each event's timestamp as its JSON text, given when the timestamps are
+        floats too large for a float64 to keep their nanoseconds (absolute µs with decimals);
+        the slices' starts and durations are then computed from the text, exactly."""
         out: list[Any] = []
+        texts: list[msgspec.Raw] = []
         stacks, make, dropped = self.stacks, self.make, 0
-        for e in events:
+        for i, e in enumerate(events):
             ph, ts = e.ph, e.ts
             # Thread keys are pairs, async keys longer: the two never collide.
             key = (e.pid, e.tid) if ph == "B" or ph == "E" else _async_key(e)
             if ts is None or key is None:
                 dropped += 1
             elif ph in _BEGIN_PHASES:
-                # A Raw refers to its whole batch's text: copy the args so that an open
-                # begin keeps only its own bytes alive.
+                # A Raw refers to its whole batch's text: copy the args (and the timestamp
+                # text) so that an open begin keeps only its own bytes alive.
                 e.args = msgspec.Raw(bytes(e.args))
+                entry = (e, bytes(raw_ts[i]) if raw_ts is not None else None)
                 stack = stacks.get(key)
                 if stack is None:
-                    stacks[key] = [e]
+                    stacks[key] = [entry]
                 else:
-                    stack.append(e)
+                    stack.append(entry)
             else:
                 stack = stacks.get(key)
                 at = (-1 if e.name is None and e.cat is None else _matching_begin(stack, e)) if stack else None
-                if at is None or ts < stack[at].ts:
+                if at is None:
                     dropped += 1
                     continue
-                begin = stack.pop(at)
+                begin, begin_text = stack[at]
+                if begin_text is not None and raw_ts is not None:
+                    dur_ns = self.exact_ns(raw_ts[i]) - self.exact_ns(begin_text)
+                    dur, text = dur_ns / 1000, begin_text
+                else:
+                    dur, text = ts - begin.ts, repr(begin.ts).encode()
+                if dur < 0:
+                    dropped += 1
+                    continue
+                del stack[at]
                 args = _merged_args(begin.args, e.args) if len(e.args) > 2 else begin.args
-                out.append(make("X", SPAN_CATEGORY, begin.name, begin.pid, begin.tid, begin.ts, ts - begin.ts, args))
+                out.append(make("X", SPAN_CATEGORY, begin.name, begin.pid, begin.tid, begin.ts, dur, args))
+                texts.append(msgspec.Raw(text))
         self.paired += len(out)
         self.dropped += dropped
-        return out, [msgspec.Raw(repr(s.ts).encode()) for s in out]
+        return out, texts
 
     def unclosed(self) -> int:
         """Begins never ended (counted once the whole file was read)."""
@@ -83,7 +99,7 @@ def _matching_begin(stack: list[Any], end: Any) -> int | None:
     """Index in ``stack`` of the latest begin with the end's name (and category, where both
     have one); None if none."""
     for i in range(len(stack) - 1, -1, -1):
-        b = stack[i]
+        b = stack[i][0]
         if (end.name is None or b.name is None or b.name == end.name) and (end.cat is None or b.cat is None or b.cat == end.cat):
             return i
     return None

@@ -119,7 +119,7 @@ def _read_kineto(source: Source, on_bytes: OnBytes) -> RankTrace:
         "json_form": t.json_form,
     }
     if t.spans:
-        meta["chrome_spans"] = t.spans  # begin/end pairs read as host annotations, and those dropped
+        meta["chrome_spans"] = t.spans  # begin/end pairs and instants read as host annotations, and pairs dropped
     if t.legacy_autograd:
         meta["framework"]["profiler"] = "torch.autograd.profiler (legacy export_chrome_trace)"
     return RankTrace(source, t.events, t.counters, t.rank, t.rank_source, meta)

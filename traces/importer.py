@@ -12,6 +12,7 @@ existing directory is never overwritten unless asked to.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -311,13 +312,27 @@ def _cache_candidates(path: Path) -> list[Path]:
     return [beside, cache_root() / f"{resolved.name}-{digest}"]
 
 
+@functools.cache
+def importer_fingerprint() -> str:
+    """A digest of the code that turns traces into runs (every module of this package, and
+    the version): a cached import made by other code is stale even when its inputs are not,
+    since a fixed or extended reader would read them differently."""
+    digest = hashlib.sha256(__version__.encode())
+    for module in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(module.name.encode() + b"\0" + module.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _cache_is_fresh(run_dir: Path, sources: list[Source]) -> bool:
+    """A cached import is reused while its inputs' sizes and times are unchanged and the
+    code that made it is this one (``importer_fingerprint``)."""
     try:
         meta = json.loads((run_dir / META_FILE).read_text())
     except (OSError, ValueError):
         return False
     cached = [{k: s.get(k) for k in ("path", "format", "size_bytes", "mtime_ns")} for s in meta.get("sources", [])]
-    return bool(meta.get("import_cache")) and meta.get("complete") and cached == _fingerprint(sources)
+    return (bool(meta.get("import_cache")) and meta.get("complete") and meta.get("importer") == importer_fingerprint()
+            and cached == _fingerprint(sources))
 
 
 def _writable(directory: Path) -> bool:
@@ -363,7 +378,8 @@ def resolve_run(path: str | os.PathLike[str], *, progress: bool = True, on_impor
     The cache lives beside the input (``trace.json.gz.accelscope/``, or
     ``DIR/.run.accelscope/`` for a directory) when that is writable, else under
     ``$ACCELSCOPE_CACHE_DIR`` (default ``~/.cache/accelscope``). It is reused while the
-    inputs' sizes and modification times are unchanged. A directory at the cache path that
+    inputs' sizes and modification times are unchanged and this accelscope's import code
+    made it (an upgrade re-imports). A directory at the cache path that
     is not accelscope's own cache is never touched.
     """
     p = Path(path)
@@ -384,7 +400,7 @@ def resolve_run(path: str | os.PathLike[str], *, progress: bool = True, on_impor
                 continue
             if on_import is not None:
                 on_import(p, candidate)
-            return import_traces([p], candidate, force=True, progress=progress, extra_meta={"import_cache": True, "source_name": name})
+            return import_traces([p], candidate, force=True, progress=progress, extra_meta={"import_cache": True, "source_name": name, "importer": importer_fingerprint()})
         except PermissionError:
             continue
     raise TraceImportError(f"{p}: cannot write an imported run beside it or in {cache_root()}")

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from accelscope.traces import schema as S
-from accelscope.traces.chrome_events import SPAN_PHASES, CounterSamples, SpanPairer
+from accelscope.traces.chrome_events import SPAN_CATEGORY, SPAN_PHASES, CounterSamples, SpanPairer
 from accelscope.traces.chrome_json import NotATraceError, Scanner, TraceFormatError, adopt_legacy, is_array_document, neither_form, read_chunks
 
 __all__ = ["KinetoTrace", "NotATraceError", "TraceFormatError", "read_kineto", "rank_from_file_name"]
@@ -133,6 +133,11 @@ _decode_raw_ts = msgspec.json.Decoder(list[_RawTs]).decode
 GAP_CATEGORY = "accelscope_idle_gap"
 
 
+# Instant events: Kineto writes them for memory samples and its own markers (read elsewhere);
+# in a trace another tool wrote, Perfetto shows them as zero-length slices, and so do we.
+INSTANT_PHASES = frozenset({"i", "I", "n"})
+
+
 def _kept(e: _Event | _RawTs) -> bool:
     """Complete slices become rows; "Trace" slices only mark the profiler's own recording
     window (not work, no thread) and accelscope's idle-gap slices are analysis output: both
@@ -198,12 +203,13 @@ class _Batches:
     array_form: bool = False  # bare-array documents may be the legacy autograd profiler's
     legacy_events: int = 0
     kineto_categories: bool = False  # a slice had a category Kineto writes (else another tool wrote it)
+    instants: list[_Event] = field(default_factory=list)  # "i"/"I"/"n" events: slices of a trace Kineto did not write
 
     def __post_init__(self) -> None:
         # Old traces write every tid as a string ("25738", "stream 7"): parse each once.
         self._int_memo = functools.lru_cache(maxsize=65536)(_as_int)
         self.counters = CounterSamples()
-        self.pairs = SpanPairer(lambda ph, cat, name, pid, tid, ts, dur, args: _Event(ph, cat, name, pid, tid, ts, dur, args))
+        self.pairs = SpanPairer(lambda ph, cat, name, pid, tid, ts, dur, args: _Event(ph, cat, name, pid, tid, ts, dur, args), _exact_us_to_ns)
 
     def add(self, text: bytes) -> None:
         """Decode and add one batch of events (a JSON array text)."""
@@ -211,12 +217,14 @@ class _Batches:
             events = _decode_events(text)
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise TraceFormatError(f"{self.path}: invalid trace event ({' '.join(str(exc).split())})") from None
-        self.add_events(events, lambda: [r.ts for r in _decode_raw_ts(text) if _kept(r)])
+        self.add_events(events, lambda: [r.ts for r in _decode_raw_ts(text)])
 
     def add_events(self, events: list[_Event], raw_ts: Callable[[], list[msgspec.Raw]]) -> None:
-        """Add decoded events; ``raw_ts`` gives the kept slices' timestamp texts if needed."""
+        """Add decoded events; ``raw_ts`` gives every event's timestamp text (in order), read
+        only when a float64 cannot hold the timestamps."""
         if self.array_form:
             self.legacy_events += adopt_legacy(events, self._int_memo)
+        every_ts = functools.cache(raw_ts)
         ends, counter_events = [], []
         for e in events:
             if e.ph == "X":
@@ -227,14 +235,22 @@ class _Batches:
                 ends.append(e)
             elif e.ph == "C":
                 counter_events.append(e)
+            elif e.ph in INSTANT_PHASES and not self.kineto_categories:
+                e.args = msgspec.Raw(bytes(e.args))  # kept past this batch: its own bytes only
+                self.instants.append(e)
         if counter_events:
             self.counters.feed(counter_events)
         spans: list[_Event] = []
+        span_ts: list[msgspec.Raw] = []
         if ends:  # begin/end pairs of generic Chrome traces become slices
-            spans, span_ts = self.pairs.feed(ends)
-            if spans:
-                events, raw_ts = [*events, *spans], functools.partial(_joined, raw_ts, span_ts)
+            large = any(type(e.ts) is float and abs(e.ts) >= _FLOAT_EXACT_US for e in ends)
+            try:
+                spans, span_ts = self.pairs.feed(ends, [r for r, e in zip(every_ts(), events) if e.ph in SPAN_PHASES] if large else None)
+            except ValueError as exc:
+                raise TraceFormatError(f"{self.path}: {exc}") from None
         xs = [e for e in events if _kept(e)]
+        raw_ts = functools.partial(_joined, lambda: [r for r, e in zip(every_ts(), events) if _kept(e)], span_ts)
+        xs += spans
         if not xs:
             return
         n = len(xs)
@@ -415,8 +431,16 @@ def read_kineto(
         header = scanner.header()
         if scanner.array_form:
             form = "array (no closing ']')" if scanner.truncated else "array"
+    kineto = batches.legacy_events > 0 or batches.kineto_categories or not KINETO_HEADER_KEYS.isdisjoint(header)
+    instants = 0
+    if not kineto and batches.instants:  # another tool's instants: zero-length host annotations, as Perfetto shows them
+        for e in batches.instants:
+            e.ph, e.cat, e.dur = "X", SPAN_CATEGORY, 0
+        instants = len(batches.instants)
+        batches.add_events(batches.instants, lambda: [msgspec.Raw(repr(e.ts).encode()) for e in batches.instants])
+    batches.instants = []
     if batches.n_events == 0:
-        raise TraceFormatError(f"{p}: the trace has no complete (ph 'X') events")
+        raise TraceFormatError(f"{p}: the trace has no complete (ph 'X'), begin/end or instant events")
     base_ns = header.get("baseTimeNanoseconds")
     base_ns = (int(base_ns) if base_ns == base_ns and abs(base_ns) != float("inf") else 2**63) if isinstance(base_ns, (int, float)) and not isinstance(base_ns, bool) else 0
     if abs(base_ns) > 2**62:  # 146 years: not a clock (and no int64 holds it)
@@ -443,8 +467,9 @@ def read_kineto(
     threads = [{"pid": pid, "tid": tid, "name": name} for (pid, tid), name in sorted(batches.threads.items())]
     pairs = batches.pairs
     spans = {"paired": pairs.paired, "dropped": pairs.dropped + pairs.unclosed()} if pairs.paired or pairs.dropped or pairs.unclosed() else {}
+    if instants:
+        spans["instants"] = instants
     counters = _counter_table(p, batches.counters, base_ns, the_rank)
-    kineto = batches.legacy_events > 0 or batches.kineto_categories or not KINETO_HEADER_KEYS.isdisjoint(header)
     return KinetoTrace(p, table, the_rank, source, header, threads, batches.processes, form, batches.legacy_events > 0, spans, counters, kineto)
 
 
@@ -529,14 +554,10 @@ def _add_document(path: Path, data: bytes, batches: _Batches) -> dict[str, Any]:
 
     def raw_ts(lo: int, hi: int) -> list[msgspec.Raw]:
         if not raw:
-            raw.extend(r.ts for r in _decode_doc_raw_ts(data).traceEvents if _kept(r))
+            raw.extend(r.ts for r in _decode_doc_raw_ts(data).traceEvents)
         return raw[lo:hi]
 
-    done = 0
     for i in range(0, len(events), _BATCH_EVENTS):
-        chunk = events[i : i + _BATCH_EVENTS]
-        kept = sum(1 for e in chunk if _kept(e))
-        batches.add_events(chunk, lambda lo=done, hi=done + kept: raw_ts(lo, hi))
-        done += kept
+        batches.add_events(events[i : i + _BATCH_EVENTS], lambda lo=i, hi=i + _BATCH_EVENTS: raw_ts(lo, hi))
     return header
 

@@ -1,5 +1,5 @@
-"""Generic Chrome traces (tools other than Kineto): begin/end pairs become host annotation
-slices, counter events counter samples; instants are skipped."""
+"""Generic Chrome traces (tools other than Kineto): begin/end pairs and instants become host
+annotation slices, counter events counter samples."""
 
 import json
 
@@ -63,12 +63,11 @@ def test_pairs_split_across_chunks_match_the_whole_document(tmp_path):
     assert pieces.events.sort_by("start_ns").equals(whole.events.sort_by("start_ns"))
 
 
-def test_unmatched_ends_unclosed_begins_and_instants_give_no_slices(tmp_path):
+def test_unmatched_ends_and_unclosed_begins_give_no_slices(tmp_path):
     t, rows = _events(tmp_path, [
         {"ph": "E", "pid": 1, "tid": 1, "ts": 1},
         {"ph": "B", "name": "kept", "pid": 1, "tid": 1, "ts": 2},
         {"ph": "C", "name": "memory", "pid": 1, "ts": 3, "args": {"bytes": 10}},
-        {"ph": "i", "name": "mark", "pid": 1, "tid": 1, "ts": 3, "s": "t"},
         {"ph": "E", "pid": 1, "tid": 1, "ts": 4},
         {"ph": "B", "name": "backwards", "pid": 1, "tid": 2, "ts": 9},
         {"ph": "E", "pid": 1, "tid": 2, "ts": 8},
@@ -77,6 +76,51 @@ def test_unmatched_ends_unclosed_begins_and_instants_give_no_slices(tmp_path):
     assert [r["name"] for r in rows] == ["kept"]
     # dropped events: the lone end, the end before its begin, that begin (never closed), the last begin
     assert t.spans == {"paired": 1, "dropped": 4}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_begin_end_pairs_at_epoch_microseconds_keep_their_nanoseconds(tmp_path, stream):
+    """Absolute µs with ns decimals (Perfetto's and XProf's JSON) are beyond a float64's
+    precision: starts and durations come from the number text, exact to the ns."""
+    base = 1_700_000_000_000_000  # µs since 1970: 2023
+    path = tmp_path / "epoch.json"
+    path.write_text('{"traceEvents": ['
+                    f'{{"ph": "B", "name": "outer", "pid": 1, "tid": 1, "ts": {base}.001}},'
+                    f'{{"ph": "B", "name": "inner", "pid": 1, "tid": 1, "ts": {base + 5}.123}},'
+                    f'{{"ph": "E", "pid": 1, "tid": 1, "ts": {base + 5}.124}},'
+                    f'{{"ph": "E", "pid": 1, "tid": 1, "ts": {base + 9}.999}}]}}')
+    t = read_kineto(path, stream=stream, chunk_bytes=64)
+    rows = sorted(t.events.select(["name", "start_ns", "dur_ns"]).to_pylist(), key=lambda r: r["start_ns"])
+    ns = base * 1000
+    assert rows == [{"name": "outer", "start_ns": ns + 1, "dur_ns": 9_998}, {"name": "inner", "start_ns": ns + 5_123, "dur_ns": 1}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_another_tools_instants_are_zero_length_host_annotations(tmp_path, stream):
+    t, rows = _events(tmp_path, [
+        {"ph": "X", "name": "work", "cat": "app", "pid": 1, "tid": 1, "ts": 0, "dur": 10},
+        {"ph": "i", "name": "mark", "pid": 1, "tid": 1, "ts": 3, "s": "t"},
+        {"ph": "I", "name": "legacy mark", "pid": 1, "tid": 2, "ts": 4.5},
+        {"ph": "n", "name": "async mark", "cat": "net", "id": 7, "pid": 1, "tid": 1, "ts": 6},
+    ], stream=stream)
+    marks = [(r["name"], r["kind"], r["device"], r["start_ns"], r["dur_ns"], r["tid"]) for r in rows if r["name"] != "work"]
+    assert marks == [("mark", S.ANNOTATION, "cpu", 3_000, 0, 1), ("legacy mark", S.ANNOTATION, "cpu", 4_500, 0, 2), ("async mark", S.ANNOTATION, "cpu", 6_000, 0, 1)]
+    assert t.spans == {"instants": 3}
+
+
+def test_kinetos_own_instants_stay_out_of_the_slices(tmp_path):
+    """torch's profiler writes memory samples and its markers as instants; they are not work."""
+    t, rows = _events(tmp_path, [
+        {"ph": "X", "name": "aten::add", "cat": "cpu_op", "pid": 1, "tid": 1, "ts": 0, "dur": 10},
+        {"ph": "i", "name": "[memory]", "cat": "cpu_instant_event", "pid": 1, "tid": 1, "ts": 3, "s": "t", "args": {"Bytes": 512}},
+        {"ph": "i", "name": "Iteration Start: PyTorch Profiler", "pid": 1, "tid": 1, "ts": 0, "s": "g"},
+    ])
+    assert [r["name"] for r in rows] == ["aten::add"] and "instants" not in t.spans
+
+
+def test_a_trace_of_instants_only_imports(tmp_path):
+    _, rows = _events(tmp_path, [{"ph": "i", "name": f"tick {i}", "pid": 1, "tid": 1, "ts": i, "s": "t"} for i in range(3)])
+    assert [(r["name"], r["dur_ns"]) for r in rows] == [("tick 0", 0), ("tick 1", 0), ("tick 2", 0)]
 
 
 def test_a_generic_trace_imports_with_its_span_counts_in_the_metadata(tmp_path):

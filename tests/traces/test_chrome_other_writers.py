@@ -46,11 +46,14 @@ def test_xprof_writes_a_generic_chrome_trace(xprof_json):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_xprof_json_slices_are_the_slices_of_the_capture(shared_dir, xprof_json, stream):
-    """Every complete slice XProf wrote (µs, although displayTimeUnit says ns) is a slice the
-    XPlane reader finds in the protobuf: same name, duration and start relative to the first."""
+    """Every complete slice and instant XProf wrote (µs, although displayTimeUnit says ns) is
+    a slice the XPlane reader finds in the protobuf: same name, duration (0 for an instant)
+    and start relative to the first."""
     doc = json.loads(xprof_json.read_text())
     got = read_kineto(xprof_json, stream=stream, chunk_bytes=2048).events
-    assert got.num_rows == sum(e.get("ph") == "X" for e in doc["traceEvents"])
+    assert got.num_rows == sum(e.get("ph") in ("X", "i") for e in doc["traceEvents"])
+    assert sorted(n for n, d in zip(got.column("name").to_pylist(), got.column("dur_ns").to_pylist()) if d == 0 and n.startswith("ThreadpoolListener")) == sorted(
+        e["name"] for e in doc["traceEvents"] if e.get("ph") == "i")
     xplane = by_name("xplane").read(Source(shared_dir / JAX_CPU, "xplane"), None).events
 
     def slices(table):

@@ -143,6 +143,23 @@ def test_on_the_fly_import_is_cached_beside_the_input_and_refreshed_when_it_chan
     assert again == first and Run.open(again).events.height == 34 - 0, "re-imported after the input changed"
 
 
+def test_an_import_cached_by_other_import_code_is_made_again(shared_dir, tmp_path, monkeypatch):
+    """An upgrade (or a fix to a reader) re-imports a cached trace although the trace itself
+    did not change: the cache records which import code made it."""
+    from accelscope.traces import importer
+
+    src = tmp_path / "t.json.gz"
+    shutil.copy(shared_dir / HTA / "trace_compare/base/base.json.gz", src)
+    first = resolve_run(src, progress=False)
+    made = json.loads((first / "meta.json").read_text())["importer"]
+    assert made == importer.importer_fingerprint()
+    monkeypatch.setattr(importer, "importer_fingerprint", lambda: "other-code")
+    imported = []
+    again = resolve_run(src, progress=False, on_import=lambda p, run_dir: imported.append(run_dir))
+    assert again == first and imported == [first]
+    assert json.loads((again / "meta.json").read_text())["importer"] == "other-code"
+
+
 def test_on_the_fly_import_never_touches_a_foreign_directory(shared_dir, tmp_path, monkeypatch):
     src = tmp_path / "t.json.gz"
     shutil.copy(shared_dir / HTA / "trace_compare/base/base.json.gz", src)
