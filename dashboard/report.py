@@ -116,7 +116,7 @@ def build_report(run_path: str | os.PathLike[str]) -> str:
             parts.append(_ranks_section(rep, view, plot))
         idle_rows = [[CAUSE_TEXT[c], f"{rep.per_step_ms(v):.2f}", f"{share:.1%}"] for c, v, share in rep.idle_causes]
         parts.append(f"<section><h2>Why the {thing} was idle</h2>")
-        parts.append(_table(["cause", "ms per step", "share of step time"], idle_rows) if idle_rows else "<p class='muted'>no idle time</p>")
+        parts.append(_table(["cause", f"ms per {rep.step_word}", f"share of {rep.step_word} time"], idle_rows) if idle_rows else "<p class='muted'>no idle time</p>")
         parts.append("</section>")
         parts.append(_steps_table(rep))
         for title, df in (("Top device work", rep.top_kernels), ("Top ops (inclusive time)", rep.top_ops)):

@@ -83,6 +83,7 @@ class Evidence:
     steps: int
     real_steps: bool
     busy_ns_per_step: float
+    unit: str = "step"  # one step in the run's own word: "step", "iteration" or "window"
 
     def thin(self) -> str | None:
         """Why the evidence is too thin to project, or None."""
@@ -128,16 +129,17 @@ def recommend(
         if share < RECOMMEND_SHARE:
             continue
         per_step = idle_ns / max(n_steady, 1)
-        text = f"{CAUSE_TEXT[cause]} idles the {what} {share:.1%} of step time ({per_step / 1e6:.1f} ms per step)"
+        u = evidence.unit
+        text = f"{CAUSE_TEXT[cause]} idles the {what} {share:.1%} of {u} time ({per_step / 1e6:.1f} ms per {u})"
         if cause == INPUT_WAIT:
-            text = f"input wait is {share:.1%} of step time{input_evidence()}"
+            text = f"input wait is {share:.1%} of {u} time{input_evidence()}"
         under = host_ops(cause) if host_ops is not None else []
         if under and under[0][1] >= HOST_OP_EVIDENCE_SHARE * idle_ns:
             name, op_ns = under[0]
-            text += f", mostly under {middle_name(name, 60)} ({op_ns / max(n_steady, 1) / 1e6:.1f} ms per step)"
+            text += f", mostly under {middle_name(name, 60)} ({op_ns / max(n_steady, 1) / 1e6:.1f} ms per {u})"
         projected, model = project(cause, per_step, mean_step_ns, evidence)
         action = _already_done(cause, framework, names) or advice_for(cause, framework)
-        out.append(Recommendation(cause, text, action, share, projected, mean_step_ns, model))
+        out.append(Recommendation(cause, text, action, share, projected, mean_step_ns, model, u))
     return out
 
 
@@ -183,11 +185,12 @@ def exposed_communication(comm_ns: int, wait_ns: int, total_ns: int, n_steady: i
     if share < EXPOSED_COMM_SHARE:
         return []
     per_step = exposed / max(n_steady, 1)
-    text = f"collectives run with no compute beside them {share:.1%} of step time ({per_step / 1e6:.1f} ms per step"
+    u = evidence.unit
+    text = f"collectives run with no compute beside them {share:.1%} of {u} time ({per_step / 1e6:.1f} ms per {u}"
     if not straggler_named and wait_ns:
         text += f": {wait_ns / total_ns:.1%} waiting for the last rank to arrive, {comm_ns / total_ns:.1%} transferring"
     action = EXPOSED_COMM_ADVICE
     if not straggler_named and wait_ns > comm_ns:
         action += "; most of it is waiting for late ranks, no single one consistently: balance the work per rank (the Ranks table's arrivals)"
     projected, model = project("communication", per_step, mean_step_ns, evidence)
-    return [Recommendation("communication", text + ")", action, share, projected, mean_step_ns, model)]
+    return [Recommendation("communication", text + ")", action, share, projected, mean_step_ns, model, u)]

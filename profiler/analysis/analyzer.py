@@ -23,7 +23,7 @@ import polars as pl
 from accelscope.analysis import causes as C
 from accelscope.analysis import collectives as K
 from accelscope.analysis.advice import Evidence, dataloader_evidence, exposed_communication, framework_of, recommend, straggler_advice
-from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RANK_WAIT, WINDOW_NAME, RankResult, analyze_rank, empty_gaps, step_windows
+from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RANK_WAIT, STEP_WORDS, WINDOW_NAME, RankResult, analyze_rank, empty_gaps, step_unit, step_windows
 from accelscope.analysis.busy import summarise_busy
 from accelscope.analysis.capture import capture_figures
 from accelscope.analysis.gap_ops import driver_ops, host_ops_in_gaps, ops_of
@@ -204,6 +204,7 @@ def analyze(run: Run) -> Report:
         steps=int(basis.group_by("rank").len()["len"].max()) if basis.height else 0,
         real_steps=basis.height > 0 and not basis["name"].str.starts_with(WINDOW_NAME).all(),
         busy_ns_per_step=busy * mean_step if basis_total else 0.0,
+        unit=STEP_WORDS[step_unit(steps["name"], notes)],
     )
     advice = recommend(idle_by_cause, total, steady.height, mean_step, has_device, lambda: dataloader_evidence(run.meta, host_names), evidence,
                        framework_of(run.meta), host_names, lambda c: ops_of(host_ops, c))

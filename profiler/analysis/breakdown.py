@@ -46,6 +46,19 @@ FALLBACK_WINDOWS = 10
 WARMUP_STEP = "ProfilerStep#0"  # warm-up (start-up, lazy initialisation) when a rank has at least MIN_STEPS_FOR_WARMUP steps
 MIN_STEPS_FOR_WARMUP = 3
 WINDOW_NAME = "window "  # how fallback windows are named ("window 0", ...): not steps
+# What a run's steps are (``step_unit``), and one of them in words.
+STEP_WORDS = {"steps": "step", "iterations": "iteration", "equal windows": "window"}
+
+
+def step_unit(step_names: pl.Series, notes: list[str]) -> str:
+    """What the analysed steps are: "steps" (marked training steps, host or device),
+    "iterations" (a trace without training steps: its own iterations, iterations.py) or
+    "equal windows" (nothing repeating was found: the capture cut into equal parts)."""
+    from accelscope.analysis.iterations import NO_TRAINING_STEPS
+
+    if step_names.len() and step_names.str.starts_with(WINDOW_NAME).all():
+        return "equal windows"
+    return "iterations" if any(NO_TRAINING_STEPS in n for n in notes) else "steps"
 _STEP_NUMBER = r"#(\d+)$"
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from accelscope.analysis.breakdown import BREAKDOWN, WINDOW_NAME
+from accelscope.analysis.breakdown import BREAKDOWN, STEP_WORDS, step_unit
 from accelscope.analysis.causes import CAUSE_TEXT, CAUSES
 from accelscope.analysis.collectives import summary as collective_summary
 from accelscope.analysis.launches import Launches
@@ -72,6 +72,7 @@ class Recommendation:
     projected_step_ns: float | None  # at best, the mean step if this idle time went away (None: no projection)
     mean_step_ns: float
     projection: str = ""  # the model behind projected_step_ns, or why there is none
+    unit: str = "step"  # what a step is here: "step", "iteration" or "window" (breakdown.STEP_WORDS)
 
     @property
     def projected_speedup(self) -> float | None:
@@ -83,7 +84,7 @@ class Recommendation:
         p = self.projected_step_ns
         if p is None or p <= 0:
             return f"{self.evidence}: {self.action}." + (f" No projection: {self.projection}." if self.projection else "")
-        return (f"{self.evidence}: {self.action}. Expected: at best {self.mean_step_ns / 1e6:.1f} -> {p / 1e6:.1f} ms per step "
+        return (f"{self.evidence}: {self.action}. Expected: at best {self.mean_step_ns / 1e6:.1f} -> {p / 1e6:.1f} ms per {self.unit} "
                 f"({self.mean_step_ns / p:.2f}x) if all of this idle time goes.")
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,20 +151,14 @@ class Report:
 
     @property
     def step_unit(self) -> str:
-        """What the rows of ``steps`` are: "steps" (marked training steps, host or device),
-        "iterations" (a trace without training steps: its device's own iterations, see
-        iterations.py) or "equal windows" (nothing repeating was found: the capture cut into
-        equal parts, not steps)."""
-        from accelscope.analysis.iterations import NO_TRAINING_STEPS
-
-        if self.steps.height and self.steps["name"].str.starts_with(WINDOW_NAME).all():
-            return "equal windows"
-        return "iterations" if any(NO_TRAINING_STEPS in n for n in self.notes) else "steps"
+        """What the rows of ``steps`` are: "steps", "iterations" or "equal windows"
+        (``breakdown.step_unit``)."""
+        return step_unit(self.steps["name"], self.notes)
 
     @property
     def step_word(self) -> str:
         """One of ``steps`` in the report's own word: "step", "iteration" or "window"."""
-        return {"steps": "step", "iterations": "iteration", "equal windows": "window"}[self.step_unit]
+        return STEP_WORDS[self.step_unit]
 
     @property
     def top_kernels(self) -> pl.DataFrame:

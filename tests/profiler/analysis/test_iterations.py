@@ -327,10 +327,10 @@ def test_an_old_training_trace_without_steps_is_cut_at_its_optimizer_steps(share
     [
         ("traces/kineto/tb_plugin/samples/resnet50_num_workers_0/worker0.1623143089861.pt.trace.json.gz", "steps", ": 6 steps, mean step "),
         ("traces/kineto/_history/0a1e4063/tb_plugin/samples/resnet50_autograd_api_num_workers_0/worker0.pt.trace.json.gz", "iterations", ": 6 iterations, mean iteration "),
-        (f"{TRACELENS}/inference__vllm_decode_full__graph_execution.json.gz", "equal windows", f": {FALLBACK_WINDOWS} equal windows, mean window "),
+        (f"{TRACELENS}/inference__sglang_decode__sglang_Qwen3-8B_decode.json.gz", "equal windows", f": {FALLBACK_WINDOWS} equal windows, mean window "),
     ],
 )
-def test_the_headline_and_json_name_steps_iterations_and_equal_windows_as_such(shared_dir, tmp_path, source, unit, first_line):
+def test_the_headline_json_and_advice_name_steps_iterations_and_equal_windows_as_such(shared_dir, tmp_path, source, unit, first_line):
     from rich.console import Console
 
     from accelscope.text import headline
@@ -340,3 +340,7 @@ def test_the_headline_and_json_name_steps_iterations_and_equal_windows_as_such(s
     console = Console(width=200, record=True)
     console.print(headline(report)[0])
     assert first_line in console.export_text()
+    word = {"steps": "step", "iterations": "iteration", "equal windows": "window"}[unit]
+    assert report.advice and all(f"ms per {word}" in a.text for a in report.advice)
+    if unit != "steps":
+        assert not any("per step" in a.text or "of step time" in a.text for a in report.advice)
