@@ -19,7 +19,12 @@ from tests.jobs.launch import tf_workers
 pytest.importorskip("tensorflow", reason="the tf extra (tensorflow-cpu) is needed")
 
 DELAY_MS = 20.0
-WAIT_TOLERANCE_MS = 2.0  # per step: the truth is the gap between the workers' train_step calls, not their arrivals
+# The truth is the gap between the workers' train_step calls, not their arrivals at the
+# all-reduce: the two workers' compute before it differs by scheduling noise on 2 shared
+# cores (seen: 2.7 ms in one step of a quiet run). Each step within STEP_TOLERANCE_MS (a
+# fifth of the delay), and on average within WAIT_TOLERANCE_MS.
+WAIT_TOLERANCE_MS = 1.5
+STEP_TOLERANCE_MS = 4.0
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +71,10 @@ def test_the_other_worker_waits_as_long_as_the_job_measured(job):
     truth = [json.loads((job / f"truth-worker-{i}.json").read_text()) for i in (0, 1)]
     waits = report.arrivals.filter(pl.col("rank") == 0).group_by("step").agg(pl.col("wait_ns").sum())
     assert waits.height >= 5
+    errors = []
     for step, wait_ns in waits.iter_rows():
         gap_ns = truth[1]["steps"][step][0] - truth[0]["steps"][step][0]  # worker 1 called train_step this much later
         assert gap_ns > 0.8 * DELAY_MS * 1e6
-        assert abs(wait_ns - gap_ns) <= WAIT_TOLERANCE_MS * 1e6, f"step {step}: waited {wait_ns / 1e6:.2f} ms, truth {gap_ns / 1e6:.2f} ms"
+        assert abs(wait_ns - gap_ns) <= STEP_TOLERANCE_MS * 1e6, f"step {step}: waited {wait_ns / 1e6:.2f} ms, truth {gap_ns / 1e6:.2f} ms"
+        errors.append(abs(wait_ns - gap_ns))
+    assert sum(errors) / len(errors) <= WAIT_TOLERANCE_MS * 1e6, f"mean error {sum(errors) / len(errors) / 1e6:.2f} ms"
