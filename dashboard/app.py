@@ -199,10 +199,11 @@ def _import_for_first_request() -> None:
             section.warm_up()
 
 
-def create_app(run_paths: Sequence[str | Path], prepare: bool = False) -> Any:
+def create_app(run_paths: Sequence[str | Path], prepare: bool = False, token: str | None = None) -> Any:
     """A Dash app showing these run directories (raises RunFormatError for a path that is not one).
 
     ``prepare``: start analysing the first run right away, in a background thread (``serve`` does).
+    ``token``: required on every request (``dashboard/auth.py``); None: none.
     """
     dash = require("dash", "dashboard", "accelscope dashboard")
     require("plotly", "dashboard", "accelscope dashboard")
@@ -221,6 +222,10 @@ def create_app(run_paths: Sequence[str | Path], prepare: bool = False) -> Any:
         index_string=PAGE.read_text(encoding="utf-8"),
         enable_mcp=False,
     )
+    if token:
+        from accelscope.dashboard.auth import protect
+
+        protect(app.server, token)  # first: a refused request runs no other hook and opens no run
     app.layout = _layout(board)
 
     # A page request starts the first run's analysis, so it runs while the browser loads the
@@ -244,19 +249,21 @@ def serve(
     port: int = 8050,
     debug: bool = False,
     on_listening: Callable[[str], None] | None = None,
+    token: str | None = None,
 ) -> None:
     """Serve the dashboard until interrupted (request logs are silenced).
 
     The port is bound first (``ServeError``: out of range, in use, unknown host), then the
     app is built (``MissingExtraError``, ``RunFormatError``); only then is
     ``on_listening(url)`` called (default: print the URL), so nothing says the dashboard
-    is up before it is. ``port=0`` takes a free port; the URL names it."""
+    is up before it is. ``port=0`` takes a free port; the URL names it. ``token``: required
+    on every request; the URL carries it."""
     from accelscope.dashboard.server import listen, serve_on, url_of
 
     with listen(host, port) as sock:
-        app = create_app(run_paths, prepare=True)
+        app = create_app(run_paths, prepare=True, token=token)
         app.enable_dev_tools(debug=bool(debug), dev_tools_silence_routes_logging=True)
-        url = url_of(host, sock.getsockname()[1])
+        url = url_of(host, sock.getsockname()[1]) + (f"?token={token}" if token else "")
         if on_listening is None:
             print(f"dashboard: {url}", flush=True)
         else:

@@ -25,22 +25,23 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def _open(path: str):
-    """A run directory, or a trace file/directory imported on the fly (cached)."""
+def _open(path: str, workers: int | None = None):
+    """A run directory, or a trace file/directory imported on the fly (cached), its files
+    read by ``workers`` processes (None: every core)."""
     from accelscope.traces.importer import resolve_run
     from accelscope.traces.run import Run
 
     def announce(src: Path, dest: Path) -> None:
         print(f"importing {src} -> {dest}", file=sys.stderr, flush=True)
 
-    return Run.open(resolve_run(path, on_import=announce))
+    return Run.open(resolve_run(path, on_import=announce, workers=workers))
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from accelscope.traces.importer import import_traces
     from accelscope.traces.run import Run
 
-    out = import_traces(args.paths, args.output, force=args.force)
+    out = import_traces(args.paths, args.output, force=args.force, workers=args.workers)
     run = Run.open(out)
     ranks = run.meta.get("ranks", [])
     print(f"imported {run.events.height:,} events from {len(run.meta.get('sources', []))} file(s), "
@@ -52,7 +53,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from accelscope.analysis import analyze, check_gates
     from accelscope.text import print_report
 
-    report = analyze(_open(args.run))
+    report = analyze(_open(args.run, args.workers))
     doc = report.to_dict()
     crossed = check_gates(doc, args.fail_if or [])
     if args.json:
@@ -84,7 +85,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.per_rank:
         if out.exists() and any(out.iterdir()) and not args.force:
             return _fail(f"{out} exists and is not empty (use --force to write into it)")
-        run = _open(args.run)
+        run = _open(args.run, args.workers)
         files = export_per_rank(run, out, gaps=None if args.no_gaps else _idle_gaps(run))
         print(f"wrote {len(files)} file(s), one per rank, into {out} (HTA: TraceAnalysis(trace_dir={str(out)!r}))")
         return 0
@@ -92,7 +93,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _fail(f"{out}: the output must end in .json or .json.gz")
     if out.exists() and not args.force:
         return _fail(f"{out} exists (use --force to overwrite)")
-    run = _open(args.run)
+    run = _open(args.run, args.workers)
     path = export_chrome_trace(run, out, gaps=None if args.no_gaps else _idle_gaps(run))
     print(f"wrote {path} (open it in https://ui.perfetto.dev or chrome://tracing)")
     return 0
@@ -103,7 +104,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from accelscope.analysis.compare import compare
     from accelscope.text import print_comparison
 
-    cmp = compare(analyze(_open(args.a)), analyze(_open(args.b)))
+    cmp = compare(analyze(_open(args.a, args.workers)), analyze(_open(args.b, args.workers)))
     if args.json:
         print(json.dumps(cmp.to_dict(), indent=2))
     else:
@@ -133,7 +134,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return _fail(f"{out}: the report must end in .html")
     if out.exists() and not args.force:
         return _fail(f"{out} exists (use --force to overwrite)")
-    path = write_report(_open(args.run).path, out)
+    path = write_report(_open(args.run, args.workers).path, out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline)")
     return 0
 
@@ -150,24 +151,28 @@ def _check_serving(host: str, port: int) -> None:
     listen(host, port).close()
 
 
-def _serve(runs: Sequence[str], host: str, port: int) -> int:
+def _serve(runs: Sequence[str], host: str, port: int, token: str | None = None, no_token: bool = False) -> int:
     _check_serving(host, port)
     from accelscope.dashboard.app import serve
+    from accelscope.dashboard.auth import choose_token, is_loopback
+
+    required = choose_token(host, token, no_token)
 
     def listening(url: str) -> None:  # called once the port is bound and the app built
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            print(f"accelscope: warning: serving on {host}: anyone who can reach this machine can read these runs", file=sys.stderr)
+        if not is_loopback(host) and required is None:
+            print(f"accelscope: warning: serving on {host} without a token (--no-token): anyone who can reach this machine "
+                  "can read these runs", file=sys.stderr)
         print(f"dashboard: {url}  (Ctrl+C to stop)", flush=True)
 
-    serve(list(runs), host=host, port=port, on_listening=listening)
+    serve(list(runs), host=host, port=port, on_listening=listening, token=required)
     return 0
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     # The extra and the address first (one line each), then import and validate every run.
     _check_serving(args.host, args.port)
-    runs = [str(_open(run).path) for run in args.runs]
-    return _serve(runs, args.host, args.port)
+    runs = [str(_open(run, args.workers).path) for run in args.runs]
+    return _serve(runs, args.host, args.port, args.token, args.no_token)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -193,7 +198,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.no_serve:
         return 0
     print()
-    return _serve([str(run_dir)], args.host, args.port)
+    return _serve([str(run_dir)], args.host, args.port, args.token, args.no_token)
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: give at least 1 (1 reads the files one by one)")
+    return n
+
+
+def _workers_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=_positive, default=None, metavar="N",
+                   help="processes reading trace files, one rank file each (default: up to every core for jobs of "
+                        "8 MiB and 4 files per process or more; 1: one by one)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     def add_serve_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the runs to the network)")
         p.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+        token = p.add_mutually_exclusive_group()
+        token.add_argument("--token", help="the token the dashboard requires (default: a new one per start when --host is not loopback)")
+        token.add_argument("--no-token", action="store_true", help="serve beyond loopback without a token (anyone who can reach the port reads the runs)")
 
     p = sub.add_parser("demo", help="profile a real small CNN training loop on the CPU and open the dashboard")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"training steps (default {DEFAULT_STEPS})")
@@ -226,24 +250,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("import", help="import Kineto JSON / XPlane traces (files, rank directories, TensorBoard logdirs; a file without a known ending is recognised by its content) into a run")
+    _workers_option(p)
     p.add_argument("paths", nargs="+", metavar="PATH", help="trace files or directories; several files become ranks of one run")
     p.add_argument("-o", "--output", required=True, help="run directory to create")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("analyze", help="report step time and input-wait share of a run")
+    _workers_option(p)
     p.add_argument("run", help="run directory, or a trace file/directory (imported on the fly and cached)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--fail-if", nargs="+", metavar="GATE", help="exit 1 if any gate holds, e.g. 'input_wait_share>0.10' 'idle_share>0.30' (metrics: docs/cli.md)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("diff", help="compare two runs: step time, breakdown, idle causes, top kernels and ops")
+    _workers_option(p)
     p.add_argument("a", help="the baseline run (or trace)")
     p.add_argument("b", help="the run (or trace) to compare with it")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("export", help="export a run to Chrome trace JSON (Perfetto, chrome://tracing)")
+    _workers_option(p)
     p.add_argument("run", help="run directory, or a trace file/directory (imported on the fly and cached)")
     p.add_argument("-o", "--output", required=True, help="output file, .json or .json.gz (a directory with --per-rank)")
     p.add_argument("--per-rank", action="store_true", help="write one rank-N.json.gz per rank into the -o directory (what HTA loads)")
@@ -252,12 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a run (opens offline)")
+    _workers_option(p)
     p.add_argument("run", help="run directory, or a trace file/directory (imported on the fly and cached)")
     p.add_argument("-o", "--output", required=True, help="output .html file")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("dashboard", help="browse runs in a web dashboard")
+    _workers_option(p)
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or trace files/directories (imported on the fly and cached)")
     add_serve_options(p)
     p.set_defaults(func=cmd_dashboard)

@@ -33,6 +33,7 @@ from accelscope.errors import AccelscopeError
 from accelscope.traces import formats, ranks
 from accelscope.traces import schema as S
 from accelscope.traces.formats import RankTrace, Source
+from accelscope.traces.parallel import read_sources
 from accelscope.traces.run import META_FILE, write_run
 
 log = logging.getLogger("accelscope")
@@ -177,7 +178,9 @@ class _Progress:
         self._bar.update(self._task, completed=self.done_before + file_bytes)
 
     def file_done(self, size: int) -> None:
+        """A whole file is read (the only progress a pool of workers reports)."""
         self.done_before += size
+        self.update(0)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -199,27 +202,26 @@ def import_traces(
     force: bool = False,
     progress: bool = True,
     extra_meta: dict[str, Any] | None = None,
+    workers: int | None = None,
 ) -> Path:
-    """Import trace files into the run directory ``out`` and return its path."""
+    """Import trace files into the run directory ``out`` and return its path.
+
+    ``workers``: processes reading the files, one file (rank) per task (None: every core;
+    1: one by one in this process; see ``traces/parallel.py``). A file of a directory that
+    cannot be read is left out with a note and listed in ``meta.failed_sources``."""
     out = Path(out)
     if out.exists() and not force:
         raise TraceImportError(f"{out} exists (use --force to replace it)")
     sources, notes = discover(paths)
     bar = _Progress(sum(s.size_bytes for s in sources), progress)
-    from accelscope.traces.kineto import NotATraceError
-
-    traces: list[RankTrace] = []
     try:
-        for s in sources:
-            try:
-                traces.append(read_source(s, on_bytes=bar.update))
-            except NotATraceError as exc:
-                if not s.from_directory:
-                    raise
-                notes.append(f"skipped {exc}")
-            bar.file_done(s.size_bytes)
+        got = read_sources(sources, read_source, workers, on_bytes=bar.update, on_file=bar.file_done)
     finally:
         bar.close()
+    traces = got.traces
+    notes += got.notes
+    for f in got.failed:
+        notes.append(f"left out {f['error']}")
     if not traces:
         raise TraceImportError(f"{', '.join(map(str, paths))}: nothing importable ({'; '.join(notes)})")
     sources = [t.source for t in traces]
@@ -239,6 +241,7 @@ def import_traces(
         clock_alignment=alignment,
         sources=[dict(fp, rank=t.rank, rank_source=t.rank_source, events=t.events.num_rows) for fp, t in zip(_fingerprint(sources), traces)],
         import_notes=notes,
+        failed_sources=got.failed,
         steps=int(pc.sum(pc.equal(events.column("kind"), S.STEP)).as_py() or 0),
         start_ns=int(pc.min(events.column("start_ns")).as_py()),
         end_ns=int(pc.max(pc.add(events.column("start_ns"), events.column("dur_ns"))).as_py()),
@@ -372,7 +375,8 @@ def _name_cached_run(run_dir: Path, name: str) -> None:
         tmp.unlink(missing_ok=True)  # a read-only cache keeps its old name
 
 
-def resolve_run(path: str | os.PathLike[str], *, progress: bool = True, on_import: Callable[[Path, Path], None] | None = None) -> Path:
+def resolve_run(path: str | os.PathLike[str], *, progress: bool = True, on_import: Callable[[Path, Path], None] | None = None,
+                workers: int | None = None) -> Path:
     """The run directory for ``path``: itself if it is a run, else an imported (cached) run.
 
     The cache lives beside the input (``trace.json.gz.accelscope/``, or
@@ -400,7 +404,8 @@ def resolve_run(path: str | os.PathLike[str], *, progress: bool = True, on_impor
                 continue
             if on_import is not None:
                 on_import(p, candidate)
-            return import_traces([p], candidate, force=True, progress=progress, extra_meta={"import_cache": True, "source_name": name, "importer": importer_fingerprint()})
+            return import_traces([p], candidate, force=True, progress=progress, workers=workers,
+                                 extra_meta={"import_cache": True, "source_name": name, "importer": importer_fingerprint()})
         except PermissionError:
             continue
     raise TraceImportError(f"{p}: cannot write an imported run beside it or in {cache_root()}")

@@ -85,6 +85,11 @@ def analyze(run: Run) -> Report:
         notes.append(f"{len(empty_planes)} device plane{'s' if len(empty_planes) > 1 else ''} recorded nothing and "
                      f"{'are' if len(empty_planes) > 1 else 'is'} left out of every figure: {', '.join(map(str, empty_planes[:8]))}"
                      + (", ..." if len(empty_planes) > 8 else ""))
+    failed = [f for f in run.meta.get("failed_sources") or [] if isinstance(f, dict)]
+    if failed:
+        notes.insert(0, f"{len(failed)} trace file{'s' if len(failed) > 1 else ''} could not be read and "
+                        f"{'are' if len(failed) > 1 else 'is'} missing from every figure: " + "; ".join(str(f.get("error")) for f in failed[:3])
+                     + ("; ..." if len(failed) > 3 else ""))
     if not run.meta.get("complete", False):
         notes.append("the run did not finish cleanly: analysing what was flushed before it stopped")
     bad = int((events["dur_ns"] < 0).sum())

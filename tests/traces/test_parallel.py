@@ -1,0 +1,97 @@
+"""Reading rank files in a pool of processes (traces/parallel.py): the same run as a serial
+import, failures contained per file, a killed worker found and named."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+
+import pytest
+
+from accelscope.errors import AccelscopeError
+from accelscope.traces.formats import Source
+from accelscope.traces.importer import discover, import_traces, read_source
+from accelscope.traces.parallel import WORKER_DIED, read_sources
+from accelscope.traces.run import Run
+
+DLRM = "traces/more/param-dlrm-8rank"
+KEY = ["rank", "start_ns", "dur_ns", "kind", "name", "device", "stream", "pid", "tid"]
+
+
+def killing_read(source: Source, on_bytes=None):
+    """The reader, except that it kills its own process on worker 3's file (a worker killed
+    mid-way: the OOM killer, a preempted node)."""
+    if source.path.name.startswith("worker3_"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return read_source(source, on_bytes)
+
+
+def _copy(shared_dir, tmp_path):
+    return shutil.copytree(shared_dir / DLRM, tmp_path / "job")
+
+
+def test_a_pool_of_workers_imports_the_same_run_as_one_process(shared_dir, tmp_path):
+    serial = Run.open(import_traces([shared_dir / DLRM], tmp_path / "serial", progress=False, workers=1))
+    pooled = Run.open(import_traces([shared_dir / DLRM], tmp_path / "pooled", progress=False, workers=2))
+    assert pooled.meta["ranks"] == serial.meta["ranks"] == list(range(8))
+    assert pooled.events.sort(KEY).equals(serial.events.sort(KEY))
+    assert pooled.counters.sort(["rank", "time_ns", "name"]).equals(serial.counters.sort(["rank", "time_ns", "name"]))
+    assert pooled.meta["clock_alignment"] == serial.meta["clock_alignment"] and pooled.meta["failed_sources"] == []
+
+
+def test_a_corrupt_rank_file_is_left_out_and_named_and_the_others_import(shared_dir, tmp_path):
+    job = _copy(shared_dir, tmp_path)
+    victim = sorted(job.iterdir())[2]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # truncated mid-way
+    for workers in (1, 2):
+        run = Run.open(import_traces([job], tmp_path / f"r{workers}", progress=False, workers=workers))
+        assert len(run.meta["ranks"]) == 7
+        assert [f["path"] for f in run.meta["failed_sources"]] == [str(victim)]
+        assert any(n.startswith("left out ") and victim.name in n for n in run.meta["import_notes"])
+
+
+def test_a_killed_worker_costs_only_its_own_file(shared_dir, tmp_path):
+    job = _copy(shared_dir, tmp_path)
+    sources, _ = discover([job])
+    killer = [s for s in sources if s.path.name.startswith("worker3_")]
+    assert len(killer) == 1, [s.path.name for s in sources]
+    got = read_sources(sources, killing_read, workers=2)
+    assert len(got.traces) == len(sources) - 1
+    assert got.failed == [{"path": str(killer[0].path), "error": f"{killer[0].path}: {WORKER_DIED}"}]
+
+
+def test_a_file_named_by_the_user_still_fails_the_import(shared_dir, tmp_path):
+    job = _copy(shared_dir, tmp_path)
+    files = sorted(job.iterdir())
+    files[0].write_bytes(b'{"traceEvents": [{"ph": "X", "ts": 1')
+    with pytest.raises(AccelscopeError, match=files[0].name):
+        import_traces(files, tmp_path / "r", progress=False, workers=2)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_worker_count_below_one_is_one_line(shared_dir):
+    sources, _ = discover([shared_dir / DLRM])
+    with pytest.raises(AccelscopeError, match="at least 1"):
+        read_sources(sources, read_source, workers=0)
+
+
+def test_the_analysis_says_first_which_file_is_missing(shared_dir, tmp_path):
+    from accelscope.analysis import analyze
+
+    job = _copy(shared_dir, tmp_path)
+    victim = sorted(job.iterdir())[5]
+    victim.write_bytes(b"\x1f\x8b not gzip at all")
+    report = analyze(Run.open(import_traces([job], tmp_path / "r", progress=False, workers=1)))
+    assert report.notes[0].startswith("1 trace file could not be read") and victim.name in report.notes[0]
+
+
+def test_the_cli_imports_with_a_pool(shared_dir, tmp_path):
+    """``accelscope import --workers 2`` end to end: spawned workers, one line of output."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "accelscope", "import", str(shared_dir / DLRM), "-o", str(tmp_path / "r"), "--workers", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "rank(s) 0, 1, 2, 3, 4, 5, 6, 7" in out.stdout and out.stderr == ""

@@ -1,0 +1,144 @@
+"""Reading many trace files at once: one file (one rank) per task in a local process pool.
+
+A job's ranks are independent files, so they decode in parallel on every core; each worker
+holds one rank at a time, so its memory is bounded by the largest rank, not the sum. The
+workers are spawned (not forked: the parent may run threads, and Polars' thread pool does
+not survive a fork) and read with the same ``read_source`` as a serial import, so both give
+the same tables.
+
+Failures are contained per file. A file found by walking a directory that cannot be read
+(corrupt, truncated, or its worker killed) is left out with one line naming it, the others
+finish, and the import records it in ``meta.failed_sources``; a file the user named
+itself still fails the import, as a single file does. A worker that dies (killed, out of
+memory) breaks the pool: the files it had not finished are read again one per fresh
+worker, so the one that killed it is found and named, and the rest still come in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Any
+
+from accelscope.errors import AccelscopeError
+from accelscope.traces.formats import RankTrace, Source
+
+# ``workers=None`` uses a pool only where it pays: starting a worker (a fresh interpreter
+# importing Polars and Arrow, ~0.4 s) and sending each rank's table back cost about as
+# much as reading a 1 MiB gzipped rank, and one large rank bounds the pool's time. Measured
+# on 2 cores (docs/benchmarks.md): 3 uneven ranks (5.4 MiB) 1.19x slower in a pool of 2,
+# 16 ranks (29 MiB) 1.30x faster. So: at least FILES_PER_WORKER files per worker and
+# PARALLEL_MIN_BYTES in all; an explicit ``workers`` is always obeyed.
+PARALLEL_MIN_BYTES = 8 * 2**20
+FILES_PER_WORKER = 4
+# A worker that died while reading a file: what the line says.
+WORKER_DIED = "the process reading it died (killed, or out of memory)"
+
+
+def default_workers() -> int:
+    """Every core this process may use."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+@dataclass
+class ReadResult:
+    """What reading a list of sources gave: the traces read, notes (files skipped as not
+    traces), and the files that failed (``{"path", "error"}``), in the sources' order."""
+
+    traces: list[RankTrace] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+
+def read_sources(
+    sources: list[Source],
+    read: Callable[..., RankTrace],
+    workers: int | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+    on_file: Callable[[int], None] | None = None,
+) -> ReadResult:
+    """Read every source with ``read(source, on_bytes)``; ``workers`` processes (None: up to
+    every core, where a pool pays, see PARALLEL_MIN_BYTES; 1, or a single source: in this
+    process, with byte-level progress through ``on_bytes``). ``on_file(size_bytes)`` is
+    called as each file is done."""
+    if workers is None:
+        n = default_workers()
+        n = min(n, len(sources) // FILES_PER_WORKER) if sum(s.size_bytes for s in sources) >= PARALLEL_MIN_BYTES else 1
+        n = max(n, 1)
+    else:
+        n = workers
+    if n < 1:
+        raise AccelscopeError(f"--workers {n}: give a number of processes of at least 1 (1 reads the files one by one)")
+    outcomes: dict[int, RankTrace | BaseException] = {}
+    if n == 1 or len(sources) == 1:
+        for i, s in enumerate(sources):
+            try:
+                outcomes[i] = read(s, on_bytes)
+            except AccelscopeError as exc:
+                outcomes[i] = exc
+            if on_file is not None:
+                on_file(s.size_bytes)
+    else:
+        _read_in_pool(sources, read, min(n, len(sources)), outcomes, on_file)
+    return _sorted_out(sources, outcomes)
+
+
+def _read_in_pool(sources: list[Source], read: Callable[..., RankTrace], n: int, outcomes: dict[int, Any], on_file: Callable[[int], None] | None) -> None:
+    """Fill ``outcomes`` (index -> trace or exception) from a pool of ``n`` spawned workers,
+    the largest files first so that one big rank does not finish last alone."""
+    order = sorted(range(len(sources)), key=lambda i: -sources[i].size_bytes)
+    pending = _run_pool(sources, read, n, order, outcomes, on_file)
+    for i in pending:  # a worker died: each unfinished file again, alone, to find the one that kills it
+        if _run_pool(sources, read, 1, [i], outcomes, on_file):
+            outcomes[i] = AccelscopeError(f"{sources[i].path}: {WORKER_DIED}")
+            if on_file is not None:
+                on_file(sources[i].size_bytes)
+
+
+def _run_pool(sources: list[Source], read: Callable[..., RankTrace], n: int, order: list[int], outcomes: dict[int, Any],
+              on_file: Callable[[int], None] | None) -> list[int]:
+    """Read ``order`` in a pool of ``n``; return the indices left unread when a worker died."""
+    with ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn")) as pool:
+        futures: dict[Future, int] = {pool.submit(read, sources[i], None): i for i in order}
+        waiting = set(futures)
+        while waiting:
+            done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+            for f in done:
+                i = futures[f]
+                try:
+                    outcomes[i] = f.result()
+                except BrokenProcessPool:
+                    continue
+                except AccelscopeError as exc:
+                    outcomes[i] = exc
+                if on_file is not None:
+                    on_file(sources[i].size_bytes)
+    return [i for i in order if i not in outcomes]
+
+
+def _sorted_out(sources: list[Source], outcomes: dict[int, Any]) -> ReadResult:
+    """Outcomes in the sources' order: a file that is not a trace, found in a directory, is
+    a note; another failure of a file found in a directory, while other files were read, is
+    a failed source; any other failure is raised (the first in order)."""
+    from accelscope.traces.kineto import NotATraceError
+
+    out = ReadResult()
+    read_any = any(isinstance(o, RankTrace) for o in outcomes.values())
+    for i, s in enumerate(sources):
+        o = outcomes[i]
+        if isinstance(o, RankTrace):
+            out.traces.append(o)
+        elif isinstance(o, NotATraceError) and s.from_directory:
+            out.notes.append(f"skipped {o}")
+        elif s.from_directory and read_any:
+            out.failed.append({"path": str(s.path), "error": str(o)})
+        else:
+            raise o
+    return out
