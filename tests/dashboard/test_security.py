@@ -90,18 +90,19 @@ def test_debug_is_off_and_the_default_host_is_loopback(app_and_board):
     assert build_parser().parse_args(["dashboard", "x"]).host == "127.0.0.1"
 
 
-def test_binding_all_interfaces_warns(recorded_run):
-    """The warning is the first thing printed, before the server binds; stop it right after."""
+def test_binding_all_interfaces_without_a_token_warns(recorded_run):
+    """With --no-token the warning is the first thing printed; stop it right after. (The
+    default beyond loopback is a token: tests/dashboard/test_auth.py.)"""
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "accelscope", "dashboard", str(recorded_run), "--host", "0.0.0.0", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "accelscope", "dashboard", str(recorded_run), "--host", "0.0.0.0", "--port", str(port), "--no-token"],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
         first = proc.stderr.readline()
     finally:
         proc.kill()
         proc.wait(timeout=30)
-    assert "warning: serving on 0.0.0.0" in first
+    assert "warning: serving on 0.0.0.0 without a token" in first

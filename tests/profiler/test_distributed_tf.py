@@ -21,10 +21,10 @@ pytest.importorskip("tensorflow", reason="the tf extra (tensorflow-cpu) is neede
 DELAY_MS = 20.0
 # The truth is the gap between the workers' train_step calls, not their arrivals at the
 # all-reduce: the two workers' compute before it differs by scheduling noise on 2 shared
-# cores (seen: 2.7 ms in one step of a quiet run). Each step within STEP_TOLERANCE_MS (a
-# fifth of the delay), and on average within WAIT_TOLERANCE_MS.
+# cores (seen: 2.7 ms in one step of a quiet run, 4.4 ms in one of a busy one). Each step
+# within STEP_TOLERANCE_MS (a quarter of the delay), and on average within WAIT_TOLERANCE_MS.
 WAIT_TOLERANCE_MS = 1.5
-STEP_TOLERANCE_MS = 4.0
+STEP_TOLERANCE_MS = 5.0
 
 
 @pytest.fixture(scope="module")
