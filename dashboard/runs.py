@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from accelscope.analysis import NoStepsError, Report, analyze
+from accelscope.analysis import NoStepsError, Report
+from accelscope.analysis.cache import analyze_cached
 from accelscope.traces.run import Run
 
 T = TypeVar("T")
@@ -137,9 +138,8 @@ class RunView:
         """The analyzer's report, or None when the run recorded no events at all."""
 
         def build() -> Report | None:
-            self.slices  # read under our lock; analyze then finds it in the run's cache
-            try:
-                return analyze(self.run)
+            try:  # on a cache miss, the slices are read under our lock first; analyze then finds them in the run
+                return analyze_cached(self.run, before_analysis=lambda: self.slices)
             except NoStepsError:
                 return None
 

@@ -50,10 +50,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from accelscope.analysis import analyze, check_gates
+    from accelscope.analysis import check_gates
+    from accelscope.analysis.cache import analyze_cached
     from accelscope.text import print_report
 
-    report = analyze(_open(args.run, args.workers))
+    report = analyze_cached(_open(args.run, args.workers))
     doc = report.to_dict()
     crossed = check_gates(doc, args.fail_if or [])
     if args.json:
@@ -68,11 +69,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def _idle_gaps(run: Any) -> Any:
     """The analysis' idle gaps as slices (a DataFrame) for an export's gap track; None (with a
     warning) when the run cannot be analysed: the export itself does not need the analysis."""
-    from accelscope.analysis import analyze
+    from accelscope.analysis.cache import analyze_cached
     from accelscope.analysis.causes import gap_slices
 
     try:
-        return gap_slices(analyze(run).gaps)
+        return gap_slices(analyze_cached(run).gaps)
     except AccelscopeError as exc:
         print(f"accelscope: warning: exporting without the idle-gap track: {exc}", file=sys.stderr)
         return None
@@ -100,11 +101,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from accelscope.analysis import analyze
+    from accelscope.analysis.cache import analyze_cached
     from accelscope.analysis.compare import compare
     from accelscope.text import print_comparison
 
-    cmp = compare(analyze(_open(args.a, args.workers)), analyze(_open(args.b, args.workers)))
+    cmp = compare(analyze_cached(_open(args.a, args.workers)), analyze_cached(_open(args.b, args.workers)))
     if args.json:
         print(json.dumps(cmp.to_dict(), indent=2))
     else:

@@ -7,7 +7,8 @@ Rooms: ``intervals`` (vectorised interval arithmetic), ``causes`` (the idle-caus
 ``breakdown`` (per rank: steps, idle gaps, busy time), ``steps`` (warm-up, traced steps,
 outliers), ``launches`` (launch latency, queue depth, stream overlap), ``utilisation``
 (per device), ``advice`` (recommendations), ``tables`` (time per name), ``report`` (the
-report model and its JSON), ``analyzer`` (``analyze``), ``compare`` (two reports),
+report model and its JSON), ``analyzer`` (``analyze``), ``cache`` (``analyze_cached``: the
+report kept inside a finished run), ``compare`` (two reports),
 ``gates`` (CI gates). Verdict thresholds live in ``accelscope.verdicts``.
 """
 

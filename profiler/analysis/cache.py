@@ -1,0 +1,159 @@
+"""Reopening fast: a run's analysis report, cached inside the run.
+
+Analysing a big run takes seconds (reading every slice, then the analysis); the report it
+gives is a few tables. ``analyze_cached`` keeps the report in ``RUN/.accelscope-cache/``
+and serves it again while nothing it depends on changed: the key is a digest of the run's
+content (``meta.json``'s bytes, every Parquet part's path, size and modification time) and
+of the code (the version and every module of ``accelscope.analysis`` and
+``accelscope.traces``), so an upgrade, a fix to the analysis or a changed run rebuilds it.
+A live run (still being recorded) is never served from the cache and never cached.
+
+The cache is a pickle, so it is only read when it carries an HMAC-SHA256 made with this
+user's own key (``$ACCELSCOPE_CACHE_DIR/cache.key``, created 0600): a report written by
+someone else (a shared run directory) is ignored, never unpickled. Writes are atomic
+(temporary file, then rename); a cache that cannot be written (read-only run, full disk)
+costs nothing but the time saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import hmac
+import logging
+import os
+import pickle
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+from accelscope import __version__, traces
+from accelscope.analysis.analyzer import analyze
+from accelscope.analysis.report import Report
+from accelscope.traces.run import LIVE_FILE, META_FILE, Run
+
+log = logging.getLogger("accelscope")
+
+CACHE_DIR = ".accelscope-cache"
+KEY_FILE = "cache.key"
+_MAC_BYTES = 32
+
+
+@functools.cache
+def code_digest() -> str:
+    """The version and the source of every module the report depends on."""
+    root = Path(__file__).resolve().parents[1]  # accelscope/
+    digest = hashlib.sha256(__version__.encode())
+    for package in (root / "analysis", Path(traces.__file__).parent):
+        for module in sorted(package.glob("*.py")):
+            digest.update(module.name.encode() + b"\0" + module.read_bytes())
+    return digest.hexdigest()
+
+
+def content_key(run_path: Path) -> str:
+    """A digest of the code and of what the run holds now (``meta.json``'s bytes, every
+    Parquet part's relative path, size and mtime); the cache and live status are left out."""
+    digest = hashlib.sha256(code_digest().encode())
+    for dirpath, dirnames, files in os.walk(run_path):
+        dirnames[:] = sorted(d for d in dirnames if d != CACHE_DIR)
+        for name in sorted(files):
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(run_path)).encode()
+            if name == META_FILE:
+                digest.update(rel + b"\0" + path.read_bytes())
+            elif name.endswith(".parquet") and name != LIVE_FILE:
+                st = path.stat()
+                digest.update(rel + f"\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return digest.hexdigest()[:32]
+
+
+def _secret() -> bytes | None:
+    """This user's key for signing caches, made on first use; None when it cannot be kept."""
+    from accelscope.traces.importer import cache_root
+
+    path = cache_root() / KEY_FILE
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+        return path.read_bytes()
+    except FileExistsError:  # another process made it meanwhile
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _path(run_path: Path, key: str) -> Path:
+    return run_path / CACHE_DIR / f"report-{key}.pkl"
+
+
+def load_report(run_path: Path, key: str) -> Report | None:
+    """The cached report under ``key``, if there is one signed with this user's key."""
+    secret = _secret()
+    try:
+        data = _path(run_path, key).read_bytes()
+    except OSError:
+        return None
+    if secret is None or len(data) <= _MAC_BYTES:
+        return None
+    mac, body = data[:_MAC_BYTES], data[_MAC_BYTES:]
+    if not hmac.compare_digest(mac, hmac.new(secret, body, hashlib.sha256).digest()):
+        log.debug("accelscope: ignoring a report cache not signed with this user's key: %s", run_path)
+        return None
+    try:
+        report = pickle.loads(body)
+    except Exception as exc:  # a cache from an incompatible library version: rebuild it
+        log.debug("accelscope: unreadable report cache in %s: %s", run_path, exc)
+        return None
+    return report if isinstance(report, Report) else None
+
+
+def store_report(run_path: Path, key: str, report: Report) -> None:
+    """Write the report under ``key`` atomically and drop older ones; never raises for a
+    run that cannot hold it."""
+    secret = _secret()
+    if secret is None:
+        return
+    target = _path(run_path, key)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        body = pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL)
+        target.parent.mkdir(exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(hmac.new(secret, body, hashlib.sha256).digest())
+            fh.write(body)
+        os.replace(tmp, target)
+        for old in target.parent.glob("report-*.pkl"):
+            if old != target:
+                old.unlink(missing_ok=True)
+    except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
+        tmp.unlink(missing_ok=True)
+        log.debug("accelscope: report cache not written in %s: %s", run_path, exc)
+
+
+def analyze_cached(run: Run, before_analysis: Callable[[], object] | None = None) -> Report:
+    """``analyze(run)``, served from the run's cache while its content and this code are
+    unchanged; a live run is always analysed afresh. ``before_analysis`` runs only when the
+    analysis does (the dashboard reads the slices under its own lock first)."""
+    if run.live:
+        if before_analysis is not None:
+            before_analysis()
+        return analyze(run)
+    key = content_key(run.path)
+    report = load_report(run.path, key)
+    if report is None:
+        if before_analysis is not None:
+            before_analysis()
+        report = analyze(run)
+        store_report(run.path, key, report)
+        return report
+    # The key holds no absolute path: a run moved or renamed keeps its cache, under its new name.
+    return dataclasses.replace(report, run=dataclasses.replace(report.run, path=str(run.path), name=run.name))
