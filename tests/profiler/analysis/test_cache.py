@@ -18,7 +18,8 @@ from accelscope.traces.run import META_FILE, Run
 @pytest.fixture()
 def run_dir(recorded_run, tmp_path, monkeypatch):
     monkeypatch.setenv("ACCELSCOPE_CACHE_DIR", str(tmp_path / "user-cache"))
-    return shutil.copytree(recorded_run, tmp_path / "run")
+    # The shared fixture's run may hold a cache from other tests: start without one.
+    return shutil.copytree(recorded_run, tmp_path / "run", ignore=shutil.ignore_patterns(C.CACHE_DIR))
 
 
 def _no_analysis(monkeypatch):
