@@ -198,13 +198,15 @@ def _expected_ops(run_path: Path, report) -> pl.DataFrame:
         Run.open(run_path).slices.filter(pl.col("kind") == S.CPU_OP)
         .group_by("name").agg(pl.len().alias("count"), pl.col("dur_ns").sum().alias("total_ns"))
         .with_columns(share=pl.col("total_ns") / steady_ns)
+        # Rounded as the grid rounds (Polars: half away from zero; Python's round() differs on a tie).
+        .with_columns(total_ms=(pl.col("total_ns") / 1e6).round(3), share_pct=(pl.col("share") * 100).round(2))
         .sort("total_ns", descending=True)
     )
 
 
 def _ops_cells(df: pl.DataFrame) -> dict[str, list[str]]:
     return {
-        r["name"]: [r["name"], _shown(r["count"]), _shown(round(r["total_ns"] / 1e6, 3)), _shown(round(100 * r["share"], 2))]
+        r["name"]: [r["name"], _shown(r["count"]), _shown(r["total_ms"]), _shown(r["share_pct"])]
         for r in df.iter_rows(named=True)
     }
 
