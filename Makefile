@@ -22,6 +22,7 @@ bench: $(STAMP_DEV)
 	$(VENV)/bin/python benchmarks/overhead.py
 	$(VENV)/bin/python benchmarks/overhead_tf.py
 	$(VENV)/bin/python benchmarks/import_speed.py
+	$(VENV)/bin/python benchmarks/many_ranks.py
 	$(VENV)/bin/python benchmarks/analysis_speed.py
 	$(VENV)/bin/python benchmarks/sampler_cpu.py
 
