@@ -153,7 +153,8 @@ def _check_serving(host: str, port: int) -> None:
 
 
 def _serve(runs: Sequence[str], host: str, port: int, token: str | None = None, no_token: bool = False) -> int:
-    _check_serving(host, port)
+    """Serve ``runs``; the callers ran ``_check_serving`` first, and ``serve`` binds the
+    port before anything is printed (a port taken since fails there, in one line)."""
     from accelscope.dashboard.app import serve
     from accelscope.dashboard.auth import choose_token, is_loopback
 

@@ -316,14 +316,24 @@ def _cache_candidates(path: Path) -> list[Path]:
 
 
 @functools.cache
-def importer_fingerprint() -> str:
-    """A digest of the code that turns traces into runs (every module of this package, and
-    the version): a cached import made by other code is stale even when its inputs are not,
-    since a fixed or extended reader would read them differently."""
+def source_digest(*packages: Path) -> str:
+    """A digest of the version and of every module of ``packages`` (directories): what a
+    cache made by code (an import, a report) is keyed on, so other code never reuses it."""
     digest = hashlib.sha256(__version__.encode())
-    for module in sorted(Path(__file__).resolve().parent.glob("*.py")):
-        digest.update(module.name.encode() + b"\0" + module.read_bytes())
-    return digest.hexdigest()[:16]
+    for package in packages:
+        for module in sorted(package.glob("*.py")):
+            digest.update(module.name.encode() + b"\0" + module.read_bytes())
+    return digest.hexdigest()
+
+
+TRACES_PACKAGE = Path(__file__).resolve().parent
+
+
+def importer_fingerprint() -> str:
+    """A digest of the code that turns traces into runs (this package): a cached import
+    made by other code is stale even when its inputs are not, since a fixed or extended
+    reader would read them differently."""
+    return source_digest(TRACES_PACKAGE)[:16]
 
 
 def _cache_is_fresh(run_dir: Path, sources: list[Source]) -> bool:

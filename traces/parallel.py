@@ -69,9 +69,8 @@ def read_sources(
     process, with byte-level progress through ``on_bytes``). ``on_file(size_bytes)`` is
     called as each file is done."""
     if workers is None:
-        n = default_workers()
-        n = min(n, len(sources) // FILES_PER_WORKER) if sum(s.size_bytes for s in sources) >= PARALLEL_MIN_BYTES else 1
-        n = max(n, 1)
+        pays = sum(s.size_bytes for s in sources) >= PARALLEL_MIN_BYTES
+        n = max(1, min(default_workers(), len(sources) // FILES_PER_WORKER)) if pays else 1
     else:
         n = workers
     if n < 1:
@@ -82,6 +81,8 @@ def read_sources(
             try:
                 outcomes[i] = read(s, on_bytes)
             except AccelscopeError as exc:
+                if not s.from_directory:
+                    raise  # a file the user named fails the import now, not after the rest is read
                 outcomes[i] = exc
             if on_file is not None:
                 on_file(s.size_bytes)

@@ -209,7 +209,7 @@ def analyze(run: Run) -> Report:
         steps=int(basis.group_by("rank").len()["len"].max()) if basis.height else 0,
         real_steps=basis.height > 0 and not basis["name"].str.starts_with(WINDOW_NAME).all(),
         busy_ns_per_step=busy * mean_step if basis_total else 0.0,
-        unit=STEP_WORDS[step_unit(steps["name"], notes)],
+        unit=STEP_WORDS[step_unit(steps["name"])],
     )
     advice = recommend(idle_by_cause, total, steady.height, mean_step, has_device, lambda: dataloader_evidence(run.meta, host_names), evidence,
                        framework_of(run.meta), host_names, lambda c: ops_of(host_ops, c))

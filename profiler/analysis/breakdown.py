@@ -50,15 +50,17 @@ WINDOW_NAME = "window "  # how fallback windows are named ("window 0", ...): not
 STEP_WORDS = {"steps": "step", "iterations": "iteration", "equal windows": "window"}
 
 
-def step_unit(step_names: pl.Series, notes: list[str]) -> str:
-    """What the analysed steps are: "steps" (marked training steps, host or device),
-    "iterations" (a trace without training steps: its own iterations, iterations.py) or
-    "equal windows" (nothing repeating was found: the capture cut into equal parts)."""
-    from accelscope.analysis.iterations import NO_TRAINING_STEPS
+def step_unit(step_names: pl.Series) -> str:
+    """What the analysed steps are, from their names: "equal windows" ("window N": nothing
+    repeating was found, the capture cut into equal parts), "iterations" ("iteration N...":
+    a trace without training steps, its own iterations, iterations.py) or "steps" (marked
+    steps, host or device)."""
+    from accelscope.analysis.iterations import ITERATION_NAME
 
-    if step_names.len() and step_names.str.starts_with(WINDOW_NAME).all():
-        return "equal windows"
-    return "iterations" if any(NO_TRAINING_STEPS in n for n in notes) else "steps"
+    for prefix, unit in ((WINDOW_NAME, "equal windows"), (ITERATION_NAME, "iterations")):
+        if step_names.len() and step_names.str.starts_with(prefix).all():
+            return unit
+    return "steps"
 _STEP_NUMBER = r"#(\d+)$"
 
 

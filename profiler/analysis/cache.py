@@ -18,7 +18,6 @@ costs nothing but the time saved.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import hmac
 import logging
@@ -28,9 +27,9 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from accelscope import __version__, traces
 from accelscope.analysis.analyzer import analyze
 from accelscope.analysis.report import Report
+from accelscope.traces.importer import TRACES_PACKAGE, cache_root, source_digest
 from accelscope.traces.run import LIVE_FILE, META_FILE, Run
 
 log = logging.getLogger("accelscope")
@@ -40,15 +39,10 @@ KEY_FILE = "cache.key"
 _MAC_BYTES = 32
 
 
-@functools.cache
 def code_digest() -> str:
-    """The version and the source of every module the report depends on."""
-    root = Path(__file__).resolve().parents[1]  # accelscope/
-    digest = hashlib.sha256(__version__.encode())
-    for package in (root / "analysis", Path(traces.__file__).parent):
-        for module in sorted(package.glob("*.py")):
-            digest.update(module.name.encode() + b"\0" + module.read_bytes())
-    return digest.hexdigest()
+    """The version and the source of every module the report depends on (the analysis and
+    the trace model)."""
+    return source_digest(Path(__file__).resolve().parent, TRACES_PACKAGE)
 
 
 def content_key(run_path: Path) -> str:
@@ -70,8 +64,6 @@ def content_key(run_path: Path) -> str:
 
 def _secret() -> bytes | None:
     """This user's key for signing caches, made on first use; None when it cannot be kept."""
-    from accelscope.traces.importer import cache_root
-
     path = cache_root() / KEY_FILE
     try:
         return path.read_bytes()

@@ -253,11 +253,8 @@ def gap_slices(gaps: pl.DataFrame) -> pl.DataFrame:
         pl.struct([(pl.col(f"{c}_ns") / 1e6).round(6).alias(c) for c in per_cause]).alias("by_cause_ms") if per_cause else pl.lit(None).alias("by_cause_ms"),
         host_op.alias("host_op"),
     )
+    from accelscope.traces.chrome import GAP_SLICE_SCHEMA
+
     return gaps.select(
-        pl.col("rank").cast(pl.Int64),
-        pl.col("device"),
-        pl.col("start_ns").cast(pl.Int64),
-        pl.col("dur_ns").cast(pl.Int64),
-        (pl.lit("idle: ") + why).alias("name"),
-        args.struct.json_encode().alias("args"),
-    )
+        "rank", "device", "start_ns", "dur_ns", (pl.lit("idle: ") + why).alias("name"), args.struct.json_encode().alias("args"),
+    ).cast(GAP_SLICE_SCHEMA)

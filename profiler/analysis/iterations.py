@@ -138,6 +138,18 @@ def top_level(slices: pl.DataFrame, lane: list[str]) -> pl.DataFrame:
     return ordered.filter(reach.is_null() | (pl.col("end_ns") > reach)).drop("end_ns")
 
 
+def _one_loop(occ: pl.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """Starts and ends of one marker's occurrences (duplicates dropped, in time order), or
+    None when there are too few or they overlap: occurrences on several threads at once are
+    requests served concurrently, not the iterations of one loop."""
+    occ = occ.unique("start_ns").sort("start_ns")
+    s = occ["start_ns"].to_numpy()
+    e = s + occ["dur_ns"].to_numpy()
+    if s.size < MIN_ITERATIONS or (s[1:] < np.maximum.accumulate(e)[:-1]).any():
+        return None
+    return s, e
+
+
 def annotation_windows(events: pl.DataFrame) -> tuple[pl.DataFrame, str] | None:
     """Iterations from the top-level user annotation that repeats and covers the most time,
     GPU-side (per device) before host-side (per thread): each from one occurrence's start to
@@ -160,13 +172,10 @@ def annotation_windows(events: pl.DataFrame) -> tuple[pl.DataFrame, str] | None:
              .filter(pl.col("n") >= MIN_ITERATIONS)
              .sort([pl.col("device") == "cpu", "total_ns", "first_ns", "name"], descending=[False, True, False, False]))
     for device, name, *_ in cands.head(8).iter_rows():  # a handful of names, not events
-        occ = tops.filter((pl.col("device") == device) & (pl.col("name") == name)).unique("start_ns").sort("start_ns")
-        s = occ["start_ns"].to_numpy()
-        e = s + occ["dur_ns"].to_numpy()
-        # Occurrences that overlap (on several threads at once) are requests served
-        # concurrently, not the iterations of one loop.
-        if s.size < MIN_ITERATIONS or (s[1:] < np.maximum.accumulate(e)[:-1]).any():
+        loop = _one_loop(tops.filter((pl.col("device") == device) & (pl.col("name") == name)))
+        if loop is None:
             continue
+        s, e = loop
         ws, we = _work(events, None if device == "cpu" else device)
         if ws.size == 0:
             continue
@@ -212,11 +221,10 @@ def jit_call_windows(events: pl.DataFrame) -> tuple[pl.DataFrame, str] | None:
     if best.height == 0:
         return None
     name = best["name"][0]
-    occ = tops.filter(pl.col("name") == name).unique("start_ns").sort("start_ns")
-    s = occ["start_ns"].to_numpy()
-    e = s + occ["dur_ns"].to_numpy()
-    if (s[1:] < np.maximum.accumulate(e)[:-1]).any():  # calls from several threads at once: no one loop
+    loop = _one_loop(tops.filter(pl.col("name") == name))
+    if loop is None:
         return None
+    s, e = loop
     _, we = _work(events)
     win_s, win_e = periodic_windows(s, e, int(we[-1]) if we.size else int(e[-1]))
     function = re.match(JIT_CALL, name).group(1)  # type: ignore[union-attr]

@@ -153,7 +153,7 @@ class Report:
     def step_unit(self) -> str:
         """What the rows of ``steps`` are: "steps", "iterations" or "equal windows"
         (``breakdown.step_unit``)."""
-        return step_unit(self.steps["name"], self.notes)
+        return step_unit(self.steps["name"])
 
     @property
     def step_word(self) -> str:
