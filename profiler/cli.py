@@ -25,23 +25,23 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def _open(path: str, workers: int | None = None):
+def _open(path: str, workers: int | None = None, cluster: str | None = None):
     """A run directory, or a trace file/directory imported on the fly (cached), its files
-    read by ``workers`` processes (None: every core)."""
+    read by ``workers`` processes (None: every core), or on the Dask cluster at ``cluster``."""
     from accelscope.traces.importer import resolve_run
     from accelscope.traces.run import Run
 
     def announce(src: Path, dest: Path) -> None:
         print(f"importing {src} -> {dest}", file=sys.stderr, flush=True)
 
-    return Run.open(resolve_run(path, on_import=announce, workers=workers))
+    return Run.open(resolve_run(path, on_import=announce, workers=workers, cluster=cluster))
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from accelscope.traces.importer import import_traces
     from accelscope.traces.run import Run
 
-    out = import_traces(args.paths, args.output, force=args.force, workers=args.workers)
+    out = import_traces(args.paths, args.output, force=args.force, workers=args.workers, cluster=args.cluster)
     run = Run.open(out)
     ranks = run.meta.get("ranks", [])
     print(f"imported {run.events.height:,} events from {len(run.meta.get('sources', []))} file(s), "
@@ -54,7 +54,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from accelscope.analysis.cache import analyze_cached
     from accelscope.text import print_report
 
-    report = analyze_cached(_open(args.run, args.workers))
+    report = analyze_cached(_open(args.run, args.workers, args.cluster))
     doc = report.to_dict()
     crossed = check_gates(doc, args.fail_if or [])
     if args.json:
@@ -86,7 +86,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.per_rank:
         if out.exists() and any(out.iterdir()) and not args.force:
             return _fail(f"{out} exists and is not empty (use --force to write into it)")
-        run = _open(args.run, args.workers)
+        run = _open(args.run, args.workers, args.cluster)
         files = export_per_rank(run, out, gaps=None if args.no_gaps else _idle_gaps(run))
         print(f"wrote {len(files)} file(s), one per rank, into {out} (HTA: TraceAnalysis(trace_dir={str(out)!r}))")
         return 0
@@ -94,7 +94,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _fail(f"{out}: the output must end in .json or .json.gz")
     if out.exists() and not args.force:
         return _fail(f"{out} exists (use --force to overwrite)")
-    run = _open(args.run, args.workers)
+    run = _open(args.run, args.workers, args.cluster)
     path = export_chrome_trace(run, out, gaps=None if args.no_gaps else _idle_gaps(run))
     print(f"wrote {path} (open it in https://ui.perfetto.dev or chrome://tracing)")
     return 0
@@ -105,7 +105,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from accelscope.analysis.compare import compare
     from accelscope.text import print_comparison
 
-    cmp = compare(analyze_cached(_open(args.a, args.workers)), analyze_cached(_open(args.b, args.workers)))
+    cmp = compare(analyze_cached(_open(args.a, args.workers, args.cluster)), analyze_cached(_open(args.b, args.workers, args.cluster)))
     if args.json:
         print(json.dumps(cmp.to_dict(), indent=2))
     else:
@@ -135,7 +135,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return _fail(f"{out}: the report must end in .html")
     if out.exists() and not args.force:
         return _fail(f"{out} exists (use --force to overwrite)")
-    path = write_report(_open(args.run, args.workers).path, out)
+    path = write_report(_open(args.run, args.workers, args.cluster).path, out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline)")
     return 0
 
@@ -173,7 +173,7 @@ def _serve(runs: Sequence[str], host: str, port: int, token: str | None = None, 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     # The extra and the address first (one line each), then import and validate every run.
     _check_serving(args.host, args.port)
-    runs = [str(_open(run, args.workers).path) for run in args.runs]
+    runs = [str(_open(run, args.workers, args.cluster).path) for run in args.runs]
     return _serve(runs, args.host, args.port, args.token, args.no_token)
 
 
@@ -217,6 +217,9 @@ def _workers_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_positive, default=None, metavar="N",
                    help="processes reading trace files, one rank file each (default: up to every core for jobs of "
                         "8 MiB and 4 files per process or more; 1: one by one)")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="read the trace files on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786), one task "
+                        "per rank file; the run directory must be on storage its workers can write (needs the cluster extra)")
 
 
 def build_parser() -> argparse.ArgumentParser:

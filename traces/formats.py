@@ -32,13 +32,20 @@ SNIFF_BYTES = 256  # of the (decompressed) start of a file
 class Source:
     """One trace file to import, with the name of the format it was recognised as."""
 
-    path: Path
+    path: Path  # a local file; for a URL, the path part of it (its name and endings)
     format: str  # a TraceFormat's name
     from_directory: bool = False  # found by walking a directory, not named by the user
+    url: str = ""  # an fsspec URL (``s3://``, ``memory://``, ...) it is read from, if not local
+    size: int | None = None  # the size in bytes where listing gave it (a URL's)
 
     @property
     def size_bytes(self) -> int:
-        return self.path.stat().st_size
+        return self.size if self.size is not None else self.path.stat().st_size
+
+    @property
+    def location(self) -> str:
+        """Where it is read from, as the user would name it: the URL or the path."""
+        return self.url or str(self.path)
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Accepts every format in ``formats.FORMATS`` (Kineto JSON ``.json``/``.json.gz``, XPlane
 ``.xplane.pb``), directories of them (one file per rank), and TensorBoard log directories
 (``plugins/profile/<session>/``).
-Several files make one run with a rank column; see ``align_ranks`` for the clocks.
+Several files make one multi-rank run, each rank written as its own part where it is read
+(traces/assemble.py, which also lines up the clocks).
 
 An import is written to a temporary directory beside the target and renamed into place
 only when complete, so a failed import never leaves a run that looks complete, and an
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -24,17 +24,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from accelscope import __version__
 from accelscope.errors import AccelscopeError
-from accelscope.traces import formats, ranks
-from accelscope.traces import schema as S
+from accelscope.traces import formats, ranks, remote
+from accelscope.traces.assemble import PartSummary, alignment, assemble, update_run_meta, write_part
 from accelscope.traces.formats import RankTrace, Source
 from accelscope.traces.parallel import read_sources
-from accelscope.traces.run import META_FILE, write_run
+from accelscope.traces.run import META_FILE, Run
 
 log = logging.getLogger("accelscope")
 
@@ -61,6 +57,9 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Source], lis
     sources: list[Source] = []
     notes: list[str] = []
     for raw in paths:
+        if remote.is_url(str(raw)):
+            sources.extend(remote.discover_url(str(raw)))
+            continue
         p = Path(raw)
         if not p.exists():
             raise TraceImportError(f"{p}: no such file or directory")
@@ -106,53 +105,6 @@ def read_source(source: Source, on_bytes: Callable[[int], None] | None = None) -
         raise hinted from None
 
 
-def _step_starts(events: pa.Table) -> dict[str, int]:
-    steps = events.filter(pc.equal(events.column("kind"), S.STEP))
-    out: dict[str, int] = {}
-    for name, start in zip(steps.column("name").to_pylist(), steps.column("start_ns").to_pylist()):
-        out[name] = min(start, out.get(name, start))
-    return out
-
-
-def align_ranks(traces: list[RankTrace]) -> dict[str, Any]:
-    """Put every rank on one clock; returns the method and per-rank offsets for the metadata.
-
-    Ranks recorded on epoch clocks (Kineto, anchored XPlane) are already on one clock up
-    to the hosts' clock sync (NTP: usually well under a millisecond). They are kept as
-    recorded when their time ranges overlap, and the skew is only estimated: the spread
-    of the start of the first step all ranks share (steps start together when the job
-    synchronises every step). Ranks whose ranges do not overlap at all (relative clocks,
-    or a host with a wrong clock) are shifted so that the first shared step, else the
-    first event, starts at the same time as on the lowest rank.
-    """
-    if len(traces) < 2:
-        return {"method": "single rank"}
-    ranges = [(int(pc.min(t.events.column("start_ns")).as_py()), int(pc.max(pc.add(t.events.column("start_ns"), t.events.column("dur_ns"))).as_py())) for t in traces]
-    overlap = max(r[0] for r in ranges) < min(r[1] for r in ranges)
-    starts = [_step_starts(t.events) for t in traces]
-    common = set(starts[0]).intersection(*starts[1:])
-    first_common = min(common, key=lambda n: starts[0][n]) if common else None
-    if overlap:
-        skew = None
-        if first_common is not None:
-            values = [s[first_common] for s in starts]
-            skew = max(values) - min(values)
-        return {"method": "as recorded (epoch clocks overlap)", "reference_step": first_common, "estimated_skew_ns": skew, "offsets_ns": {str(t.rank): 0 for t in traces}}
-    ref = traces[0]
-    offsets = {}
-    for t, s, r in zip(traces, starts, ranges):
-        offset = (starts[0][first_common] - s[first_common]) if first_common is not None else (ranges[0][0] - r[0])
-        offsets[str(t.rank)] = int(offset)
-        if offset:
-            t.events = t.events.set_column(0, "start_ns", pc.add(t.events.column("start_ns"), pa.scalar(int(offset), pa.int64())))
-            if t.counters is not None and t.counters.num_rows:
-                i = t.counters.schema.get_field_index("time_ns")
-                t.counters = t.counters.set_column(i, "time_ns", pc.add(t.counters.column("time_ns"), pa.scalar(int(offset), pa.int64())))
-    del ref
-    method = f"shifted to align the start of {first_common}" if first_common is not None else "shifted to align the first event"
-    return {"method": method, "reference_step": first_common, "offsets_ns": offsets}
-
-
 class _Progress:
     """A progress bar over input bytes, shown only when an import runs longer than ~1.5 s."""
 
@@ -190,6 +142,9 @@ class _Progress:
 def _fingerprint(sources: list[Source]) -> list[dict[str, Any]]:
     out = []
     for s in sources:
+        if s.url:
+            out.append(remote.fingerprint(s))
+            continue
         st = s.path.stat()
         out.append({"path": str(s.path.resolve()), "format": s.format, "size_bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
     return out
@@ -203,58 +158,54 @@ def import_traces(
     progress: bool = True,
     extra_meta: dict[str, Any] | None = None,
     workers: int | None = None,
+    cluster: str | None = None,
 ) -> Path:
-    """Import trace files into the run directory ``out`` and return its path.
+    """Import trace files (paths, or fsspec URLs) into the run directory ``out`` and return its path.
 
-    ``workers``: processes reading the files, one file (rank) per task (None: every core;
-    1: one by one in this process; see ``traces/parallel.py``). A file of a directory that
-    cannot be read is left out with a note and listed in ``meta.failed_sources``."""
+    Each file (rank) is read and written as its own rank part by one task (traces/assemble.py):
+    ``workers`` processes here (None: every core where a pool pays; 1: one by one in this
+    process; see traces/parallel.py), or the Dask cluster at ``cluster`` (traces/cluster.py;
+    ``out`` must then be on storage its workers can write). A file of a directory that cannot
+    be read is left out with a note and listed in ``meta.failed_sources``."""
     out = Path(out)
     if out.exists() and not force:
         raise TraceImportError(f"{out} exists (use --force to replace it)")
     sources, notes = discover(paths)
-    bar = _Progress(sum(s.size_bytes for s in sources), progress)
-    try:
-        got = read_sources(sources, read_source, workers, on_bytes=bar.update, on_file=bar.file_done)
-    finally:
-        bar.close()
-    traces = got.traces
-    notes += got.notes
-    for f in got.failed:
-        notes.append(f"left out {f['error']}")
-    if not traces:
-        raise TraceImportError(f"{', '.join(map(str, paths))}: nothing importable ({'; '.join(notes)})")
-    sources = [t.source for t in traces]
-    if len(traces) > 1:
-        _resolve_ranks(traces)
-    traces.sort(key=lambda t: t.rank)
-    alignment = align_ranks(traces)
-    events = pa.concat_tables([t.events.cast(S.EVENT_SCHEMA) for t in traces])
-    counters = [t.counters.cast(S.COUNTER_SCHEMA) for t in traces if t.counters is not None and t.counters.num_rows]
-    counters_table = pa.concat_tables(counters) if counters else None
-    meta = _merge_meta(traces)
-    meta.update(
-        accelscope_version=__version__,
-        imported=True,
-        ranks=[t.rank for t in traces],
-        rank=traces[0].rank,
-        clock_alignment=alignment,
-        sources=[dict(fp, rank=t.rank, rank_source=t.rank_source, events=t.events.num_rows) for fp, t in zip(_fingerprint(sources), traces)],
-        import_notes=notes,
-        failed_sources=got.failed,
-        steps=int(pc.sum(pc.equal(events.column("kind"), S.STEP)).as_py() or 0),
-        start_ns=int(pc.min(events.column("start_ns")).as_py()),
-        end_ns=int(pc.max(pc.add(events.column("start_ns"), events.column("dur_ns"))).as_py()),
-    )
-    if extra_meta:
-        meta.update(extra_meta)
-    for note in notes:
-        log.warning("accelscope: %s", note)
     tmp = out.with_name(f".{out.name}.importing-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
+    bar = _Progress(sum(s.size_bytes for s in sources), progress)
     try:
-        write_run(tmp, events, counters_table, meta)
+        tmp.mkdir(parents=True)
+        task = functools.partial(write_part, out_dir=str(tmp.resolve()))
+        try:
+            got = read_sources(sources, task, workers, on_bytes=bar.update, on_file=bar.file_done, cluster=cluster)
+        finally:
+            bar.close()
+        parts: list[PartSummary] = got.traces
+        notes += got.notes
+        for f in got.failed:
+            notes.append(f"left out {f['error']}")
+        if not parts:
+            raise TraceImportError(f"{', '.join(map(str, paths))}: nothing importable ({'; '.join(notes)})")
+        if len(parts) > 1:
+            _resolve_ranks(parts)
+        parts.sort(key=lambda p: p.rank)
+        meta = _run_meta(parts)
+        meta.update(
+            accelscope_version=__version__,
+            clock_alignment=alignment(parts),
+            sources=[dict(fp, rank=p.rank, rank_source=p.rank_source, events=p.events) for fp, p in zip(_fingerprint([p.source for p in parts]), parts)],
+            import_notes=notes,
+            failed_sources=got.failed,
+            missing_ranks=_missing_ranks(got.failed, {p.rank for p in parts}),
+            steps=sum(p.steps for p in parts),
+        )
+        if extra_meta:
+            meta.update(extra_meta)
+        for note in notes:
+            log.warning("accelscope: %s", note)
+        assemble(tmp, parts, meta)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -264,42 +215,35 @@ def import_traces(
     return out
 
 
-def _resolve_ranks(traces: list[RankTrace]) -> None:
-    seen: dict[int, RankTrace] = {}
-    defaulted = [t for t in traces if t.rank_source == "default"]
-    if len(defaulted) == len(traces):
-        # No rank anywhere: number the files in name order, and say so in the metadata.
-        for i, t in enumerate(sorted(traces, key=lambda t: str(t.source.path))):
-            t.rank, t.rank_source = i, "file order"
-            t.events = t.events.set_column(t.events.schema.get_field_index("rank"), "rank", pa.array(np.full(t.events.num_rows, i, dtype=np.int32)))
-            if t.counters is not None and t.counters.num_rows:
-                t.counters = t.counters.set_column(t.counters.schema.get_field_index("rank"), "rank", pa.array(np.full(t.counters.num_rows, i, dtype=np.int32)))
-            for th in (*t.meta.get("threads", []), *t.meta.get("streams", [])):
-                th["rank"] = i
-    for t in traces:
-        if t.rank in seen:
-            raise TraceImportError(f"{t.source.path}: duplicate rank {t.rank} (also in {seen[t.rank].source.path})")
-        seen[t.rank] = t
+def _resolve_ranks(parts: list[PartSummary]) -> None:
+    seen: dict[int, PartSummary] = {}
+    if all(p.rank_source == "default" for p in parts):
+        # No rank anywhere: number the files in name order, and say so in the metadata
+        # (a rank part's rank is its directory's name, which the reader gives every row).
+        for i, p in enumerate(sorted(parts, key=lambda p: p.source.location)):
+            p.rank, p.rank_source = i, "file order"
+    for p in parts:
+        if p.rank in seen:
+            raise TraceImportError(f"{p.source.location}: duplicate rank {p.rank} (also in {seen[p.rank].source.location})")
+        seen[p.rank] = p
 
 
-def _merge_meta(traces: list[RankTrace]) -> dict[str, Any]:
-    first = traces[0].meta
+def _missing_ranks(failed: list[dict[str, str]], read: set[int]) -> list[int]:
+    """The ranks of files that failed, where their names say them (``rank-3.json``)."""
+    from accelscope.traces.kineto import rank_from_file_name
+
+    found = {rank_from_file_name(Path(f["path"])) for f in failed}
+    return sorted(r for r in found if r is not None and r not in read)
+
+
+def _run_meta(parts: list[PartSummary]) -> dict[str, Any]:
+    """The import's run-wide metadata: every rank's devices, and what marks an import."""
     devices: dict[str, dict[str, Any]] = {}
-    threads: list[dict[str, Any]] = []
-    streams: list[dict[str, Any]] = []
-    for t in traces:
-        for d in t.meta.get("devices", []):
+    for p in parts:
+        for d in p.meta.get("devices", []):
             devices.setdefault(d["id"], d)
-        threads.extend(t.meta.get("threads", []))
-        streams.extend(t.meta.get("streams", []))
-    meta = {k: v for k, v in first.items() if k not in ("threads", "streams", "devices", "source")}
-    meta["devices"] = list(devices.values())
-    meta["threads"] = threads
-    if streams:
-        meta["streams"] = streams
-    meta["complete"] = True
-    meta["mode"] = "imported"
-    return meta
+    return {"devices": list(devices.values()), "complete": True, "mode": "imported", "imported": True,
+            "ranks": [p.rank for p in parts], "rank": parts[0].rank}
 
 
 # -- import on the fly, with a cache -------------------------------------------------------------
@@ -336,16 +280,24 @@ def importer_fingerprint() -> str:
     return source_digest(TRACES_PACKAGE)[:16]
 
 
+def _run_meta_of(run_dir: Path) -> dict[str, Any]:
+    """A run's metadata, either layout ({} when it is not a readable run)."""
+    try:
+        return Run.open(run_dir).meta
+    except (AccelscopeError, OSError, ValueError):
+        return {}
+
+
 def _cache_is_fresh(run_dir: Path, sources: list[Source]) -> bool:
     """A cached import is reused while its inputs' sizes and times are unchanged and the
     code that made it is this one (``importer_fingerprint``)."""
-    try:
-        meta = json.loads((run_dir / META_FILE).read_text())
-    except (OSError, ValueError):
-        return False
+    meta = _run_meta_of(run_dir)
     cached = [{k: s.get(k) for k in ("path", "format", "size_bytes", "mtime_ns")} for s in meta.get("sources", [])]
-    return (bool(meta.get("import_cache")) and meta.get("complete") and meta.get("importer") == importer_fingerprint()
-            and cached == _fingerprint(sources))
+    try:
+        now = _fingerprint(sources)
+    except (OSError, AccelscopeError):
+        return False
+    return bool(meta.get("import_cache")) and bool(meta.get("complete")) and meta.get("importer") == importer_fingerprint() and cached == now
 
 
 def _writable(directory: Path) -> bool:
@@ -372,21 +324,16 @@ def source_name(path: Path) -> str:
 
 def _name_cached_run(run_dir: Path, name: str) -> None:
     """Record ``name`` in a cached run imported before runs carried their source's name."""
-    meta_path = run_dir / META_FILE
-    meta = json.loads(meta_path.read_text())
-    if meta.get("source_name") == name:
+    if _run_meta_of(run_dir).get("source_name") == name:
         return
-    meta["source_name"] = name
-    tmp = meta_path.with_name(f".{META_FILE}.{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, meta_path)
+        update_run_meta(run_dir, source_name=name)
     except OSError:
-        tmp.unlink(missing_ok=True)  # a read-only cache keeps its old name
+        pass  # a read-only cache keeps its old name
 
 
 def resolve_run(path: str | os.PathLike[str], *, progress: bool = True, on_import: Callable[[Path, Path], None] | None = None,
-                workers: int | None = None) -> Path:
+                workers: int | None = None, cluster: str | None = None) -> Path:
     """The run directory for ``path``: itself if it is a run, else an imported (cached) run.
 
     The cache lives beside the input (``trace.json.gz.accelscope/``, or
@@ -394,19 +341,22 @@ def resolve_run(path: str | os.PathLike[str], *, progress: bool = True, on_impor
     ``$ACCELSCOPE_CACHE_DIR`` (default ``~/.cache/accelscope``). It is reused while the
     inputs' sizes and modification times are unchanged and this accelscope's import code
     made it (an upgrade re-imports). A directory at the cache path that
-    is not accelscope's own cache is never touched.
+    is not accelscope's own cache is never touched. A URL's import is cached under
+    ``$ACCELSCOPE_CACHE_DIR`` only.
     """
+    url = remote.is_url(str(path))
     p = Path(path)
-    if is_run_dir(p):
+    if not url and is_run_dir(p):
         return p
-    sources, _ = discover([p])
-    name = source_name(p)
-    for candidate in _cache_candidates(p):
+    sources, _ = discover([str(path) if url else p])
+    name = source_name(p) if not url else str(path).rstrip("/").rsplit("/", 1)[-1]
+    candidates = [cache_root() / f"{name}-{hashlib.sha256(str(path).encode()).hexdigest()[:16]}"] if url else _cache_candidates(p)
+    for candidate in candidates:
         if candidate.exists():
             if is_run_dir(candidate) and _cache_is_fresh(candidate, sources):
                 _name_cached_run(candidate, name)
                 return candidate
-            if not (is_run_dir(candidate) and json.loads((candidate / META_FILE).read_text()).get("import_cache")):
+            if not (is_run_dir(candidate) and _run_meta_of(candidate).get("import_cache")):
                 continue  # something else lives there: leave it alone
         try:
             candidate.parent.mkdir(parents=True, exist_ok=True)
@@ -414,7 +364,7 @@ def resolve_run(path: str | os.PathLike[str], *, progress: bool = True, on_impor
                 continue
             if on_import is not None:
                 on_import(p, candidate)
-            return import_traces([p], candidate, force=True, progress=progress, workers=workers,
+            return import_traces([str(path) if url else p], candidate, force=True, progress=progress, workers=workers, cluster=cluster,
                                  extra_meta={"import_cache": True, "source_name": name, "importer": importer_fingerprint()})
         except PermissionError:
             continue

@@ -25,7 +25,7 @@ from multiprocessing import get_context
 from typing import Any
 
 from accelscope.errors import AccelscopeError
-from accelscope.traces.formats import RankTrace, Source
+from accelscope.traces.formats import Source
 
 # ``workers=None`` uses a pool only where it pays: starting a worker (a fresh interpreter
 # importing Polars and Arrow, ~0.4 s) and sending each rank's table back cost about as
@@ -49,25 +49,34 @@ def default_workers() -> int:
 
 @dataclass
 class ReadResult:
-    """What reading a list of sources gave: the traces read, notes (files skipped as not
-    traces), and the files that failed (``{"path", "error"}``), in the sources' order."""
+    """What reading a list of sources gave: what each read returned (``traces``), notes
+    (files skipped as not traces), and the files that failed (``{"path", "error"}``), in
+    the sources' order."""
 
-    traces: list[RankTrace] = field(default_factory=list)
+    traces: list[Any] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
 
 
 def read_sources(
     sources: list[Source],
-    read: Callable[..., RankTrace],
+    read: Callable[..., Any],
     workers: int | None = None,
     on_bytes: Callable[[int], None] | None = None,
     on_file: Callable[[int], None] | None = None,
+    cluster: str | None = None,
 ) -> ReadResult:
     """Read every source with ``read(source, on_bytes)``; ``workers`` processes (None: up to
     every core, where a pool pays, see PARALLEL_MIN_BYTES; 1, or a single source: in this
-    process, with byte-level progress through ``on_bytes``). ``on_file(size_bytes)`` is
-    called as each file is done."""
+    process, with byte-level progress through ``on_bytes``), or the tasks of the Dask
+    cluster at ``cluster`` (traces/cluster.py). ``on_file(size_bytes)`` is called as each
+    file is done."""
+    outcomes: dict[int, Any] = {}
+    if cluster is not None:
+        from accelscope.traces.cluster import read_on_cluster
+
+        read_on_cluster(cluster, sources, read, outcomes, on_file)
+        return _sorted_out(sources, outcomes)
     if workers is None:
         pays = sum(s.size_bytes for s in sources) >= PARALLEL_MIN_BYTES
         n = max(1, min(default_workers(), len(sources) // FILES_PER_WORKER)) if pays else 1
@@ -75,7 +84,6 @@ def read_sources(
         n = workers
     if n < 1:
         raise AccelscopeError(f"--workers {n}: give a number of processes of at least 1 (1 reads the files one by one)")
-    outcomes: dict[int, RankTrace | BaseException] = {}
     if n == 1 or len(sources) == 1:
         for i, s in enumerate(sources):
             try:
@@ -91,19 +99,19 @@ def read_sources(
     return _sorted_out(sources, outcomes)
 
 
-def _read_in_pool(sources: list[Source], read: Callable[..., RankTrace], n: int, outcomes: dict[int, Any], on_file: Callable[[int], None] | None) -> None:
+def _read_in_pool(sources: list[Source], read: Callable[..., Any], n: int, outcomes: dict[int, Any], on_file: Callable[[int], None] | None) -> None:
     """Fill ``outcomes`` (index -> trace or exception) from a pool of ``n`` spawned workers,
     the largest files first so that one big rank does not finish last alone."""
     order = sorted(range(len(sources)), key=lambda i: -sources[i].size_bytes)
     pending = _run_pool(sources, read, n, order, outcomes, on_file)
     for i in pending:  # a worker died: each unfinished file again, alone, to find the one that kills it
         if _run_pool(sources, read, 1, [i], outcomes, on_file):
-            outcomes[i] = AccelscopeError(f"{sources[i].path}: {WORKER_DIED}")
+            outcomes[i] = AccelscopeError(f"{sources[i].location}: {WORKER_DIED}")
             if on_file is not None:
                 on_file(sources[i].size_bytes)
 
 
-def _run_pool(sources: list[Source], read: Callable[..., RankTrace], n: int, order: list[int], outcomes: dict[int, Any],
+def _run_pool(sources: list[Source], read: Callable[..., Any], n: int, order: list[int], outcomes: dict[int, Any],
               on_file: Callable[[int], None] | None) -> list[int]:
     """Read ``order`` in a pool of ``n``; return the indices left unread when a worker died."""
     with ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn")) as pool:
@@ -131,15 +139,15 @@ def _sorted_out(sources: list[Source], outcomes: dict[int, Any]) -> ReadResult:
     from accelscope.traces.kineto import NotATraceError
 
     out = ReadResult()
-    read_any = any(isinstance(o, RankTrace) for o in outcomes.values())
+    read_any = any(not isinstance(o, BaseException) for o in outcomes.values())
     for i, s in enumerate(sources):
         o = outcomes[i]
-        if isinstance(o, RankTrace):
+        if not isinstance(o, BaseException):
             out.traces.append(o)
         elif isinstance(o, NotATraceError) and s.from_directory:
             out.notes.append(f"skipped {o}")
         elif s.from_directory and read_any:
-            out.failed.append({"path": str(s.path), "error": str(o)})
+            out.failed.append({"path": s.location, "error": str(o)})
         else:
             raise o
     return out

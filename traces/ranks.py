@@ -177,7 +177,7 @@ def merge_meta(path: Path, parts: list[tuple[int, dict[str, Any]]]) -> dict[str,
     incomplete or missing."""
     job = job_meta(path)
     first = parts[0][1]
-    meta: dict[str, Any] = {k: v for k, v in first.items() if k not in ("rank", "pid", "clock_sync")}
+    meta: dict[str, Any] = {k: v for k, v in first.items() if k not in ("rank", "pid", "clock_sync", "source")}
     ranks = [r for r, _ in parts]
     world = job.get("world_size") if isinstance(job.get("world_size"), int) else None
     incomplete = [r for r, m in parts if not m.get("complete", False)]
@@ -201,6 +201,10 @@ def merge_meta(path: Path, parts: list[tuple[int, dict[str, Any]]]) -> dict[str,
         meta["traced_steps"] = traced
     meta["rank_parts"] = [_part_summary(r, m) for r, m in parts]
     meta["job"] = {k: job[k] for k in ("key", "world_size", "created_ns") if k in job}
+    # An import's run-wide fields (traces/assemble.py): its sources, notes, clock alignment.
+    run_meta = job.get("run_meta")
+    if isinstance(run_meta, dict):
+        meta.update(run_meta)
     return meta
 
 

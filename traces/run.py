@@ -49,7 +49,7 @@ _PART_RE = re.compile(r"^(part|compacted)-(\d{6,})\.parquet$")
 MAX_PENDING_ROWS = 2_000_000
 
 
-def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=1, sort_keys=True, default=str)
@@ -57,7 +57,7 @@ def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
@@ -180,14 +180,14 @@ class RunWriter:
                 table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
                 part = self.path / name / f"part-{self._part[name] + 1:06d}.parquet"
                 try:
-                    _write_parquet_atomic(table, part)
+                    write_parquet_atomic(table, part)
                     self._part[name] += 1
                 except OSError as exc:
                     self._note_error(f"cannot write {part}: {exc}")
                     self._requeue(name, table)
             if self._meta_dirty:
                 try:
-                    _write_json_atomic(self.path / META_FILE, self.meta)
+                    write_json_atomic(self.path / META_FILE, self.meta)
                     self._meta_dirty = False
                 except OSError as exc:
                     self._note_error(f"cannot write {self.path / META_FILE}: {exc}")
@@ -206,7 +206,7 @@ class RunWriter:
         self._meta_dirty = True
 
     def _flush_meta(self) -> None:
-        _write_json_atomic(self.path / META_FILE, self.meta)
+        write_json_atomic(self.path / META_FILE, self.meta)
         self._meta_dirty = False
 
     def close(self, **final_meta: Any) -> None:
@@ -260,7 +260,7 @@ def compact(directory: Path) -> None:
         return
     last = max(int(_PART_RE.match(p.name).group(2)) for p in parts)
     table = pa.concat_tables([pq.read_table(p) for p in parts])
-    _write_parquet_atomic(table, directory / f"compacted-{last:06d}.parquet")
+    write_parquet_atomic(table, directory / f"compacted-{last:06d}.parquet")
     for p in parts:
         p.unlink(missing_ok=True)
 

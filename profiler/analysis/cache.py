@@ -30,6 +30,7 @@ from pathlib import Path
 from accelscope.analysis.analyzer import analyze
 from accelscope.analysis.report import Report
 from accelscope.traces.importer import TRACES_PACKAGE, cache_root, source_digest
+from accelscope.traces.ranks import JOB_FILE
 from accelscope.traces.run import LIVE_FILE, META_FILE, Run
 
 log = logging.getLogger("accelscope")
@@ -46,7 +47,7 @@ def code_digest() -> str:
 
 
 def content_key(run_path: Path) -> str:
-    """A digest of the code and of what the run holds now (``meta.json``'s bytes, every
+    """A digest of the code and of what the run holds now (``meta.json``'s and ``job.json``'s bytes, every
     Parquet part's relative path, size and mtime); the cache and live status are left out."""
     digest = hashlib.sha256(code_digest().encode())
     for dirpath, dirnames, files in os.walk(run_path):
@@ -54,7 +55,7 @@ def content_key(run_path: Path) -> str:
         for name in sorted(files):
             path = Path(dirpath) / name
             rel = str(path.relative_to(run_path)).encode()
-            if name == META_FILE:
+            if name in (META_FILE, JOB_FILE):
                 digest.update(rel + b"\0" + path.read_bytes())
             elif name.endswith(".parquet") and name != LIVE_FILE:
                 st = path.stat()

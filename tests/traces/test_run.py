@@ -86,7 +86,7 @@ def test_parts_covered_by_a_compacted_file_are_not_read_twice(tmp_path):
 
 
 def test_full_disk_keeps_rows_and_retries(tmp_path, monkeypatch, caplog):
-    real = run_mod._write_parquet_atomic
+    real = run_mod.write_parquet_atomic
     failures = {"left": 2}
 
     def flaky(table, path):
@@ -95,7 +95,7 @@ def test_full_disk_keeps_rows_and_retries(tmp_path, monkeypatch, caplog):
             raise OSError(28, "No space left on device")
         real(table, path)
 
-    monkeypatch.setattr(run_mod, "_write_parquet_atomic", flaky)
+    monkeypatch.setattr(run_mod, "write_parquet_atomic", flaky)
     w = RunWriter(tmp_path / "r", {}, flush_interval_s=3600)
     w.add_event(_event(1))
     w.flush()  # fails: the row must be kept
