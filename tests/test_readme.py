@@ -69,7 +69,8 @@ SKIPPED = {
     "torchrun --nproc_per_node": "needs a multi-process launcher; torchrun jobs are tests/profiler/test_distributed.py "
                                  "and the ddp_job tests of tests/profiler/test_cli.py",
 }
-RUN = ('with accelscope.profile("runs/exp1")', "accelscope.keras.ProfileCallback", "accelscope analyze runs/exp1")
+RUN = ('with accelscope.profile("runs/exp1")', "accelscope.keras.ProfileCallback", "accelscope analyze runs/exp1",
+       "--cluster tcp://scheduler:8786")
 
 
 def blocks() -> list[tuple[str, str]]:
@@ -209,3 +210,21 @@ def test_the_cli_snippet_serves_the_dashboard_where_it_says(cli_dir):
     finally:
         proc.terminate()
         proc.communicate(timeout=60)
+
+
+def test_the_cluster_snippet_imports_on_a_local_cluster(tmp_path, shared_dir):
+    """The cluster snippet's lines, with a LocalCluster started here for the scheduler, the real
+    8-rank DLRM job for the traces (the URL line: its file:// URL) and tmp_path for /shared/jobs."""
+    pytest.importorskip("distributed", reason="the cluster extra runs the cluster snippet")
+    from distributed import LocalCluster
+
+    job = shared_dir / "traces/more/param-dlrm-8rank"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        for line in shell_lines(RUN[3]):
+            line = (line.replace("tcp://scheduler:8786", cluster.scheduler_address).replace("/shared/jobs/run42/traces", str(job))
+                    .replace("s3://bucket/run43/", job.as_uri()).replace("/shared/jobs/", f"{tmp_path}/"))
+            proc = _bash(line, tmp_path)
+            assert proc.returncode == 0, (line, proc.stderr)
+            if line.startswith("accelscope analyze"):
+                assert "8 ranks" in proc.stdout or "rank 7" in proc.stdout, proc.stdout[:500]
+    assert (tmp_path / "run42/accelscope/rank-7").is_dir() and (tmp_path / "run43/accelscope/rank-7").is_dir()

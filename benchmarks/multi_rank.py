@@ -13,7 +13,7 @@ Three measurements, each against a baseline taken in the same run:
   repeated to the same 1M events (target: cross-rank analysis within 2x the single-rank
   time per event). Each timing in a fresh child process, median of ``--repeat``.
 
-    python benchmarks/distributed.py [overhead|clock|analysis|all] [--rounds 5] [--steps 80]
+    python benchmarks/multi_rank.py [overhead|clock|analysis|all] [--rounds 5] [--steps 80]
 """
 
 from __future__ import annotations
