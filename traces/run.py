@@ -43,6 +43,7 @@ LIVE_FILE = "live.json"  # the recorder's live analysis status (accelscope.live)
 TABLES = {"events": EVENT_SCHEMA, "counters": COUNTER_SCHEMA}
 # The tables' Arrow types as Polars types (pl.from_arrow on an empty table would import pandas).
 _POLARS_TYPES = {pa.int64(): pl.Int64, pa.int32(): pl.Int32, pa.float64(): pl.Float64, pa.string(): pl.String}
+SLICE_COLUMNS = tuple(c for c in EVENT_COLUMNS if c != "args")  # what analysis and drawing read
 _PART_RE = re.compile(r"^(part|compacted)-(\d{6,})\.parquet$")
 # Rows kept in memory while the disk refuses writes; beyond this the oldest are dropped
 # (and counted) so that a full disk cannot exhaust the training job's memory.
@@ -325,13 +326,14 @@ class Run:
             self._cache[key] = self._read(name, columns)
         return self._cache[key]
 
-    def _read(self, name: str, columns: tuple[str, ...] | None, where: pl.Expr | None = None) -> pl.DataFrame:
+    def _read(self, name: str, columns: tuple[str, ...] | None, where: pl.Expr | None = None,
+              parts: list[tuple[int, Path, list[tuple[int, int]]]] | None = None) -> pl.DataFrame:
         """One table (``columns`` of it, the rows ``where`` holds) from every part of every
-        rank, each rank's times moved onto the run's clock."""
+        rank (or of ``parts``), each rank's times moved onto the run's clock."""
         schema = TABLES[name] if columns is None else pa.schema([TABLES[name].field(c) for c in columns])
         empty = pl.DataFrame(schema={f.name: _POLARS_TYPES[f.type] for f in schema})
         frames = []
-        for rank, directory, samples in self.parts or [(None, self.path, [])]:
+        for rank, directory, samples in parts or self.parts or [(None, self.path, [])]:
             fixes = ranks.shift_exprs(list(schema.names), samples)
             if rank is not None and "rank" in schema.names:
                 fixes.append(pl.lit(rank, dtype=pl.Int32).alias("rank"))
@@ -360,7 +362,7 @@ class Run:
     def slices(self) -> pl.DataFrame:
         """The events table without ``args``: what analysis and drawing need. The args
         JSON is most of a run's bytes, so this loads several times faster."""
-        return self._table("events", tuple(c for c in EVENT_COLUMNS if c != "args"))
+        return self._table("events", SLICE_COLUMNS)
 
     def events_named(self, pattern: str) -> pl.DataFrame:
         """Every column (``args`` too) of the events whose name matches the regular expression
@@ -374,6 +376,40 @@ class Run:
     def counters(self) -> pl.DataFrame:
         return self._table("counters")
 
+    @property
+    def slices_loaded(self) -> bool:
+        """Whether the whole slices table is in memory already (nothing to gain by reading ranks one by one)."""
+        return ("events", SLICE_COLUMNS) in self._cache or ("events", None) in self._cache
+
+    def event_rows(self) -> int:
+        """How many events the run holds, from the Parquet footers (no event is read)."""
+        total = 0
+        for _, directory, _ in self.parts or [(None, self.path, [])]:
+            for part in _parts(directory / "events"):
+                try:
+                    total += pq.read_metadata(part).num_rows
+                except Exception:  # a damaged part: reading it will say so
+                    continue
+        return total
+
+    def rank_ids(self) -> list[int]:
+        """The ranks that have events, in order (a multi-rank run's parts, or the rank column)."""
+        if self.parts:
+            return [r for r, _, _ in self.parts]
+        return sorted(self._table("events", ("rank",))["rank"].unique().to_list())
+
+    def rank_slices(self, rank: int) -> pl.DataFrame:
+        """One rank's slices (``slices`` of that rank), read alone: a multi-rank run reads only
+        that rank's part, a single-part run only that rank's rows (pushed into the scan)."""
+        full = self._cache.get(("events", SLICE_COLUMNS))
+        if full is None and ("events", None) in self._cache:
+            full = self._cache[("events", None)].select(SLICE_COLUMNS)
+        if full is not None:
+            return full.filter(pl.col("rank") == rank)
+        if self.parts:
+            return self._read("events", SLICE_COLUMNS, parts=[p for p in self.parts if p[0] == rank])
+        return self._read("events", SLICE_COLUMNS, pl.col("rank") == rank)
+
     def thread_names(self) -> dict[tuple[int, int], str]:
         return {(t["pid"], t["tid"]): t["name"] for t in self.meta.get("threads", [])}
 
@@ -386,19 +422,24 @@ class Run:
                 out[(int(st.get("rank", 0)), str(st.get("device")), st["stream"])] = str(st["name"])
         return out
 
-    def span_ns(self) -> tuple[int, int]:
+    def span_ns(self, slices_range: tuple[int, int] | None = None) -> tuple[int, int]:
         """(first, last) time of the run on its clock: the recorder's start and end, widened
-        to cover every slice and sample (imported runs have only those); (0, 0) when empty."""
+        to cover every slice and sample (imported runs have only those); (0, 0) when empty.
+        ``slices_range``: the slices' first start and last end where the caller knows them
+        (then the slices are not read)."""
         lo, hi = [], []
         start, end = self.meta.get("start_ns"), self.meta.get("end_ns")
         if isinstance(start, int):
             lo.append(start)
         if isinstance(end, int):
             hi.append(end)
-        ev, ct = self.slices, self.counters
-        if ev.height:
-            lo.append(int(ev["start_ns"].min()))
-            hi.append(int((ev["start_ns"] + ev["dur_ns"]).max()))
+        ct = self.counters
+        if slices_range is None:
+            ev = self.slices
+            slices_range = (int(ev["start_ns"].min()), int((ev["start_ns"] + ev["dur_ns"]).max())) if ev.height else None
+        if slices_range is not None:
+            lo.append(slices_range[0])
+            hi.append(slices_range[1])
         if ct.height:
             lo.append(int(ct["time_ns"].min()))
             hi.append(int(ct["time_ns"].max()))

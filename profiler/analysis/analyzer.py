@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -49,10 +50,10 @@ def _basis(kind: str, steps: pl.DataFrame, what: str) -> Basis:
     return Basis(kind, n, ranks, f"the {n} {what} step{'s' if n != 1 else ''}{of}")
 
 
-def _run_info(run: Run, devices: pl.DataFrame) -> RunInfo:
+def _run_info(run: Run, devices: pl.DataFrame, slices_range: tuple[int, int] | None) -> RunInfo:
     meta = run.meta
     fw = meta.get("framework") if isinstance(meta.get("framework"), dict) else {}
-    first, last = run.span_ns()
+    first, last = run.span_ns(slices_range)
     collectors = meta.get("collectors") or {}
     problems = tuple(f"{name} {c.get('status')}" for name, c in collectors.items() if isinstance(c, dict) and c.get("status") != "ok")
     pairs = tuple((int(r), str(d)) for r, d in devices.select("rank", "device").iter_rows())
@@ -74,12 +75,45 @@ def _run_info(run: Run, devices: pl.DataFrame) -> RunInfo:
     )
 
 
-def analyze(run: Run) -> Report:
-    """Analyse every rank of ``run``. Raises NoStepsError when it has no events at all."""
-    events = run.slices
-    if events.height == 0:
+# Runs of more events than this are analysed one rank at a time, each rank read from disk when
+# its turn comes (twice for a multi-rank run: once for its collectives, once for the rest), so
+# the whole events table is never in memory; smaller runs are read once, whole.
+BY_RANK_MIN_EVENTS = 20_000_000
+RANK_THREADS = 8  # ranks analysed at once (Polars and NumPy release the GIL)
+
+
+@dataclass
+class _RankPass:
+    """What one rank's events give besides ``analyze_rank``'s result: small tables only."""
+
+    result: RankResult
+    driver_ops: pl.DataFrame
+    capture: pl.DataFrame | None
+    device_launches: int  # host calls that put work on a device (for a trace without device work)
+    negative: int  # slices with negative durations, left out
+    first_ns: int | None  # the rank's first start and last end (of every slice, as read)
+    last_ns: int | None
+
+
+def analyze(run: Run, by_rank: bool | None = None) -> Report:
+    """Analyse every rank of ``run``. Raises NoStepsError when it has no events at all.
+
+    ``by_rank``: read and analyse one rank at a time, never holding the whole events table
+    (None: for runs of more than BY_RANK_MIN_EVENTS events whose events are not loaded yet);
+    the report is the same either way."""
+    if by_rank is None:
+        by_rank = not run.slices_loaded and run.event_rows() > BY_RANK_MIN_EVENTS
+    if by_rank:
+        rank_ids = run.rank_ids()
+        events_of = run.rank_slices
+    else:
+        events = run.slices
+        rank_ids = sorted(events["rank"].unique().to_list())
+        grouped = {int(r): ev for (r,), ev in events.group_by(["rank"])} if len(rank_ids) > 1 else {int(r): events for r in rank_ids}
+        events_of = grouped.__getitem__
+    if not rank_ids:
         raise NoStepsError(f"{run.path}: no events recorded")
-    notes: list[str] = list(run.read_warnings)
+    notes: list[str] = []
     empty_planes = (run.meta.get("xplane") or {}).get("empty_device_planes") or []
     if empty_planes:
         notes.append(f"{len(empty_planes)} device plane{'s' if len(empty_planes) > 1 else ''} recorded nothing and "
@@ -92,29 +126,48 @@ def analyze(run: Run) -> Report:
                      + ("; ..." if len(failed) > 3 else ""))
     if not run.meta.get("complete", False):
         notes.append("the run did not finish cleanly: analysing what was flushed before it stopped")
-    bad = int((events["dur_ns"] < 0).sum())
-    if bad:
-        notes.append(f"{bad} slices with negative durations were ignored")
-        events = events.filter(pl.col("dur_ns") >= 0)
     tolerance = _clock_tolerance(run.meta)
-    if events["rank"].n_unique() == 1:  # splitting would copy every column
-        results: list[RankResult] = [analyze_rank(events, int(events["rank"][0]))]
-        colls = K.empty()
-    else:
-        by_rank = [(int(rank), ev) for (rank,), ev in events.group_by(["rank"], maintain_order=True)]
-        colls = _match_collectives(run, events, by_rank, tolerance)
+    threads = min(len(rank_ids), os.cpu_count() or 1, RANK_THREADS)
+
+    def valid(rank: int) -> pl.DataFrame:
+        ev = events_of(rank)
+        return ev.filter(pl.col("dur_ns") >= 0) if (ev["dur_ns"] < 0).any() else ev
+
+    colls = K.empty()
+    if len(rank_ids) > 1:
+        colls = _match_collectives(run, rank_ids, valid, tolerance, threads)
         notes.extend(colls.notes)
         if colls.instances.height == 0 and colls.unmatched == 0:
             light = run.meta.get("mode") == "light"
             notes.append("no collectives recorded on these ranks" + (": light mode records steps and input waits only; record with "
                          "mode='full' to match collectives across ranks and find stragglers" if light else ": nothing to match across ranks"))
-        # Ranks are independent: Polars and NumPy release the GIL, so threads overlap them.
-        with ThreadPoolExecutor(max_workers=min(len(by_rank), os.cpu_count() or 1, 8)) as pool:
-            results = list(pool.map(lambda item: analyze_rank(item[1], item[0], K.wait_intervals(colls.arrivals, item[0]) if colls.arrivals.height else None), by_rank))
+
+    def one(rank: int) -> _RankPass:
+        ev = events_of(rank)
+        first = int(ev["start_ns"].min()) if ev.height else None
+        last = int((ev["start_ns"] + ev["dur_ns"]).max()) if ev.height else None
+        negative = int((ev["dur_ns"] < 0).sum())
+        if negative:
+            ev = ev.filter(pl.col("dur_ns") >= 0)
+        result = analyze_rank(ev, rank, K.wait_intervals(colls.arrivals, rank) if colls.arrivals.height else None)
+        capture = capture_figures(ev) if result.has_device else None
+        return _RankPass(result, driver_ops(ev), capture, _device_launches(ev), negative, first, last)
+
+    if threads > 1:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            passes = list(pool.map(one, rank_ids))
+    else:
+        passes = [one(r) for r in rank_ids]
+    at = 1 if failed else 0  # after the files that could not be read, before the rest
+    notes[at:at] = list(dict.fromkeys(run.read_warnings))
+    bad = sum(p.negative for p in passes)
+    if bad:
+        notes.append(f"{bad} slices with negative durations were ignored")
+    results = [p.result for p in passes]
     for r in results:
         notes.extend(n if len(results) == 1 else f"rank {r.rank}: {n}" for n in r.notes)
     has_device = any(r.has_device for r in results)
-    uncaptured = _uncaptured_device(events) if not has_device else None
+    uncaptured = _uncaptured_device(sum(p.device_launches for p in passes)) if not has_device else None
 
     # -- the steps and which of them each figure is over ---------------------------------------
     steps = finish_steps(pl.concat([r.steps for r in results]))
@@ -176,7 +229,7 @@ def analyze(run: Run) -> Report:
     share = float(basis["input_wait_ns"].sum()) / basis_total if basis_total else 0.0
     busy = float(basis["busy_ns"].sum()) / basis_total if basis_total else 0.0
     gaps = pl.concat([r.gaps for r in results]) if results else empty_gaps()
-    gaps, host_ops = host_ops_in_gaps(gaps, driver_ops(events), basis)
+    gaps, host_ops = host_ops_in_gaps(gaps, pl.concat([p.driver_ops for p in passes]), basis)
     basis_gaps = gaps.join(basis.select("rank", "step"), on=["rank", "step"], how="semi")
     n_devices = max(sum(r.n_devices for r in results) / max(len(results), 1), 1)
     idle_by_cause = {c: int(basis_gaps[f"{c}_ns"].sum() / n_devices * scale) for c in C.CAUSES}
@@ -193,7 +246,7 @@ def analyze(run: Run) -> Report:
     )
     devices = device_utilisation(device_busy, streams, gaps, basis, run.counters)
     if has_device:
-        devices = devices.join(capture_figures(events), on=["rank", "device"], how="left")
+        devices = devices.join(pl.concat([p.capture for p in passes if p.capture is not None]), on=["rank", "device"], how="left")
     matched = match_launches(pl.concat([r.device_slices for r in results]), pl.concat([r.runtime for r in results]))
     launches = summarise(matched, overlap.filter(pl.col("device") != "cpu"))
 
@@ -221,7 +274,7 @@ def analyze(run: Run) -> Report:
     advice += exposed_communication(breakdown_ns[COMMUNICATION], breakdown_ns[RANK_WAIT], total, steady.height, mean_step, bool(stragglers), evidence)
     advice = straggler_advice(stragglers, framework_of(run.meta)) + sorted(advice, key=lambda a: -a.idle_share)
     return Report(
-        run=_run_info(run, devices),
+        run=_run_info(run, devices, _slices_range(passes)),
         timing_basis=_basis("steady", steady, "steady"),
         basis=_basis("analysed", basis, "traced steady" if basis.height < steady.height else "steady"),
         table_basis=_basis("traced", traced, "traced steady" if traced.height < steady.height else "steady"),
@@ -258,10 +311,20 @@ def analyze(run: Run) -> Report:
 DEVICE_LAUNCH_NAME = r"^(cuda|cu|hip|hipModule)(LaunchKernel|LaunchKernelExC|LaunchCooperativeKernel|GraphLaunch|MemcpyAsync|MemsetAsync)(_v\d+)?$"
 
 
-def _uncaptured_device(events: pl.DataFrame) -> str | None:
+def _slices_range(passes: list[_RankPass]) -> tuple[int, int] | None:
+    firsts = [p.first_ns for p in passes if p.first_ns is not None]
+    lasts = [p.last_ns for p in passes if p.last_ns is not None]
+    return (min(firsts), max(lasts)) if firsts else None
+
+
+def _device_launches(events: pl.DataFrame) -> int:
+    """Host calls that put work on a device (kernel launches, async copies)."""
+    return events.filter((pl.col("kind") == S.RUNTIME) & pl.col("name").str.contains(DEVICE_LAUNCH_NAME)).height
+
+
+def _uncaptured_device(launches: int) -> str | None:
     """Why the device's figures are unknown when the host launched work on a device but the
     trace holds none of it (CUPTI / roctracer off or failed), else None."""
-    launches = events.filter((pl.col("kind") == S.RUNTIME) & pl.col("name").str.contains(DEVICE_LAUNCH_NAME)).height
     if not launches:
         return None
     return (f"device activity missing: the host made {launches:,} kernel launches and async copies, but the trace holds no "
@@ -278,13 +341,26 @@ def _clock_tolerance(meta: dict) -> int:
     return 2 * max(errors) if errors else 0
 
 
-def _match_collectives(run: Run, events: pl.DataFrame, by_rank: list[tuple[int, pl.DataFrame]], tolerance: int) -> K.Matched:
-    """Every rank's collectives (with their args), matched into instances."""
+def _match_collectives(run: Run, rank_ids: list[int], events_of, tolerance: int, threads: int) -> K.Matched:
+    """Every rank's collectives (with their args), matched into instances: each rank's step
+    windows and the launches of its collectives' kernels come from its own events."""
     rows = run.events_named(K.ANY_NAME).filter(pl.col("dur_ns") >= 0)
     if rows.height == 0:
         return K.empty()
-    ids = rows.filter(pl.col("device") != "cpu")["correlation_id"].drop_nulls().unique()
-    launches = events.filter((pl.col("kind") == S.RUNTIME) & pl.col("correlation_id").is_in(ids.implode())) if ids.len() else None
-    found = K.find(rows, launches)
-    windows = pl.concat([step_windows(ev)[0].with_columns(rank=pl.lit(rank, dtype=pl.Int32)) for rank, ev in by_rank])
-    return K.match(found, windows, tolerance)
+    ids = rows.filter(pl.col("device") != "cpu").select("rank", "correlation_id").drop_nulls().unique()
+
+    def one(rank: int) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        ev = events_of(rank)
+        windows = step_windows(ev)[0].with_columns(rank=pl.lit(rank, dtype=pl.Int32))
+        mine = ids.filter(pl.col("rank") == rank)["correlation_id"]
+        launches = ev.filter((pl.col("kind") == S.RUNTIME) & pl.col("correlation_id").is_in(mine.implode())) if mine.len() else None
+        return windows, launches
+
+    if threads > 1:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            per_rank = list(pool.map(one, rank_ids))
+    else:
+        per_rank = [one(r) for r in rank_ids]
+    launches = [lc for _, lc in per_rank if lc is not None]
+    found = K.find(rows, pl.concat(launches) if launches else None)
+    return K.match(found, pl.concat([w for w, _ in per_rank]), tolerance)

@@ -93,13 +93,15 @@ def host_ops_in_gaps(gaps: pl.DataFrame, ops: pl.DataFrame, basis: pl.DataFrame 
     pairs = pairs.join(with_depth(touched).select("_op", "depth"), on="_op")
     pairs = pairs.with_columns(overlap_ns=pl.min_horizontal("end_ns", "_ge") - pl.max_horizontal("start_ns", "_gs"))
     # The op a gap sits under: the deepest one covering at least COVER_SHARE of it; when
-    # none does (many short ops), the one covering most of it.
+    # none does (many short ops), the one covering most of it. Ties (ops on two threads
+    # alike) go to the earliest, then by name: the join's row order varies from run to run.
     covers = pl.col("overlap_ns") >= COVER_SHARE * (pl.col("_ge") - pl.col("_gs"))
+    pairs = pairs.join(ops.select("_op", "name", "pid", "tid"), on="_op")
     pairs = (
-        pairs.sort(["_gap", pl.when(covers).then(pl.col("depth")).otherwise(-1), "overlap_ns"], descending=[False, True, True])
+        pairs.sort(["_gap", pl.when(covers).then(pl.col("depth")).otherwise(-1), "overlap_ns", "start_ns", "end_ns", "name", "pid", "tid"],
+                   descending=[False, True, True, False, False, False, False, False])
         .group_by("_gap", maintain_order=True).first()
     )
-    pairs = pairs.join(ops.select("_op", "name"), on="_op")
     top = pairs.select("_gap", host_op=pl.col("name"), host_op_ns=pl.col("overlap_ns"))
     counted = pairs if basis is None else pairs.join(basis.select("rank", "step"), on=["rank", "step"], how="semi")
     by_cause = (
