@@ -19,10 +19,13 @@ from typing import Any, TypeVar
 import polars as pl
 
 from accelscope.analysis import NoStepsError, Report
+from accelscope.analysis.analyzer import BY_RANK_MIN_EVENTS
 from accelscope.analysis.cache import analyze_cached
 from accelscope.traces.run import Run
 
 T = TypeVar("T")
+# A job of more ranks than this shows a few of them at a time on its timeline.
+MAX_RANKS_AT_ONCE = 16
 
 # The slow steps of a first view, by cache key (a whole-run timeline is "timeline" or
 # "timeline@<width>"), in the order they run; the page shows them while a large run loads.
@@ -123,6 +126,28 @@ class RunView:
                 out.append(Stage(label, state, (end if end is not None else now) - start, error))
         return out
 
+    @property
+    def big(self) -> bool:
+        """A job too big to hold at once: several ranks, and more than MAX_RANKS_AT_ONCE of them
+        or more events than the analyzer holds at once. Its timeline shows a few ranks at a
+        time (read when chosen), and its analysis reads one rank at a time."""
+        def build() -> bool:
+            ids = self.run.rank_ids()
+            return len(ids) > 1 and (len(ids) > MAX_RANKS_AT_ONCE or self.run.event_rows() > BY_RANK_MIN_EVENTS)
+
+        return self.cached("big", build)
+
+    def default_ranks(self) -> tuple[int, ...] | None:
+        """The ranks a first view shows: all (None), or for a big job its first rank."""
+        return (self.run.rank_ids()[0],) if self.big else None
+
+    def slices_of(self, ranks: tuple[int, ...] | None) -> pl.DataFrame:
+        """The slices of ``ranks`` (None: every rank), each rank read alone the first time."""
+        if ranks is None:
+            return self.slices
+        key = "slices@" + ",".join(map(str, ranks))
+        return self.cached(key, lambda: pl.concat([self.run.rank_slices(r) for r in ranks]))
+
     def slice_count(self) -> int | None:
         """How many slices the run holds, once they are read (None before)."""
         slices = self._cache.get("slices")
@@ -139,6 +164,9 @@ class RunView:
 
         def build() -> Report | None:
             try:  # on a cache miss, the slices are read under our lock first; analyze then finds them in the run
+                # (a big job's never are: its analysis reads one rank at a time)
+                if self.big:
+                    return analyze_cached(self.run, by_rank=True)
                 return analyze_cached(self.run, before_analysis=lambda: self.slices)
             except NoStepsError:
                 return None
@@ -147,7 +175,8 @@ class RunView:
 
     # -- clock -------------------------------------------------------------------------
     def _span(self) -> tuple[int, int]:
-        self.slices
+        if not self.big:
+            self.slices  # read anyway for the first view; the span then comes from it
         return self.cached("span", self.run.span_ns)
 
     @property

@@ -381,6 +381,29 @@ class Run:
         """Whether the whole slices table is in memory already (nothing to gain by reading ranks one by one)."""
         return ("events", SLICE_COLUMNS) in self._cache or ("events", None) in self._cache
 
+    def slices_range(self) -> tuple[int, int] | None:
+        """The slices' first start and last end on the run's clock (None without slices):
+        from the loaded table, else by streaming two columns of each part (never every event)."""
+        full = self._cache.get(("events", SLICE_COLUMNS))
+        if full is None:
+            full = self._cache.get(("events", None))
+        if full is not None:
+            return (int(full["start_ns"].min()), int((full["start_ns"] + full["dur_ns"]).max())) if full.height else None
+        lo, hi = [], []
+        for _, directory, samples in self.parts or [(None, self.path, [])]:
+            fixes = ranks.shift_exprs(["start_ns", "dur_ns"], samples)
+            for part in _parts(directory / "events"):
+                try:
+                    lf = pl.scan_parquet(part, glob=False).select("start_ns", "dur_ns")
+                    got = (lf.with_columns(fixes) if fixes else lf).select(
+                        a=pl.col("start_ns").min(), b=(pl.col("start_ns") + pl.col("dur_ns")).max()).collect()
+                except Exception:  # a damaged part: reading the table says so
+                    continue
+                if got["a"][0] is not None:
+                    lo.append(int(got["a"][0]))
+                    hi.append(int(got["b"][0]))
+        return (min(lo), max(hi)) if lo else None
+
     def event_rows(self) -> int:
         """How many events the run holds, from the Parquet footers (no event is read)."""
         total = 0
@@ -435,8 +458,7 @@ class Run:
             hi.append(end)
         ct = self.counters
         if slices_range is None:
-            ev = self.slices
-            slices_range = (int(ev["start_ns"].min()), int((ev["start_ns"] + ev["dur_ns"]).max())) if ev.height else None
+            slices_range = self.slices_range()
         if slices_range is not None:
             lo.append(slices_range[0])
             hi.append(slices_range[1])

@@ -5,13 +5,13 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
     accelscope: {
         /* run-select -> {"run": index, "width_px": the width the timeline's plot area will have
            (the graph less its margins), "n": a number new for each request (a live reload asks
-           for the same run again), "lanes": the host-lanes mode}. */
-        request: function (run, lanes, config) {
+           for the same run again), "lanes": the host-lanes mode, "ranks": the ranks picked (null: the run's default)}. */
+        request: function (run, lanes, ranks, config) {
             const el = document.getElementById('timeline-graph');
             const margin = (config && config.margin_px) || 0;
             const w = el ? el.getBoundingClientRect().width - margin : null;
             window._accelscopeRequests = (window._accelscopeRequests || 0) + 1;
-            return {run: run, width_px: w && w > 0 ? Math.round(w) : null, n: window._accelscopeRequests, lanes: lanes};
+            return {run: run, width_px: w && w > 0 ? Math.round(w) : null, n: window._accelscopeRequests, lanes: lanes, ranks: ranks && ranks.length ? ranks : null};
         },
 
         /* A new whole-run timeline (not a zoom of it) -> {"run", "n"} two frames later, once it is

@@ -28,6 +28,7 @@ SUB = ("Each rank of the job: which one arrives last at the collectives and hold
 HIDDEN = {"display": "none"}
 METRICS = [{"label": "step time", "value": STEP}, {"label": "waiting for other ranks", "value": WAIT}]
 ZOOM_LABEL = "Show these steps on the timeline"
+SHOW_RANK = "rank-show"  # a rank's link in the per-rank table: shows that rank on the timeline
 
 
 def is_multi_rank(report: Report | None) -> bool:
@@ -99,7 +100,9 @@ def ranks_table(report: Report) -> Any:
             pct = 0.0 if share is None else max(0.0, min(100.0, 100 * share))
             return html.Td([html.Span(className=f"share-bar {cls}", style={"width": f"{pct:.1f}%"}), html.Span(text)], className="busy")
 
-        tds = [html.Td(cells[0]), html.Td(cells[1]), bar(r["busy_share"], cells[2], "busy-bar"), bar(r["collective_wait_share"], cells[3], "wait-bar"),
+        show = html.A(cells[0], href="#section-timeline", id={"type": SHOW_RANK, "rank": int(r["rank"])}, n_clicks=0,
+                      title=f"show rank {r['rank']} on the timeline (its events are read then)", className="rank-show")
+        tds = [html.Td(show), html.Td(cells[1]), bar(r["busy_share"], cells[2], "busy-bar"), bar(r["collective_wait_share"], cells[3], "wait-bar"),
                *[html.Td(c) for c in cells[4:]]]
         body.append(html.Tr(tds, className="straggler-row" if r["rank"] in late else None))
     return html.Table([html.Thead(html.Tr([html.Th(h) for h in headers])), html.Tbody(body)], className="device-table ranks-table", id="ranks-table")
@@ -124,7 +127,7 @@ def layout(board: Any) -> list:
         html.Div(id="ranks-summary", className="rank-summary"),
         html.H3("Per rank", className="ranks-h3"),
         html.P("Step time over the steady steps; busy, waiting and idle over the analysed steps; arrived last: at how many of the "
-               "collectives it joined (by more than the clocks' error).", className="details-hint"),
+               "collectives it joined (by more than the clocks' error). Click a rank to show it on the timeline.", className="details-hint"),
         html.Div(id="ranks-table-box"),
         html.Div([html.H3("Every rank, step by step", className="ranks-h3"),
                   dcc.RadioItems(id="ranks-metric", value=STEP, inline=True, options=METRICS, className="lane-mode")], className="timeline-controls ranks-controls"),
@@ -167,6 +170,16 @@ def render_heatmap(board: Any, request: Any, metric: Any) -> Any:
     return board.figure(index, f"ranks-heatmap:{metric}", lambda v: heatmap_figure(v.report, metric))
 
 
+def show_rank(n_clicks: Any) -> list[int]:
+    """The timeline's ranks after a click on a rank of the per-rank table: that rank alone."""
+    dash = require("dash", "dashboard", "accelscope dashboard")
+    picked = dash.callback_context.triggered_id
+    clicked = any(isinstance(n, int) and n > 0 for n in (n_clicks or []))
+    if not clicked or not isinstance(picked, dict) or not isinstance(picked.get("rank"), int):
+        raise dash.exceptions.PreventUpdate
+    return [picked["rank"]]
+
+
 def warm_up() -> None:
     _warm_figures()
 
@@ -174,8 +187,10 @@ def warm_up() -> None:
 def register(app: Any, board: Any) -> None:
     if not any(may_be_multi_rank(v) for v in board.views):
         return
-    from dash import ClientsideFunction, Input, Output, State
+    from dash import ALL, ClientsideFunction, Input, Output, State
 
+    app.callback(Output("timeline-ranks", "value", allow_duplicate=True), Input({"type": SHOW_RANK, "rank": ALL}, "n_clicks"),
+                 prevent_initial_call=True)(show_rank)
     app.callback(Output("section-ranks", "style"), Output("ranks-summary", "children"), Output("ranks-table-box", "children"),
                  Output("ranks-collectives-box", "children"), Output("ranks-collectives", "figure"),
                  Input("rest-request", "data"))(lambda request: render(board, request))

@@ -21,7 +21,7 @@ from accelscope.dashboard.timeline import view as tv
 from accelscope.dashboard.timeline.figure import timeline_figure
 from accelscope.dashboard.timeline.figure import warm_up as _warm_figure
 from accelscope.dashboard.timeline.lod import DEFAULT_WIDTH_PX, MIN_WIDTH_PX, clamp_width_px
-from accelscope.dashboard.timeline.view import ALL, MAIN, MODES
+from accelscope.dashboard.timeline.view import ALL, MAIN
 from accelscope.errors import require
 
 NAME = "timeline"
@@ -36,6 +36,7 @@ TIME_MARGIN_PX = TIME_MARGIN["l"] + TIME_MARGIN["r"]  # the timeline's plot area
 PROGRESS_AFTER_S = 1.0  # a first view that takes longer than this shows its progress
 PROGRESS_POLL_MS = 500
 REST_WAIT_MS = 4000  # a timeline that fails still lets the sections below load after this
+HIDDEN = {"display": "none"}
 HINT = "Click a slice, a merged mark or an idle gap on the timeline (or a point of the latency plot) to see its details here."
 
 
@@ -90,14 +91,14 @@ class Timeline:
 
     def whole(self, index: int, width_px: Any = None, mode: Any = MAIN) -> Any:
         """The whole run's timeline figure for a graph about ``width_px`` wide (default 1600)
-        with host lanes ``mode`` (``MAIN`` or ``ALL``), built once per width (rounded to 20 px;
-        the last few kept) and mode."""
+        with host lanes and ranks ``mode`` (``timeline.view.mode_of``), built once per width
+        (rounded to 20 px; the last few kept) and mode."""
         width = DEFAULT_WIDTH_PX if width_px is None else max(clamp_width_px(width_px) // WIDTH_STEP_PX * WIDTH_STEP_PX, MIN_WIDTH_PX)
-        mode = mode if mode in MODES else MAIN
+        view = self.board.views[index]
+        mode = tv.checked_mode(mode, view)
         key = (index, width, mode)
         with self._locks[index]:
             if key not in self._figures:
-                view = self.board.views[index]
                 try:
                     tv.prepare(view, width, mode)
                     fig = timeline_figure(tv.window(view, 0.0, view.end_ms, width, mode), uirevision=_revision(index, mode))
@@ -120,7 +121,7 @@ class Timeline:
         index = self.board.requested_by(request)
         self._requested[index] = time.monotonic()
         self._failed.pop(index, None)  # an earlier failure is not this request's
-        fig = self.whole(index, request.get("width_px"), request.get("lanes"))
+        fig = self.whole(index, request.get("width_px"), tv.mode_of(request.get("lanes"), request.get("ranks")))
         return fig, {"height": f"{int(fig.layout.height or 450)}px"}
 
     def zoom(self, relayout: Any, value: Any, width_px: Any = None, mode: Any = MAIN) -> Any:
@@ -135,7 +136,7 @@ class Timeline:
             raise dash.exceptions.PreventUpdate
         # The lanes' x axis, or a panel's (x2, x3) that matches it: whichever the browser names.
         axis = next((a for a in ("xaxis", "xaxis2", "xaxis3") if any(k.startswith(a + ".") for k in relayout)), "xaxis")
-        mode = mode if mode in MODES else MAIN
+        mode = tv.checked_mode(mode, self.board.views[index])
         if relayout.get(f"{axis}.autorange") is True:
             return self.whole(index, width_px, mode)
         bounds = relayout.get(f"{axis}.range")
@@ -148,14 +149,27 @@ class Timeline:
             return self.whole(index, width_px, mode)
         return timeline_figure(tv.window(view, float(bounds[0]), float(bounds[1]), width_px, mode), uirevision=_revision(index, mode))
 
-    def zoom_view(self, view_data: Any, value: Any, mode: Any = MAIN) -> Any:
+    def zoom_view(self, view_data: Any, value: Any, lanes: Any = MAIN, ranks: Any = None) -> Any:
         """``zoom`` for the browser's store: {"relayout": relayoutData, "width_px": plot width}."""
         if not isinstance(view_data, dict):
             dash = require("dash", "dashboard", "accelscope dashboard")
             raise dash.exceptions.PreventUpdate
-        return self.zoom(view_data.get("relayout"), value, view_data.get("width_px"), mode)
+        return self.zoom(view_data.get("relayout"), value, view_data.get("width_px"), tv.mode_of(lanes, ranks))
 
-    def details(self, click: Any, value: Any, mode: Any = MAIN) -> Any:
+    def ranks_for(self, value: Any) -> tuple[list[dict], Any, dict[str, str]]:
+        """The rank picker of a run: its ranks, those a first view shows (every rank: none
+        picked; a big job's first rank), hidden for a single rank."""
+        index = self.board.index(value)
+        if index is None:
+            return [], None, HIDDEN
+        view = self.board.views[index]
+        ids = view.run.rank_ids()
+        if len(ids) < 2:
+            return [], None, HIDDEN
+        default = view.default_ranks()
+        return [{"label": f"rank {r}", "value": r} for r in ids], list(default) if default else None, {}
+
+    def details(self, click: Any, value: Any, lanes: Any = MAIN, ranks: Any = None) -> Any:
         """The panel under the timeline for a clicked mark (clickData), or a hint."""
         html = require("dash.html", "dashboard", "accelscope dashboard")
         index = self.board.index(value)
@@ -164,7 +178,7 @@ class Timeline:
             point = click["points"][0]
             if isinstance(point, dict):
                 custom = parse_click_id(point.get("hovertext"))
-        d = tv.details(self.board.views[index], custom, mode if mode in MODES else MAIN) if index is not None else None
+        d = tv.details(self.board.views[index], custom, tv.mode_of(lanes, ranks)) if index is not None else None
         if d is None:
             return html.P(HINT, className="details-hint")
         return render_details(d)
@@ -215,7 +229,10 @@ def layout(board: Any) -> list:
             html.Div(
                 [html.Span("Host threads", className="control-label"),
                  dcc.RadioItems(id="timeline-lanes", value=MAIN, inline=True, className="lane-mode",
-                                options=[{"label": "main threads, the others folded", "value": MAIN}, {"label": "every thread", "value": ALL}])],
+                                options=[{"label": "main threads, the others folded", "value": MAIN}, {"label": "every thread", "value": ALL}]),
+                 html.Span([html.Span("Ranks", className="control-label"),
+                            dcc.Dropdown(id="timeline-ranks", multi=True, placeholder="every rank", options=[], value=None, className="rank-pick")],
+                           id="timeline-ranks-box", className="rank-pick-box", style=HIDDEN)],
                 className="timeline-controls",
             ),
             loading(timeline),
@@ -241,7 +258,10 @@ def register(app: Any, board: Any) -> Timeline:
     t = Timeline(board)
     # The whole-run timeline is drawn for the graph's width, which only the browser knows.
     app.clientside_callback(ClientsideFunction("accelscope", "request"), Output("timeline-request", "data"),
-                            Input("run-select", "value"), Input("timeline-lanes", "value"), State("timeline-config", "data"))
+                            Input("run-select", "value"), Input("timeline-lanes", "value"), Input("timeline-ranks", "value"),
+                            State("timeline-config", "data"))
+    app.callback(Output("timeline-ranks", "options"), Output("timeline-ranks", "value"), Output("timeline-ranks-box", "style"),
+                 Input("run-select", "value"))(t.ranks_for)
     app.callback(Output("timeline-graph", "figure"), Output("timeline-graph", "style"), Input("timeline-request", "data"))(t.request)
     app.callback(Output("load-progress", "children"), Output("progress-tick", "disabled"),
                  Input("progress-tick", "n_intervals"), Input("run-select", "value"))(t.loading_status)
@@ -250,7 +270,7 @@ def register(app: Any, board: Any) -> Timeline:
     # The browser adds the plot's width in pixels to each zoom, for the level of detail.
     app.clientside_callback(ClientsideFunction("accelscope", "view"), Output("timeline-view", "data"), Input("timeline-graph", "relayoutData"), prevent_initial_call=True)
     app.callback(Output("timeline-graph", "figure", allow_duplicate=True), Input("timeline-view", "data"), State("run-select", "value"),
-                 State("timeline-lanes", "value"), prevent_initial_call=True)(t.zoom_view)
+                 State("timeline-lanes", "value"), State("timeline-ranks", "value"), prevent_initial_call=True)(t.zoom_view)
     app.callback(Output("timeline-details", "children"), Input("timeline-graph", "clickData"), Input("run-select", "value"),
-                 State("timeline-lanes", "value"))(t.details)
+                 State("timeline-lanes", "value"), State("timeline-ranks", "value"))(t.details)
     return t

@@ -10,12 +10,14 @@ threads (Polars and numpy release the GIL), then the launch index and the whole 
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from accelscope.analysis.launches import Launches
 from accelscope.dashboard.formatting import CAT_GAP, CAT_LAUNCH, CAT_MERGED, CAT_MERGED_GAPS, CAT_SLICE
 from accelscope.dashboard.runs import RunView
 from accelscope.dashboard.timeline.details import Details, gap_details, merged_details, merged_gap_details, slice_details
@@ -32,8 +34,33 @@ MAIN, ALL = "main", "all"  # lane modes
 MODES = (MAIN, ALL)
 
 
-def _mode(mode: object) -> str:
-    return mode if mode in MODES else MAIN
+def mode_of(lanes: object, ranks: object = None) -> str:
+    """The key of what a timeline shows: the host-lanes mode, and the ranks when only some are
+    shown ("main", "all|3" or "main|0,5"); anything malformed is left out."""
+    lanes = lanes if lanes in MODES else MAIN
+    if isinstance(ranks, (list, tuple)) and ranks and all(isinstance(r, int) and not isinstance(r, bool) and 0 <= r < 2**31 for r in ranks):
+        return f"{lanes}|{','.join(map(str, sorted(set(ranks))))}"
+    return lanes
+
+
+def split_mode(mode: str) -> tuple[str, tuple[int, ...] | None]:
+    """(lanes mode, ranks or None for every rank) of a ``mode_of`` key."""
+    lanes, _, ranks = mode.partition("|")
+    return lanes, tuple(int(r) for r in ranks.split(",")) if ranks else None
+
+
+def checked_mode(mode: object, view: RunView | None = None) -> str:
+    """``mode`` checked; without ranks, a big job's default ranks (``RunView.default_ranks``)."""
+    if not isinstance(mode, str):
+        mode = MAIN
+    lanes, _, ranks = mode.partition("|")
+    picked = [int(r) for r in ranks.split(",") if r.isdigit()] if ranks else None
+    if picked is None and view is not None:
+        default = view.default_ranks()
+        picked = list(default) if default is not None else None
+    if picked is not None and view is not None:
+        picked = [r for r in picked if r in set(view.run.rank_ids())] or list(view.default_ranks() or []) or None
+    return mode_of(lanes, picked)
 
 
 def _key(name: str, mode: str) -> str:
@@ -42,8 +69,9 @@ def _key(name: str, mode: str) -> str:
 
 def lane_layout(view: RunView, mode: str = MAIN) -> LaneLayout:
     """Every slice of the run on its lane and row (``mode``: fold minor host threads or not)."""
-    mode = _mode(mode)
-    return view.cached(_key("lanes", mode), lambda: build_lane_layout(view.slices, view.run.thread_names(), view.run.stream_names(), fold=mode == MAIN))
+    mode = checked_mode(mode, view)
+    lanes, ranks = split_mode(mode)
+    return view.cached(_key("lanes", mode), lambda: build_lane_layout(view.slices_of(ranks), view.run.thread_names(), view.run.stream_names(), fold=lanes == MAIN))
 
 
 def step_marks(view: RunView, mode: str = MAIN) -> StepMarks:
@@ -62,7 +90,7 @@ def step_marks(view: RunView, mode: str = MAIN) -> StepMarks:
         out.warmup[numbered["pos"].to_numpy()] = numbered["warmup"].to_numpy()
         return out
 
-    mode = _mode(mode)
+    mode = checked_mode(mode, view)
     return view.cached(_key("steps", mode), build)
 
 
@@ -75,7 +103,7 @@ def gap_layout(view: RunView, mode: str = MAIN) -> GapLayout | None:
             return None
         return build_gap_layout(rep.gaps, lane_layout(view, mode))
 
-    mode = _mode(mode)
+    mode = checked_mode(mode, view)
     return view.cached(_key("gaps", mode), build)
 
 
@@ -87,18 +115,28 @@ def launch_index(view: RunView, mode: str = MAIN) -> SchedulingIndex | None:
         rep = view.report
         if rep is None or not layout.lanes or not any(lane.lane_type == DEVICE for lane in layout.lanes):
             return None
-        ix = SchedulingIndex.build(rep.launches, layout.table, layout.kinds, len(rep.run.ranks) > 1)
+        ix = SchedulingIndex.build(_of_ranks(rep.launches, split_mode(mode)[1]), layout.table, layout.kinds, len(rep.run.ranks) > 1)
         return ix if ix.launches or ix.depth else None
 
-    mode = _mode(mode)
+    mode = checked_mode(mode, view)
     return view.cached(_key("scheduling", mode), build)
 
 
+def _of_ranks(launches: Launches, ranks: tuple[int, ...] | None) -> Launches:
+    """The launch tables of ``ranks`` only (all when None)."""
+    if ranks is None:
+        return launches
+    keep = pl.col("rank").is_in(list(ranks))
+    return dataclasses.replace(launches, latency=launches.latency.filter(keep),
+                               depth=launches.depth.filter(keep) if "rank" in launches.depth.columns else launches.depth)
+
+
 def prepare(view: RunView, width_px: int | None = DEFAULT_WIDTH_PX, mode: str = MAIN) -> None:
-    """Compute what the first view needs: the events, then the analysis beside the lane
-    layout, then the launch index and the whole-run timeline ``width_px`` wide (not when
-    None: the width is not known yet)."""
-    view.slices
+    """Compute what the first view needs: the events (of the ranks shown), then the analysis
+    beside the lane layout, then the launch index and the whole-run timeline ``width_px``
+    wide (not when None: the width is not known yet)."""
+    mode = checked_mode(mode, view)
+    view.slices_of(split_mode(mode)[1])
     with ThreadPoolExecutor(2, thread_name_prefix="accelscope-prepare") as pool:
         jobs = [pool.submit(lambda: view.report), pool.submit(lambda: lane_layout(view, mode))]
         for job in jobs:
@@ -131,7 +169,7 @@ def window(view: RunView, start_ms: float, end_ms: float, width_px: float | None
 
     A window covering the run gives the whole-run view (computed once per width and mode).
     """
-    mode = _mode(mode)
+    mode = checked_mode(mode, view)
     width = clamp_width_px(width_px) if width_px is not None else DEFAULT_WIDTH_PX
     lo, hi = max(0.0, float(start_ms)), min(view.end_ms, float(end_ms))
     if hi <= lo:

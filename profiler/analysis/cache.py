@@ -132,20 +132,20 @@ def store_report(run_path: Path, key: str, report: Report) -> None:
         log.debug("accelscope: report cache not written in %s: %s", run_path, exc)
 
 
-def analyze_cached(run: Run, before_analysis: Callable[[], object] | None = None) -> Report:
-    """``analyze(run)``, served from the run's cache while its content and this code are
-    unchanged; a live run is always analysed afresh. ``before_analysis`` runs only when the
+def analyze_cached(run: Run, before_analysis: Callable[[], object] | None = None, by_rank: bool | None = None) -> Report:
+    """``analyze(run, by_rank)``, served from the run's cache while its content and this code
+    are unchanged; a live run is always analysed afresh. ``before_analysis`` runs only when the
     analysis does (the dashboard reads the slices under its own lock first)."""
     if run.live:
         if before_analysis is not None:
             before_analysis()
-        return analyze(run)
+        return analyze(run, by_rank)
     key = content_key(run.path)
     report = load_report(run.path, key)
     if report is None:
         if before_analysis is not None:
             before_analysis()
-        report = analyze(run)
+        report = analyze(run, by_rank)
         store_report(run.path, key, report)
         return report
     # The key holds no absolute path: a run moved or renamed keeps its cache, under its new name.
