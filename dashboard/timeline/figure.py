@@ -82,7 +82,9 @@ def _mark_trace(go, tr: MarkTrace, show_legend: bool):
 def _title(tl: Timeline, static: bool = False) -> str:
     """Two lines: what is drawn (slices, marks, what was merged), then what to do (a static
     report's figure has no server behind it: zooming only enlarges what was drawn)."""
-    where = "in this view" if tl.window is not None else "in the run"
+    shown = tl.ranks_shown
+    of_ranks = f" of rank{'s' if len(shown) > 1 else ''} {', '.join(map(str, shown))}" if shown else ""
+    where = ("in this view" if tl.window is not None else "in the run") + of_ranks
     text = f"{tl.total_slices:,} slices {where} on {len(tl.lanes)} lanes, drawn as {tl.marks:,} marks"
     if tl.merged_slices:
         text += (

@@ -105,12 +105,14 @@ def short_label(label: str, width: int) -> str:
 
 
 def _lane_keys(
-    events: pl.DataFrame, thread_names: dict[tuple[int, int], str], stream_names: dict[tuple[int, str, int], str], fold: bool
+    events: pl.DataFrame, thread_names: dict[tuple[int, int], str], stream_names: dict[tuple[int, str, int], str], fold: bool,
+    multi_rank: bool | None = None,
 ) -> tuple[np.ndarray, pl.DataFrame, int]:
     """Each event's lane (an id in display order), the lanes (id, type, rank, device, stream,
     pid, tid, label, threads) and how many host threads were folded. Steps get a lane of their
     own per rank; with ``fold``, a rank's host threads beyond its main ones share one lane."""
-    multi_rank = events["rank"].n_unique() > 1
+    if multi_rank is None:
+        multi_rank = events["rank"].n_unique() > 1
     is_device = pl.col("kind").is_in(list(S.DEVICE_KINDS)) | pl.col("stream").is_not_null()
     lane_type = pl.when(pl.col("kind") == S.STEP).then(pl.lit(STEPS)).when(is_device).then(pl.lit(DEVICE)).otherwise(pl.lit(HOST))
     key_cols = ["lane_type", "rank", "device", "stream", "pid", "tid"]
@@ -198,12 +200,14 @@ def build_lane_layout(
     thread_names: dict[tuple[int, int], str],
     stream_names: dict[tuple[int, str, int], str] | None = None,
     fold: bool = True,
+    multi_rank: bool | None = None,
 ) -> LaneLayout:
     """Lanes and rows for every slice. ``stream_names`` name device lanes ("tpu:0 · XLA Ops");
-    ``fold``: a rank's host threads beyond its main ones share one lane."""
+    ``fold``: a rank's host threads beyond its main ones share one lane; ``multi_rank``: label
+    lanes with their rank (None: when ``events`` hold several; a job's rank drawn alone is labelled)."""
     if events.height == 0:
         return _empty_layout()
-    lane_of_event, keys, folded_threads = _lane_keys(events, thread_names, stream_names or {}, fold)
+    lane_of_event, keys, folded_threads = _lane_keys(events, thread_names, stream_names or {}, fold, multi_rank)
     start = events["start_ns"].to_numpy()
     dur = events["dur_ns"].to_numpy()
     order = np.lexsort((-dur, start, lane_of_event))  # by lane, start, longest first

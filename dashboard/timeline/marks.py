@@ -100,6 +100,7 @@ class Timeline:
     bucket_ns: float = 0.0  # one pixel
     gaps_in_view: int = 0
     folded_threads: int = 0  # host threads drawn folded into "other host threads" lanes
+    ranks_shown: tuple[int, ...] | None = None  # the ranks drawn when not every rank is
     flows: Flows | None = None
     queue: list[DepthSeries] = field(default_factory=list)
     latency: Latency | None = None

@@ -71,7 +71,9 @@ def lane_layout(view: RunView, mode: str = MAIN) -> LaneLayout:
     """Every slice of the run on its lane and row (``mode``: fold minor host threads or not)."""
     mode = checked_mode(mode, view)
     lanes, ranks = split_mode(mode)
-    return view.cached(_key("lanes", mode), lambda: build_lane_layout(view.slices_of(ranks), view.run.thread_names(), view.run.stream_names(), fold=lanes == MAIN))
+    multi = len(view.run.rank_ids()) > 1
+    return view.cached(_key("lanes", mode), lambda: build_lane_layout(view.slices_of(ranks), view.run.thread_names(), view.run.stream_names(),
+                                                                        fold=lanes == MAIN, multi_rank=multi))
 
 
 def step_marks(view: RunView, mode: str = MAIN) -> StepMarks:
@@ -150,6 +152,7 @@ def _draw(view: RunView, window_ms: tuple[float, float] | None, width_px: int, m
     layout, origin = lane_layout(view, mode), view.origin_ns
     tl = build_timeline(layout, step_marks(view, mode), origin, view.end_ms, window_ms, width_px, MAX_SLICES_PER_LANE)
     tl.folded_threads = layout.folded_threads
+    tl.ranks_shown = split_mode(mode)[1]
     if not tl.lanes:
         return tl
     a_ns, b_ns = window_ns(origin, tl.x_range)
