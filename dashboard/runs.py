@@ -21,6 +21,7 @@ import polars as pl
 from accelscope.analysis import NoStepsError, Report
 from accelscope.analysis.analyzer import BY_RANK_MIN_EVENTS
 from accelscope.analysis.cache import analyze_cached
+from accelscope.dashboard import prepared
 from accelscope.traces.run import Run
 
 T = TypeVar("T")
@@ -90,9 +91,13 @@ class RunView:
         self._stages: dict[str, list] = {}  # stage key -> [start, end or None, error]
 
     def cached(self, key: str, build: Callable[[], T]) -> T:
-        """``build()`` once per key; a key in ``STAGES`` (before any "@") is timed for ``progress``."""
+        """``build()`` once per key; a key in ``STAGES`` (before any "@") is timed for ``progress``;
+        a key in ``prepared.PERSISTED`` is kept inside the run for the next time it is opened."""
         if key in self._cache:
             return self._cache[key]
+        if prepared.persisted(key):
+            inner = build
+            build = lambda: prepared.load_or_build(self.run.path, self._prepared_key(), key, inner)  # noqa: E731
         with self._lock:
             lock = self._locks.setdefault(key, threading.RLock())
         with lock:
@@ -112,6 +117,12 @@ class RunView:
                 with self._lock:
                     record[1] = time.monotonic()
             return self._cache[key]
+
+    def _prepared_key(self) -> str | None:
+        """The run's key for what is kept inside it (computed once: a finished run does not change)."""
+        if "prepared-key" not in self._cache:
+            self._cache["prepared-key"] = prepared.run_key(self.run)
+        return self._cache["prepared-key"]
 
     def progress(self) -> list[Stage]:
         """The stages of preparing this run that have started, in ``STAGES`` order."""

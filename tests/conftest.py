@@ -50,6 +50,15 @@ def recorded_run(tmp_path_factory) -> Path:
     return run_demo(out, steps=14, loader_delay_ms=20, workers=0, name="recorded", progress=False)
 
 
+@pytest.fixture
+def fresh_run(recorded_run, tmp_path) -> Path:
+    """A copy of ``recorded_run`` without what earlier tests cached inside it (the report, the
+    dashboard's prepared tables): for tests that watch those being built."""
+    import shutil
+
+    return Path(shutil.copytree(recorded_run, tmp_path / recorded_run.name, ignore=shutil.ignore_patterns(".accelscope-cache")))
+
+
 @pytest.fixture(scope="session")
 def ddp_job(tmp_path_factory):
     """``ddp_job(nproc, *args)``: the directory of a real torchrun DDP job (gloo, CPU) run

@@ -84,52 +84,65 @@ def _secret() -> bytes | None:
         return None
 
 
-def _path(run_path: Path, key: str) -> Path:
-    return run_path / CACHE_DIR / f"report-{key}.pkl"
+def _path(run_path: Path, name: str, key: str) -> Path:
+    return run_path / CACHE_DIR / f"{name}-{key}.pkl"
 
 
-def load_report(run_path: Path, key: str) -> Report | None:
-    """The cached report under ``key``, if there is one signed with this user's key."""
+def load_cached(run_path: Path, name: str, key: str, kind: type | None = None) -> object | None:
+    """The object cached as ``name`` under ``key`` (of type ``kind`` when given), if there is
+    one signed with this user's key; None otherwise."""
     secret = _secret()
     try:
-        data = _path(run_path, key).read_bytes()
+        data = _path(run_path, name, key).read_bytes()
     except OSError:
         return None
     if secret is None or len(data) <= _MAC_BYTES:
         return None
     mac, body = data[:_MAC_BYTES], data[_MAC_BYTES:]
     if not hmac.compare_digest(mac, hmac.new(secret, body, hashlib.sha256).digest()):
-        log.debug("accelscope: ignoring a report cache not signed with this user's key: %s", run_path)
+        log.debug("accelscope: ignoring a cache not signed with this user's key: %s", run_path)
         return None
     try:
-        report = pickle.loads(body)
+        obj = pickle.loads(body)
     except Exception as exc:  # a cache from an incompatible library version: rebuild it
-        log.debug("accelscope: unreadable report cache in %s: %s", run_path, exc)
+        log.debug("accelscope: unreadable cache %s in %s: %s", name, run_path, exc)
         return None
-    return report if isinstance(report, Report) else None
+    return obj if kind is None or isinstance(obj, kind) else None
 
 
-def store_report(run_path: Path, key: str, report: Report) -> None:
-    """Write the report under ``key`` atomically and drop older ones; never raises for a
-    run that cannot hold it."""
+def store_cached(run_path: Path, name: str, key: str, obj: object) -> None:
+    """Write ``obj`` as ``name`` under ``key`` atomically and drop ``name``'s older keys; never
+    raises for a run that cannot hold it. ``name``: letters, digits, ``._-`` (no other ``-``
+    separated key can match it)."""
     secret = _secret()
     if secret is None:
         return
-    target = _path(run_path, key)
+    target = _path(run_path, name, key)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        body = pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL)
+        body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         target.parent.mkdir(exist_ok=True)
         with open(tmp, "wb") as fh:
             fh.write(hmac.new(secret, body, hashlib.sha256).digest())
             fh.write(body)
         os.replace(tmp, target)
-        for old in target.parent.glob("report-*.pkl"):
-            if old != target:
+        for old in target.parent.glob(f"{name}-*.pkl"):
+            if old != target and old.name[len(name) + 1:-4] != key and "-" not in old.name[len(name) + 1:-4]:
                 old.unlink(missing_ok=True)
-    except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
+    except (OSError, pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
         tmp.unlink(missing_ok=True)
-        log.debug("accelscope: report cache not written in %s: %s", run_path, exc)
+        log.debug("accelscope: cache %s not written in %s: %s", name, run_path, exc)
+
+
+def load_report(run_path: Path, key: str) -> Report | None:
+    """The cached report under ``key``, if there is one signed with this user's key."""
+    report = load_cached(run_path, "report", key, Report)
+    return report if isinstance(report, Report) else None
+
+
+def store_report(run_path: Path, key: str, report: Report) -> None:
+    """Write the report under ``key`` atomically and drop older ones."""
+    store_cached(run_path, "report", key, report)
 
 
 def analyze_cached(run: Run, before_analysis: Callable[[], object] | None = None, by_rank: bool | None = None) -> Report:

@@ -640,10 +640,10 @@ def _wait_for(predicate, timeout_s: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-def test_loading_status_says_what_a_slow_first_view_is_doing_then_stops(monkeypatch, recorded_run):
+def test_loading_status_says_what_a_slow_first_view_is_doing_then_stops(monkeypatch, fresh_run):
     release = threading.Event()
     _blocked_lane_layout(monkeypatch, release)
-    board = Dashboard([recorded_run])
+    board = Dashboard([fresh_run])
     t = Timeline(board)
     t.progress_after_s = 0.0
     worker = threading.Thread(target=t.request, args=({"run": 0, "width_px": 1000},))
@@ -652,7 +652,7 @@ def test_loading_status_says_what_a_slow_first_view_is_doing_then_stops(monkeypa
         _wait_for(lambda: "laying out the lanes …" in _text(t.loading_status(0, 0)[0]))
         children, stop = t.loading_status(0, 0)
         text = _text(children)
-        assert text.startswith(f"Preparing {board.views[0].label} ({Run.open(recorded_run).slices.height:,} slices): reading the events ✓")
+        assert text.startswith(f"Preparing {board.views[0].label} ({Run.open(fresh_run).slices.height:,} slices): reading the events ✓")
         assert "laying out the lanes …" in text and not stop
     finally:
         release.set()
@@ -660,10 +660,10 @@ def test_loading_status_says_what_a_slow_first_view_is_doing_then_stops(monkeypa
     assert t.loading_status(0, 0) == ("", True)  # the whole-run timeline is built: polling stops
 
 
-def test_loading_status_shows_nothing_while_the_wait_is_short(monkeypatch, recorded_run):
+def test_loading_status_shows_nothing_while_the_wait_is_short(monkeypatch, fresh_run):
     release = threading.Event()
     _blocked_lane_layout(monkeypatch, release)
-    board = Dashboard([recorded_run])
+    board = Dashboard([fresh_run])
     t = Timeline(board)  # progress after 1 s
     worker = threading.Thread(target=t.request, args=({"run": 0, "width_px": 1000},))
     worker.start()
@@ -675,11 +675,11 @@ def test_loading_status_shows_nothing_while_the_wait_is_short(monkeypatch, recor
         worker.join(60)
 
 
-def test_loading_status_reports_a_failed_stage_in_one_line_and_stops(monkeypatch, recorded_run):
+def test_loading_status_reports_a_failed_stage_in_one_line_and_stops(monkeypatch, fresh_run):
     release = threading.Event()
     release.set()
     _blocked_lane_layout(monkeypatch, release, error=ValueError("lane table is corrupt\nsecond line"))
-    t = Timeline(Dashboard([recorded_run]))
+    t = Timeline(Dashboard([fresh_run]))
     with pytest.raises(ValueError):
         t.whole(0, 1000)
     children, stop = t.loading_status(0, 0)
@@ -702,7 +702,7 @@ def test_loading_status_stops_when_the_timeline_fails_outside_a_stage(monkeypatc
     assert "drawing the whole run ✓" in _text(children)  # every stage ran; the figure did not
 
 
-def test_a_stage_that_failed_in_the_background_is_retried_by_the_page(monkeypatch, recorded_run):
+def test_a_stage_that_failed_in_the_background_is_retried_by_the_page(monkeypatch, fresh_run):
     real, calls = tv.build_lane_layout, []
 
     def fails_once(*args, **kwargs):
@@ -712,7 +712,7 @@ def test_a_stage_that_failed_in_the_background_is_retried_by_the_page(monkeypatc
         return real(*args, **kwargs)
 
     monkeypatch.setattr(tv, "build_lane_layout", fails_once)
-    board = Dashboard([recorded_run])
+    board = Dashboard([fresh_run])
     t = Timeline(board)
     t.progress_after_s = 0.0
     board.prepare_in_background(0).join(60)  # as `accelscope dashboard` does at launch: it fails
@@ -745,7 +745,7 @@ def test_each_ranks_steps_lane_comes_in_rank_order(shared_dir, tmp_path):
             assert kinds == sorted(kinds, key=["steps", "device", "host"].index)
 
 
-def test_a_new_request_clears_the_last_failure_while_it_runs(monkeypatch, recorded_run):
+def test_a_new_request_clears_the_last_failure_while_it_runs(monkeypatch, fresh_run):
     real, release, calls = tv.build_lane_layout, threading.Event(), []
 
     def fails_then_waits(*args, **kwargs):
@@ -756,7 +756,7 @@ def test_a_new_request_clears_the_last_failure_while_it_runs(monkeypatch, record
         return real(*args, **kwargs)
 
     monkeypatch.setattr(tv, "build_lane_layout", fails_then_waits)
-    t = Timeline(Dashboard([recorded_run]))
+    t = Timeline(Dashboard([fresh_run]))
     with pytest.raises(OSError):
         t.request({"run": 0, "width_px": 1000})
     assert t.loading_status(0, 0)[1] is True  # failed: the page stops waiting and says why
