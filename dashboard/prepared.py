@@ -40,14 +40,25 @@ def run_key(run: Run) -> str | None:
     return digest.hexdigest()[:32]
 
 
+def _file_name(name: str) -> str:
+    return "dash." + _SAFE.sub("_", name)
+
+
+def load(run_path: Path, key: str | None, name: str) -> tuple | None:
+    """``(value,)`` as an earlier build stored it for ``name`` under ``key`` (a built None is
+    kept too); None when nothing is kept."""
+    if key is None:
+        return None
+    got = load_cached(run_path, _file_name(name), key, tuple)
+    return got if isinstance(got, tuple) and len(got) == 1 else None
+
+
 def load_or_build(run_path: Path, key: str | None, name: str, build: Callable[[], T]) -> T:
     """``build()``, or what an earlier build stored for ``name`` under ``key``."""
-    if key is None:
-        return build()
-    file_name = "dash." + _SAFE.sub("_", name)
-    got = load_cached(run_path, file_name, key, tuple)  # (value,): a built None is kept too
-    if isinstance(got, tuple) and len(got) == 1:
+    got = load(run_path, key, name)
+    if got is not None:
         return got[0]
     obj = build()
-    store_cached(run_path, file_name, key, (obj,))
+    if key is not None:
+        store_cached(run_path, _file_name(name), key, (obj,))
     return obj

@@ -118,6 +118,19 @@ class RunView:
                     record[1] = time.monotonic()
             return self._cache[key]
 
+    def kept(self, key: str) -> Any:
+        """What ``cached(key, ...)`` holds or what an earlier opening kept inside the run (a
+        ``prepared.PERSISTED`` key), without building it; None when neither has it."""
+        if key in self._cache:
+            return self._cache[key]
+        if not prepared.persisted(key):
+            return None
+        got = prepared.load(self.run.path, self._prepared_key(), key)
+        if got is not None:
+            self._cache[key] = got[0]
+            return got[0]
+        return None
+
     def _prepared_key(self) -> str | None:
         """The run's key for what is kept inside it (computed once: a finished run does not change)."""
         if "prepared-key" not in self._cache:

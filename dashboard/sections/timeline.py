@@ -100,8 +100,12 @@ class Timeline:
         with self._locks[index]:
             if key not in self._figures:
                 try:
-                    tv.prepare(view, width, mode)
-                    fig = timeline_figure(tv.window(view, 0.0, view.end_ms, width, mode), uirevision=_revision(index, mode))
+                    kept = tv.kept_whole(view, width, mode)
+                    if kept is not None:  # reopened: draw it now, prepare zooms and clicks meanwhile
+                        self.board.prepare_in_background(index)
+                    else:
+                        tv.prepare(view, width, mode)
+                    fig = timeline_figure(kept or tv.window(view, 0.0, view.end_ms, width, mode), uirevision=_revision(index, mode))
                 except Exception as exc:  # for loading_status: the page stops waiting and says why
                     self._failed[index] = f"{type(exc).__name__}: {exc}".splitlines()[0]
                     raise

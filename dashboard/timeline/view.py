@@ -183,6 +183,16 @@ def window(view: RunView, start_ms: float, end_ms: float, width_px: float | None
     return _draw(view, (lo, hi), width, mode)
 
 
+def kept_whole(view: RunView, width_px: float | None = None, mode: str = MAIN) -> Timeline | None:
+    """The whole run ``width_px`` wide as ``window`` gives it, when it is already in memory or
+    kept inside the run from an earlier opening; None (nothing built) otherwise. A reopened
+    big run's first view needs nothing else."""
+    mode = checked_mode(mode, view)
+    width = clamp_width_px(width_px) if width_px is not None else DEFAULT_WIDTH_PX
+    key = "timeline" if width == DEFAULT_WIDTH_PX and mode == MAIN else f"timeline@{width}@{mode}"
+    return view.kept(key)
+
+
 def whole(view: RunView, mode: str = MAIN) -> Timeline:
     """The whole run, at the default width."""
     return window(view, 0.0, view.end_ms, DEFAULT_WIDTH_PX, mode)

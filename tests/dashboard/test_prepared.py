@@ -96,3 +96,19 @@ def test_a_run_that_cannot_hold_a_cache_is_still_drawn(run_dir):
     finally:
         (run_dir / CACHE_DIR).chmod(0o700)
     assert drawn.total_slices > 0
+
+
+def test_a_reopened_runs_first_view_reads_no_event(run_dir, monkeypatch):
+    from accelscope.dashboard.app import Dashboard
+    from accelscope.dashboard.sections.timeline import Timeline
+
+    first = Timeline(Dashboard([run_dir])).whole(0, 1240)
+    board = Dashboard([run_dir])
+    started = []
+    monkeypatch.setattr(board, "prepare_in_background", lambda index=0: started.append(index))
+    _no_building(monkeypatch)
+    again = Timeline(board).whole(0, 1240)
+    view = board.views[0]
+    assert again.to_json() == first.to_json()
+    assert not view.run.slices_loaded and "report" not in view._cache, "drawn from what was kept, nothing read"
+    assert started == [0], "zooms and clicks are prepared in the background meanwhile"
