@@ -151,7 +151,8 @@ def analyze(run: Run, by_rank: bool | None = None) -> Report:
             ev = ev.filter(pl.col("dur_ns") >= 0)
         result = analyze_rank(ev, rank, K.wait_intervals(colls.arrivals, rank) if colls.arrivals.height else None)
         capture = capture_figures(ev) if result.has_device else None
-        return _RankPass(result, driver_ops(ev), capture, _device_launches(ev), negative, first, last)
+        launches = _device_launches(ev) if not result.has_device else 0  # only a rank without device work needs them
+        return _RankPass(result, driver_ops(ev), capture, launches, negative, first, last)
 
     if threads > 1:
         with ThreadPoolExecutor(max_workers=threads) as pool:
