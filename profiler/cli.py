@@ -31,7 +31,7 @@ def _open(path: str, workers: int | None = None, cluster: str | None = None):
     from accelscope.traces.importer import resolve_run
     from accelscope.traces.run import Run
 
-    def announce(src: Path, dest: Path) -> None:
+    def announce(src: Path | str, dest: Path) -> None:
         print(f"importing {src} -> {dest}", file=sys.stderr, flush=True)
 
     return Run.open(resolve_run(path, on_import=announce, workers=workers, cluster=cluster))

@@ -332,7 +332,7 @@ def _name_cached_run(run_dir: Path, name: str) -> None:
         pass  # a read-only cache keeps its old name
 
 
-def resolve_run(path: str | os.PathLike[str], *, progress: bool = True, on_import: Callable[[Path, Path], None] | None = None,
+def resolve_run(path: str | os.PathLike[str], *, progress: bool = True, on_import: Callable[[Path | str, Path], None] | None = None,
                 workers: int | None = None, cluster: str | None = None) -> Path:
     """The run directory for ``path``: itself if it is a run, else an imported (cached) run.
 
@@ -363,7 +363,7 @@ def resolve_run(path: str | os.PathLike[str], *, progress: bool = True, on_impor
             if not _writable(candidate.parent):
                 continue
             if on_import is not None:
-                on_import(p, candidate)
+                on_import(str(path) if url else p, candidate)  # a URL as given (a Path would fold its "//")
             return import_traces([str(path) if url else p], candidate, force=True, progress=progress, workers=workers, cluster=cluster,
                                  extra_meta={"import_cache": True, "source_name": name, "importer": importer_fingerprint()})
         except PermissionError:

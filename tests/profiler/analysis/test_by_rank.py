@@ -41,3 +41,18 @@ def test_the_default_reads_rank_by_rank_only_beyond_the_threshold(shared_dir, tm
     run = Run.open(run_dir)
     analyze(run)
     assert run.slices_loaded is expect_loaded
+
+
+def test_a_single_part_run_of_several_ranks_gives_the_same_report_rank_by_rank(shared_dir, tmp_path):
+    """Runs imported before rank parts hold every rank in one table: each rank's rows are
+    pushed into the scan instead."""
+    from accelscope.traces.run import write_run
+
+    parts = Run.open(import_traces([shared_dir / DLRM], tmp_path / "parts", progress=False, workers=1))
+    meta = {k: v for k, v in parts.meta.items() if k not in ("rank_parts", "job")}
+    one = write_run(tmp_path / "one", parts.events.to_arrow(), parts.counters.to_arrow(), meta)
+    single = Run.open(one)
+    assert not single.parts and single.rank_ids() == list(range(8))
+    whole, by_rank, run = _both(one)
+    assert by_rank == whole
+    assert not run.slices_loaded
