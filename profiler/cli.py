@@ -54,7 +54,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from accelscope.analysis.cache import analyze_cached
     from accelscope.text import print_report
 
-    report = analyze_cached(_open(args.run, args.workers, args.cluster))
+    report = analyze_cached(_open(args.run, args.workers, args.cluster), cluster=args.cluster)
     doc = report.to_dict()
     crossed = check_gates(doc, args.fail_if or [])
     if args.json:
@@ -219,7 +219,8 @@ def _workers_option(p: argparse.ArgumentParser) -> None:
                         "8 MiB and 4 files per process or more; 1: one by one)")
     p.add_argument("--cluster", default=None, metavar="ADDRESS",
                    help="read the trace files on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786), one task "
-                        "per rank file; the run directory must be on storage its workers can write (needs the cluster extra)")
+                        "per rank file (analyze: and analyse each rank there); the run directory must be on storage its "
+                        "workers can write (needs the cluster extra)")
 
 
 def build_parser() -> argparse.ArgumentParser:

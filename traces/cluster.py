@@ -94,3 +94,29 @@ def read_on_cluster(cluster: Any, sources: list[Source], read: Callable[..., Any
                 client.close(timeout=5)
             except Exception:  # closing a client whose scheduler is gone may itself fail
                 pass
+
+
+def map_on_cluster(cluster: Any, fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
+    """``fn(*a)`` for every ``a`` in ``args`` as tasks on the Dask cluster, results in order.
+    A task's own exception is raised as it is; losing the scheduler is one ClusterError."""
+    distributed = _distributed()
+    client, owned = connect(cluster)
+    address = getattr(client, "scheduler", None) and client.scheduler.address
+    try:
+        futures = [client.submit(fn, *a, pure=False, retries=0) for a in args]
+        # Each result raises the task's own exception, or CancelledError when the scheduler is gone.
+        return [future.result() for future in futures]
+    except (OSError, TimeoutError, distributed.comm.CommClosedError, _cancelled()) as exc:
+        raise ClusterError(f"lost the connection to the Dask scheduler at {address} ({_first_line(exc) or 'tasks cancelled'})") from None
+    finally:
+        if owned:
+            try:
+                client.close(timeout=5)
+            except Exception:  # closing a client whose scheduler is gone may itself fail
+                pass
+
+
+def _cancelled() -> type[BaseException]:
+    from concurrent.futures import CancelledError
+
+    return CancelledError

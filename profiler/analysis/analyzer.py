@@ -16,18 +16,17 @@ scaled to the steady steps' total. The kernel and op tables are over the traced 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
 from accelscope.analysis import causes as C
 from accelscope.analysis import collectives as K
+from accelscope.analysis import rank_tasks as T
 from accelscope.analysis.advice import Evidence, dataloader_evidence, exposed_communication, framework_of, recommend, straggler_advice
-from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RANK_WAIT, STEP_WORDS, WINDOW_NAME, RankResult, analyze_rank, empty_gaps, step_unit, step_windows
+from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RANK_WAIT, STEP_WORDS, WINDOW_NAME, empty_gaps, step_unit
 from accelscope.analysis.busy import summarise_busy
-from accelscope.analysis.capture import capture_figures
-from accelscope.analysis.gap_ops import driver_ops, host_ops_in_gaps, ops_of
+from accelscope.analysis.gap_ops import host_ops_in_gaps, ops_of
 from accelscope.analysis.launches import match_launches, summarise
 from accelscope.analysis.report import Basis, Report, RunInfo
 from accelscope.analysis.steps import finish_steps, mark_outliers, traced_mask
@@ -35,7 +34,6 @@ from accelscope.analysis.stragglers import attribute, named, rank_table
 from accelscope.analysis.tables import merge_names
 from accelscope.analysis.utilisation import device_utilisation
 from accelscope.errors import AccelscopeError
-from accelscope.traces import schema as S
 from accelscope.traces.run import Run
 from accelscope.verdicts import verdict_for
 
@@ -82,25 +80,15 @@ BY_RANK_MIN_EVENTS = 20_000_000
 RANK_THREADS = 8  # ranks analysed at once (Polars and NumPy release the GIL)
 
 
-@dataclass
-class _RankPass:
-    """What one rank's events give besides ``analyze_rank``'s result: small tables only."""
-
-    result: RankResult
-    driver_ops: pl.DataFrame
-    capture: pl.DataFrame | None
-    device_launches: int  # host calls that put work on a device (for a trace without device work)
-    negative: int  # slices with negative durations, left out
-    first_ns: int | None  # the rank's first start and last end (of every slice, as read)
-    last_ns: int | None
-
-
-def analyze(run: Run, by_rank: bool | None = None) -> Report:
+def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Report:
     """Analyse every rank of ``run``. Raises NoStepsError when it has no events at all.
 
     ``by_rank``: read and analyse one rank at a time, never holding the whole events table
     (None: for runs of more than BY_RANK_MIN_EVENTS events whose events are not loaded yet);
-    the report is the same either way."""
+    ``cluster``: run those per-rank tasks on the Dask cluster at this address (or Client),
+    whose workers read the run by its path (rank_tasks.py). The report is the same either way."""
+    if cluster is not None:
+        by_rank = True
     if by_rank is None:
         by_rank = not run.slices_loaded and run.event_rows() > BY_RANK_MIN_EVENTS
     if by_rank:
@@ -129,36 +117,21 @@ def analyze(run: Run, by_rank: bool | None = None) -> Report:
     tolerance = _clock_tolerance(run.meta)
     threads = min(len(rank_ids), os.cpu_count() or 1, RANK_THREADS)
 
-    def valid(rank: int) -> pl.DataFrame:
-        ev = events_of(rank)
-        return ev.filter(pl.col("dur_ns") >= 0) if (ev["dur_ns"] < 0).any() else ev
-
+    path = str(run.path)
     colls = K.empty()
     if len(rank_ids) > 1:
-        colls = _match_collectives(run, rank_ids, valid, tolerance, threads)
+        colls = _match_collectives(run, rank_ids, events_of, tolerance, threads, cluster)
         notes.extend(colls.notes)
         if colls.instances.height == 0 and colls.unmatched == 0:
             light = run.meta.get("mode") == "light"
             notes.append("no collectives recorded on these ranks" + (": light mode records steps and input waits only; record with "
                          "mode='full' to match collectives across ranks and find stragglers" if light else ": nothing to match across ranks"))
 
-    def one(rank: int) -> _RankPass:
-        ev = events_of(rank)
-        first = int(ev["start_ns"].min()) if ev.height else None
-        last = int((ev["start_ns"] + ev["dur_ns"]).max()) if ev.height else None
-        negative = int((ev["dur_ns"] < 0).sum())
-        if negative:
-            ev = ev.filter(pl.col("dur_ns") >= 0)
-        result = analyze_rank(ev, rank, K.wait_intervals(colls.arrivals, rank) if colls.arrivals.height else None)
-        capture = capture_figures(ev) if result.has_device else None
-        launches = _device_launches(ev) if not result.has_device else 0  # only a rank without device work needs them
-        return _RankPass(result, driver_ops(ev), capture, launches, negative, first, last)
+    def waits(rank: int) -> tuple:
+        return (K.wait_intervals(colls.arrivals, rank) if colls.arrivals.height else None,)
 
-    if threads > 1:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            passes = list(pool.map(one, rank_ids))
-    else:
-        passes = [one(r) for r in rank_ids]
+    passes: list[T.RankPass] = T.map_ranks(lambda r: T.rank_pass(events_of(r), r, *waits(r)), T._remote_rank_pass, waits,
+                                           rank_ids, threads, cluster, path)
     at = 1 if failed else 0  # after the files that could not be read, before the rest
     notes[at:at] = list(dict.fromkeys(run.read_warnings))
     bad = sum(p.negative for p in passes)
@@ -308,19 +281,10 @@ def analyze(run: Run, by_rank: bool | None = None) -> Report:
     )
 
 
-# Host calls that put work on a device: a trace with these and no device work did not capture the device side.
-DEVICE_LAUNCH_NAME = r"^(cuda|cu|hip|hipModule)(LaunchKernel|LaunchKernelExC|LaunchCooperativeKernel|GraphLaunch|MemcpyAsync|MemsetAsync)(_v\d+)?$"
-
-
-def _slices_range(passes: list[_RankPass]) -> tuple[int, int] | None:
+def _slices_range(passes: list[T.RankPass]) -> tuple[int, int] | None:
     firsts = [p.first_ns for p in passes if p.first_ns is not None]
     lasts = [p.last_ns for p in passes if p.last_ns is not None]
     return (min(firsts), max(lasts)) if firsts else None
-
-
-def _device_launches(events: pl.DataFrame) -> int:
-    """Host calls that put work on a device (kernel launches, async copies)."""
-    return events.filter((pl.col("kind") == S.RUNTIME) & pl.col("name").str.contains(DEVICE_LAUNCH_NAME)).height
 
 
 def _uncaptured_device(launches: int) -> str | None:
@@ -342,7 +306,7 @@ def _clock_tolerance(meta: dict) -> int:
     return 2 * max(errors) if errors else 0
 
 
-def _match_collectives(run: Run, rank_ids: list[int], events_of, tolerance: int, threads: int) -> K.Matched:
+def _match_collectives(run: Run, rank_ids: list[int], events_of, tolerance: int, threads: int, cluster: Any = None) -> K.Matched:
     """Every rank's collectives (with their args), matched into instances: each rank's step
     windows and the launches of its collectives' kernels come from its own events."""
     rows = run.events_named(K.ANY_NAME).filter(pl.col("dur_ns") >= 0)
@@ -350,18 +314,11 @@ def _match_collectives(run: Run, rank_ids: list[int], events_of, tolerance: int,
         return K.empty()
     ids = rows.filter(pl.col("device") != "cpu").select("rank", "correlation_id").drop_nulls().unique()
 
-    def one(rank: int) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-        ev = events_of(rank)
-        windows = step_windows(ev)[0].with_columns(rank=pl.lit(rank, dtype=pl.Int32))
-        mine = ids.filter(pl.col("rank") == rank)["correlation_id"]
-        launches = ev.filter((pl.col("kind") == S.RUNTIME) & pl.col("correlation_id").is_in(mine.implode())) if mine.len() else None
-        return windows, launches
+    def mine(rank: int) -> tuple:
+        return (ids.filter(pl.col("rank") == rank)["correlation_id"],)
 
-    if threads > 1:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            per_rank = list(pool.map(one, rank_ids))
-    else:
-        per_rank = [one(r) for r in rank_ids]
+    per_rank = T.map_ranks(lambda r: T.collective_pass(events_of(r), r, *mine(r)), T._remote_collective_pass, mine,
+                           rank_ids, threads, cluster, str(run.path))
     launches = [lc for _, lc in per_rank if lc is not None]
     found = K.find(rows, pl.concat(launches) if launches else None)
     return K.match(found, pl.concat([w for w, _ in per_rank]), tolerance)

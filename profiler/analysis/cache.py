@@ -145,20 +145,21 @@ def store_report(run_path: Path, key: str, report: Report) -> None:
     store_cached(run_path, "report", key, report)
 
 
-def analyze_cached(run: Run, before_analysis: Callable[[], object] | None = None, by_rank: bool | None = None) -> Report:
-    """``analyze(run, by_rank)``, served from the run's cache while its content and this code
+def analyze_cached(run: Run, before_analysis: Callable[[], object] | None = None, by_rank: bool | None = None,
+                   cluster: object = None) -> Report:
+    """``analyze(run, by_rank, cluster)``, served from the run's cache while its content and this code
     are unchanged; a live run is always analysed afresh. ``before_analysis`` runs only when the
     analysis does (the dashboard reads the slices under its own lock first)."""
     if run.live:
         if before_analysis is not None:
             before_analysis()
-        return analyze(run, by_rank)
+        return analyze(run, by_rank, cluster)
     key = content_key(run.path)
     report = load_report(run.path, key)
     if report is None:
         if before_analysis is not None:
             before_analysis()
-        report = analyze(run, by_rank)
+        report = analyze(run, by_rank, cluster)
         store_report(run.path, key, report)
         return report
     # The key holds no absolute path: a run moved or renamed keeps its cache, under its new name.

@@ -23,7 +23,7 @@ def run_dir(recorded_run, tmp_path, monkeypatch):
 
 
 def _no_analysis(monkeypatch):
-    def fail(run, by_rank=None):
+    def fail(run, by_rank=None, cluster=None):
         raise AssertionError("analysed again")
 
     monkeypatch.setattr(C, "analyze", fail)
