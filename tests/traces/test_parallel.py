@@ -95,3 +95,14 @@ def test_the_cli_imports_with_a_pool(shared_dir, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "rank(s) 0, 1, 2, 3, 4, 5, 6, 7" in out.stdout and out.stderr == ""
+
+
+def test_a_rank_file_that_fails_marks_its_rank_missing(shared_dir, tmp_path):
+    """Where the file's name says its rank (rank-2.json.gz), the run lists that rank as missing."""
+    job = tmp_path / "job"
+    job.mkdir()
+    for i, f in enumerate(sorted((shared_dir / DLRM).iterdir())):
+        shutil.copy(f, job / f"rank-{i}.json.gz")
+    (job / "rank-2.json.gz").write_bytes(b"\x1f\x8b not gzip at all")
+    run = Run.open(import_traces([job], tmp_path / "r", progress=False, workers=1))
+    assert run.meta["missing_ranks"] == [2] and 2 not in run.meta["ranks"] and len(run.meta["ranks"]) == 7
