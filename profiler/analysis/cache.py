@@ -20,12 +20,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import io
 import logging
 import os
 import pickle
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import polars as pl
 
 from accelscope.analysis.analyzer import analyze
 from accelscope.analysis.report import Report
@@ -88,6 +93,49 @@ def _path(run_path: Path, name: str, key: str) -> Path:
     return run_path / CACHE_DIR / f"{name}-{key}.pkl"
 
 
+# Tables of at least this many rows go beside the pickle as uncompressed Arrow IPC files,
+# memory-mapped when loaded: a 10M-event run's lane layout loads in ~0.01 s instead of ~0.5 s
+# of unpickling, and does not hold the GIL meanwhile.
+SIDE_MIN_ROWS = 100_000
+_SIDE_RE = re.compile(r"^[A-Za-z0-9_.]+-[0-9a-f]+\.\d+\.arrow$")
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles ``obj`` with its large Polars tables written beside it (``persistent_id``)."""
+
+    def __init__(self, fh: Any, directory: Path, stem: str):
+        super().__init__(fh, protocol=pickle.HIGHEST_PROTOCOL)
+        self.directory, self.stem, self.sides = directory, stem, []
+
+    def persistent_id(self, obj: Any) -> Any:
+        if isinstance(obj, pl.DataFrame) and obj.height >= SIDE_MIN_ROWS:
+            name = f"{self.stem}.{len(self.sides)}.arrow"
+            tmp = self.directory / f".{name}.{os.getpid()}.tmp"
+            obj.write_ipc(tmp, compression="uncompressed")
+            self.sides.append((tmp, self.directory / name))
+            return ("arrow", name, tmp.stat().st_size)
+        return None
+
+
+class _Unpickler(pickle.Unpickler):
+    """Reads what ``_Pickler`` wrote: side tables memory-mapped from the same directory, by the
+    names and sizes the signed pickle holds (a name is never a path)."""
+
+    def __init__(self, fh: Any, directory: Path):
+        super().__init__(fh)
+        self.directory = directory
+
+    def persistent_load(self, pid: Any) -> Any:
+        kind, name, size = pid
+        path = self.directory / name
+        if kind != "arrow" or not isinstance(name, str) or not _SIDE_RE.match(name) or path.stat().st_size != size:
+            raise pickle.UnpicklingError(f"bad side table {name!r}")
+        import pyarrow as pa
+        import pyarrow.ipc as ipc
+
+        return pl.from_arrow(ipc.open_file(pa.memory_map(str(path))).read_all())
+
+
 def load_cached(run_path: Path, name: str, key: str, kind: type | None = None) -> object | None:
     """The object cached as ``name`` under ``key`` (of type ``kind`` when given), if there is
     one signed with this user's key; None otherwise."""
@@ -103,34 +151,43 @@ def load_cached(run_path: Path, name: str, key: str, kind: type | None = None) -
         log.debug("accelscope: ignoring a cache not signed with this user's key: %s", run_path)
         return None
     try:
-        obj = pickle.loads(body)
-    except Exception as exc:  # a cache from an incompatible library version: rebuild it
+        obj = _Unpickler(io.BytesIO(body), run_path / CACHE_DIR).load()
+    except Exception as exc:  # a cache from an incompatible library version, a side table gone: rebuild it
         log.debug("accelscope: unreadable cache %s in %s: %s", name, run_path, exc)
         return None
     return obj if kind is None or isinstance(obj, kind) else None
 
 
 def store_cached(run_path: Path, name: str, key: str, obj: object) -> None:
-    """Write ``obj`` as ``name`` under ``key`` atomically and drop ``name``'s older keys; never
-    raises for a run that cannot hold it. ``name``: letters, digits, ``._-`` (no other ``-``
-    separated key can match it)."""
+    """Write ``obj`` as ``name`` under ``key`` atomically (its large tables beside it, renamed
+    into place first) and drop ``name``'s older keys; never raises for a run that cannot hold
+    it. ``name``: letters, digits, ``_`` and ``.``."""
     secret = _secret()
     if secret is None:
         return
     target = _path(run_path, name, key)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    pickler = None
     try:
-        body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         target.parent.mkdir(exist_ok=True)
+        buf = io.BytesIO()
+        pickler = _Pickler(buf, target.parent, f"{name}-{key}")
+        pickler.dump(obj)
+        body = buf.getvalue()
+        for side_tmp, side in pickler.sides:
+            os.replace(side_tmp, side)
         with open(tmp, "wb") as fh:
             fh.write(hmac.new(secret, body, hashlib.sha256).digest())
             fh.write(body)
         os.replace(tmp, target)
-        for old in target.parent.glob(f"{name}-*.pkl"):
-            if old != target and old.name[len(name) + 1:-4] != key and "-" not in old.name[len(name) + 1:-4]:
+        for old in target.parent.glob(f"{name}-*"):
+            rest = old.name[len(name) + 1:]
+            if not rest.startswith(key) and re.match(r"^[0-9a-f]+(\.pkl|\.\d+\.arrow)$", rest):
                 old.unlink(missing_ok=True)
-    except (OSError, pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
+    except (OSError, pickle.PicklingError, TypeError, AttributeError, RecursionError, pl.exceptions.PolarsError) as exc:
         tmp.unlink(missing_ok=True)
+        for side_tmp, _ in pickler.sides if pickler is not None else []:
+            side_tmp.unlink(missing_ok=True)
         log.debug("accelscope: cache %s not written in %s: %s", name, run_path, exc)
 
 

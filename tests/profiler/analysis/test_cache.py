@@ -108,3 +108,36 @@ def test_a_moved_run_keeps_its_cache_under_its_new_name(run_dir, tmp_path, monke
     _no_analysis(monkeypatch)
     report = C.analyze_cached(Run.open(moved))
     assert report.run.name == "renamed" and report.run.path == str(moved)
+
+
+def test_large_tables_are_kept_beside_the_report_and_read_back_the_same(run_dir, monkeypatch):
+    monkeypatch.setattr(C, "SIDE_MIN_ROWS", 10)  # the recorded run's tables are small: put them beside it too
+    first = C.analyze_cached(Run.open(run_dir))
+    sides = sorted((run_dir / C.CACHE_DIR).glob("report-*.arrow"))
+    assert sides, "the large tables went beside the pickle"
+    _no_analysis(monkeypatch)
+    again = C.analyze_cached(Run.open(run_dir))
+    assert again.to_dict() == first.to_dict()
+    assert again.gaps.equals(first.gaps) and again.steps.equals(first.steps)
+
+
+def test_a_side_table_that_changed_is_not_trusted(run_dir, monkeypatch):
+    monkeypatch.setattr(C, "SIDE_MIN_ROWS", 10)
+    C.analyze_cached(Run.open(run_dir))
+    side = sorted((run_dir / C.CACHE_DIR).glob("report-*.arrow"))[0]
+    side.write_bytes(side.read_bytes() + b"\0")
+    _no_analysis(monkeypatch)
+    with pytest.raises(AssertionError, match="analysed again"):
+        C.analyze_cached(Run.open(run_dir))
+
+
+def test_a_new_key_drops_the_old_side_tables(run_dir, monkeypatch):
+    monkeypatch.setattr(C, "SIDE_MIN_ROWS", 10)
+    C.analyze_cached(Run.open(run_dir))
+    old = {p.name for p in (run_dir / C.CACHE_DIR).glob("report-*")}
+    meta = json.loads((run_dir / META_FILE).read_text())
+    meta["note"] = "changed"
+    (run_dir / META_FILE).write_text(json.dumps(meta))
+    C.analyze_cached(Run.open(run_dir))
+    now = {p.name for p in (run_dir / C.CACHE_DIR).glob("report-*")}
+    assert now and not (now & old), "only the new key's files are left"
