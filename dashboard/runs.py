@@ -199,8 +199,8 @@ class RunView:
 
     # -- clock -------------------------------------------------------------------------
     def _span(self) -> tuple[int, int]:
-        if not self.big:
-            self.slices  # read anyway for the first view; the span then comes from it
+        """From the slices when they are read, else by streaming two columns (a reopened run's
+        first view reads no event)."""
         return self.cached("span", self.run.span_ns)
 
     @property

@@ -134,11 +134,12 @@ def _of_ranks(launches: Launches, ranks: tuple[int, ...] | None) -> Launches:
 
 
 def prepare(view: RunView, width_px: int | None = DEFAULT_WIDTH_PX, mode: str = MAIN) -> None:
-    """Compute what the first view needs: the events (of the ranks shown), then the analysis
-    beside the lane layout, then the launch index and the whole-run timeline ``width_px``
-    wide (not when None: the width is not known yet)."""
+    """Compute what the first view needs: the events (of the ranks shown; not when the lane
+    layout was kept inside the run), then the analysis beside the lane layout, then the launch
+    index and the whole-run timeline ``width_px`` wide (not when None: the width is not known yet)."""
     mode = checked_mode(mode, view)
-    view.slices_of(split_mode(mode)[1])
+    if view.kept(_key("lanes", mode)) is None:  # a reopened run's kept layout needs no event read
+        view.slices_of(split_mode(mode)[1])
     with ThreadPoolExecutor(2, thread_name_prefix="accelscope-prepare") as pool:
         jobs = [pool.submit(lambda: view.report), pool.submit(lambda: lane_layout(view, mode))]
         for job in jobs:

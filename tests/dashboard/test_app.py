@@ -600,16 +600,16 @@ def test_the_page_serves_the_vendored_plotly_bundle(recorded_run):
     assert client.get(src.group(1)).get_data(as_text=True) == plotlyjs.bundle_text()
 
 
-def test_a_run_view_records_each_stage_of_its_first_view(recorded_run):
+def test_a_run_view_records_each_stage_of_its_first_view(fresh_run):
     from accelscope.dashboard.runs import STAGES
 
-    view = RunView(Run.open(recorded_run), "r")
+    view = RunView(Run.open(fresh_run), "r")
     assert view.progress() == [] and view.slice_count() is None
     tv.prepare(view, 1000)
     stages = view.progress()
     assert [st.label for st in stages] == list(STAGES.values())
     assert all(st.state == "done" and st.seconds >= 0 and not st.error for st in stages)
-    assert view.slice_count() == Run.open(recorded_run).slices.height
+    assert view.slice_count() == Run.open(fresh_run).slices.height
 
 
 def _blocked_lane_layout(monkeypatch, release: threading.Event, error: Exception | None = None):
