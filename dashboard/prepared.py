@@ -11,6 +11,7 @@ or an upgrade rebuilds them. A live run is never served from it, nor cached.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -34,8 +35,6 @@ def run_key(run: Run) -> str | None:
     """The key of what is kept for ``run`` now (None for a live run: nothing is kept)."""
     if run.live:
         return None
-    import hashlib
-
     digest = hashlib.sha256((content_key(run.path) + code_digest() + source_digest(DASHBOARD, DASHBOARD / "timeline")).encode())
     return digest.hexdigest()[:32]
 

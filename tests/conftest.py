@@ -50,6 +50,16 @@ def recorded_run(tmp_path_factory) -> Path:
     return run_demo(out, steps=14, loader_delay_ms=20, workers=0, name="recorded", progress=False)
 
 
+@pytest.fixture(scope="session")
+def local_cluster():
+    """A Dask LocalCluster of 2 single-threaded worker processes, shared by the cluster tests."""
+    pytest.importorskip("distributed", reason="the [cluster] extra (dask distributed) is not installed")
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        yield cluster
+
+
 @pytest.fixture
 def fresh_run(recorded_run, tmp_path) -> Path:
     """A copy of ``recorded_run`` without what earlier tests cached inside it (the report, the

@@ -14,7 +14,9 @@ temporary directory is removed by its caller, so no half-written run is left.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from typing import Any
 
 from accelscope.errors import AccelscopeError
@@ -56,67 +58,67 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def read_on_cluster(cluster: Any, sources: list[Source], read: Callable[..., Any], outcomes: dict[int, Any],
-                    on_file: Callable[[int], None] | None) -> None:
-    """Fill ``outcomes`` (index -> what ``read(source, None)`` returned, or the exception that
-    is the file's failure) from one cluster task per source, largest first."""
+@contextlib.contextmanager
+def _session(cluster: Any) -> Iterator[Any]:
+    """A client for ``cluster`` (closed afterwards when we made it); losing the scheduler
+    inside the block, as a broken connection or cancelled tasks, is one ClusterError."""
     distributed = _distributed()
-    from accelscope.traces.parallel import WORKER_DIED
-
     client, owned = connect(cluster)
-    address = getattr(client, "scheduler", None) and client.scheduler.address
-    order = sorted(range(len(sources)), key=lambda i: -sources[i].size_bytes)
+    address = client.scheduler.address if getattr(client, "scheduler", None) else cluster
     try:
-        futures = {client.submit(read, sources[i], None, pure=False, retries=0): i for i in order}
-        for future in distributed.as_completed(list(futures), loop=client.loop):
-            i = futures[future]
-            status = future.status
-            if status == "finished":
-                outcomes[i] = future.result()
-            elif status == "error":
-                exc = future.exception()
-                if isinstance(exc, distributed.KilledWorker):
-                    outcomes[i] = AccelscopeError(f"{sources[i].location}: {WORKER_DIED}")
-                elif isinstance(exc, AccelscopeError):
-                    outcomes[i] = exc
-                else:
-                    raise exc
-            else:  # cancelled: the scheduler went away
-                raise ClusterError(f"lost the connection to the Dask scheduler at {address} with "
-                                   f"{len(sources) - len(outcomes)} of {len(sources)} files unread; no run was written")
-            if on_file is not None:
-                on_file(sources[i].size_bytes)
-    except (OSError, TimeoutError, distributed.comm.CommClosedError) as exc:
-        raise ClusterError(f"lost the connection to the Dask scheduler at {address} ({_first_line(exc)}); no run was written") from None
+        yield client
+    except (OSError, TimeoutError, CancelledError, distributed.comm.CommClosedError) as exc:
+        raise ClusterError(f"lost the connection to the Dask scheduler at {address} "
+                           f"({_first_line(exc) or 'its tasks were cancelled'}); no run was written") from None
     finally:
         if owned:
             try:
                 client.close(timeout=5)
             except Exception:  # closing a client whose scheduler is gone may itself fail
                 pass
+
+
+def read_on_cluster(cluster: Any, sources: list[Source], read: Callable[..., Any], outcomes: dict[int, Any],
+                    on_file: Callable[[int], None] | None) -> None:
+    """Fill ``outcomes`` (index -> what ``read(source, None)`` returned, or the exception that
+    is the file's failure) from one cluster task per source, largest first. Dask gives up on
+    every task that was on a worker when it died, not only the one that killed it: those are
+    read again one at a time, as the local pool does, so only the file that kills is lost."""
+    distributed = _distributed()
+    from accelscope.traces.parallel import WORKER_DIED
+
+    order = sorted(range(len(sources)), key=lambda i: -sources[i].size_bytes)
+    with _session(cluster) as client:
+
+        def run(indices: list[int]) -> list[int]:
+            """Outcomes of ``indices``; returns those whose worker died."""
+            died = []
+            futures = {client.submit(read, sources[i], None, pure=False, retries=0): i for i in indices}
+            for future in distributed.as_completed(list(futures), loop=client.loop):
+                i = futures[future]
+                if future.status == "cancelled":  # the scheduler went away
+                    raise CancelledError(f"{len(sources) - len(outcomes)} of {len(sources)} files unread")
+                exc = future.exception() if future.status == "error" else None
+                if isinstance(exc, distributed.KilledWorker):
+                    died.append(i)
+                    continue
+                if exc is not None and not isinstance(exc, AccelscopeError):
+                    raise exc
+                outcomes[i] = exc if exc is not None else future.result()
+                if on_file is not None:
+                    on_file(sources[i].size_bytes)
+            return died
+
+        for i in run(order):
+            if run([i]):
+                outcomes[i] = AccelscopeError(f"{sources[i].location}: {WORKER_DIED}")
+                if on_file is not None:
+                    on_file(sources[i].size_bytes)
 
 
 def map_on_cluster(cluster: Any, fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
     """``fn(*a)`` for every ``a`` in ``args`` as tasks on the Dask cluster, results in order.
     A task's own exception is raised as it is; losing the scheduler is one ClusterError."""
-    distributed = _distributed()
-    client, owned = connect(cluster)
-    address = getattr(client, "scheduler", None) and client.scheduler.address
-    try:
+    with _session(cluster) as client:
         futures = [client.submit(fn, *a, pure=False, retries=0) for a in args]
-        # Each result raises the task's own exception, or CancelledError when the scheduler is gone.
         return [future.result() for future in futures]
-    except (OSError, TimeoutError, distributed.comm.CommClosedError, _cancelled()) as exc:
-        raise ClusterError(f"lost the connection to the Dask scheduler at {address} ({_first_line(exc) or 'tasks cancelled'})") from None
-    finally:
-        if owned:
-            try:
-                client.close(timeout=5)
-            except Exception:  # closing a client whose scheduler is gone may itself fail
-                pass
-
-
-def _cancelled() -> type[BaseException]:
-    from concurrent.futures import CancelledError
-
-    return CancelledError

@@ -117,7 +117,6 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
     tolerance = _clock_tolerance(run.meta)
     threads = min(len(rank_ids), os.cpu_count() or 1, RANK_THREADS)
 
-    path = str(run.path)
     colls = K.empty()
     if len(rank_ids) > 1:
         colls = _match_collectives(run, rank_ids, events_of, tolerance, threads, cluster)
@@ -130,8 +129,7 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
     def waits(rank: int) -> tuple:
         return (K.wait_intervals(colls.arrivals, rank) if colls.arrivals.height else None,)
 
-    passes: list[T.RankPass] = T.map_ranks(lambda r: T.rank_pass(events_of(r), r, *waits(r)), T._remote_rank_pass, waits,
-                                           rank_ids, threads, cluster, path)
+    passes: list[T.RankPass] = T.map_ranks(T.rank_pass, waits, rank_ids, events_of, threads, cluster, str(run.path))
     at = 1 if failed else 0  # after the files that could not be read, before the rest
     notes[at:at] = list(dict.fromkeys(run.read_warnings))
     bad = sum(p.negative for p in passes)
@@ -317,8 +315,7 @@ def _match_collectives(run: Run, rank_ids: list[int], events_of, tolerance: int,
     def mine(rank: int) -> tuple:
         return (ids.filter(pl.col("rank") == rank)["correlation_id"],)
 
-    per_rank = T.map_ranks(lambda r: T.collective_pass(events_of(r), r, *mine(r)), T._remote_collective_pass, mine,
-                           rank_ids, threads, cluster, str(run.path))
+    per_rank = T.map_ranks(T.collective_pass, mine, rank_ids, events_of, threads, cluster, str(run.path))
     launches = [lc for _, lc in per_rank if lc is not None]
     found = K.find(rows, pl.concat(launches) if launches else None)
     return K.match(found, pl.concat([w for w, _ in per_rank]), tolerance)

@@ -68,23 +68,24 @@ def device_launches(events: pl.DataFrame) -> int:
     return events.filter((pl.col("kind") == S.RUNTIME) & pl.col("name").str.contains(DEVICE_LAUNCH_NAME)).height
 
 
-# -- tasks on a cluster: open the run by its path, read one rank ---------------------------------
-def _remote_collective_pass(run_path: str, rank: int, collective_ids: pl.Series):
-    return collective_pass(Run.open(run_path).rank_slices(rank), rank, collective_ids)
+def _on_worker(fn: Callable[..., Any], run_path: str, rank: int, *args: Any) -> Any:
+    """A cluster task: ``fn`` of one rank's events, read by the worker from the run at ``run_path``."""
+    return fn(Run.open(run_path).rank_slices(rank), rank, *args)
 
 
-def _remote_rank_pass(run_path: str, rank: int, waits):
-    return rank_pass(Run.open(run_path).rank_slices(rank), rank, waits)
-
-
-def map_ranks(local: Callable[[int], Any], remote: Callable[..., Any], args: Callable[[int], tuple], rank_ids: list[int],
+def map_ranks(fn: Callable[..., Any], args: Callable[[int], tuple], rank_ids: list[int], events_of: Callable[[int], pl.DataFrame],
               threads: int, cluster: Any = None, run_path: str = "") -> list[Any]:
-    """``local(rank)`` for every rank in ``threads`` threads; with ``cluster``, ``remote(run_path,
-    rank, *args(rank))`` as one task per rank on that Dask cluster instead. In rank order."""
+    """``fn(events_of(rank), rank, *args(rank))`` for every rank, in ``threads`` threads; with
+    ``cluster``, as one task per rank on that Dask cluster, whose worker reads the rank itself
+    from ``run_path``. In rank order."""
     if cluster is not None:
         from accelscope.traces.cluster import map_on_cluster
 
-        return map_on_cluster(cluster, remote, [(run_path, r, *args(r)) for r in rank_ids])
+        return map_on_cluster(cluster, _on_worker, [(fn, run_path, r, *args(r)) for r in rank_ids])
+
+    def local(rank: int) -> Any:
+        return fn(events_of(rank), rank, *args(rank))
+
     if threads > 1:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             return list(pool.map(local, rank_ids))

@@ -35,9 +35,8 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
-        yield c
+def cluster(local_cluster):
+    return local_cluster
 
 
 @pytest.fixture(scope="module")

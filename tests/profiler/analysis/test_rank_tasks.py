@@ -10,8 +10,6 @@ import pytest
 
 pytest.importorskip("distributed", reason="the [cluster] extra (dask distributed) is not installed")
 
-from distributed import LocalCluster  # noqa: E402
-
 from accelscope.analysis import analyze  # noqa: E402
 from accelscope.traces.importer import import_traces  # noqa: E402
 from accelscope.traces.run import Run  # noqa: E402
@@ -20,9 +18,8 @@ DLRM = "traces/more/param-dlrm-8rank"
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
-        yield c
+def cluster(local_cluster):
+    return local_cluster
 
 
 @pytest.fixture(scope="module")
