@@ -50,9 +50,11 @@ def recorded_run(tmp_path_factory) -> Path:
     return run_demo(out, steps=14, loader_delay_ms=20, workers=0, name="recorded", progress=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_cluster():
-    """A Dask LocalCluster of 2 single-threaded worker processes, shared by the cluster tests."""
+    """A Dask LocalCluster of 2 single-threaded worker processes, shared by one module's
+    cluster tests and closed after them: idle, its scheduler and workers still take ~7 % of
+    a core, which the timing-truth tests of later modules should not share."""
     pytest.importorskip("distributed", reason="the [cluster] extra (dask distributed) is not installed")
     from distributed import LocalCluster
 

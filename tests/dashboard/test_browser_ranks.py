@@ -1,5 +1,5 @@
 """The Ranks section in a real browser (headless Chromium through Playwright) on a real
-3-rank torchrun job (gloo, CPU) whose rank 2 waits 30 ms a step for its batch
+3-rank torchrun job (gloo, CPU) whose rank 2 waits at least 30 ms a step for its batch
 (``tests/jobs/launch.LOADER_3``): the straggler shown is rank 2, the map has a row per rank and
 switches to the wait for other ranks, and the collectives' window opens on the timeline."""
 

@@ -29,6 +29,9 @@ def main() -> None:
     ap.add_argument("--straggler", type=int, default=-1, help="rank that is slow (-1: none)")
     ap.add_argument("--inject", choices=("loader", "compute", "none"), default="none")
     ap.add_argument("--delay-ms", type=float, default=20.0, help="loader sleep or extra compute per step on the straggler")
+    ap.add_argument("--delay-share", type=float, default=0.0,
+                    help="the injection lasts at least this share of the straggler's own previous step's work, so that "
+                         "a loaded machine, which slows the work of every rank, cannot hide it among the ranks' noise")
     ap.add_argument("--mode", default="full")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--truth-dir", default=None, help="where truth-rank-N.json goes (default: OUT's parent)")
@@ -52,22 +55,26 @@ def main() -> None:
 
     model.register_comm_hook(None, arrival_hook)
     slow = rank == args.straggler
-    delay_s = args.delay_ms / 1e3
     injected: list[int] = []
+    last_work_ns = [0]  # the previous step's work on this rank (after its batch and any injection)
+
+    def delay_s() -> float:
+        return max(args.delay_ms / 1e3, args.delay_share * last_work_ns[0] / 1e9)
 
     def batches():
         x, y = torch.randn(args.batch, 256), torch.randint(0, 10, (args.batch,))
         for _ in range(args.steps):
             t0 = time.perf_counter_ns()
             if slow and args.inject == "loader":
-                time.sleep(delay_s)
+                time.sleep(delay_s())
             injected.append(time.perf_counter_ns() - t0 if slow and args.inject == "loader" else 0)
             yield x, y
 
     def extra_compute() -> None:
         t0 = time.perf_counter_ns()
         a = torch.randn(128, 128)
-        while time.perf_counter_ns() - t0 < delay_s * 1e9:
+        until_ns = delay_s() * 1e9
+        while time.perf_counter_ns() - t0 < until_ns:
             a = torch.tanh(a @ a)
         injected[-1] += time.perf_counter_ns() - t0
 
@@ -87,12 +94,14 @@ def main() -> None:
                 os.kill(os.getpid(), 9)
             if slow and args.inject == "compute":
                 extra_compute()
+            t_work = time.perf_counter_ns()
             loss = nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
             if prof is not None:
                 prof.step()
+            last_work_ns[0] = time.perf_counter_ns() - t_work
             t_end = time.time_ns()
             steps.append((t_start, t_end))
             t_start = t_end

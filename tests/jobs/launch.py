@@ -11,11 +11,14 @@ from pathlib import Path
 JOB = Path(__file__).with_name("ddp_job.py")
 
 # The jobs the tests share (``ddp_job(*SCENARIO)`` in conftest records each once per session):
-# 16 steps, 12 of them traced, so that a rank's wait is averaged over enough steps.
-LOADER_2 = (2, "--straggler", "1", "--inject", "loader", "--steps", "16")  # rank 1's loader sleeps 20 ms a step
-COMPUTE_2 = (2, "--straggler", "0", "--inject", "compute", "--delay-ms", "25", "--steps", "16")  # rank 0 computes 25 ms more
+# 16 steps, 12 of them traced, so that a rank's wait is averaged over enough steps. Each
+# injection lasts D ms or as long as the straggler's own previous step's work, whichever is
+# longer: a machine loaded by other jobs slows every rank's work (CI has seen steps 2-7x
+# slower), and a fixed 20 ms would then drown in the ranks' noise; in proportion it cannot.
+LOADER_2 = (2, "--straggler", "1", "--inject", "loader", "--delay-ms", "20", "--delay-share", "1", "--steps", "16")  # rank 1's loader sleeps
+COMPUTE_2 = (2, "--straggler", "0", "--inject", "compute", "--delay-ms", "25", "--delay-share", "1", "--steps", "16")  # rank 0 computes more
 NONE_2 = (2, "--steps", "16")  # no straggler
-LOADER_3 = (3, "--straggler", "2", "--inject", "loader", "--delay-ms", "30", "--steps", "16")  # rank 2's loader sleeps 30 ms
+LOADER_3 = (3, "--straggler", "2", "--inject", "loader", "--delay-ms", "30", "--delay-share", "1", "--steps", "16")  # rank 2's loader sleeps
 
 
 def torchrun(tmp: Path, nproc: int, *job_args: str, run: bool = False, timeout_s: float = 180, check: bool = True) -> subprocess.CompletedProcess:

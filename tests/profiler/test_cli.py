@@ -9,7 +9,7 @@ import pytest
 from accelscope.analysis import analyze
 from accelscope.cli import main
 from accelscope.traces.run import Run
-from tests.jobs.launch import LOADER_2, NONE_2
+from tests.jobs.launch import LOADER_2, NONE_2, truth_wait_shares, truths
 
 
 def _cli(*args):
@@ -130,9 +130,14 @@ def test_analyze_json_has_ranks_and_stragglers(ddp_job, capsys):
 
 
 def test_a_straggler_gate_fails_the_job_with_a_straggler_only(ddp_job):
-    gate = ("--fail-if", "straggler_share>0.1")
-    assert _cli("analyze", str(ddp_job(*LOADER_2) / "ddp"), *gate).returncode == 1
-    assert _cli("analyze", str(ddp_job(*NONE_2) / "ddp"), "--fail-if", "straggler_share>0.15").returncode == 0
+    assert _cli("analyze", str(ddp_job(*LOADER_2) / "ddp"), "--fail-if", "straggler_share>0.1").returncode == 1
+    # Without an injection the ranks only wait for each other's noise; a machine loaded by
+    # other jobs can make one rank late for real, so the gate sits above what the job's own
+    # timestamps measured (and at 15 % on a quiet machine).
+    none = ddp_job(*NONE_2)
+    steps = set(analyze(Run.open(none / "ddp")).steps.filter("analysed")["step"].to_list())
+    limit = max(0.15, max(truth_wait_shares(truths(none), steps).values()) + 0.05)
+    assert _cli("analyze", str(none / "ddp"), "--fail-if", f"straggler_share>{limit:.3f}").returncode == 0
 
 
 def test_bare_import_reaches_keras_without_importing_tensorflow():

@@ -1,4 +1,4 @@
-"""The Ranks section on a real 3-rank torchrun job (gloo, CPU) whose rank 2 waits 30 ms a step
+"""The Ranks section on a real 3-rank torchrun job (gloo, CPU) whose rank 2 waits at least 30 ms a step
 for its batch (``tests/jobs/launch.LOADER_3``), and its absence on a single-rank run."""
 
 from __future__ import annotations

@@ -97,11 +97,18 @@ def test_with_extra_compute_the_other_rank_waits_as_measured(compute_2):
     _check_waits(compute_2, _report(compute_2), straggler=0)
 
 
-def test_without_an_injected_straggler_none_is_named(ddp_job):
-    report = _report(ddp_job(*NONE_2))
-    assert report.stragglers == []
-    # Scheduling noise on this shared machine still makes one rank or the other arrive last.
-    assert 0.0 <= report.straggler_share < STRAGGLER_SHARE
+def test_without_an_injected_straggler_only_a_rank_the_job_measured_late_is_named(ddp_job):
+    """Nothing is injected, so on a quiet machine no rank is a straggler. On a loaded one,
+    another job can take one rank's core for a while: that rank is then really late, and
+    the job's own arrival timestamps say so. Either way the verdict follows the truth."""
+    job = ddp_job(*NONE_2)
+    report = _report(job)
+    waited = truth_wait_shares(truths(job), _analysed_steps(report, 0))
+    assert abs(report.straggler_share - max(waited.values())) <= TOLERANCE, f"costliest late rank {report.straggler_share:.1%}, truth {waited}"
+    if max(waited.values()) < STRAGGLER_SHARE - TOLERANCE:
+        assert report.stragglers == []
+    for s in report.stragglers:  # a rank named late is one the other rank measured waiting for
+        assert waited[1 - s.rank] >= STRAGGLER_SHARE - TOLERANCE, f"rank {s.rank} named; truth {waited}"
 
 
 def test_three_ranks_name_the_one_straggler_and_both_others_wait_for_it(loader_3):
