@@ -22,8 +22,9 @@ DELAY_MS = 20.0
 # The truth is the gap between the workers' train_step calls, not their arrivals at the
 # all-reduce: the two workers' compute before it differs by scheduling noise on 2 shared
 # cores (seen: 2.7 ms in one step of a quiet run, 4.4 ms in one of a busy one, 4.8 ms in one
-# step of a full `make test` that pulled the mean of 9 steps to 1.71 ms). Each step within
-# STEP_TOLERANCE_MS (a quarter of the delay), and on average within WAIT_TOLERANCE_MS (a tenth).
+# step of a full `make test` that pulled the mean of 9 steps to 1.71 ms, 6.1 ms in one step of
+# another). Every step but one within STEP_TOLERANCE_MS (a quarter of the delay: a preemption
+# lands in one step's compute, not in several), and on average within WAIT_TOLERANCE_MS (a tenth).
 WAIT_TOLERANCE_MS = 2.0
 STEP_TOLERANCE_MS = 5.0
 
@@ -76,6 +77,7 @@ def test_the_other_worker_waits_as_long_as_the_job_measured(job):
     for step, wait_ns in waits.iter_rows():
         gap_ns = truth[1]["steps"][step][0] - truth[0]["steps"][step][0]  # worker 1 called train_step this much later
         assert gap_ns > 0.8 * DELAY_MS * 1e6
-        assert abs(wait_ns - gap_ns) <= STEP_TOLERANCE_MS * 1e6, f"step {step}: waited {wait_ns / 1e6:.2f} ms, truth {gap_ns / 1e6:.2f} ms"
         errors.append(abs(wait_ns - gap_ns))
+    off = [e for e in errors if e > STEP_TOLERANCE_MS * 1e6]
+    assert len(off) <= 1, f"{len(off)} steps off by more than {STEP_TOLERANCE_MS} ms: errors {[round(e / 1e6, 2) for e in errors]} ms"
     assert sum(errors) / len(errors) <= WAIT_TOLERANCE_MS * 1e6, f"mean error {sum(errors) / len(errors) / 1e6:.2f} ms"
