@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import functools
 import gzip
+import itertools
 import json
 import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ import pyarrow.compute as pc
 
 from accelscope.traces import schema as S
 from accelscope.traces.chrome_events import SPAN_CATEGORY, SPAN_PHASES, CounterSamples, SpanPairer
+from accelscope.traces.exact_time import exact_us_to_ns as _exact_us_to_ns
+from accelscope.traces.exact_time import exact_us_to_ns_many
 from accelscope.traces.chrome_json import NotATraceError, Scanner, TraceFormatError, adopt_legacy, is_array_document, neither_form, read_chunks
 
 __all__ = ["KinetoTrace", "NotATraceError", "TraceFormatError", "read_kineto", "rank_from_file_name"]
@@ -177,20 +179,6 @@ def _us_to_ns(values: list) -> np.ndarray:
 _MAX_TS_US = 2**62 // 1000
 
 
-def _exact_us_to_ns(raw: msgspec.Raw) -> int:
-    text = bytes(raw)
-    whole, dot, frac = text.partition(b".")
-    if frac.isdigit() and (whole.isdigit() or (whole[:1] == b"-" and whole[1:].isdigit())) and len(frac) <= 3:
-        sign = -1 if whole[:1] == b"-" else 1
-        return int(whole) * 1000 + sign * int(frac.ljust(3, b"0"))
-    if not dot and whole.lstrip(b"-").isdigit():
-        return int(whole) * 1000
-    try:
-        return int((Decimal(bytes(raw).decode()) * 1000).to_integral_value())
-    except (InvalidOperation, UnicodeDecodeError):
-        raise ValueError(f"not a number: {raw[:40]!r}") from None
-
-
 @dataclass
 class _Batches:
     """Accumulates converted batches; tracks names and problems seen."""
@@ -248,8 +236,9 @@ class _Batches:
                 spans, span_ts = self.pairs.feed(ends, [r for r, e in zip(every_ts(), events) if e.ph in SPAN_PHASES] if large else None)
             except ValueError as exc:
                 raise TraceFormatError(f"{self.path}: {exc}") from None
-        xs = [e for e in events if _kept(e)]
-        raw_ts = functools.partial(_joined, lambda: [r for r, e in zip(every_ts(), events) if _kept(e)], span_ts)
+        keep = list(map(_kept, events))
+        xs = list(itertools.compress(events, keep))
+        raw_ts = functools.partial(_joined, lambda: list(itertools.compress(every_ts(), keep)), span_ts)
         xs += spans
         if not xs:
             return
@@ -330,13 +319,13 @@ class _Batches:
         if (np.abs(arr.astype(np.float64)) >= _FLOAT_EXACT_US).any():
             # Absolute float µs with ns digits: a float64 cannot hold them; parse the text.
             try:
-                exact = [_exact_us_to_ns(r) for r in raw_ts()]
+                exact = exact_us_to_ns_many(raw_ts())
             except ValueError as exc:
                 raise TraceFormatError(f"{self.path}: {exc}") from None
-            bad = next((v for v in exact if abs(v) > _MAX_TS_US * 1000), None)
-            if bad is not None:
-                raise TraceFormatError(f"{self.path}: timestamp out of range ({bad // 1000} µs is over 146 years)")
-            return np.asarray(exact, dtype=np.int64)
+            out_of_range = np.flatnonzero(np.abs(exact) > _MAX_TS_US * 1000)
+            if out_of_range.size:
+                raise TraceFormatError(f"{self.path}: timestamp out of range ({int(exact[out_of_range[0]]) // 1000} µs is over 146 years)")
+            return exact
         return _us_to_ns(ts)
 
 
