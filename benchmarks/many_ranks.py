@@ -69,13 +69,39 @@ print(json.dumps({"wall_s": time.perf_counter() - t, "ranks": len(a.t.traces)}))
 """
 
 
+def _span_us(doc: dict) -> tuple[float, float, int]:
+    """The first start and the repeat period of a trace, as scale_trace.py computes them
+    (span of the non-metadata events + 1 ms), and how many events it repeats."""
+    body = [e for e in doc["traceEvents"] if e.get("ph") != "M"]
+    timed = [e for e in body if "ts" in e]
+    first = min(float(e["ts"]) for e in timed)
+    return first, max(float(e["ts"]) + float(e.get("dur", 0)) for e in timed) - first + 1000.0, len(body)
+
+
 def scaled_ranks(work: Path, events: int) -> list[bytes]:
-    """The 8 real ranks, each scaled to about ``events`` events (uncompressed JSON bytes)."""
+    """The 8 real ranks, each scaled to about ``events`` events (uncompressed JSON bytes).
+
+    scale_trace.py repeats each file with its own span as the period, and as many times as
+    its size asks: the ranks' repetitions would drift apart and differ in number, so a
+    collective's k-th copy would neither overlap the others' nor be on every rank. Every
+    rank gets the same number of copies, re-spaced to the longest rank's period, so that
+    copy k of every rank lines up as the real job's one recorded step did."""
+    sources = sorted(JOB.glob("*.json.gz"))
+    spans = [_span_us(json.loads(gzip.decompress(src.read_bytes()))) for src in sources]
+    period = max(p for _, p, _ in spans)
+    copies = max(1, -(-events // max(n for _, _, n in spans)))
     out = []
-    for i, src in enumerate(sorted(JOB.glob("*.json.gz"))):
+    for i, src in enumerate(sources):
         dst = work / f"scaled-{i}.json"
-        subprocess.run([sys.executable, str(SCALE_TOOL), str(src), str(dst), "--events", str(events)], check=True, capture_output=True)
-        out.append(dst.read_bytes())
+        first, own, n_body = spans[i]
+        subprocess.run([sys.executable, str(SCALE_TOOL), str(src), str(dst), "--events", str(copies * n_body)], check=True, capture_output=True)
+        doc = json.loads(dst.read_bytes())
+        for e in doc["traceEvents"]:
+            if e.get("ph") != "M" and isinstance(e.get("ts"), (int, float)):
+                k = int((float(e["ts"]) - first) // own)
+                if k:
+                    e["ts"] = round(float(e["ts"]) + k * (period - own), 3)
+        out.append(json.dumps(doc).encode())
     return out
 
 
