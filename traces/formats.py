@@ -50,8 +50,8 @@ class Source:
 
 @dataclass
 class RankTrace:
-    """One file read: its events (and counters), its rank and where the rank came from, and
-    what it says about the run (``meta``: framework, devices, threads, clock, ...)."""
+    """One file read: its events (and counters, and allocator events), its rank and where the
+    rank came from, and what it says about the run (``meta``: framework, devices, threads, clock, ...)."""
 
     source: Source
     events: pa.Table
@@ -59,6 +59,7 @@ class RankTrace:
     rank: int
     rank_source: str  # "distributedInfo", "file name", "given" or "default"
     meta: dict[str, Any] = field(default_factory=dict)
+    memory: pa.Table | None = None  # MEMORY_SCHEMA rows; None when the file holds no allocator events
 
 
 @dataclass(frozen=True)
