@@ -128,9 +128,11 @@ def _read_kineto(source: Source, on_bytes: OnBytes) -> RankTrace:
     }
     if t.spans:
         meta["chrome_spans"] = t.spans  # begin/end pairs and instants read as host annotations, and pairs dropped
+    if t.memory_dropped:
+        meta["memory_events_dropped"] = t.memory_dropped  # [memory] events without a time or a readable Bytes
     if t.legacy_autograd:
         meta["framework"]["profiler"] = "torch.autograd.profiler (legacy export_chrome_trace)"
-    return RankTrace(source, t.events, t.counters, t.rank, t.rank_source, meta)
+    return RankTrace(source, t.events, t.counters, t.rank, t.rank_source, meta, t.memory)
 
 
 # Chrome traces of other tools: timestamps from 2001-09-09 on are taken as epoch times.
