@@ -83,6 +83,11 @@ def test_the_peak_op_is_a_host_op_on_the_allocating_thread_running_at_the_peak(n
     assert got["peak_op"] == ops.sort("start_ns")["name"][-1]  # the latest to start: the innermost
 
 
+def test_rank_by_rank_analysis_finds_the_same_peaks(nw0):
+    """By rank, the host ops are read with the filter pushed into the scan instead of from the loaded slices."""
+    assert analyze(Run.open(nw0.run.path), by_rank=True).memory.equals(nw0.memory)
+
+
 def test_a_newer_trace_peaks_at_its_recorded_total_allocated(shared_dir, tmp_path_factory):
     report = _report(shared_dir, tmp_path_factory, QWEN)
     cuda = _of(_raw_memory(shared_dir / QWEN), 1, 0)
