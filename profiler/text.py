@@ -181,9 +181,24 @@ def capture_lines(devices: pl.DataFrame) -> list[str]:
     return out
 
 
+def memory_rows(report: Report) -> tuple[list[str], list[list[str]], str]:
+    """``Report.memory`` as text cells: (headers, rows, a caption for relative peaks, or "")."""
+    multi_rank = len(report.run.ranks) > 1
+    headers = ["device", "peak allocated", "reserved (max)", report.step_word, "under (host op)"]
+    rows = []
+    for m in report.memory.head(MAX_DEVICE_ROWS).iter_rows(named=True):
+        name = f"rank {m['rank']} · {m['device']}" if multi_rank else m["device"]
+        peak = (_bytes(m["peak_allocated_bytes"]) if m["peak_allocated_bytes"] >= 2**20 else f"{m['peak_allocated_bytes']:,} B") + (" *" if m["relative"] else "")
+        reserved = "—" if m["peak_reserved_bytes"] is None else _bytes(m["peak_reserved_bytes"])
+        rows.append([name, peak, reserved, "—" if m["peak_step"] is None else str(m["peak_step"]), m["peak_op"] or "—"])
+    caption = ("* allocated since the trace began: the trace records no allocator totals, so what was already held "
+               "when it began is unknown") if report.memory["relative"].any() else ""
+    return headers, rows, caption
+
+
 def print_report(report: Report, console: Console | None = None) -> None:
-    """``accelscope analyze``'s text: headline, breakdown, idle causes, devices, steps, top
-    device work, launches, notes and recommendations."""
+    """``accelscope analyze``'s text: headline, breakdown, idle causes, devices, memory peaks
+    (when the run has allocator events), steps, top device work, launches, notes and recommendations."""
     import polars as pl
     from rich.console import Console
 
@@ -220,6 +235,16 @@ def print_report(report: Report, console: Console | None = None) -> None:
             console.print(rest)
         for line in capture_lines(report.devices):
             console.print(line)
+
+    if report.memory.height:
+        headers, rows, caption = memory_rows(report)
+        mt = _table("Memory peaks (allocator events)", headers, right_from=1)
+        mt.columns[-1].justify = "left"
+        for cells in rows:
+            mt.add_row(*cells)
+        console.print(mt)
+        if caption:
+            console.print(caption)
 
     if report.ranks is not None:
         headers, rows = rank_rows(report)

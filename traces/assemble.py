@@ -4,7 +4,7 @@ read (this process, a pool worker, a cluster node), and only a small summary com
 An import of several files makes a multi-rank run (traces/ranks.py)::
 
     RUN/job.json     the job, and the import's run-wide metadata (``run_meta``)
-    RUN/rank-N/      an ordinary run directory per rank, events and counters as its file gave them
+    RUN/rank-N/      an ordinary run directory per rank, events, counters and memory as its file gave them
 
 No rank's events ever travel to the process that assembles the run, so its memory does not
 grow with the number of ranks, and no table is sent back across processes. The clocks are
@@ -76,6 +76,7 @@ def write_part(source: Source, on_bytes: Callable[[int], None] | None, *, out_di
     trace.source = source
     events = trace.events.cast(S.EVENT_SCHEMA)
     counters = trace.counters.cast(S.COUNTER_SCHEMA) if trace.counters is not None and trace.counters.num_rows else None
+    memory = trace.memory.cast(S.MEMORY_SCHEMA) if trace.memory is not None and trace.memory.num_rows else None
     first = pc.min(events.column("start_ns")).as_py() if events.num_rows else None
     last = pc.max(pc.add(events.column("start_ns"), events.column("dur_ns"))).as_py() if events.num_rows else None
     steps = int(pc.sum(pc.equal(events.column("kind"), S.STEP)).as_py() or 0)
@@ -87,6 +88,8 @@ def write_part(source: Source, on_bytes: Callable[[int], None] | None, *, out_di
     write_parquet_atomic(events, path / "events" / "part-000001.parquet")
     if counters is not None:
         write_parquet_atomic(counters, path / "counters" / "part-000001.parquet")
+    if memory is not None:
+        write_parquet_atomic(memory, path / "memory" / "part-000001.parquet")
     meta = {k: v for k, v in trace.meta.items() if k != "streams" or v}
     meta.update(schema=S.SCHEMA_NAME, schema_version=S.SCHEMA_VERSION, complete=True, mode="imported", imported=True,
                 rank=trace.rank, source=source.location, steps=steps, start_ns=first, end_ns=last)

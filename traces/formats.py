@@ -50,8 +50,8 @@ class Source:
 
 @dataclass
 class RankTrace:
-    """One file read: its events (and counters), its rank and where the rank came from, and
-    what it says about the run (``meta``: framework, devices, threads, clock, ...)."""
+    """One file read: its events (and counters, and allocator events), its rank and where the
+    rank came from, and what it says about the run (``meta``: framework, devices, threads, clock, ...)."""
 
     source: Source
     events: pa.Table
@@ -59,6 +59,7 @@ class RankTrace:
     rank: int
     rank_source: str  # "distributedInfo", "file name", "given" or "default"
     meta: dict[str, Any] = field(default_factory=dict)
+    memory: pa.Table | None = None  # MEMORY_SCHEMA rows; None when the file holds no allocator events
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,11 @@ def _read_kineto(source: Source, on_bytes: OnBytes) -> RankTrace:
     }
     if t.spans:
         meta["chrome_spans"] = t.spans  # begin/end pairs and instants read as host annotations, and pairs dropped
+    if t.memory_dropped:
+        meta["memory_events_dropped"] = t.memory_dropped  # [memory] events without a time or a readable Bytes
     if t.legacy_autograd:
         meta["framework"]["profiler"] = "torch.autograd.profiler (legacy export_chrome_trace)"
-    return RankTrace(source, t.events, t.counters, t.rank, t.rank_source, meta)
+    return RankTrace(source, t.events, t.counters, t.rank, t.rank_source, meta, t.memory)
 
 
 # Chrome traces of other tools: timestamps from 2001-09-09 on are taken as epoch times.

@@ -45,6 +45,7 @@ from accelscope.traces.chrome_events import SPAN_CATEGORY, SPAN_PHASES, CounterS
 from accelscope.traces.exact_time import exact_us_to_ns as _exact_us_to_ns
 from accelscope.traces.exact_time import exact_us_to_ns_many
 from accelscope.traces.chrome_json import NotATraceError, Scanner, TraceFormatError, adopt_legacy, is_array_document, neither_form, read_chunks
+from accelscope.traces.kineto_memory import MEMORY_EVENT, MemorySamples
 
 __all__ = ["KinetoTrace", "NotATraceError", "TraceFormatError", "read_kineto", "rank_from_file_name"]
 
@@ -135,9 +136,15 @@ _decode_raw_ts = msgspec.json.Decoder(list[_RawTs]).decode
 GAP_CATEGORY = "accelscope_idle_gap"
 
 
-# Instant events: Kineto writes them for memory samples and its own markers (read elsewhere);
-# in a trace another tool wrote, Perfetto shows them as zero-length slices, and so do we.
+# Instant events: Kineto writes them for allocator events (``[memory]``: the memory table,
+# kineto_memory.py) and its own markers (dropped); in a trace another tool wrote, Perfetto
+# shows them as zero-length slices, and so do we.
 INSTANT_PHASES = frozenset({"i", "I", "n"})
+
+
+def _is_memory(e: _Event) -> bool:
+    """An allocator event with a time (one without is dropped, and counted)."""
+    return e.ph in INSTANT_PHASES and e.name == MEMORY_EVENT and e.ts is not None
 
 
 def _kept(e: _Event | _RawTs) -> bool:
@@ -197,6 +204,7 @@ class _Batches:
         # Old traces write every tid as a string ("25738", "stream 7"): parse each once.
         self._int_memo = functools.lru_cache(maxsize=65536)(_as_int)
         self.counters = CounterSamples()
+        self.memory = MemorySamples(self.path)
         self.pairs = SpanPairer(lambda ph, cat, name, pid, tid, ts, dur, args: _Event(ph, cat, name, pid, tid, ts, dur, args), _exact_us_to_ns)
 
     def add(self, text: bytes) -> None:
@@ -213,7 +221,7 @@ class _Batches:
         if self.array_form:
             self.legacy_events += adopt_legacy(events, self._int_memo)
         every_ts = functools.cache(raw_ts)
-        ends, counter_events = [], []
+        ends, counter_events, memory = [], [], []
         for e in events:
             if e.ph == "X":
                 continue
@@ -223,11 +231,20 @@ class _Batches:
                 ends.append(e)
             elif e.ph == "C":
                 counter_events.append(e)
+            elif _is_memory(e):
+                memory.append(e)
+            elif e.ph in INSTANT_PHASES and e.name == MEMORY_EVENT:  # no time
+                self.memory.dropped += 1
             elif e.ph in INSTANT_PHASES and not self.kineto_categories:
                 e.args = msgspec.Raw(bytes(e.args))  # kept past this batch: its own bytes only
                 self.instants.append(e)
         if counter_events:
             self.counters.feed(counter_events)
+        if memory:  # to the memory table, times converted as the slices' are
+            memo = self._int_memo
+            self.memory.add(self._start_ns([e.ts for e in memory], lambda: [r for r, e in zip(every_ts(), events) if _is_memory(e)]),
+                            [e.pid if type(e.pid) is int else memo(e.pid) for e in memory],
+                            [e.tid if type(e.tid) is int else memo(e.tid) for e in memory], [bytes(e.args) for e in memory])
         spans: list[_Event] = []
         span_ts: list[msgspec.Raw] = []
         if ends:  # begin/end pairs of generic Chrome traces become slices
@@ -376,6 +393,8 @@ class KinetoTrace:
     spans: dict[str, int] = field(default_factory=dict)  # B/E and b/e pairs: "paired", "dropped"
     counters: pa.Table | None = None  # samples of "C" events (COUNTER_SCHEMA), None without any
     kineto: bool = True  # written by torch's profiler; False: another tool's Chrome trace
+    memory: pa.Table | None = None  # allocator events (MEMORY_SCHEMA, kineto_memory.py), None without any
+    memory_dropped: int = 0  # [memory] events left out: no time, or args that are not an allocator event's
 
 
 def rank_from_file_name(path: Path) -> int | None:
@@ -459,7 +478,9 @@ def read_kineto(
     if instants:
         spans["instants"] = instants
     counters = _counter_table(p, batches.counters, base_ns, the_rank)
-    return KinetoTrace(p, table, the_rank, source, header, threads, batches.processes, form, batches.legacy_events > 0, spans, counters, kineto)
+    memory = batches.memory.table(base_ns, the_rank)
+    return KinetoTrace(p, table, the_rank, source, header, threads, batches.processes, form, batches.legacy_events > 0, spans, counters, kineto,
+                       memory, batches.memory.dropped)
 
 
 def _counter_table(path: Path, samples: CounterSamples, base_ns: int, rank: int) -> pa.Table | None:

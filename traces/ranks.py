@@ -3,7 +3,7 @@
 Layout (docs/trace-format.md)::
 
     RUN/job.json          written once, atomically, by whichever rank claims RUN for its job
-    RUN/rank-0/           an ordinary run directory (meta.json, events/, counters/) per rank
+    RUN/rank-0/           an ordinary run directory (meta.json, events/, counters/, memory/) per rank
     RUN/rank-1/ ...
 
 ``claim`` picks RUN for a job so that every rank of the job lands in the same directory
@@ -144,7 +144,7 @@ def _offset(t: pl.Expr, samples: list[tuple[int, int]]) -> pl.Expr | None:
 
 
 def shift_exprs(columns: list[str], samples: list[tuple[int, int]]) -> list[pl.Expr]:
-    """Expressions moving a table's times onto the reference clock: counters' ``time_ns``;
+    """Expressions moving a table's times onto the reference clock: counters' and memory's ``time_ns``;
     events' ``start_ns`` and ``dur_ns`` (both ends move, so back-to-back slices stay back to
     back under drift)."""
     out = []

@@ -5,6 +5,7 @@ Layout (version 1, see docs/trace-format.md)::
     RUN/meta.json                      metadata, rewritten atomically as it changes
     RUN/events/part-000001.parquet     slices, one file per flush
     RUN/counters/part-000001.parquet   time series samples, one file per flush
+    RUN/memory/part-000001.parquet     allocator events (imported traces); absent in older runs
 
 Every file appears by atomic rename, so a run whose process was killed mid-recording
 still opens with everything flushed before the kill.
@@ -32,6 +33,8 @@ from accelscope.traces.schema import (
     COUNTER_SCHEMA,
     EVENT_COLUMNS,
     EVENT_SCHEMA,
+    MEMORY_COLUMNS,
+    MEMORY_SCHEMA,
     SCHEMA_NAME,
     SCHEMA_VERSION,
 )
@@ -40,7 +43,8 @@ log = logging.getLogger(__name__)
 
 META_FILE = "meta.json"
 LIVE_FILE = "live.json"  # the recorder's live analysis status (accelscope.live), rewritten while recording
-TABLES = {"events": EVENT_SCHEMA, "counters": COUNTER_SCHEMA}
+# A table missing from a run's directory (older runs have no memory/) reads as empty.
+TABLES = {"events": EVENT_SCHEMA, "counters": COUNTER_SCHEMA, "memory": MEMORY_SCHEMA}
 # The tables' Arrow types as Polars types (pl.from_arrow on an empty table would import pandas).
 _POLARS_TYPES = {pa.int64(): pl.Int64, pa.int32(): pl.Int32, pa.float64(): pl.Float64, pa.string(): pl.String}
 SLICE_COLUMNS = tuple(c for c in EVENT_COLUMNS if c != "args")  # what analysis and drawing read
@@ -377,6 +381,24 @@ class Run:
         return self._table("counters")
 
     @property
+    def memory(self) -> pl.DataFrame:
+        """The allocator events (MEMORY_SCHEMA); empty for a run that recorded none, and for
+        runs written before the table existed."""
+        return self._table("memory")
+
+    def slices_where(self, where: pl.Expr) -> pl.DataFrame:
+        """The slices (``slices``' columns) for which ``where`` holds, from the loaded table when
+        there is one, else with the predicate pushed into each part's scan. ``where`` is applied
+        to each rank's times as recorded, before they move onto the run's clock: filter on
+        kinds, names and threads here, on times afterwards."""
+        full = self._cache.get(("events", SLICE_COLUMNS))
+        if full is None and ("events", None) in self._cache:
+            full = self._cache[("events", None)].select(SLICE_COLUMNS)
+        if full is not None:
+            return full.filter(where)
+        return self._read("events", SLICE_COLUMNS, where)
+
+    @property
     def slices_loaded(self) -> bool:
         """Whether the whole slices table is in memory already (nothing to gain by reading ranks one by one)."""
         return ("events", SLICE_COLUMNS) in self._cache or ("events", None) in self._cache
@@ -501,10 +523,11 @@ def open_run(path: str | os.PathLike[str]) -> Run:
     return Run.open(path)
 
 
-def write_run(path: str | os.PathLike[str], events: pa.Table | pl.DataFrame, counters: pa.Table | pl.DataFrame | None, meta: dict[str, Any]) -> Path:
+def write_run(path: str | os.PathLike[str], events: pa.Table | pl.DataFrame, counters: pa.Table | pl.DataFrame | None, meta: dict[str, Any],
+              memory: pa.Table | pl.DataFrame | None = None) -> Path:
     """Write a complete run in one go (importers, tests)."""
     writer = RunWriter(path, meta, flush_interval_s=3600)
-    for name, table in (("events", events), ("counters", counters)):
+    for name, table in (("events", events), ("counters", counters), ("memory", memory)):
         if table is None:
             continue
         if isinstance(table, pl.DataFrame):
@@ -514,4 +537,4 @@ def write_run(path: str | os.PathLike[str], events: pa.Table | pl.DataFrame, cou
     return writer.path
 
 
-__all__ = ["Run", "RunWriter", "open_run", "write_run", "unique_run_dir", "EVENT_COLUMNS", "COUNTER_COLUMNS"]
+__all__ = ["Run", "RunWriter", "open_run", "write_run", "unique_run_dir", "EVENT_COLUMNS", "COUNTER_COLUMNS", "MEMORY_COLUMNS"]

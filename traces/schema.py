@@ -1,9 +1,10 @@
 """The columnar event model shared by every collector, importer, analyzer and view.
 
-Two tables and one metadata document make a run (see docs/trace-format.md):
+Three tables and one metadata document make a run (see docs/trace-format.md):
 
 * events: slices on one clock (start_ns, dur_ns), one row per slice;
 * counters: time series samples (name, device, time_ns, value);
+* memory: allocator events, one row per allocation or free (signed bytes);
 * meta: a JSON document describing the run.
 
 Times are integer nanoseconds on the run's clock, which ``meta["clock"]`` names.
@@ -60,6 +61,23 @@ COUNTER_SCHEMA = pa.schema(
     ]
 )
 COUNTER_COLUMNS = tuple(COUNTER_SCHEMA.names)
+
+# One row per allocator call (torch.profiler's ``[memory]`` events): per-allocation facts
+# (signed size, address, thread) that a counter's one float per sample cannot hold.
+MEMORY_SCHEMA = pa.schema(
+    [
+        pa.field("time_ns", pa.int64(), nullable=False),
+        pa.field("device", pa.string(), nullable=False),  # "cpu", "cuda:0": as the events name devices
+        pa.field("bytes", pa.int64(), nullable=False),  # + allocated, - freed
+        pa.field("total_allocated_bytes", pa.int64()),  # the allocator's in-use total after this event; null: not recorded
+        pa.field("total_reserved_bytes", pa.int64()),  # held by the caching allocator after this event; null: not recorded
+        pa.field("addr", pa.int64()),  # the block's address (a free names its allocation's); null: not recorded
+        pa.field("pid", pa.int64()),  # the allocating host process and thread
+        pa.field("tid", pa.int64()),
+        pa.field("rank", pa.int32(), nullable=False),
+    ]
+)
+MEMORY_COLUMNS = tuple(MEMORY_SCHEMA.names)
 
 
 def step_name(index: int) -> str:

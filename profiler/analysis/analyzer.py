@@ -22,6 +22,7 @@ import polars as pl
 
 from accelscope.analysis import causes as C
 from accelscope.analysis import collectives as K
+from accelscope.analysis import memory as M
 from accelscope.analysis import rank_tasks as T
 from accelscope.analysis.advice import Evidence, dataloader_evidence, exposed_communication, framework_of, recommend, straggler_advice
 from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RANK_WAIT, STEP_WORDS, WINDOW_NAME, empty_gaps, step_unit
@@ -245,6 +246,7 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
     advice = [a for a in advice if a.cause != C.RANK_WAIT and a.cause not in {s.cause for s in stragglers}]
     advice += exposed_communication(breakdown_ns[COMMUNICATION], breakdown_ns[RANK_WAIT], total, steady.height, mean_step, bool(stragglers), evidence)
     advice = straggler_advice(stragglers, framework_of(run.meta)) + sorted(advice, key=lambda a: -a.idle_share)
+    memory = _memory(run, steps)
     return Report(
         run=_run_info(run, devices, _slices_range(passes)),
         timing_basis=_basis("steady", steady, "steady"),
@@ -276,7 +278,17 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
         unmatched_collectives=colls.unmatched,
         unknown=unknown,
         host_ops_by_cause=host_ops,
+        memory=memory,
     )
+
+
+def _memory(run: Run, steps: pl.DataFrame) -> pl.DataFrame:
+    """Report.memory: each device's allocation peak (memory.py), with the host ops of only the
+    allocating threads read (from the loaded slices, else pushed into the scan)."""
+    peaks = M.peaks(run.memory, steps)
+    if peaks.height == 0:
+        return M.empty()
+    return M.with_ops(peaks, run.slices_where(M.op_filter(peaks)))
 
 
 def _slices_range(passes: list[T.RankPass]) -> tuple[int, int] | None:

@@ -23,6 +23,7 @@ from accelscope.analysis.breakdown import BREAKDOWN, STEP_WORDS, step_unit
 from accelscope.analysis.causes import CAUSE_TEXT, CAUSES
 from accelscope.analysis.collectives import summary as collective_summary
 from accelscope.analysis.launches import Launches
+from accelscope.analysis.memory import empty as empty_memory
 from accelscope.analysis.stragglers import Straggler
 from accelscope.verdicts import HIGH_THRESHOLD, MODERATE_THRESHOLD, VERDICT_TEXT
 
@@ -139,6 +140,8 @@ class Report:
     # Per idle cause, the host ops the device-driving threads were in during its gaps
     # (gap_ops.py: self time inside the gaps, over the steady steps like idle_by_cause_ns).
     host_ops_by_cause: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={"cause": pl.String, "name": pl.String, "self_ns": pl.Int64}))
+    # Per (rank, device) with allocator events: the allocation peak, its step and op (memory.py).
+    memory: pl.DataFrame = field(default_factory=empty_memory)
 
     @property
     def run_name(self) -> str:
@@ -263,6 +266,7 @@ class Report:
                 "unmatched_events": self.unmatched_collectives,
                 "by_kind": table_json(self.collectives_by_kind),
             },
+            "memory": {"devices": [_memory_json(r) for r in self.memory.iter_rows(named=True)]},
             "unknown": dict(self.unknown),
             "notes": self.notes,
         }
@@ -303,6 +307,19 @@ def _run_json(info: RunInfo) -> dict[str, Any]:
         "complete": info.complete,
         "live": info.live,
         "collector_problems": list(info.collector_problems),
+    }
+
+
+def _memory_json(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "rank": r["rank"],
+        "device": r["device"],
+        "peak_allocated_bytes": r["peak_allocated_bytes"],
+        "peak_reserved_bytes": r["peak_reserved_bytes"],
+        "peak_unix_us": _us(r["peak_time_ns"]),
+        "peak_step": r["peak_step"],
+        "peak_op": r["peak_op"],
+        "relative": r["relative"],
     }
 
 

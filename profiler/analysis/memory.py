@@ -1,0 +1,120 @@
+"""Memory: when each device's allocated memory peaked, in which step, under which op.
+
+Tables in, a table out. The input is the run's memory table (one row per allocator call,
+signed bytes; traces/kineto_memory.py), the report's steps and the host ops of the threads
+that allocated. Allocated memory over time, per (rank, device):
+
+* where the trace records the allocator's ``Total Allocated`` (torch 1.11 on), that total;
+* where it does not (2021 traces), the running sum of ``bytes`` since the trace began:
+  what was allocated during the capture, with no baseline for what was already held, so
+  such peaks are flagged ``relative``. A device whose events carry the total only at times
+  gets the sum lined up on the totals it has.
+
+The peak is the first time allocated memory reaches its maximum; its step is the step
+whose span holds it, and its op the innermost host op (``cpu_op``) on the allocating
+thread whose span holds it. Reserved memory (the caching allocator's segments) is the
+maximum of ``Total Reserved``, null where the trace does not record it.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from accelscope.traces import schema as S
+
+GROUP = ["rank", "device"]
+# Report.memory: one row per (rank, device) with allocator events.
+MEMORY_SCHEMA = {
+    "rank": pl.Int32,
+    "device": pl.String,
+    "peak_allocated_bytes": pl.Int64,
+    "peak_reserved_bytes": pl.Int64,  # null: the trace does not record reserved memory
+    "peak_time_ns": pl.Int64,
+    "peak_step": pl.Int64,  # null: the peak is outside every step
+    "peak_op": pl.String,  # null: no host op of the allocating thread was running
+    "relative": pl.Boolean,  # the peak counts only what was allocated since the trace began
+}
+
+
+_PEAKS_SCHEMA = {**{k: v for k, v in MEMORY_SCHEMA.items() if k != "peak_op"}, "pid": pl.Int64, "tid": pl.Int64}
+
+
+def empty() -> pl.DataFrame:
+    """Report.memory of a run without allocator events."""
+    return pl.DataFrame(schema=MEMORY_SCHEMA)
+
+
+def allocated(memory: pl.DataFrame) -> pl.DataFrame:
+    """The memory table by (rank, device) and time (file order among equal times) with
+    ``allocated_bytes``: the recorded total where there is one, else the running sum of
+    ``bytes`` lined up on the device's recorded totals (or from 0 where it has none)."""
+    ta = pl.col("total_allocated_bytes")
+    rows = memory.sort([*GROUP, "time_ns"], maintain_order=True).with_columns(_sum=pl.col("bytes").cum_sum().over(GROUP))
+    offset = (ta - pl.col("_sum")).forward_fill().backward_fill().over(GROUP)
+    return rows.with_columns(allocated_bytes=pl.coalesce(ta, pl.col("_sum") + offset.fill_null(0))).drop("_sum")
+
+
+def peaks(memory: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
+    """Per (rank, device): the peak, its time, step and allocating thread (``pid``, ``tid``),
+    without the op (``with_ops`` adds it)."""
+    if memory.height == 0:
+        return pl.DataFrame(schema=_PEAKS_SCHEMA)
+    at_peak = pl.col("allocated_bytes").arg_max()
+    out = (
+        allocated(memory)
+        .group_by(GROUP, maintain_order=True)
+        .agg(
+            peak_allocated_bytes=pl.col("allocated_bytes").max(),
+            peak_reserved_bytes=pl.col("total_reserved_bytes").max(),
+            peak_time_ns=pl.col("time_ns").get(at_peak),
+            pid=pl.col("pid").get(at_peak),
+            tid=pl.col("tid").get(at_peak),
+            relative=pl.col("total_allocated_bytes").is_null().all(),
+        )
+        .with_columns(pl.col("rank").cast(pl.Int32))
+        .sort(GROUP)
+    )
+    return _with_steps(out, steps)
+
+
+def _with_steps(peaks: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
+    """``peak_step``: the step of the same rank whose [start, end) holds the peak (the latest
+    to start, should steps overlap). A join on the rank: a few peaks against the steps."""
+    spans = steps.select(pl.col("rank").cast(pl.Int32), pl.col("step").cast(pl.Int64).alias("peak_step"), "start_ns", end_ns=pl.col("start_ns") + pl.col("dur_ns"))
+    holding = (
+        peaks.select(*GROUP, "peak_time_ns")
+        .join(spans, on="rank")
+        .filter((pl.col("start_ns") <= pl.col("peak_time_ns")) & (pl.col("peak_time_ns") < pl.col("end_ns")))
+        .sort("start_ns")
+        .group_by(GROUP)
+        .agg(pl.col("peak_step").last())
+    )
+    return peaks.join(holding, on=GROUP, how="left")
+
+
+def with_ops(peaks: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:
+    """``peak_op``: the innermost host op (latest start, then shortest) on the peak's rank,
+    process and thread whose span holds the peak; ``ops`` are slices (any kinds: only
+    ``cpu_op`` ones count). Returns Report.memory (MEMORY_SCHEMA)."""
+    ops = ops.filter(pl.col("kind") == S.CPU_OP).select(pl.col("rank").cast(pl.Int32), "pid", "tid", "start_ns", "dur_ns", pl.col("name").alias("peak_op"))
+    enclosing = (
+        peaks.select(*GROUP, "pid", "tid", "peak_time_ns")
+        .join(ops, on=["rank", "pid", "tid"])
+        .filter((pl.col("start_ns") <= pl.col("peak_time_ns")) & (pl.col("peak_time_ns") <= pl.col("start_ns") + pl.col("dur_ns")))
+        .sort([*GROUP, "start_ns", "dur_ns"], descending=[False, False, True, False])
+        .group_by(GROUP, maintain_order=True)
+        .first()
+        .select(*GROUP, "peak_op")
+    )
+    return peaks.join(enclosing, on=GROUP, how="left").select(list(MEMORY_SCHEMA)).cast(MEMORY_SCHEMA)
+
+
+def op_filter(peaks: pl.DataFrame) -> pl.Expr:
+    """A predicate for the slices ``with_ops`` needs (host ops of the peaks' threads), to
+    push into the read (``Run.slices_where``) instead of loading every slice."""
+    return (pl.col("kind") == S.CPU_OP) & pl.col("tid").is_in(peaks["tid"].drop_nulls().unique().to_list())
+
+
+def summarise(memory: pl.DataFrame, steps: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:
+    """Report.memory from the memory table, the report's steps and host slices in one call."""
+    return with_ops(peaks(memory, steps), ops)
