@@ -42,9 +42,9 @@ import pyarrow.compute as pc
 
 from accelscope.traces import schema as S
 from accelscope.traces.chrome_events import SPAN_CATEGORY, SPAN_PHASES, CounterSamples, SpanPairer
+from accelscope.traces.chrome_json import NotATraceError, Scanner, TraceFormatError, adopt_legacy, is_array_document, neither_form, read_chunks
 from accelscope.traces.exact_time import exact_us_to_ns as _exact_us_to_ns
 from accelscope.traces.exact_time import exact_us_to_ns_many
-from accelscope.traces.chrome_json import NotATraceError, Scanner, TraceFormatError, adopt_legacy, is_array_document, neither_form, read_chunks
 from accelscope.traces.kineto_memory import MEMORY_EVENT, MemorySamples
 
 __all__ = ["KinetoTrace", "NotATraceError", "TraceFormatError", "read_kineto", "rank_from_file_name"]
