@@ -343,11 +343,7 @@ class Run:
                 fixes.append(pl.lit(rank, dtype=pl.Int32).alias("rank"))
             for part in _parts(directory / name):
                 try:
-                    if where is None:
-                        # Polars' own reader: ~4x faster than pyarrow's plus the conversion.
-                        df = pl.read_parquet(part, columns=list(schema.names), glob=False)  # "[" in a run's path is no pattern
-                    else:
-                        df = pl.scan_parquet(part, glob=False).filter(where).select(list(schema.names)).collect()
+                    df = _read_part(part, schema, where)
                     df = df if df.schema == empty.schema else df.cast(dict(empty.schema))
                 except Exception as exc:  # a damaged part must not hide the others
                     if where is None:  # (reported once, when the whole table is read)
@@ -517,6 +513,27 @@ def run_fingerprint(path: str | os.PathLike[str]) -> tuple:
     except OSError:
         meta = None
     return (meta, *(tuple(x.name for x in _parts(p / name)) for name in sorted(TABLES)))
+
+
+def _read_part(part: Path, schema: pa.Schema, where: pl.Expr | None) -> pl.DataFrame:
+    """``schema``'s columns of one Parquet part (the rows ``where`` holds). A nullable column
+    the part does not have (written before the column was added to its table) reads as
+    nulls; a missing required column fails the part."""
+    names = list(schema.names)
+    try:
+        if where is None:
+            # Polars' own reader: ~4x faster than pyarrow's plus the conversion.
+            return pl.read_parquet(part, columns=names, glob=False)  # "[" in a run's path is no pattern
+        return pl.scan_parquet(part, glob=False).filter(where).select(names).collect()
+    except pl.exceptions.ColumnNotFoundError:
+        present = set(pl.read_parquet_schema(part))
+        missing = [schema.field(c) for c in names if c not in present]
+        if not missing or any(not f.nullable for f in missing):
+            raise
+        lf = pl.scan_parquet(part, glob=False)
+        lf = lf.filter(where) if where is not None else lf
+        lf = lf.select([c for c in names if c in present]).with_columns(pl.lit(None, dtype=_POLARS_TYPES[f.type]).alias(f.name) for f in missing)
+        return lf.select(names).collect()
 
 
 def open_run(path: str | os.PathLike[str]) -> Run:

@@ -69,3 +69,31 @@ def test_a_new_memory_part_changes_the_runs_fingerprint(tmp_path):
     before = run_fingerprint(path)
     (path / "memory" / "part-000001.parquet").write_bytes(b"")
     assert run_fingerprint(path) != before
+
+
+def _memory_part(run_dir, frame: pl.DataFrame) -> None:
+    (run_dir / "memory").mkdir(exist_ok=True)
+    frame.write_parquet(run_dir / "memory" / "part-000001.parquet")
+
+
+def _older_memory_rows() -> pl.DataFrame:
+    """Memory rows as a writer that predates the ``addr`` column would have written them."""
+    return pl.DataFrame({"time_ns": [1, 2], "device": ["cpu", "cpu"], "bytes": [64, -64], "total_allocated_bytes": [64, 0],
+                         "total_reserved_bytes": [None, None], "pid": [1, 1], "tid": [2, 2], "rank": [0, 0]},
+                        schema_overrides={"rank": pl.Int32, "total_reserved_bytes": pl.Int64})
+
+
+def test_a_part_written_before_a_nullable_column_existed_reads_it_as_null(tmp_path):
+    run_dir = write_run(tmp_path / "r", numbered_steps([(0, 10, "step"), (10, 10, "step")]), None, {})
+    _memory_part(run_dir, _older_memory_rows())
+    run = Run.open(run_dir)
+    assert run.memory["bytes"].to_list() == [64, -64] and run.memory["addr"].null_count() == 2
+    assert run.read_warnings == []
+
+
+def test_a_part_missing_a_required_column_is_skipped_with_a_warning(tmp_path):
+    run_dir = write_run(tmp_path / "r", numbered_steps([(0, 10, "step"), (10, 10, "step")]), None, {})
+    _memory_part(run_dir, _older_memory_rows().drop("bytes"))
+    run = Run.open(run_dir)
+    assert run.memory.height == 0
+    assert len(run.read_warnings) == 1 and "skipped unreadable part" in run.read_warnings[0]
