@@ -216,7 +216,7 @@ def _read_xplane(source: Source, on_bytes: OnBytes) -> RankTrace:
     meta = dict(imp.meta)
     meta["threads"] = [dict(th, rank=rank or 0) for th in meta.get("threads", [])]
     meta["streams"] = [dict(st, rank=rank or 0) for st in meta.get("streams", [])]
-    return RankTrace(source, imp.events, imp.counters, rank or 0, "file name" if rank is not None else "default", meta)
+    return RankTrace(source, imp.events, imp.counters, rank or 0, "file name" if rank is not None else "default", meta, imp.memory)
 
 
 # Sniffed in this order: JSON that begins with a newline also passes the XPlane test.

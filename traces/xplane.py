@@ -100,6 +100,7 @@ import pyarrow as pa
 
 from accelscope.errors import AccelscopeError
 from accelscope.traces import schema as S
+from accelscope.traces.xplane_memory import ALLOCATOR_EVENTS, MemoryEvents
 from accelscope.traces.xplane_proto import load_xspace, messages, stats_of
 
 __all__ = ["ITERATION_NAME", "Imported", "LINE_ROLES", "load_xspace", "messages", "read_xplane"]
@@ -163,6 +164,7 @@ class Imported:
     events: pa.Table
     counters: pa.Table
     meta: dict[str, Any] = field(default_factory=dict)
+    memory: pa.Table | None = None  # allocator events (MEMORY_SCHEMA, xplane_memory.py); None without any
 
 
 def _as_int(v: Any) -> int | None:
@@ -241,6 +243,7 @@ class _Builder:
         self.space, self.path, self.rank = space, path, rank
         self.cols: dict[str, list] = {c: [] for c in S.EVENT_COLUMNS}  # rank is filled at the end
         self.counters: dict[str, list] = {c: [] for c in S.COUNTER_COLUMNS}
+        self.memory = MemoryEvents()
         self.threads: list[dict[str, Any]] = []
         self.streams: list[dict[str, Any]] = []
         self.devices: dict[str, dict[str, Any]] = {}
@@ -348,6 +351,9 @@ class _Builder:
                 continue
             mid = ev.metadata_id
             name, long_name, md_args = meta_of(mid)
+            if long_name in ALLOCATOR_EVENTS:  # the memory table's, not a slice
+                self.memory.add(long_name, base_ns + ev.offset_ps // 1000, pid, tid, stats_of(ev.stats, stat_names) if ev.stats else {})
+                continue
             kind = kind_cache.get(mid)
             if kind is None:
                 kind = kind_cache[mid] = _host_kind(long_name, plane_kind)
@@ -497,7 +503,8 @@ class _Builder:
         cols["rank"] = [self.rank] * len(cols["start_ns"])
         events = pa.table({c: pa.array(cols[c], type=S.EVENT_SCHEMA.field(c).type) for c in S.EVENT_COLUMNS}, schema=S.EVENT_SCHEMA)
         counters = pa.table({c: pa.array(self.counters[c], type=S.COUNTER_SCHEMA.field(c).type) for c in S.COUNTER_COLUMNS}, schema=S.COUNTER_SCHEMA)
-        return Imported(events=events, counters=counters, meta=self._meta(n_steps, step_source))
+        memory = self.memory.table(self.rank, set(self.devices))
+        return Imported(events=events, counters=counters, meta=self._meta(n_steps, step_source), memory=memory)
 
     def _meta(self, n_steps: int, step_source: str | None) -> dict[str, Any]:
         space, anchor = self.space, self.anchor
