@@ -145,6 +145,8 @@ class TensorFlowProfilerCollector(Collector):
             pid = pc.if_else(host, pa.scalar(self.ctx.pid, pa.int64()), events["pid"])
             events = events.set_column(events.schema.get_field_index("pid"), "pid", pid)
             self.ctx.writer.add_table("events", events)
+            if imported.memory is not None:
+                self._write_memory(imported.memory, window, record_from_ns, record_to_ns)
             if imported.counters.num_rows:
                 self.ctx.writer.add_table("counters", imported.counters)
             for t in imported.meta.get("threads", []):
@@ -152,6 +154,17 @@ class TensorFlowProfilerCollector(Collector):
             devices = [d for d in imported.meta.get("devices", []) if d.get("kind") != "cpu"]
             if devices:
                 self.ctx.writer.update_meta(tensorflow_devices=devices)
+
+    def _write_memory(self, memory: pa.Table, window: Window | None, record_from_ns: int, record_to_ns: int) -> None:
+        """The window's allocator events (host-side calls: kept within the recorded steps, as
+        host events are), on this process's pid."""
+        lo = window.start_ns if window is not None and window.start_ns is not None else record_from_ns
+        hi = window.end_ns if window is not None and window.end_ns is not None else record_to_ns
+        t = memory["time_ns"]
+        memory = memory.filter(pc.and_(pc.greater_equal(t, lo), pc.less(t, hi)))
+        if memory.num_rows:
+            pid = pc.if_else(pc.equal(memory["pid"], 0), pa.scalar(self.ctx.pid, pa.int64()), memory["pid"])
+            self.ctx.writer.add_table("memory", memory.set_column(memory.schema.get_field_index("pid"), "pid", pid))
 
     def stop(self) -> None:
         try:

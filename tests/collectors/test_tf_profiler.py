@@ -229,3 +229,28 @@ def test_without_tensorflow_the_collector_is_unavailable(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow", None)
     with pytest.raises(CollectorUnavailable, match=r"accelscope\[tf\]"):
         TensorFlowProfilerCollector(SCHEDULE, tmp_path).start(None)
+
+
+def test_the_windows_allocator_events_are_recorded_in_the_memory_table(tmp_path):
+    """TF's profiler writes its allocator calls into the XPlane: they land in the run's
+    memory table (on this process, within the recorded steps), not among the ops. (TF's CPU
+    allocator reports blocks of this size, 256 KiB; the tiny tensors of ``_custom_loop`` none.)"""
+    w = tf.Variable(tf.random.normal([256, 256]))
+
+    @tf.function
+    def train_step(x):
+        return tf.reduce_sum(tf.matmul(tf.random.normal([256, 256]), w) + x)
+
+    with accelscope.profile(tmp_path / "run", framework="tensorflow", live=False, schedule=SCHEDULE) as prof:
+        for i in prof.iter(range(8)):
+            train_step(tf.constant(float(i)))
+            prof.step()
+    run = Run.open(prof.run_dir)
+    mem, ev = run.memory, run.events
+    recorded = ev.filter(pl.col("name").is_in(["ProfilerStep#3", "ProfilerStep#4"]))
+    assert recorded.height == 2
+    assert mem.height > 0 and set(mem["device"]) == {"cpu"} and set(mem["bytes"].abs()) == {256 * 256 * 4}
+    assert mem["time_ns"].min() >= recorded["start_ns"].min()
+    assert mem["time_ns"].max() < (recorded["start_ns"] + recorded["dur_ns"]).max()
+    assert set(mem["pid"]) == {run.meta["pid"]}
+    assert not set(ev["name"]) & {"MemoryAllocation", "MemoryDeallocation"}
