@@ -117,9 +117,11 @@ def _lane_names(run: Run, lanes: pl.DataFrame) -> Iterator[bytes]:
         yield _encode({"ph": "M", "name": "thread_name", "pid": out_pid, "tid": out_tid, "args": {"name": name}})
 
 
-def iter_trace_events(run: Run, events: pl.DataFrame | None = None, counters: pl.DataFrame | None = None, gaps: pl.DataFrame | None = None) -> Iterator[bytes]:
-    """Yield the JSON text of every trace event of ``run`` (or of the given subsets), and of
-    ``gaps`` (the analysis' idle gaps as ``GAP_SLICE_SCHEMA`` rows) on a track of their own."""
+def iter_trace_events(run: Run, events: pl.DataFrame | None = None, counters: pl.DataFrame | None = None, gaps: pl.DataFrame | None = None,
+                      memory: pl.DataFrame | None = None) -> Iterator[bytes]:
+    """Yield the JSON text of every trace event of ``run`` (or of the given subsets), of
+    ``gaps`` (the analysis' idle gaps as ``GAP_SLICE_SCHEMA`` rows) on a track of their own,
+    and of the allocator events (the memory table) as Kineto's ``[memory]`` instants."""
     ev = (run.events if events is None else events).sort("start_ns")
     host_pid = int(run.meta.get("pid") or 0)
     multi_rank = ev["rank"].n_unique() > 1 if ev.height else False
@@ -163,6 +165,40 @@ def iter_trace_events(run: Run, events: pl.DataFrame | None = None, counters: pl
     yield from _process_names(cs, named, multi_rank)
     for name, pid, ts, value in cs.select("name", "_pid", "time_ns", "value").iter_rows():
         yield _encode({"ph": "C", "name": name, "pid": pid, "tid": 0, "ts": _us(ts), "args": {name: value}})
+    yield from _memory_events(run.memory if memory is None else memory, rank_pid, host_pid, multi_rank)
+
+
+# c10::DeviceType of the devices the memory table names (kineto_memory.py reads them back;
+# ``accelscope_device`` keeps the name where the enum cannot: rocm, tpu).
+_DEVICE_TYPE = {"cpu": 0, "cuda": 1, "rocm": 6, "xla": 9, "tpu": 9, "xpu": 12, "mps": 13, "hpu": 15, "mtia": 19}
+
+
+def _memory_events(mem: pl.DataFrame, rank_pid: dict[int, int], host_pid: int, multi_rank: bool) -> Iterator[bytes]:
+    """The memory table as ``[memory]`` instants on the allocating thread, with the args
+    Kineto writes (``Device Type``, ``Device Id``, ``Bytes``, ``Total Allocated``, ``Total
+    Reserved``, ``Addr``), so that HTA and a re-import read them as torch's own."""
+    if mem.height == 0:
+        return
+    own = pl.col("rank").replace_strict(rank_pid, default=host_pid, return_dtype=pl.Int64) if rank_pid else pl.lit(host_pid, dtype=pl.Int64)
+    kind = pl.col("device").str.extract(r"^([^:]+)")
+    rows = mem.sort("time_ns", maintain_order=True).select(
+        pl.coalesce("pid", own).alias("pid"), pl.col("tid").fill_null(0), "time_ns", "device", "rank",
+        kind.replace_strict(_DEVICE_TYPE, default=None, return_dtype=pl.Int64).alias("type"),
+        pl.when(kind == "cpu").then(-1).otherwise(pl.col("device").str.extract(r":(\d+)$").cast(pl.Int64)).alias("index"),
+        "bytes", "total_allocated_bytes", "total_reserved_bytes", "addr",
+    )
+    for pid, tid, ts, device, rank, dtype, index, size, total, reserved, addr in rows.iter_rows():
+        args: dict[str, Any] = {"Device Type": dtype, "Device Id": index, "Bytes": size}
+        if total is not None:
+            args["Total Allocated"] = total
+        if reserved is not None:
+            args["Total Reserved"] = reserved
+        if addr is not None:
+            args["Addr"] = addr
+        args["accelscope_device"] = device
+        if multi_rank:
+            args["accelscope_rank"] = rank
+        yield _encode({"ph": "i", "s": "t", "cat": "cpu_instant_event", "name": "[memory]", "pid": pid, "tid": tid, "ts": _us(ts), "args": args})
 
 
 def _process_label(device: str, rank: int, on_device: bool, multi_rank: bool) -> str:
@@ -229,12 +265,13 @@ def _header(run: Run, ranks: list[int]) -> dict[str, Any]:
     return header
 
 
-def _write_file(run: Run, out: Path, ranks: list[int], events: pl.DataFrame, counters: pl.DataFrame, gaps: pl.DataFrame | None) -> Path:
+def _write_file(run: Run, out: Path, ranks: list[int], events: pl.DataFrame, counters: pl.DataFrame, gaps: pl.DataFrame | None,
+                memory: pl.DataFrame | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     opener = gzip.open if out.name.endswith(".gz") else open
     with opener(tmp, "wb") as fh:
-        _write(fh, _header(run, ranks), iter_trace_events(run, events, counters, gaps))
+        _write(fh, _header(run, ranks), iter_trace_events(run, events, counters, gaps, memory))
     os.replace(tmp, out)
     return out
 
@@ -259,7 +296,7 @@ def export_per_rank(run: Run, directory: str | os.PathLike[str], gz: bool = True
     suffix = ".json.gz" if gz else ".json"
     return [
         _write_file(run, directory / f"rank-{r}{suffix}", [r], run.events.filter(pl.col("rank") == r), run.counters.filter(pl.col("rank") == r),
-                    None if gaps is None else gaps.filter(pl.col("rank") == r))
+                    None if gaps is None else gaps.filter(pl.col("rank") == r), run.memory.filter(pl.col("rank") == r))
         for r in _ranks(run)
     ]
 

@@ -50,6 +50,9 @@ class _MemoryArgs(msgspec.Struct):
     total_allocated: int | None = msgspec.field(default=None, name="Total Allocated")
     total_reserved: int | None = msgspec.field(default=None, name="Total Reserved")
     addr: int | None = msgspec.field(default=None, name="Addr")
+    # Written by accelscope's Chrome export, so that re-importing it is lossless.
+    accelscope_device: str | None = None
+    accelscope_rank: int | None = None
 
 
 _decode_batch = msgspec.json.Decoder(list[_MemoryArgs | None]).decode
@@ -94,6 +97,8 @@ class MemorySamples:
                 "addr": _int64([a.addr for a in args]),
                 "pid": pl.Series(pids, dtype=pl.Int64),
                 "tid": pl.Series(tids, dtype=pl.Int64),
+                "a_device": pl.Series([a.accelscope_device for a in args], dtype=pl.String),
+                "a_rank": pl.Series([a.accelscope_rank for a in args], dtype=pl.Int32),
             }
         )
         kept = frame.filter(pl.col("bytes").is_not_null())
@@ -111,7 +116,7 @@ class MemorySamples:
         device = pl.when(kind == "cpu").then(pl.lit("cpu")).otherwise(kind + ":" + pl.coalesce(pl.col("index").clip(lower_bound=0), pl.lit(0)).cast(pl.String))
         frame = frame.with_columns(
             time_ns=pl.col("time_ns") + base_ns,
-            device=device,
-            rank=pl.lit(rank, dtype=pl.Int32),
+            device=pl.coalesce("a_device", device),
+            rank=pl.coalesce("a_rank", pl.lit(rank, dtype=pl.Int32)),
         )
         return frame.select(S.MEMORY_COLUMNS).to_arrow().cast(S.MEMORY_SCHEMA)
