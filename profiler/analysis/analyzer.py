@@ -37,7 +37,7 @@ from accelscope.analysis.tables import merge_names
 from accelscope.analysis.utilisation import device_utilisation
 from accelscope.errors import AccelscopeError
 from accelscope.traces.run import Run
-from accelscope.verdicts import LEAK_MIN_STEPS, verdict_for
+from accelscope.verdicts import LEAK_MIN_CHANGES, verdict_for
 
 
 class NoStepsError(AccelscopeError, ValueError):
@@ -305,9 +305,9 @@ def _leaks(run: Run, steps: pl.DataFrame) -> tuple[pl.DataFrame, str | None]:
     if fitted.height == 0:
         return LK.empty(), ("no allocator events were recorded in the analysed steps (torch.profiler's profile_memory: "
                             "accelscope.profile records them in full mode with PyTorch)")
-    if not (fitted["steps"] >= LEAK_MIN_STEPS).any():
-        return LK.empty(), (f"allocator events were recorded in fewer than {LEAK_MIN_STEPS} analysed steps "
-                            f"(at most {fitted['steps'].max()}): too few to tell growth from noise")
+    if not (fitted["changes"].fill_null(0) >= LEAK_MIN_CHANGES).any():
+        return LK.empty(), (f"allocator events were recorded over fewer than {LEAK_MIN_CHANGES} changes from one analysed step to the "
+                            f"next (at most {fitted['changes'].fill_null(0).max()}): too few to tell growth from noise")
     leaking = fitted.filter(pl.col("leak"))
     if leaking.height == 0:
         return LK.empty(), None
