@@ -1,8 +1,8 @@
 """Overhead of accelscope on a CPU training loop with ~10 ms steps.
 
 Runs the same loop bare, under accelscope light mode (host sampling, step and input
-timing, live analysis), the same without live analysis, under full mode (plus torch.profiler windows), and under bare torch.profiler
-with the same schedule; rounds are interleaved so machine noise hits every variant
+timing, live analysis), the same without live analysis, under full mode (plus torch.profiler windows, allocator
+events on), full mode with ``profile_memory=False``, and under bare torch.profiler with the same schedule; rounds are interleaved so machine noise hits every variant
 alike. Prints the median per-step time of each inside its loop (steady state) and the
 ratios, and the one-off start-up + shutdown cost of a profiled run apart. Targets: light <= 1.02x
 bare; full <= 1.10x bare torch.profiler.
@@ -72,18 +72,19 @@ def run_bare(data, step, steps, out):
 FIXED_COST_S: dict[str, list[float]] = {}
 
 
-def run_accelscope(mode, live=True):
+def run_accelscope(mode, live=True, profile_memory=True):
     """Per-step time inside the profiled loop; start-up and shutdown are recorded apart."""
     def run(data, step, steps, out):
         t0 = time.perf_counter()
-        with accelscope.profile(out / f"{mode}-{time.perf_counter_ns()}", mode=mode, schedule=SCHEDULE, live=live) as prof:
+        with accelscope.profile(out / f"{mode}-{time.perf_counter_ns()}", mode=mode, schedule=SCHEDULE, live=live,
+                                profile_memory=profile_memory) as prof:
             t1 = time.perf_counter()
             for x, y in prof.iter(batches(data, steps)):
                 step(x, y)
                 prof.step()
             t2 = time.perf_counter()
         t3 = time.perf_counter()
-        FIXED_COST_S.setdefault(f"{mode}{'' if live else ', no live'}", []).append((t1 - t0) + (t3 - t2))
+        FIXED_COST_S.setdefault(f"{mode}{'' if live else ', no live'}{'' if profile_memory else ', no memory'}", []).append((t1 - t0) + (t3 - t2))
         return (t2 - t1) / steps
 
     return run
@@ -121,6 +122,7 @@ def main() -> None:
         "light": run_accelscope("light"),
         "light, no live": run_accelscope("light", live=False),
         "full": run_accelscope("full"),
+        "full, no memory": run_accelscope("full", profile_memory=False),
         "torch.profiler": run_torch_profiler,
     }
     times: dict[str, list[float]] = {k: [] for k in variants}
@@ -142,6 +144,7 @@ def main() -> None:
     print(f"  light / light, no live  = {med['light'] / med['light, no live']:.4f}   (live analyzer; target <= 1.01)")
     print(f"  full  / bare            = {med['full'] / med['bare']:.4f}")
     print(f"  full  / torch.profiler  = {med['full'] / med['torch.profiler']:.4f}   (target <= 1.10)")
+    print(f"  full  / full, no memory = {med['full'] / med['full, no memory']:.4f}   (allocator events, profile_memory=True)")
 
 
 if __name__ == "__main__":

@@ -141,23 +141,36 @@ def window_events(events: pa.Table, window: Window | None, *, from_ns: int | Non
     stand in where the window has no step times (a context that gives none); with neither,
     everything is kept.
     """
+    on_host = pc.fill_null(pc.equal(events["device"], "cpu"), False)
+    return _in_window(events, events["start_ns"], on_host, window, from_ns, to_ns)
+
+
+def window_memory(memory: pa.Table, window: Window | None, *, from_ns: int | None = None, to_ns: int | None = None) -> pa.Table:
+    """The allocator events (memory table) of a framework-profiler window that belong to its
+    recorded steps: as host events in ``window_events``, whatever the device, because the
+    allocator is called, and timed, on the host thread that asked for the memory."""
+    return _in_window(memory, memory["time_ns"], None, window, from_ns, to_ns)
+
+
+def _in_window(table: pa.Table, start: pa.ChunkedArray, on_host: pa.ChunkedArray | None, window: Window | None, from_ns: int | None,
+               to_ns: int | None) -> pa.Table:
+    """``table``'s rows inside ``window`` (``window_events``' rule), ``start`` their times,
+    ``on_host`` which rows are host events (None: all of them)."""
     lo = window.start_ns if window is not None and window.start_ns is not None else from_ns
     host_hi = window.end_ns if window is not None and window.end_ns is not None else to_ns
-    start = events["start_ns"]
-    on_host = pc.fill_null(pc.equal(events["device"], "cpu"), False)
     conditions = []
     if lo is not None:
         conditions.append(pc.greater_equal(start, lo))
     if host_hi is not None:
-        conditions.append(pc.or_(pc.invert(on_host), pc.less(start, host_hi)))
-    if to_ns is not None:
+        conditions.append(pc.less(start, host_hi) if on_host is None else pc.or_(pc.invert(on_host), pc.less(start, host_hi)))
+    if to_ns is not None and on_host is not None:
         conditions.append(pc.or_(on_host, pc.less(start, to_ns)))
-    if not conditions or events.num_rows == 0:
-        return events
+    if not conditions or table.num_rows == 0:
+        return table
     keep = conditions[0]
     for condition in conditions[1:]:
         keep = pc.and_(keep, condition)
-    return events.filter(keep)
+    return table.filter(keep)
 
 
 class Collector:

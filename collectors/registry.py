@@ -32,6 +32,7 @@ class Settings:
     schedule: Schedule
     interval_s: float  # sampling interval of the samplers
     run_dir: Path
+    profile_memory: bool = True  # the framework profiler records allocator events (torch)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def _tpu(s: Settings) -> Collector:
 def _torch(s: Settings) -> Collector:
     from accelscope.collectors.torch_profiler import TorchProfilerCollector
 
-    return TorchProfilerCollector(s.schedule, s.run_dir / ".tmp-torch")
+    return TorchProfilerCollector(s.schedule, s.run_dir / ".tmp-torch", profile_memory=s.profile_memory)
 
 
 def _tensorflow(s: Settings) -> Collector:

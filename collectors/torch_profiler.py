@@ -4,6 +4,10 @@ torch.profiler runs with accelscope's Schedule. When a window ends, Kineto's tra
 exported to a temporary file on the training thread (torch offers no cheaper hand-off),
 and a converter thread turns it into event rows and deletes the file, so the training
 loop pays for the export only.
+
+With ``profile_memory`` (the default) torch also records every allocator call in the
+windows; the converter writes those of the recorded steps into the run's memory table. A
+window whose memory events cannot be written keeps its other events (a warning says so).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable, TracedSteps, Window, window_events
+from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable, TracedSteps, Window, window_events, window_memory
 from accelscope.schedule import Action, Schedule
 from accelscope.traces import kineto
 
@@ -24,11 +28,12 @@ log = logging.getLogger("accelscope")
 class TorchProfilerCollector(Collector):
     name = "torch_profiler"
 
-    def __init__(self, schedule: Schedule, tmp_dir: Path, record_shapes: bool = False, with_stack: bool = False):
+    def __init__(self, schedule: Schedule, tmp_dir: Path, record_shapes: bool = False, with_stack: bool = False, profile_memory: bool = True):
         self.schedule = schedule
         self.tmp_dir = Path(tmp_dir)
         self.record_shapes = record_shapes
         self.with_stack = with_stack
+        self.profile_memory = profile_memory
         self.windows_saved = 0
         self._prof = None
         self._window: Window | None = None  # the recorded steps that ended since the last save
@@ -66,6 +71,7 @@ class TorchProfilerCollector(Collector):
             on_trace_ready=self._on_trace_ready,
             record_shapes=self.record_shapes,
             with_stack=self.with_stack,
+            profile_memory=self.profile_memory,
         )
         self._prof.start()
 
@@ -89,6 +95,7 @@ class TorchProfilerCollector(Collector):
                 # torch stops tracing inside prof.step(), after the window's last step ended:
                 # keep the recorded steps' events.
                 self.ctx.writer.add_table("events", window_events(trace.events, window))
+                self._write_memory(trace.memory, window, path)
                 for t in trace.threads:
                     self.ctx.writer.set_thread_name(t["pid"], t["tid"], t["name"])
                 if trace.header.get("deviceProperties"):
@@ -98,6 +105,16 @@ class TorchProfilerCollector(Collector):
                 path.unlink(missing_ok=True)
             except Exception as exc:  # keep the file for the user; report, keep converting
                 log.warning("accelscope: could not convert torch.profiler window %s: %s", path, exc)
+
+    def _write_memory(self, memory, window: Window | None, path: Path) -> None:
+        """The window's allocator events of its recorded steps into the memory table; a
+        failure here costs the window its memory events only."""
+        if memory is None or not self.profile_memory:
+            return
+        try:
+            self.ctx.writer.add_table("memory", window_memory(memory, window))
+        except Exception as exc:
+            log.warning("accelscope: could not record the allocator events of torch.profiler window %s: %s", path, exc)
 
     def on_step(self, step: int) -> None:
         # torch's step_num is the run's step number: torch.profiler traced step ``step``

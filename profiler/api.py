@@ -89,6 +89,7 @@ class Profiler:
         collectors: Iterable[Collector] = (),
         live: bool = True,
         distributed: bool | None = None,
+        profile_memory: bool = True,
     ):
         if mode not in ("full", "light"):
             raise ValueError(f"mode must be 'full' or 'light', got {mode!r}")
@@ -104,6 +105,7 @@ class Profiler:
         self.flush_interval_s = flush_interval_s
         self._rank_arg = rank
         self.distributed = distributed
+        self.profile_memory = profile_memory
         self.rank_info = D.detect(rank)
         self.rank = self.rank_info.rank
         self.pid = os.getpid()
@@ -162,7 +164,7 @@ class Profiler:
             self._live = LiveAnalyzer(self.part_dir)
             self._writer.counter_listener = self._live.on_counter
         ctx = CollectorContext(self._writer, self.now_ns, self.pid, self.rank, self._report_failure, lambda: self._last_step_ns)
-        settings = Settings(self.mode, framework, self.schedule, self.host_interval_s, self.part_dir)
+        settings = Settings(self.mode, framework, self.schedule, self.host_interval_s, self.part_dir, self.profile_memory)
         candidates = built_in(settings, {c.name for c in self._extra_collectors}, self._report_failure) + list(self._extra_collectors)
         for collector in candidates:
             try:
@@ -398,6 +400,7 @@ def profile(
     collectors: Iterable[Collector] = (),
     live: bool = True,
     distributed: bool | None = None,
+    profile_memory: bool = True,
 ) -> Profiler:
     """Profile a training loop into the run directory ``out_dir``.
 
@@ -412,6 +415,10 @@ def profile(
     records ONE run: each rank into ``run_dir/rank-N/``, on rank 0's clock (measured over a
     gloo side group when a torch process group exists). ``rank`` overrides the detected
     rank; ``distributed=False`` records this process alone, as a single-process run.
+
+    In full mode with PyTorch, ``profile_memory=True`` also records every allocator call in
+    the traced windows (torch.profiler's ``profile_memory``: the memory peaks and leaks of
+    ``accelscope analyze``); ``profile_memory=False`` leaves them out, for a cheaper trace.
     """
     return Profiler(
         out_dir,
@@ -424,4 +431,5 @@ def profile(
         collectors=collectors,
         live=live,
         distributed=distributed,
+        profile_memory=profile_memory,
     )

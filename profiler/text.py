@@ -198,7 +198,7 @@ def memory_rows(report: Report) -> tuple[list[str], list[list[str]], str]:
 
 def print_report(report: Report, console: Console | None = None) -> None:
     """``accelscope analyze``'s text: headline, breakdown, idle causes, devices, memory peaks
-    (when the run has allocator events), steps, top device work, launches, notes and recommendations."""
+    (when the run has allocator events) and leaks, steps, top device work, launches, notes and recommendations."""
     import polars as pl
     from rich.console import Console
 
@@ -245,6 +245,8 @@ def print_report(report: Report, console: Console | None = None) -> None:
         console.print(mt)
         if caption:
             console.print(caption)
+    for line in report.memory_leak_texts:
+        console.print(f"[bold red]{line}[/]")
 
     if report.ranks is not None:
         headers, rows = rank_rows(report)

@@ -25,6 +25,19 @@ STRAGGLER_SHARE = 0.15
 STRAGGLER_STEPS = 0.75
 # Live analysis: a step is idle-heavy when the device utilisation sampled during it averages below this.
 IDLE_HEAVY_UTIL_PERCENT = 50.0
+# Memory leaks (analysis/leaks.py): a device leaks when its allocated memory at the end of the
+# analysed steps grows, by a least-squares slope over them, at least LEAK_MIN_BYTES_PER_STEP
+# per step or LEAK_MIN_PEAK_SHARE of its peak per step (whichever is smaller: a 1 MiB-per-step
+# leak matters on a CPU run peaking at 20 MiB, and 1 MiB per step on an 80 GB device still
+# exhausts it within a run), and grows in at least LEAK_GROWING_SHARE of the changes between
+# consecutive steps (a one-off jump, such as optimizer state made in the first step, is not a
+# leak), of which there are at least LEAK_MIN_CHANGES.
+LEAK_MIN_BYTES_PER_STEP = 2**20
+LEAK_MIN_PEAK_SHARE = 0.01
+LEAK_GROWING_SHARE = 0.75
+# ... where a change grows when it adds at least this part of the slope (not the allocator's noise).
+LEAK_GROWING_PART = 0.5
+LEAK_MIN_CHANGES = 3
 
 
 def verdict_for(share: float) -> str:

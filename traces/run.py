@@ -5,7 +5,7 @@ Layout (version 1, see docs/trace-format.md)::
     RUN/meta.json                      metadata, rewritten atomically as it changes
     RUN/events/part-000001.parquet     slices, one file per flush
     RUN/counters/part-000001.parquet   time series samples, one file per flush
-    RUN/memory/part-000001.parquet     allocator events (imported traces); absent in older runs
+    RUN/memory/part-000001.parquet     allocator events (torch.profiler's profile_memory); absent in older runs
 
 Every file appears by atomic rename, so a run whose process was killed mid-recording
 still opens with everything flushed before the kill.

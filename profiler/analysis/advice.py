@@ -194,3 +194,26 @@ def exposed_communication(comm_ns: int, wait_ns: int, total_ns: int, n_steady: i
         action += "; most of it is waiting for late ranks, no single one consistently: balance the work per rank (the Ranks table's arrivals)"
     projected, model = project("communication", per_step, mean_step_ns, evidence)
     return [Recommendation("communication", text + ")", action, share, projected, mean_step_ns, model, u)]
+
+
+MEMORY_LEAK = "memory_leak"  # the ``cause`` of a leak's recommendation
+LEAK_PROJECTION = "a leak costs no step time until memory runs out, so there is no step time to project"
+
+
+def leak_advice(leaks: pl.DataFrame, mean_step_ns: float, multi_rank: bool, unit: str = "step") -> list[Recommendation]:
+    """One recommendation per leaking device (Report.memory_leaks): the growth per step and
+    what the op left allocated as evidence, what to free as the action; no projection."""
+    out = []
+    for r in leaks.iter_rows(named=True):
+        where = f"rank {r['rank']} · {r['device']}" if multi_rank else r["device"]
+        evidence = (f"allocated memory on {where} grows {r['bytes_per_step'] / 2**20:.1f} MiB per {unit} "
+                    f"({r['bytes_per_step']:,} B, fitted over {r['steps']} {unit}s, growing in {r['growing_share']:.0%} of them)")
+        if r["op"]:
+            evidence += f"; {r['op_never_freed_bytes'] / 2**20:.1f} MiB allocated under {r['op']} is never freed"
+            action = (f"free what {r['op']} allocates once it is used, or stop keeping its results across {unit}s: "
+                      "detach() tensors you store, .item() the losses and metrics you log or accumulate")
+        else:
+            action = ("stop keeping tensors across steps: detach() tensors you store, .item() the losses and metrics you log or "
+                      "accumulate (record with a newer torch, whose allocator events carry addresses, to see the op)")
+        out.append(Recommendation(MEMORY_LEAK, evidence, action, 0.0, None, mean_step_ns, LEAK_PROJECTION, unit))
+    return out

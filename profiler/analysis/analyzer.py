@@ -22,21 +22,22 @@ import polars as pl
 
 from accelscope.analysis import causes as C
 from accelscope.analysis import collectives as K
+from accelscope.analysis import leaks as LK
 from accelscope.analysis import memory as M
 from accelscope.analysis import rank_tasks as T
-from accelscope.analysis.advice import Evidence, dataloader_evidence, exposed_communication, framework_of, recommend, straggler_advice
+from accelscope.analysis.advice import Evidence, dataloader_evidence, exposed_communication, framework_of, leak_advice, recommend, straggler_advice
 from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RANK_WAIT, STEP_WORDS, WINDOW_NAME, empty_gaps, step_unit
 from accelscope.analysis.busy import summarise_busy
 from accelscope.analysis.gap_ops import host_ops_in_gaps, ops_of
 from accelscope.analysis.launches import match_launches, summarise
-from accelscope.analysis.report import Basis, Report, RunInfo
+from accelscope.analysis.report import LEAK_METRIC, Basis, Report, RunInfo
 from accelscope.analysis.steps import finish_steps, mark_outliers, traced_mask
 from accelscope.analysis.stragglers import attribute, named, rank_table
 from accelscope.analysis.tables import merge_names
 from accelscope.analysis.utilisation import device_utilisation
 from accelscope.errors import AccelscopeError
 from accelscope.traces.run import Run
-from accelscope.verdicts import verdict_for
+from accelscope.verdicts import LEAK_MIN_CHANGES, verdict_for
 
 
 class NoStepsError(AccelscopeError, ValueError):
@@ -247,6 +248,10 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
     advice += exposed_communication(breakdown_ns[COMMUNICATION], breakdown_ns[RANK_WAIT], total, steady.height, mean_step, bool(stragglers), evidence)
     advice = straggler_advice(stragglers, framework_of(run.meta)) + sorted(advice, key=lambda a: -a.idle_share)
     memory = _memory(run, steps)
+    memory_leaks, why_unknown = _leaks(run, basis.filter(pl.col("traced")))
+    if why_unknown:
+        unknown[LEAK_METRIC] = why_unknown
+    advice += leak_advice(memory_leaks, mean_step, len(rank_ids) > 1, evidence.unit)
     return Report(
         run=_run_info(run, devices, _slices_range(passes)),
         timing_basis=_basis("steady", steady, "steady"),
@@ -279,6 +284,7 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
         unknown=unknown,
         host_ops_by_cause=host_ops,
         memory=memory,
+        memory_leaks=memory_leaks,
     )
 
 
@@ -289,6 +295,25 @@ def _memory(run: Run, steps: pl.DataFrame) -> pl.DataFrame:
     if peaks.height == 0:
         return M.empty()
     return M.with_ops(peaks, run.slices_where(M.op_filter(peaks)))
+
+
+def _leaks(run: Run, steps: pl.DataFrame) -> tuple[pl.DataFrame, str | None]:
+    """(Report.memory_leaks, why leaks cannot be known or None): the growth of each device's
+    allocated memory over ``steps`` (the analysed steps the allocator events were recorded in,
+    leaks.py), and for the leaking ones the op, with only the allocating threads' host ops read."""
+    fitted = LK.fit(run.memory, steps)
+    if fitted.height == 0:
+        return LK.empty(), ("no allocator events were recorded in the analysed steps (torch.profiler's profile_memory: "
+                            "accelscope.profile records them in full mode with PyTorch)")
+    if not (fitted["changes"].fill_null(0) >= LEAK_MIN_CHANGES).any():
+        return LK.empty(), (f"allocator events were recorded over fewer than {LEAK_MIN_CHANGES} changes from one analysed step to the "
+                            f"next (at most {fitted['changes'].fill_null(0).max()}): too few to tell growth from noise")
+    leaking = fitted.filter(pl.col("leak"))
+    if leaking.height == 0:
+        return LK.empty(), None
+    allocations = LK.never_freed(run.memory, steps, leaking)
+    ops = run.slices_where(LK.op_filter(allocations)) if allocations.height else pl.DataFrame(schema={"kind": pl.String})
+    return LK.leaks(fitted, LK.attribute(allocations, ops)), None
 
 
 def _slices_range(passes: list[T.RankPass]) -> tuple[int, int] | None:

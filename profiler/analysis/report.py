@@ -23,6 +23,7 @@ from accelscope.analysis.breakdown import BREAKDOWN, STEP_WORDS, step_unit
 from accelscope.analysis.causes import CAUSE_TEXT, CAUSES
 from accelscope.analysis.collectives import summary as collective_summary
 from accelscope.analysis.launches import Launches
+from accelscope.analysis.leaks import empty as empty_leaks
 from accelscope.analysis.memory import empty as empty_memory
 from accelscope.analysis.stragglers import Straggler
 from accelscope.verdicts import HIGH_THRESHOLD, MODERATE_THRESHOLD, VERDICT_TEXT
@@ -30,6 +31,8 @@ from accelscope.verdicts import HIGH_THRESHOLD, MODERATE_THRESHOLD, VERDICT_TEXT
 # Version of the ``analyze --json`` / ``diff --json`` documents: raised when a key changes meaning or goes.
 SCHEMA_VERSION = 1
 TOP_N = 20
+# The fastest leak's bytes per step, for ``--fail-if "memory_leak_bytes_per_step>N"``.
+LEAK_METRIC = "memory_leak_bytes_per_step"
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,8 @@ class Report:
     host_ops_by_cause: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={"cause": pl.String, "name": pl.String, "self_ns": pl.Int64}))
     # Per (rank, device) with allocator events: the allocation peak, its step and op (memory.py).
     memory: pl.DataFrame = field(default_factory=empty_memory)
+    # Per leaking (rank, device): bytes per step, the steps fitted, the op never freeing (leaks.py).
+    memory_leaks: pl.DataFrame = field(default_factory=empty_leaks)
 
     @property
     def run_name(self) -> str:
@@ -224,6 +229,25 @@ class Report:
         return ns / max(self.n_steady, 1) / 1e6
 
     @property
+    def memory_leak_bytes_per_step(self) -> int | None:
+        """The fastest leak's growth in bytes per step; 0 without leaks; None when the run
+        cannot tell (``unknown`` says why)."""
+        if LEAK_METRIC in self.unknown:
+            return None
+        return int(self.memory_leaks["bytes_per_step"].max()) if self.memory_leaks.height else 0
+
+    @property
+    def memory_leak_texts(self) -> list[str]:
+        """One line per leak: "memory grows 1.0 MiB per step on cpu, allocated under aten::ones and never freed"."""
+        multi = len(self.run.ranks) > 1
+        out = []
+        for r in self.memory_leaks.iter_rows(named=True):
+            where = f"rank {r['rank']} · {r['device']}" if multi else r["device"]
+            line = f"memory grows {r['bytes_per_step'] / 2**20:.1f} MiB per {self.step_word} on {where}"
+            out.append(line + (f", allocated under {r['op']} and never freed" if r["op"] else " (the trace records no addresses: what is never freed is unknown)"))
+        return out
+
+    @property
     def collectives_by_kind(self) -> pl.DataFrame:
         """Per collective kind, group and size: count, transfer time, bandwidth."""
         return collective_summary(self.collectives if self.collectives is not None else pl.DataFrame(schema={}))
@@ -266,7 +290,8 @@ class Report:
                 "unmatched_events": self.unmatched_collectives,
                 "by_kind": table_json(self.collectives_by_kind),
             },
-            "memory": {"devices": [_memory_json(r) for r in self.memory.iter_rows(named=True)]},
+            "memory": {"devices": [_memory_json(r) for r in self.memory.iter_rows(named=True)], "leaks": table_json(self.memory_leaks)},
+            LEAK_METRIC: self.memory_leak_bytes_per_step,
             "unknown": dict(self.unknown),
             "notes": self.notes,
         }

@@ -146,3 +146,34 @@ def test_without_torch_the_collector_is_unavailable(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(CollectorUnavailable, match=r"accelscope\[torch\]"):
         TorchProfilerCollector(SCHEDULE, tmp_path).start(None)
+
+
+def test_full_mode_records_the_allocator_events_of_the_traced_steps(tmp_path):
+    prof, run = _train(tmp_path)
+    memory = run.memory
+    assert memory.height > 0 and set(memory["device"].to_list()) == {"cpu"}
+    steps = run.slices.filter(pl.col("kind") == S.STEP)
+    held = steps.join_where(memory.select("time_ns"), pl.col("time_ns") >= pl.col("start_ns"), pl.col("time_ns") < pl.col("start_ns") + pl.col("dur_ns"))
+    assert held.height == memory.height, "every allocator event lies inside a step"
+    assert sorted({int(n.split("#")[1]) for n in held["name"].to_list()}) == [s for a, b in SCHEDULE.windows(12) for s in range(a, b + 1)]
+
+
+def test_profile_memory_false_records_no_allocator_events(tmp_path):
+    prof, run = _train(tmp_path, profile_memory=False)
+    assert run.memory.height == 0
+    assert run.events.filter(pl.col("name") == "aten::mm").height == 4, "the ops are still traced"
+
+
+def test_allocator_events_that_cannot_be_written_cost_only_themselves(tmp_path, monkeypatch, caplog):
+    from accelscope.collectors import torch_profiler
+
+    def fails(memory, window):
+        raise ValueError("memory table refused")
+
+    monkeypatch.setattr(torch_profiler, "window_memory", fails)
+    with caplog.at_level(logging.WARNING, logger="accelscope"):
+        prof, run = _train(tmp_path)
+    assert prof.steps == 12 and run.meta["collectors"]["torch_profiler"]["status"] == "ok"
+    assert run.memory.height == 0 and run.events.filter(pl.col("name") == "aten::mm").height == 4
+    assert run.meta["traced_steps"] == {"torch_profiler": [list(w) for w in SCHEDULE.windows(12)]}
+    assert any("could not record the allocator events" in r.getMessage() for r in caplog.records)

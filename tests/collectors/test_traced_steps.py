@@ -63,3 +63,16 @@ def test_window_events_keep_host_events_in_the_steps_and_device_events_that_ran_
     assert window_events(events, w, to_ns=500)["start_ns"].to_pylist() == [100, 250, 399, 450], "device events until the tracer stopped"
     assert window_events(events, None, from_ns=95, to_ns=420)["start_ns"].to_pylist() == [100, 250, 399, 400], "no step times: the tracer's bounds"
     assert window_events(events, None).num_rows == 7
+
+
+def test_window_memory_keeps_allocator_events_in_the_steps_whatever_their_device():
+    import pyarrow as pa
+
+    from accelscope.collectors.base import window_memory
+
+    memory = pa.table({"time_ns": [90, 100, 250, 399, 400, 450], "device": ["cpu", "cuda:0", "cpu", "cuda:0", "cuda:0", "cuda:0"]})
+    w = Window(3, (100, 250))
+    w.add(4, (250, 400))
+    assert window_memory(memory, w)["time_ns"].to_pylist() == [100, 250, 399], "a device's allocations are timed on the host"
+    assert window_memory(memory, w, to_ns=500)["time_ns"].to_pylist() == [100, 250, 399]
+    assert window_memory(memory, None).num_rows == 6
