@@ -184,13 +184,14 @@ def capture_lines(devices: pl.DataFrame) -> list[str]:
 def memory_rows(report: Report) -> tuple[list[str], list[list[str]], str]:
     """``Report.memory`` as text cells: (headers, rows, a caption for relative peaks, or "")."""
     multi_rank = len(report.run.ranks) > 1
-    headers = ["device", "peak allocated", "reserved (max)", report.step_word, "under (host op)"]
+    headers = ["device", "peak allocated", "reserved (max)", "of its memory", report.step_word, "under (host op)"]
     rows = []
     for m in report.memory.head(MAX_DEVICE_ROWS).iter_rows(named=True):
         name = f"rank {m['rank']} · {m['device']}" if multi_rank else m["device"]
         peak = (_bytes(m["peak_allocated_bytes"]) if m["peak_allocated_bytes"] >= 2**20 else f"{m['peak_allocated_bytes']:,} B") + (" *" if m["relative"] else "")
         reserved = "—" if m["peak_reserved_bytes"] is None else _bytes(m["peak_reserved_bytes"])
-        rows.append([name, peak, reserved, "—" if m["peak_step"] is None else str(m["peak_step"]), m["peak_op"] or "—"])
+        share = "—" if m["peak_share"] is None else f"{m['peak_share']:.1%} of {_bytes(m['memory_total_bytes'])}"
+        rows.append([name, peak, reserved, share, "—" if m["peak_step"] is None else str(m["peak_step"]), m["peak_op"] or "—"])
     caption = ("* allocated since the trace began: the trace records no allocator totals, so what was already held "
                "when it began is unknown") if report.memory["relative"].any() else ""
     return headers, rows, caption

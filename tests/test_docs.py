@@ -39,6 +39,10 @@ def documented(name: str) -> set[str]:
     return keys
 
 
+# Maps keyed by figure names, documented as a whole (their keys are other documented keys).
+OPAQUE = {"unknown"}
+
+
 def paths(doc: Any, prefix: str = "") -> set[str]:
     """Every key path of a JSON document: ``a.b``, lists as ``a[]`` (their first item)."""
     out = set()
@@ -46,7 +50,8 @@ def paths(doc: Any, prefix: str = "") -> set[str]:
         for k, v in doc.items():
             p = f"{prefix}.{k}" if prefix else k
             out.add(p)
-            out |= paths(v, p)
+            if p not in OPAQUE:
+                out |= paths(v, p)
     elif isinstance(doc, list) and doc and isinstance(doc[0], dict):
         out |= paths(doc[0], prefix + "[]")
     return out

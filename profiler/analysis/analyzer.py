@@ -30,7 +30,7 @@ from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RANK_WAIT, S
 from accelscope.analysis.busy import summarise_busy
 from accelscope.analysis.gap_ops import host_ops_in_gaps, ops_of
 from accelscope.analysis.launches import match_launches, summarise
-from accelscope.analysis.report import LEAK_METRIC, Basis, Report, RunInfo
+from accelscope.analysis.report import LEAK_METRIC, PEAK_SHARE_METRIC, Basis, Report, RunInfo
 from accelscope.analysis.steps import finish_steps, mark_outliers, traced_mask
 from accelscope.analysis.stragglers import attribute, named, rank_table
 from accelscope.analysis.tables import merge_names
@@ -247,10 +247,14 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
     advice = [a for a in advice if a.cause != C.RANK_WAIT and a.cause not in {s.cause for s in stragglers}]
     advice += exposed_communication(breakdown_ns[COMMUNICATION], breakdown_ns[RANK_WAIT], total, steady.height, mean_step, bool(stragglers), evidence)
     advice = straggler_advice(stragglers, framework_of(run.meta)) + sorted(advice, key=lambda a: -a.idle_share)
-    memory = _memory(run, steps)
+    memory = _memory(run, steps, devices)
     memory_leaks, why_unknown = _leaks(run, basis.filter(pl.col("traced")))
     if why_unknown:
         unknown[LEAK_METRIC] = why_unknown
+    if memory["peak_share"].drop_nulls().len() == 0:
+        unknown[PEAK_SHARE_METRIC] = ("no device has both allocator events with the allocator's totals and a known memory size (NVML's total, "
+                                      "Kineto's deviceProperties, XPlane's memory_size)" if memory.height else
+                                      "no allocator events were recorded (torch.profiler's profile_memory; TF/JAX profiles)")
     advice += leak_advice(memory_leaks, mean_step, len(rank_ids) > 1, evidence.unit)
     return Report(
         run=_run_info(run, devices, _slices_range(passes)),
@@ -288,13 +292,24 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
     )
 
 
-def _memory(run: Run, steps: pl.DataFrame) -> pl.DataFrame:
+def _memory(run: Run, steps: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
     """Report.memory: each device's allocation peak (memory.py), with the host ops of only the
     allocating threads read (from the loaded slices, else pushed into the scan)."""
     peaks = M.peaks(run.memory, steps)
     if peaks.height == 0:
         return M.empty()
-    return M.with_ops(peaks, run.slices_where(M.op_filter(peaks)))
+    return M.with_capacity(M.with_ops(peaks, run.slices_where(M.op_filter(peaks))), _memory_totals(run, devices, peaks))
+
+
+def _memory_totals(run: Run, devices: pl.DataFrame, peaks: pl.DataFrame) -> pl.DataFrame:
+    """Each (rank, device)'s memory: sampled (NVML's total, in the devices table) first, else
+    what the trace's header says of the device (Kineto's deviceProperties, XPlane's
+    memory_size: the run's ``devices`` meta, one hardware for every rank)."""
+    sampled = devices.select(pl.col("rank").cast(pl.Int32), "device", pl.col("memory_total_bytes").cast(pl.Int64)).drop_nulls()
+    known = {d["id"]: d["memory_total_bytes"] for d in run.meta.get("devices") or [] if isinstance(d, dict) and isinstance(d.get("memory_total_bytes"), int)}
+    declared = peaks.select(pl.col("rank").cast(pl.Int32), "device").with_columns(
+        memory_total_bytes=pl.col("device").replace_strict(known, default=None, return_dtype=pl.Int64))
+    return pl.concat([sampled, declared.drop_nulls()])
 
 
 def _leaks(run: Run, steps: pl.DataFrame) -> tuple[pl.DataFrame, str | None]:

@@ -18,6 +18,8 @@ maximum of ``Total Reserved``, null where the trace does not record it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 
 from accelscope.traces import schema as S
@@ -33,10 +35,11 @@ MEMORY_SCHEMA = {
     "peak_step": pl.Int64,  # null: the peak is outside every step
     "peak_op": pl.String,  # null: no host op of the allocating thread was running
     "relative": pl.Boolean,  # the peak counts only what was allocated since the trace began
+    "memory_total_bytes": pl.Int64,  # the device's memory (NVML, deviceProperties, XPlane); null: unknown
+    "peak_share": pl.Float64,  # the most held (allocated or reserved) over the total; null: no total, or a relative peak
 }
-
-
-_PEAKS_SCHEMA = {**{k: v for k, v in MEMORY_SCHEMA.items() if k != "peak_op"}, "pid": pl.Int64, "tid": pl.Int64}
+_PEAK_COLUMNS = [c for c in MEMORY_SCHEMA if c not in ("memory_total_bytes", "peak_share")]
+_PEAKS_SCHEMA = {**{k: v for k, v in MEMORY_SCHEMA.items() if k in _PEAK_COLUMNS and k != "peak_op"}, "pid": pl.Int64, "tid": pl.Int64}
 
 
 def empty() -> pl.DataFrame:
@@ -106,7 +109,36 @@ def with_ops(peaks: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:
         .first()
         .select(*GROUP, "peak_op")
     )
-    return peaks.join(enclosing, on=GROUP, how="left").select(list(MEMORY_SCHEMA)).cast(MEMORY_SCHEMA)
+    out = peaks.join(enclosing, on=GROUP, how="left").select(_PEAK_COLUMNS)
+    return out.with_columns(memory_total_bytes=pl.lit(None, pl.Int64), peak_share=pl.lit(None, pl.Float64)).cast(MEMORY_SCHEMA)
+
+
+def with_capacity(memory: pl.DataFrame, totals: pl.DataFrame) -> pl.DataFrame:
+    """Report.memory with each device's total memory (``totals``: rank, device,
+    memory_total_bytes; the first known per device) and the peak's share of it: the most
+    held at once, allocated or (the caching allocator's) reserved, over the total. A relative
+    peak (2021 traces) gets no share: what was held before the capture is unknown."""
+    totals = totals.drop_nulls("memory_total_bytes").filter(pl.col("memory_total_bytes") > 0).unique(GROUP, keep="first")
+    out = memory.drop("memory_total_bytes", "peak_share").join(totals.select(pl.col("rank").cast(pl.Int32), "device", pl.col("memory_total_bytes").cast(pl.Int64)), on=GROUP, how="left")
+    held = pl.max_horizontal("peak_allocated_bytes", "peak_reserved_bytes")
+    share = pl.when(~pl.col("relative") & pl.col("memory_total_bytes").is_not_null()).then(held / pl.col("memory_total_bytes"))
+    return out.with_columns(peak_share=share).select(list(MEMORY_SCHEMA)).cast(MEMORY_SCHEMA)
+
+
+def rank_skew(memory: pl.DataFrame) -> dict[str, Any] | None:
+    """Across the ranks of a job, the highest and lowest allocation peak on the same kind of
+    device (accelerators where the run has them, else the CPU): which rank needs the most
+    memory, and how uneven the ranks are (``skew``: highest over lowest). None for one rank."""
+    kind = pl.col("device").str.extract(r"^([^:]+)")
+    rows = memory.with_columns(_kind=kind)
+    on_device = rows.filter(pl.col("_kind") != "cpu")
+    rows = on_device if on_device.height else rows
+    per_rank = rows.group_by("rank").agg(pl.col("peak_allocated_bytes").max()).sort("peak_allocated_bytes", "rank", descending=[True, False])
+    if per_rank.height < 2:
+        return None
+    (hi_rank, hi), (lo_rank, lo) = per_rank.row(0), per_rank.row(-1)
+    return {"max_rank": int(hi_rank), "max_peak_allocated_bytes": int(hi), "min_rank": int(lo_rank), "min_peak_allocated_bytes": int(lo),
+            "skew": round(hi / lo, 6) if lo > 0 else None, "relative": bool(rows["relative"].any())}
 
 
 def op_filter(peaks: pl.DataFrame) -> pl.Expr:

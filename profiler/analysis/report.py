@@ -25,6 +25,7 @@ from accelscope.analysis.collectives import summary as collective_summary
 from accelscope.analysis.launches import Launches
 from accelscope.analysis.leaks import empty as empty_leaks
 from accelscope.analysis.memory import empty as empty_memory
+from accelscope.analysis.memory import rank_skew
 from accelscope.analysis.stragglers import Straggler
 from accelscope.verdicts import HIGH_THRESHOLD, MODERATE_THRESHOLD, VERDICT_TEXT
 
@@ -33,6 +34,8 @@ SCHEMA_VERSION = 1
 TOP_N = 20
 # The fastest leak's bytes per step, for ``--fail-if "memory_leak_bytes_per_step>N"``.
 LEAK_METRIC = "memory_leak_bytes_per_step"
+# The fullest device's peak share of its memory, for ``--fail-if "peak_memory_share>0.9"``.
+PEAK_SHARE_METRIC = "peak_memory_share"
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,13 @@ class Report:
         return int(self.memory_leaks["bytes_per_step"].max()) if self.memory_leaks.height else 0
 
     @property
+    def peak_memory_share(self) -> float | None:
+        """The most any device held at once (allocated or reserved) over its memory; None
+        when no device has both a known total and an absolute peak (``unknown`` says why)."""
+        shares = self.memory["peak_share"].drop_nulls()
+        return None if shares.len() == 0 else round(float(shares.max()), 6)
+
+    @property
     def memory_leak_texts(self) -> list[str]:
         """One line per leak: "memory grows 1.0 MiB per step on cpu, allocated under aten::ones and never freed"."""
         multi = len(self.run.ranks) > 1
@@ -290,8 +300,10 @@ class Report:
                 "unmatched_events": self.unmatched_collectives,
                 "by_kind": table_json(self.collectives_by_kind),
             },
-            "memory": {"devices": [_memory_json(r) for r in self.memory.iter_rows(named=True)], "leaks": table_json(self.memory_leaks)},
+            "memory": {"devices": [_memory_json(r) for r in self.memory.iter_rows(named=True)], "leaks": table_json(self.memory_leaks),
+                       "rank_skew": rank_skew(self.memory)},
             LEAK_METRIC: self.memory_leak_bytes_per_step,
+            PEAK_SHARE_METRIC: self.peak_memory_share,
             "unknown": dict(self.unknown),
             "notes": self.notes,
         }
@@ -345,6 +357,8 @@ def _memory_json(r: dict[str, Any]) -> dict[str, Any]:
         "peak_step": r["peak_step"],
         "peak_op": r["peak_op"],
         "relative": r["relative"],
+        "memory_total_bytes": r["memory_total_bytes"],
+        "peak_share": None if r["peak_share"] is None else round(r["peak_share"], 6),
     }
 
 
