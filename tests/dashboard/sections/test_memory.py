@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("dash", reason="the dashboard extra is not installed")
 
 from accelscope.dashboard.app import create_app  # noqa: E402
+from accelscope.dashboard.report import build_report  # noqa: E402
 from accelscope.dashboard.sections import memory  # noqa: E402
 from accelscope.traces.importer import import_traces  # noqa: E402
 
@@ -122,3 +123,9 @@ def test_a_run_without_allocator_events_has_no_memory_card(bare):
     assert bare.views[0].run.memory.height == 0
     assert memory.layout(bare) == []
     assert memory.render(bare, {"run": 0, "n": 1})[0] == memory.HIDDEN
+
+
+def test_the_html_report_draws_the_memory_figure(nw0, shared_dir, tmp_path):
+    assert "<h2>Memory</h2>" in build_report(nw0)
+    bare = import_traces([shared_dir / NO_MEMORY], tmp_path / "bare", progress=False, workers=1)
+    assert "<h2>Memory</h2>" not in build_report(bare)
