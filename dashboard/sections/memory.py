@@ -28,7 +28,8 @@ NONE = "No allocator events recorded (torch.profiler with profile_memory=True, o
 HIDDEN = {"display": "none"}
 BUCKETS = 2000  # time buckets over the run: about one per pixel of a wide screen
 COLORS = ["#4C78A8", "#F58518", "#59A14F", "#B279A2", "#9D755D", "#E2B93B", "#5FA8A3", "#8A8F98"]
-GIB, MIB = 1024**3, 1024**2
+GIB, MIB, KIB = 1024**3, 1024**2, 1024
+TOTAL_SHOWN_FROM = 0.25  # a device's total is drawn when its peak reaches this share of it, else only in the legend
 PANEL_PX, GAP_PX = 220, 40
 RELATIVE = "relative to the capture's start"
 
@@ -68,6 +69,15 @@ def capacities(meta: dict[str, Any]) -> dict[tuple[int | None, str], int]:
     return out
 
 
+def display_unit(most: int) -> tuple[str, int]:
+    """(unit, bytes per unit) for a panel whose largest value is ``most``: GiB from 2 GiB,
+    MiB from 2 MiB, KiB from 2 KiB, else bytes."""
+    for unit, div in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if most >= 2 * div:
+            return unit, div
+    return "B", 1
+
+
 def _size(n: int) -> str:
     return f"{n / GIB:,.2f} GiB" if n >= GIB else f"{n / MIB:,.1f} MiB" if n >= MIB else f"{n:,} B"
 
@@ -84,10 +94,18 @@ def peak_text(peak: dict[str, Any], label: str) -> str:
     return "<br>".join(lines)
 
 
+def _total_shown(peak: dict[str, Any], total: int) -> bool:
+    """Whether a device's total is drawn rather than left in the legend: not beside a relative
+    peak (which does not count what was held before the capture), and only when the peak
+    reaches TOTAL_SHOWN_FROM of it (else the curve would be flattened against the axis)."""
+    most = max(peak["peak_allocated_bytes"], peak["peak_reserved_bytes"] or 0)
+    return not peak["relative"] and most >= TOTAL_SHOWN_FROM * total
+
+
 def memory_figure(peaks: pl.DataFrame, rows: pl.DataFrame, totals: dict[tuple[int | None, str], int], origin_ns: int, x_range: tuple[float, float]):
     """Accelerator devices in one panel, host (``cpu``) allocators in another beneath it, each
-    in MiB or GiB from its peak; ``peaks`` is ``Report.memory``, ``rows`` from ``thin``. A total
-    is drawn hidden (in the legend) for a relative peak, which it cannot be compared with."""
+    in a unit from its peak; ``peaks`` is ``Report.memory``, ``rows`` from ``thin``. A device's
+    total is drawn where ``_total_shown``, else only in the legend (a click draws it)."""
     go = plotly_go()
     if peaks.height == 0:
         return empty_figure(NONE)
@@ -104,8 +122,9 @@ def memory_figure(peaks: pl.DataFrame, rows: pl.DataFrame, totals: dict[tuple[in
         top -= PANEL_PX + GAP_PX
         mine = peaks.filter((pl.col("device") == "cpu") == (panel == "host"))
         most = max(mine["peak_allocated_bytes"].max(), mine["peak_reserved_bytes"].max() or 0)
-        unit, div = ("GiB", GIB) if most >= 2 * GIB else ("MiB", MIB)
+        unit, div = display_unit(most)
         axes = dict(xaxis="x" + suffix, yaxis="y" + suffix)
+        labelled: list[tuple[str, float]] = []  # peak labels of this panel, to write each only once where they coincide
         for p in mine.iter_rows(named=True):
             rank, device = p["rank"], p["device"]
             label = f"{device} (rank {rank})" if multi_rank else device
@@ -118,25 +137,34 @@ def memory_figure(peaks: pl.DataFrame, rows: pl.DataFrame, totals: dict[tuple[in
                     x=x, y=s["allocated_bytes"].to_numpy() / div, name=f"{label} allocated" + (" (relative)" if p["relative"] else ""),
                     mode="lines", line=dict(color=colour, width=1.6, shape="hv"), meta=dict(role="allocated", rank=rank, device=device),
                     hovertemplate=f"{label} allocated: %{{y:,.2f}} {unit}<extra></extra>", **group))
-                if s["reserved_bytes"].null_count() < s.height:
+                if (s["reserved_bytes"].max() or 0) > 0:  # recorded, and not a host allocator's constant 0
                     traces.append(go.Scatter(
                         x=x, y=s["reserved_bytes"].to_numpy() / div, name=f"{label} reserved", mode="lines",
                         line=dict(color=colour, width=1.2, dash="dash", shape="hv"), meta=dict(role="reserved", rank=rank, device=device),
                         hovertemplate=f"{label} reserved: %{{y:,.2f}} {unit}<extra></extra>", **group))
+            peak_ms = (p["peak_time_ns"] - origin_ns) / 1e6
+            late = peak_ms > x_range[0] + 0.7 * (x_range[1] - x_range[0])  # its label goes left of it, inside the plot
+            text = f"peak {_size(p['peak_allocated_bytes'])}" + ("*" if p["relative"] else "")
+            near = 0.02 * (x_range[1] - x_range[0])
+            if any(t == text and abs(at - peak_ms) <= near for t, at in labelled):
+                text = ""  # the same size at the same place (devices of one job): one label over the markers
+            else:
+                labelled.append((text, peak_ms))
             marks.append(go.Scatter(
-                x=[(p["peak_time_ns"] - origin_ns) / 1e6], y=[p["peak_allocated_bytes"] / div], name=f"{label} peak", mode="markers+text",
+                x=[peak_ms], y=[p["peak_allocated_bytes"] / div], name=f"{label} peak", mode="markers+text",
                 marker=dict(color=colour, size=12, symbol="triangle-down", line=dict(color="white", width=1)),
-                text=[f"peak {_size(p['peak_allocated_bytes'])}" + ("*" if p["relative"] else "")], textposition="middle right", cliponaxis=False,
+                text=[text], textposition="top left" if late else "top right", cliponaxis=False,
                 textfont=dict(size=11, color=colour), hovertext=[peak_text(p, label)], hoverinfo="text", showlegend=False,
                 meta=dict(role="peak", rank=rank, device=device), **group))
             total = totals.get((rank, device), totals.get((None, device)))
             if total is not None:
                 traces.append(go.Scatter(
                     x=list(x_range), y=[total / div] * 2, name=f"{label} total ({_size(total)})", mode="lines",
-                    line=dict(color=colour, width=1.2, dash="dot"), visible="legendonly" if p["relative"] else True,
+                    line=dict(color=colour, width=1.2, dash="dot"), visible=True if _total_shown(p, total) else "legendonly",
                     meta=dict(role="total", rank=rank, device=device), hovertemplate=f"{label} total: %{{y:,.2f}} {unit}<extra></extra>", **group))
         title = ("Accelerator" if panel == "device" else "Host") + f" memory ({unit})"
         layout["yaxis" + suffix] = dict(domain=[max(lo, 0.0), min(hi, 1.0)], anchor="x" + suffix, rangemode="tozero", gridcolor="#eef0f3",
+                                        autorangeoptions=dict(include=[most / div * 1.15]),  # room for the peaks' labels above them
                                         zeroline=False, fixedrange=True, title=dict(text=title, font=dict(size=11.5, color="#4b5563")))
         last = r == len(panels)
         layout["xaxis" + suffix] = dict(anchor="y" + suffix, range=list(x_range), gridcolor="#eef0f3", showticklabels=last,

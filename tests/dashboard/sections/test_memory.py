@@ -109,14 +109,27 @@ def test_the_relative_peak_is_said_and_its_device_total_hidden(board, shown):
     assert total.visible == "legendonly" and total.y[0] * _divisor(fig, "cuda:0") == 34084028416  # the V100's, from the trace's deviceProperties
 
 
-def test_reserved_memory_is_drawn_where_recorded_and_an_absolute_peak_shows_the_device_total(qwen):
+def test_reserved_memory_is_drawn_where_the_trace_records_it(qwen):
     _, fig = memory.render(qwen, {"run": 0, "n": 1})
     peak = qwen.views[0].report.memory.filter(pl.col("device") == "cuda:0").row(0, named=True)
     assert not peak["relative"] and peak["peak_reserved_bytes"] == 2_629_828_608
     reserved = np.asarray(_traces(fig, "reserved")["cuda:0"].y) * _divisor(fig, "cuda:0")
     assert reserved.max() == pytest.approx(peak["peak_reserved_bytes"], rel=1e-12)
+    assert "cpu" not in _traces(fig, "reserved"), "the CPU allocator's Total Reserved is a constant 0: nothing to draw"
+
+
+def test_a_device_total_far_above_the_peak_is_left_in_the_legend(qwen):
+    _, fig = memory.render(qwen, {"run": 0, "n": 1})
     total = _traces(fig, "total")["cuda:0"]
-    assert total.visible is True and total.y[0] * _divisor(fig, "cuda:0") == pytest.approx(85018279936, rel=1e-12)  # the H100's
+    assert total.y[0] * _divisor(fig, "cuda:0") == pytest.approx(85018279936, rel=1e-12)  # the H100's, from the trace
+    assert total.visible == "legendonly", "a 2.6 GiB peak against 79 GiB: drawn, the curve would be flattened"
+
+
+def test_a_device_total_the_peak_comes_near_is_drawn(qwen):
+    view = qwen.views[0]
+    rows = memory.thin(view.run.memory, view.origin_ns, int(view.end_ms * 1e6))
+    fig = memory.memory_figure(view.report.memory, rows, {(None, "cuda:0"): 4 * memory.GIB}, view.origin_ns, (0.0, view.end_ms))
+    assert _traces(fig, "total")["cuda:0"].visible is True  # the same peaks on a device of 4 GiB
 
 
 def test_a_run_without_allocator_events_has_no_memory_card(bare):
