@@ -70,7 +70,7 @@ def _steps_table(rep) -> str:
 def build_report(run_path: str | os.PathLike[str]) -> str:
     """The report of one run as a self-contained HTML document."""
     require("plotly", "dashboard", "accelscope report")
-    from accelscope.dashboard.sections import metrics, overview, ranks
+    from accelscope.dashboard.sections import memory, metrics, overview, ranks
     from accelscope.dashboard.timeline import view as tv
     from accelscope.dashboard.timeline.figure import timeline_figure
 
@@ -125,6 +125,8 @@ def build_report(run_path: str | os.PathLike[str]) -> str:
                 parts.append(f"<section><h2>{title}</h2>" + _table(["name", "count", "total ms", "mean µs", f"share of step time ({rep.table_basis.text})"], rows) + "</section>")
     parts.append("<section><h2>Timeline</h2>" + plot(timeline_figure(tv.whole(view), static=True)) + "</section>")
     parts.append("<section><h2>Device and host metrics</h2>" + plot(metrics.figure_of(view)) + "</section>")
+    if rep is not None and rep.memory.height:
+        parts.append(f"<section><h2>{memory.TITLE}</h2>" + plot(memory.figure_of(view)) + "</section>")
     parts.append("</main></body></html>")
     return "".join(parts)
 

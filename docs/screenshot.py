@@ -9,9 +9,10 @@ the Compare section has something to compare. Writes into the output directory:
 * ``dashboard.png``: the top of the page (overview and timeline), as a user first sees it;
 * ``screenshots/<section>.png``: each section of the page on the first run (overview,
   timeline, device-and-host-metrics, kernels-and-ops, steps, compare);
-* ``screenshots/timeline-gpu.png``: with ``--nw0`` (default: the real V100 ResNet-50 trace
-  in ../shared when present), that trace imported and its timeline zoomed to 1 ms of the
-  backward pass, where launch -> kernel arrows and every kernel are drawn;
+* ``screenshots/memory.png`` and ``screenshots/timeline-gpu.png``: with ``--nw0`` (default:
+  the real V100 ResNet-50 trace in ../shared when present), that trace imported, its Memory
+  section over the whole run, and its timeline zoomed to 1 ms of the backward pass, where
+  launch -> kernel arrows and every kernel are drawn;
 * ``screenshots/ranks.png``: the Ranks section of a multi-rank run: ``--ranks RUN``, or by
   default a real 3-rank torchrun DDP job (gloo, this CPU) whose rank 2's loader sleeps
   30 ms a step (``tests/jobs/launch.LOADER_3``), recorded into the temporary directory.
@@ -127,10 +128,26 @@ def screenshots(runs: list[Path], out: Path, nw0_run: Path | None = None, width:
             page.wait_for_selector("#ranks-table", state="attached", timeout=TIMEOUT_MS)
             written += [p for p in [_section(page, "ranks", out / "screenshots" / "ranks.png")] if p]
     if nw0_run is not None:
-        with _dashboard_page([nw0_run], width, height) as (page, _):
-            _zoom_timeline(page, 826.0, 827.0)  # a forward pass, its kernels starting right after their launches
-            written += [p for p in [_section(page, "timeline", out / "screenshots" / "timeline-gpu.png")] if p]
+        written += nw0_screenshots(nw0_run, out, width, height)
     return written
+
+
+def nw0_screenshots(nw0_run: Path, out: Path, width: int = 1440, height: int = 1000) -> list[Path]:
+    """The imported V100 trace's Memory section (the whole run), then its timeline zoomed."""
+    with _dashboard_page([nw0_run], width, height) as (page, _):
+        page.wait_for_function("() => { const g = document.querySelector('#memory-graph .js-plotly-plot'); return g && (g.data || []).length > 0; }",
+                               timeout=TIMEOUT_MS)
+        page.eval_on_selector("#section-memory", "e => e.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(500)
+        peak = page.evaluate("""() => { const gd = document.querySelector('#memory-graph .js-plotly-plot'), fl = gd._fullLayout, r = gd.getBoundingClientRect();
+            const t = gd.data.find(d => d.meta.role === 'peak');
+            return [r.left + fl.xaxis._offset + fl.xaxis.l2p(t.x[0]), r.top + fl.yaxis._offset + fl.yaxis.l2p(t.y[0])]; }""")
+        page.mouse.move(*peak)  # the first device's peak, with its hover text
+        page.wait_for_timeout(500)
+        written = [p for p in [_section(page, "memory", out / "screenshots" / "memory.png")] if p]
+        page.mouse.move(0, 0)
+        _zoom_timeline(page, 826.0, 827.0)  # a forward pass, its kernels starting right after their launches
+        return written + [p for p in [_section(page, "timeline", out / "screenshots" / "timeline-gpu.png")] if p]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -382,6 +382,11 @@ class Run:
         runs written before the table existed."""
         return self._table("memory")
 
+    def holds(self, name: str) -> bool:
+        """Whether any rank has a part of table ``name``, without reading one (a run without
+        allocator events has no memory parts): what a page decides before any analysis."""
+        return any(_parts(directory / name) for _, directory, _ in self.parts or [(None, self.path, [])])
+
     def slices_where(self, where: pl.Expr) -> pl.DataFrame:
         """The slices (``slices``' columns) for which ``where`` holds, from the loaded table when
         there is one, else with the predicate pushed into each part's scan. ``where`` is applied

@@ -51,13 +51,15 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
             return nope;
         },
 
-        /* Timeline and metrics share their time range: a zoom or pan of either moves the other
-           (the timeline's own callback then redraws it for the new range). Each side is moved only
-           when its range differs, which ends the echo of the relayout it causes. */
-        sync: function (timelineRelayout, metricsRelayout) {
+        /* The timeline and a graph beneath it on its time axis (followerId: the metrics, the memory;
+           one callback each) share their time range: a zoom or pan of either moves the other (the
+           timeline's own callback then redraws it for the new range; its relayout moves the other
+           followers). Each side is moved only when its range differs, which ends the echo of the
+           relayout it causes. */
+        sync: function (timelineRelayout, metricsRelayout, followerId) {
             const nope = window.dash_clientside.no_update;
             const tl = document.querySelector('#timeline-graph .js-plotly-plot');
-            const mx = document.querySelector('#metrics-graph .js-plotly-plot');
+            const mx = document.querySelector('#' + (followerId || 'metrics-graph') + ' .js-plotly-plot');
             if (!tl || !mx || !tl._fullLayout || !mx._fullLayout || !mx._fullLayout.xaxis || !tl._fullLayout.xaxis) { return nope; }
             const whole = mx.layout.meta && mx.layout.meta.x_range;
             if (!whole) { return nope; }

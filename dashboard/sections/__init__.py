@@ -14,12 +14,13 @@ one line below.
 
 from __future__ import annotations
 
-from accelscope.dashboard.sections import compare, kernels, metrics, overview, ranks, steps, timeline
+from accelscope.dashboard.sections import compare, kernels, memory, metrics, overview, ranks, steps, timeline
 
 SECTIONS = (
     overview,
     timeline,
     metrics,
+    memory,
     ranks,
     kernels,
     steps,

@@ -103,9 +103,10 @@ def render(board: Any, request: Any) -> Any:
 
 
 def register(app: Any, board: Any) -> None:
-    from dash import ClientsideFunction, Input, Output
+    from dash import ClientsideFunction, Input, Output, State
 
     app.callback(Output("metrics-graph", "figure"), Input("rest-request", "data"))(lambda request: render(board, request))
     # Timeline and metrics share their time range (each follows the other's zooms).
     app.clientside_callback(ClientsideFunction("accelscope", "sync"), Output("time-sync", "data"),
-                            Input("timeline-graph", "relayoutData"), Input("metrics-graph", "relayoutData"), prevent_initial_call=True)
+                            Input("timeline-graph", "relayoutData"), Input("metrics-graph", "relayoutData"), State("metrics-graph", "id"),
+                            prevent_initial_call=True)

@@ -39,6 +39,12 @@ def test_an_import_writes_each_ranks_memory_events(two_ranks, shared_dir):
     assert all((two_ranks.path / f"rank-{r}" / "memory").is_dir() for r in (0, 1))
 
 
+def test_holds_says_whether_any_rank_wrote_a_memory_part(two_ranks, tmp_path):
+    assert two_ranks.holds("memory")
+    bare = Run.open(write_run(tmp_path / "bare", numbered_steps([(0, 100, "step")]), None, {}))
+    assert bare.holds("events") and not bare.holds("memory")
+
+
 def test_memory_times_move_with_their_ranks_clock(two_ranks, shared_dir):
     offset = int(two_ranks.meta["clock_alignment"]["offsets_ns"]["1"])
     assert offset != 0  # the two traces are a day apart: rank 1 is shifted

@@ -1,0 +1,225 @@
+"""The Memory section, for runs with allocator events (``Run.memory``): allocated memory over
+time per (rank, device) as a step line, reserved memory dashed where the trace records it,
+each device's peak marked (``Report.memory``: bytes, step, op), the device's total dotted
+where the run's metadata knows it. Beneath the metrics, on the timeline's time axis and
+zoomed with it.
+
+The curve is the analyzer's (``analysis.memory.allocated``), thinned for drawing only: per
+pixel-wide bucket of time, the rows holding the bucket's most and least allocated and its
+last row are kept, so the peak is always drawn and the level between buckets is right.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from accelscope.analysis.memory import GROUP, allocated
+from accelscope.dashboard.components import graph, loading, section
+from accelscope.dashboard.theme import TIME_MARGIN, base_layout, empty_figure, plotly_go
+
+NAME = "memory"
+TITLE = "Memory"
+SUB = ("What the allocator held over the run, beneath the timeline on its time axis and zoomed with it: allocated memory per device "
+       "(solid), reserved by the caching allocator (dashed) where the trace records it, each device's peak marked with its step and "
+       "the op running, the device's total (dotted) where it is known.")
+NONE = "No allocator events recorded (torch.profiler with profile_memory=True, or a TF/JAX profile)."
+HIDDEN = {"display": "none"}
+BUCKETS = 2000  # time buckets over the run: about one per pixel of a wide screen
+COLORS = ["#4C78A8", "#F58518", "#59A14F", "#B279A2", "#9D755D", "#E2B93B", "#5FA8A3", "#8A8F98"]
+GIB, MIB, KIB = 1024**3, 1024**2, 1024
+TOTAL_SHOWN_FROM = 0.25  # a device's total is drawn when its peak reaches this share of it, else only in the legend
+PANEL_PX, GAP_PX = 220, 40
+RELATIVE = "relative to the capture's start"
+
+
+def may_have_memory(view: Any) -> bool:
+    """Whether a run may have allocator events, read before any analysis: it holds memory
+    parts, or it is still being recorded (they may come)."""
+    return view.run.live or view.run.holds("memory")
+
+
+def thin(memory: pl.DataFrame, origin_ns: int, span_ns: int, buckets: int = BUCKETS) -> pl.DataFrame:
+    """The rows to draw, per (rank, device) in time order: ``time_ns``, ``allocated_bytes`` and
+    ``reserved_bytes`` (``total_reserved_bytes`` forward-filled). Of each of ``buckets`` equal
+    spans of time from ``origin_ns``, the rows of the bucket's first maximum and minimum of
+    allocated memory and its last row; so the peak (the first maximum) is always kept."""
+    rows = (
+        allocated(memory)
+        .with_columns(reserved_bytes=pl.col("total_reserved_bytes").forward_fill().over(GROUP))
+        .with_row_index("_i")
+        .with_columns(_b=((pl.col("time_ns") - origin_ns) * buckets / max(span_ns, 1)).floor().cast(pl.Int64))
+    )
+    per_bucket = rows.group_by([*GROUP, "_b"]).agg(
+        hi=pl.col("_i").get(pl.col("allocated_bytes").arg_max()),
+        lo=pl.col("_i").get(pl.col("allocated_bytes").arg_min()),
+        last=pl.col("_i").max(),
+    )
+    keep = pl.concat([per_bucket.select(_i=pl.col(c)) for c in ("hi", "lo", "last")])["_i"]
+    return rows.filter(pl.col("_i").is_in(keep.implode())).select(*GROUP, "time_ns", "allocated_bytes", "reserved_bytes")
+
+
+def capacities(peaks: pl.DataFrame) -> dict[tuple[int | None, str], int]:
+    """(rank, device id) -> the device's total memory, as the report found it (``Report.memory``'s
+    ``memory_total_bytes``: NVML's sampled total, else the trace's own)."""
+    known = peaks.drop_nulls("memory_total_bytes")
+    return {(int(r), str(d)): int(t) for r, d, t in known.select("rank", "device", "memory_total_bytes").iter_rows()}
+
+
+def display_unit(most: int) -> tuple[str, int]:
+    """(unit, bytes per unit) for a panel whose largest value is ``most``: GiB from 2 GiB,
+    MiB from 2 MiB, KiB from 2 KiB, else bytes."""
+    for unit, div in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if most >= 2 * div:
+            return unit, div
+    return "B", 1
+
+
+def _size(n: int) -> str:
+    return f"{n / GIB:,.2f} GiB" if n >= GIB else f"{n / MIB:,.1f} MiB" if n >= MIB else f"{n:,} B"
+
+
+def peak_text(peak: dict[str, Any], label: str) -> str:
+    """A peak's hover text, from its ``Report.memory`` row."""
+    step = "outside every step" if peak["peak_step"] is None else f"step {peak['peak_step']}"
+    op = peak["peak_op"] or "no host op running"
+    lines = [f"<b>{label} peak</b>: {_size(peak['peak_allocated_bytes'])} ({peak['peak_allocated_bytes']:,} B)", f"{step} · {op}"]
+    if peak["peak_reserved_bytes"] is not None:
+        lines.append(f"reserved at most {_size(peak['peak_reserved_bytes'])}")
+    if peak["relative"]:
+        lines.append(f"{RELATIVE}: the trace records no allocator totals")
+    return "<br>".join(lines)
+
+
+def _total_shown(peak: dict[str, Any], total: int) -> bool:
+    """Whether a device's total is drawn rather than left in the legend: not beside a relative
+    peak (which does not count what was held before the capture), and only when the peak
+    reaches TOTAL_SHOWN_FROM of it (else the curve would be flattened against the axis)."""
+    most = max(peak["peak_allocated_bytes"], peak["peak_reserved_bytes"] or 0)
+    return not peak["relative"] and most >= TOTAL_SHOWN_FROM * total
+
+
+def memory_figure(peaks: pl.DataFrame, rows: pl.DataFrame, totals: dict[tuple[int | None, str], int], origin_ns: int, x_range: tuple[float, float]):
+    """Accelerator devices in one panel, host (``cpu``) allocators in another beneath it, each
+    in a unit from its peak; ``peaks`` is ``Report.memory``, ``rows`` from ``thin``. A device's
+    total is drawn where ``_total_shown``, else only in the legend (a click draws it)."""
+    go = plotly_go()
+    if peaks.height == 0:
+        return empty_figure(NONE)
+    multi_rank = peaks["rank"].n_unique() > 1
+    panels = [p for p in ("device", "host") if any((d == "cpu") == (p == "host") for d in peaks["device"])]
+    plot_px = PANEL_PX * len(panels) + GAP_PX * (len(panels) - 1)
+    series = rows.partition_by(GROUP, as_dict=True, maintain_order=True)
+    drawn = peaks.sort(pl.col("device") == "cpu", "rank", "device")  # accelerators first: they take the first colours
+    colours = {(r["rank"], r["device"]): COLORS[i % len(COLORS)] for i, r in enumerate(drawn.iter_rows(named=True))}
+    traces, marks, layout, top = [], [], {}, plot_px  # peak markers first: listed first in the hover box
+    for r, panel in enumerate(panels, start=1):
+        suffix = "" if r == 1 else str(r)
+        lo, hi = (top - PANEL_PX) / plot_px, top / plot_px
+        top -= PANEL_PX + GAP_PX
+        mine = peaks.filter((pl.col("device") == "cpu") == (panel == "host"))
+        most = max(mine["peak_allocated_bytes"].max(), mine["peak_reserved_bytes"].max() or 0)
+        unit, div = display_unit(most)
+        axes = dict(xaxis="x" + suffix, yaxis="y" + suffix)
+        labelled: list[tuple[str, float]] = []  # peak labels of this panel, to write each only once where they coincide
+        for p in mine.iter_rows(named=True):
+            rank, device = p["rank"], p["device"]
+            label = f"{device} (rank {rank})" if multi_rank else device
+            colour = colours[(rank, device)]
+            group = dict(legendgroup=f"{rank}/{device}", legend="legend" + suffix, **axes)
+            s = series.get((rank, device))
+            if s is not None:
+                x = (s["time_ns"].to_numpy() - origin_ns) / 1e6
+                traces.append(go.Scatter(
+                    x=x, y=s["allocated_bytes"].to_numpy() / div, name=f"{label} allocated" + (" (relative)" if p["relative"] else ""),
+                    mode="lines", line=dict(color=colour, width=1.6, shape="hv"), meta=dict(role="allocated", rank=rank, device=device),
+                    hovertemplate=f"{label} allocated: %{{y:,.2f}} {unit}<extra></extra>", **group))
+                if (s["reserved_bytes"].max() or 0) > 0:  # recorded, and not a host allocator's constant 0
+                    traces.append(go.Scatter(
+                        x=x, y=s["reserved_bytes"].to_numpy() / div, name=f"{label} reserved", mode="lines",
+                        line=dict(color=colour, width=1.2, dash="dash", shape="hv"), meta=dict(role="reserved", rank=rank, device=device),
+                        hovertemplate=f"{label} reserved: %{{y:,.2f}} {unit}<extra></extra>", **group))
+            peak_ms = (p["peak_time_ns"] - origin_ns) / 1e6
+            late = peak_ms > x_range[0] + 0.7 * (x_range[1] - x_range[0])  # its label goes left of it, inside the plot
+            text = f"peak {_size(p['peak_allocated_bytes'])}" + ("*" if p["relative"] else "")
+            near = 0.02 * (x_range[1] - x_range[0])
+            if any(t == text and abs(at - peak_ms) <= near for t, at in labelled):
+                text = ""  # the same size at the same place (devices of one job): one label over the markers
+            else:
+                labelled.append((text, peak_ms))
+            marks.append(go.Scatter(
+                x=[peak_ms], y=[p["peak_allocated_bytes"] / div], name=f"{label} peak", mode="markers+text",
+                marker=dict(color=colour, size=12, symbol="triangle-down", line=dict(color="white", width=1)),
+                text=[text], textposition="top left" if late else "top right", cliponaxis=False,
+                textfont=dict(size=11, color=colour), hovertext=[peak_text(p, label)], hoverinfo="text", showlegend=False,
+                meta=dict(role="peak", rank=rank, device=device), **group))
+            total = totals.get((rank, device), totals.get((None, device)))
+            if total is not None:
+                traces.append(go.Scatter(
+                    x=list(x_range), y=[total / div] * 2, name=f"{label} total ({_size(total)})", mode="lines",
+                    line=dict(color=colour, width=1.2, dash="dot"), visible=True if _total_shown(p, total) else "legendonly",
+                    meta=dict(role="total", rank=rank, device=device), hovertemplate=f"{label} total: %{{y:,.2f}} {unit}<extra></extra>", **group))
+        title = ("Accelerator" if panel == "device" else "Host") + f" memory ({unit})"
+        layout["yaxis" + suffix] = dict(domain=[max(lo, 0.0), min(hi, 1.0)], anchor="x" + suffix, rangemode="tozero", gridcolor="#eef0f3",
+                                        autorangeoptions=dict(include=[most / div * 1.15]),  # room for the peaks' labels above them
+                                        zeroline=False, fixedrange=True, title=dict(text=title, font=dict(size=11.5, color="#4b5563")))
+        last = r == len(panels)
+        layout["xaxis" + suffix] = dict(anchor="y" + suffix, range=list(x_range), gridcolor="#eef0f3", showticklabels=last,
+                                        showspikes=True, spikemode="across", spikethickness=1, spikecolor="#9aa1ab",
+                                        title="time since run start (ms)" if last else None, **({} if r == 1 else {"matches": "x"}))
+        layout["legend" + suffix] = dict(orientation="h", x=1, xanchor="right", y=hi, yanchor="bottom", bgcolor="rgba(0,0,0,0)", font=dict(size=11))
+    if peaks["relative"].any():
+        layout["annotations"] = [dict(text=f"* {RELATIVE}: counts only what was allocated while the trace was recorded, not what was held before",
+                                      xref="paper", yref="paper", x=0, y=-60 / plot_px, xanchor="left", yanchor="top", showarrow=False,
+                                      font=dict(size=11, color="#6B7280"))]
+    margin = dict(**TIME_MARGIN, t=34, b=80)
+    fig = go.Figure(marks + traces)
+    fig.update_layout(**base_layout(height=plot_px + margin["t"] + margin["b"], margin=margin), hovermode="x unified",
+                      uirevision="memory", meta=dict(x_range=list(x_range)), **layout)
+    return fig
+
+
+def figure_of(view: Any) -> Any:
+    """The run's memory figure over its whole time axis (the empty figure without allocator
+    events or without a report)."""
+    report = view.report
+    memory = view.run.memory
+    if report is None or memory.height == 0:
+        return empty_figure(NONE)
+    end_ms = max(view.end_ms, 1e-3)
+    rows = thin(memory, view.origin_ns, int(end_ms * 1e6))
+    return memory_figure(report.memory, rows, capacities(report.memory), view.origin_ns, (0.0, end_ms))
+
+
+def layout(board: Any) -> list:
+    if not any(may_have_memory(v) for v in board.views):
+        return []
+    from dash import dcc
+
+    part = section(TITLE, SUB, loading(graph("memory-graph")), dcc.Store(id="memory-time-sync"))
+    if not may_have_memory(board.views[0]):
+        part.style = HIDDEN  # the callback shows it for a run with allocator events
+    return [part]
+
+
+def render(board: Any, request: Any) -> tuple:
+    """The section's visibility and figure, once the timeline is painted ("rest-request")."""
+    index = board.requested_by(request)
+    view = board.views[index]
+    if view.run.memory.height == 0:
+        return HIDDEN, empty_figure(NONE)
+    return {}, board.figure(index, NAME, figure_of)
+
+
+def register(app: Any, board: Any) -> None:
+    if not any(may_have_memory(v) for v in board.views):
+        return
+    from dash import ClientsideFunction, Input, Output, State
+
+    app.callback(Output("section-memory", "style"), Output("memory-graph", "figure"), Input("rest-request", "data"))(
+        lambda request: render(board, request))
+    # Zoomed with the timeline, as the metrics are (the same "sync", this graph its follower).
+    app.clientside_callback(ClientsideFunction("accelscope", "sync"), Output("memory-time-sync", "data"),
+                            Input("timeline-graph", "relayoutData"), Input("memory-graph", "relayoutData"), State("memory-graph", "id"),
+                            prevent_initial_call=True)

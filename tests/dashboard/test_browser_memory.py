@@ -1,0 +1,73 @@
+"""The Memory section in a real browser (headless Chromium through Playwright) on the real
+V100 ResNet-50 nw0 trace: drawn with its peaks, and zoomed with the timeline both ways."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+from tests.dashboard.browser import open_dashboard, require_browser  # noqa: E402
+
+require_browser()
+
+from accelscope.dashboard.app import create_app  # noqa: E402
+from accelscope.traces.importer import import_traces  # noqa: E402
+from tests.dashboard.sections.test_memory import NW0  # noqa: E402
+
+TIMEOUT_MS = 90_000
+DRAWN = "id => { const g = document.querySelector(`#${id} .js-plotly-plot`); return g && g._fullLayout && (g.data || []).length > 0 && g.querySelector('.main-svg'); }"
+SAME_RANGE = """id => {
+    const a = document.querySelector('#timeline-graph .js-plotly-plot')._fullLayout.xaxis.range;
+    const b = document.querySelector(`#${id} .js-plotly-plot`)._fullLayout.xaxis.range;
+    return Math.abs(a[0] - b[0]) < 1e-6 && Math.abs(a[1] - b[1]) < 1e-6;
+}"""
+
+
+@pytest.fixture(scope="module")
+def page(shared_dir, tmp_path_factory):
+    run = import_traces([shared_dir / NW0], tmp_path_factory.mktemp("mem") / "nw0", progress=False, workers=1)
+    with open_dashboard(create_app([run]), timeout_ms=TIMEOUT_MS) as pg:
+        for gid in ("timeline-graph", "memory-graph"):
+            pg.wait_for_function(DRAWN, arg=gid, timeout=TIMEOUT_MS)
+        yield pg
+
+
+def _plot(pg, expr: str):
+    return pg.evaluate(f"() => {{ const gd = document.querySelector('#memory-graph .js-plotly-plot'); return {expr}; }}")
+
+
+def _memory_px(pg, x_ms: float) -> tuple[float, float]:
+    """Page coordinates of a time in the middle of the memory figure's first panel."""
+    return tuple(_plot(pg, f"(() => {{ const r = gd.getBoundingClientRect(); const fl = gd._fullLayout;"
+                           f" return [r.left + fl.xaxis._offset + fl.xaxis.l2p({x_ms}), r.top + fl.yaxis._offset + fl.yaxis._length / 2]; }})()"))
+
+
+def test_the_section_draws_each_devices_allocation_and_peak(page):
+    assert page.is_visible("#section-memory")
+    roles = _plot(page, "gd.data.map(t => [t.meta.role, t.meta.device])")
+    assert sorted(d for r, d in roles if r == "allocated") == sorted(d for r, d in roles if r == "peak") == ["cpu", "cuda:0"]
+    assert page.errors == []
+
+
+def test_memory_follows_timeline_zooms_and_leads_them(page):
+    whole = _plot(page, "gd.layout.meta.x_range")
+    lo, hi = whole[1] * 0.3, whole[1] * 0.5
+    page.evaluate(f"() => Plotly.relayout(document.querySelector('#timeline-graph .js-plotly-plot'), {{'xaxis.range': [{lo}, {hi}]}})")
+    page.wait_for_function(SAME_RANGE, arg="memory-graph", timeout=TIMEOUT_MS)
+    # A drag-zoom on the memory figure moves the timeline (nw0 samples no metrics: their graph is empty).
+    page.eval_on_selector("#memory-graph", "e => e.scrollIntoView({block: 'center'})")
+    (xa, y), (xb, _) = _memory_px(page, lo + (hi - lo) * 0.25), _memory_px(page, lo + (hi - lo) * 0.75)
+    page.mouse.move(xa, y)
+    page.mouse.down()
+    page.mouse.move(xb, y, steps=8)
+    page.mouse.up()
+    page.wait_for_function(f"() => {{ const r = document.querySelector('#timeline-graph .js-plotly-plot')._fullLayout.xaxis.range;"
+                           f" return Math.abs(r[1] - r[0] - {(hi - lo) / 2}) < {(hi - lo) * 0.05}; }}", timeout=TIMEOUT_MS)
+    page.wait_for_function(SAME_RANGE, arg="memory-graph", timeout=TIMEOUT_MS)
+    # A double-click on it returns every graph to the whole run.
+    page.mouse.dblclick(*_memory_px(page, (lo + hi) / 2))
+    page.wait_for_function("() => document.querySelector('#timeline-graph .js-plotly-plot').layout.meta.window === null", timeout=TIMEOUT_MS)
+    page.wait_for_function(SAME_RANGE, arg="memory-graph", timeout=TIMEOUT_MS)
+    assert _plot(page, "gd._fullLayout.xaxis.range") == pytest.approx(whole)
+    assert page.errors == []
