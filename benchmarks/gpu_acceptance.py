@@ -11,7 +11,9 @@ pass / fail / skipped, with its figures; a failing check or way never stops the 
 - per-step GPU busy share within 3 pp of CUDA events around each step's work, and
   consistent with NVML's utilisation;
 - input-wait share within 3 pp of the delay measured inside the Dataset over the step time;
-- overhead: light / bare <= 1.02 and full / bare torch.profiler <= 1.10 (median step).
+- overhead: light / bare <= 1.02 and full / bare torch.profiler <= 1.10 (median step);
+- memory (gpu_memory.py): full runs record allocator events with a peak and no false leak;
+  on CUDA the peak equals the most ``torch.cuda.max_memory_allocated()`` of a traced step.
 
 Prints one JSON object, and writes it to ``$OUT/gpu_acceptance.json`` when ``OUT`` is set
 (plus the last round's runs as ``runs.tar.gz`` when small). ``--dry-run`` runs the same
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from gpu_memory import memory_peak_vs_cuda, memory_recorded  # beside this script
 from torch import nn
 
 import accelscope
@@ -56,7 +59,7 @@ NO_CUDA = "skipped: no CUDA device"
 CHECKS = (
     "full_trace_device_work", "runs_open_in_analyze", "runs_open_in_dashboard",
     "nvml_sampled_10hz", "nvml_vs_nvidia_smi", "gpu_busy_vs_cuda_events", "gpu_busy_vs_nvml",
-    "input_wait_share", "overhead_light", "overhead_full",
+    "input_wait_share", "overhead_light", "overhead_full", "memory_recorded", "memory_peak_vs_cuda",
 )
 SMI_FIELDS = {  # nvidia-smi field -> (NVML counter, scale from counter to the smi unit, relative?)
     "utilization.gpu": ("gpu_util_percent", 1.0, False),
@@ -154,15 +157,19 @@ class Loop:
             batch = max(2, min(2048, int(batch * target_ms / max(per_ms, 1e-3))))
         return batch
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, gpu_ms: list[float] | None) -> None:
-        """One step: the work between CUDA events (on GPU), then ``loss.item()`` as a real loop logs."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, gpu_ms: list[float] | None, mem_peak: list[int] | None = None) -> None:
+        """One step: the work between CUDA events (on GPU), then ``loss.item()`` as a real loop
+        logs; on GPU also the step's most allocated memory (``max_memory_allocated``, reset first)."""
         if self.cuda and gpu_ms is not None:
+            torch.cuda.reset_peak_memory_stats()
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             loss = self._work(x, y)
             end.record()
             loss.item()
             gpu_ms.append(start.elapsed_time(end))
+            if mem_peak is not None:
+                mem_peak.append(torch.cuda.max_memory_allocated())
         else:
             self._work(x, y).item()
 
@@ -175,6 +182,7 @@ class Truth:
         self.step_s: list[float] = []
         self.slept_s: list[float] = []
         self.gpu_ms: list[float] = []
+        self.mem_peak: list[int] = []  # per step, max_memory_allocated (CUDA only)
         self.per_step_s = 0.0
         self.smi: list[dict[str, float]] = []
 
@@ -190,7 +198,7 @@ def run_way(way: str, loop: Loop, delay_ms: float, steps: int, sched: Schedule, 
     def timed(items: Any, mark: Callable[[], None]) -> None:
         last = time.perf_counter()
         for x, y in items:
-            loop.step(x, y, truth.gpu_ms)
+            loop.step(x, y, truth.gpu_ms, truth.mem_peak)
             mark()
             now = time.perf_counter()
             truth.step_s.append(now - last)
@@ -540,6 +548,11 @@ def run_checks(last: dict[tuple[str, float], tuple[Truth, Path | None]], per_ste
             [(w, d, opened[(w, d)][1], last[(w, d)][0]) for w in ("light", "full") for d in DELAYS_MS if (w, d) in opened])}),
         ("overhead_light", lambda: {"overhead_light": check_overhead(per_step, "light", "bare", LIGHT_TARGET)}),
         ("overhead_full", lambda: {"overhead_full": check_overhead(per_step, "full", "torch.profiler", FULL_TARGET)}),
+        ("memory_recorded", lambda: {"memory_recorded": check(*memory_recorded(
+            [(d, opened[("full", d)][1]) for d in DELAYS_MS if ("full", d) in opened], "cuda:0" if cuda else "cpu"))}),
+        ("memory_peak_vs_cuda", lambda: {"memory_peak_vs_cuda": check(*memory_peak_vs_cuda(
+            [(d, opened[("full", d)][1], last[("full", d)][0].mem_peak) for d in DELAYS_MS if ("full", d) in opened]))
+            if cuda else check("skipped", reason=NO_CUDA)}),
     ):
         try:
             checks.update(fn())

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CUDA_ONLY = ("full_trace_device_work", "nvml_sampled_10hz", "nvml_vs_nvidia_smi", "gpu_busy_vs_cuda_events", "gpu_busy_vs_nvml")
-MUST_PASS = ("runs_open_in_analyze", "runs_open_in_dashboard", "input_wait_share")
+CUDA_ONLY = ("full_trace_device_work", "nvml_sampled_10hz", "nvml_vs_nvidia_smi", "gpu_busy_vs_cuda_events", "gpu_busy_vs_nvml", "memory_peak_vs_cuda")
+MUST_PASS = ("runs_open_in_analyze", "runs_open_in_dashboard", "input_wait_share", "memory_recorded")
 OVERHEAD = ("overhead_light", "overhead_full")
 # Input wait and its truth come from the same steps of the same run, so a noisy machine
 # lengthens both sides alike; what differs is the DataLoader's own work outside the
@@ -91,3 +91,25 @@ def test_overhead_ratios_measured(result: dict) -> None:
             ratio = c["figures"][f"d{d}ms"]["ratio"]
             assert math.isfinite(ratio) and 0.5 < ratio < 3.0, f"{name} D={d}: {ratio}"
         assert c["status"] == ("pass" if c["figures"]["d0ms"]["ratio"] <= target else "fail")
+
+
+def _gpu_memory():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_memory", REPO / "benchmarks" / "gpu_memory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_cuda_peak_check_compares_with_the_traced_steps_only() -> None:
+    """The CUDA-only memory check's logic, which the CPU dry run cannot reach: the truth is the
+    most max_memory_allocated of the steps the report says were traced."""
+    m = _gpu_memory()
+    rep = {"steps": [{"step": i, "traced": i in (2, 3)} for i in range(5)],
+           "memory": {"devices": [{"device": "cuda:0", "peak_allocated_bytes": 1_000_000}]}}
+    per_step = [5_000_000, 900_000, 990_000, 1_000_000, 7_000_000]  # untraced steps peak higher: not the truth
+    status, figs, _ = m.memory_peak_vs_cuda([(0.0, rep, per_step)])
+    assert status == "pass" and figs["d0ms"]["truth_bytes"] == 1_000_000 and figs["d0ms"]["traced_steps"] == 2
+    per_step[3] = 1_100_000
+    assert m.memory_peak_vs_cuda([(0.0, rep, per_step)])[0] == "fail"

@@ -1,0 +1,48 @@
+"""gpu_acceptance.py's memory checks (issue 15): what full mode recorded of the allocator,
+against what the loop measured itself.
+
+- ``memory_recorded`` (CPU and GPU): every full-mode run has allocator events, a peak on the
+  training device, and no leak (the loop keeps nothing from step to step, so a leak named
+  there is a false one);
+- ``memory_peak_vs_cuda`` (CUDA only): the report's cuda peak equals, within
+  ``PEAK_TOL``, the most ``torch.cuda.max_memory_allocated()`` read in a traced step (the
+  script resets the peak statistic before each step's work and reads it after).
+
+Each returns ``(status, figures, reason)``; gpu_acceptance.py wraps them as checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PEAK_TOL = 0.02  # the allocator's own total is exact; 2 % for what is allocated between the reset and the window's events
+
+
+def memory_recorded(reps: list[tuple[float, dict[str, Any]]], device: str) -> tuple[str, dict[str, Any], str | None]:
+    """Full runs (delay, report JSON): allocator events with a peak on ``device`` and no leak."""
+    figs: dict[str, Any] = {}
+    ok = bool(reps)
+    for delay, rep in reps:
+        mem = rep.get("memory") or {}
+        peaks = {d["device"]: d["peak_allocated_bytes"] for d in mem.get("devices", [])}
+        f = {"devices": sorted(peaks), "peak_bytes": peaks.get(device), "leaks": len(mem.get("leaks", [])),
+             "memory_leak_bytes_per_step": rep.get("memory_leak_bytes_per_step")}
+        f["ok"] = bool(peaks.get(device)) and f["leaks"] == 0
+        ok = ok and f["ok"]
+        figs[f"d{delay:g}ms"] = f
+    return ("pass" if ok else "fail"), figs, None if reps else "no full run opened"
+
+
+def memory_peak_vs_cuda(reps: list[tuple[float, dict[str, Any], list[int]]]) -> tuple[str, dict[str, Any], str | None]:
+    """Full runs (delay, report JSON, per-step max_memory_allocated): the report's cuda:0 peak
+    against the most the loop measured in the steps the profiler traced."""
+    figs: dict[str, Any] = {"tolerance": PEAK_TOL}
+    ok = bool(reps)
+    for delay, rep, per_step in reps:
+        traced = [s["step"] for s in rep.get("steps", []) if s.get("traced") and s["step"] < len(per_step)]
+        truth = max((per_step[i] for i in traced), default=None)
+        ours = next((d["peak_allocated_bytes"] for d in (rep.get("memory") or {}).get("devices", []) if d["device"] == "cuda:0"), None)
+        diff = None if truth in (None, 0) or ours is None else abs(ours - truth) / truth
+        figs[f"d{delay:g}ms"] = {"reported_bytes": ours, "truth_bytes": truth, "traced_steps": len(traced), "rel_diff": diff}
+        ok = ok and diff is not None and diff <= PEAK_TOL
+    return ("pass" if ok else "fail"), figs, None if reps else "no full run opened"
