@@ -197,9 +197,39 @@ def memory_rows(report: Report) -> tuple[list[str], list[list[str]], str]:
     return headers, rows, caption
 
 
+def _size(n: int) -> str:
+    """Bytes, signed, in the largest unit under them (B, KiB, MiB, GiB), three digits or so."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            v = n / scale
+            return f"{v:,.1f} {unit}" if abs(v) < 100 else f"{v:,.0f} {unit}"
+    return f"{n:,} B"
+
+
+MEMORY_OP_NAME_MIN = 12  # the op column's narrowest: narrower consoles wrap the figures instead
+
+
+def memory_op_rows(report: Report, width: int = 120) -> tuple[list[str], list[list[str]]]:
+    """``Report.top_memory_ops`` as text cells for a console ``width`` wide: (headers, rows),
+    op names shortened in the middle to what the figures leave."""
+    from accelscope.analysis.tables import middle_name
+
+    multi_rank = len(report.run.ranks) > 1
+    headers = ["device", "op", "allocs", "self", "self net", "total", "total net"]
+    figures = []
+    for r in report.top_memory_ops.iter_rows(named=True):
+        name = f"rank {r['rank']} · {r['device']}" if multi_rank else r["device"]
+        figures.append((r["name"], [name, f"{r['allocations']:,}", _size(r["allocated_bytes"]), _size(r["self_increase_bytes"]),
+                                    _size(r["total_allocated_bytes"]), _size(r["total_increase_bytes"])]))
+    others = [h for h in headers if h != "op"]
+    used = sum(max(len(h), *(len(cells[i]) for _, cells in figures)) + 3 for i, h in enumerate(others)) + 4 if figures else 0
+    name_width = max(width - used, MEMORY_OP_NAME_MIN)
+    return headers, [[cells[0], middle_name(op, name_width), *cells[1:]] for op, cells in figures]
+
+
 def print_report(report: Report, console: Console | None = None) -> None:
     """``accelscope analyze``'s text: headline, breakdown, idle causes, devices, memory peaks
-    (when the run has allocator events) and leaks, steps, top device work, launches, notes and recommendations."""
+    and memory by op (when the run has allocator events) and leaks, steps, top device work, launches, notes and recommendations."""
     import polars as pl
     from rich.console import Console
 
@@ -246,6 +276,14 @@ def print_report(report: Report, console: Console | None = None) -> None:
         console.print(mt)
         if caption:
             console.print(caption)
+        headers, rows = memory_op_rows(report, console.width)
+        if rows:
+            ot = _table("Memory by op (the whole trace)", headers, right_from=2)
+            ot.caption = ("self: bytes allocated while the op was the innermost host op of the allocating thread; "
+                          "total: under it too; net: less the bytes freed")
+            for cells in rows:
+                ot.add_row(*cells)
+            console.print(ot)
     for line in report.memory_leak_texts:
         console.print(f"[bold red]{line}[/]")
 

@@ -24,6 +24,7 @@ from accelscope.analysis import causes as C
 from accelscope.analysis import collectives as K
 from accelscope.analysis import leaks as LK
 from accelscope.analysis import memory as M
+from accelscope.analysis import memory_ops as MO
 from accelscope.analysis import rank_tasks as T
 from accelscope.analysis.advice import Evidence, dataloader_evidence, exposed_communication, framework_of, leak_advice, recommend, straggler_advice
 from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RANK_WAIT, STEP_WORDS, WINDOW_NAME, empty_gaps, step_unit
@@ -247,7 +248,7 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
     advice = [a for a in advice if a.cause != C.RANK_WAIT and a.cause not in {s.cause for s in stragglers}]
     advice += exposed_communication(breakdown_ns[COMMUNICATION], breakdown_ns[RANK_WAIT], total, steady.height, mean_step, bool(stragglers), evidence)
     advice = straggler_advice(stragglers, framework_of(run.meta)) + sorted(advice, key=lambda a: -a.idle_share)
-    memory = _memory(run, steps, devices)
+    memory, memory_ops, memory_ops_more = _memory(run, steps, devices)
     memory_leaks, why_unknown = _leaks(run, basis.filter(pl.col("traced")))
     if why_unknown:
         unknown[LEAK_METRIC] = why_unknown
@@ -289,16 +290,22 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
         host_ops_by_cause=host_ops,
         memory=memory,
         memory_leaks=memory_leaks,
+        memory_ops=memory_ops,
+        memory_ops_more=memory_ops_more,
     )
 
 
-def _memory(run: Run, steps: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
-    """Report.memory: each device's allocation peak (memory.py), with the host ops of only the
-    allocating threads read (from the loaded slices, else pushed into the scan)."""
-    peaks = M.peaks(run.memory, steps)
+def _memory(run: Run, steps: pl.DataFrame, devices: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """(Report.memory, Report.memory_ops, the ops left out of it): each device's allocation
+    peak (memory.py) and memory by op (memory_ops.py), with the host ops of only the
+    allocating threads read once (from the loaded slices, else pushed into the scan)."""
+    memory = run.memory
+    peaks = M.peaks(memory, steps)
     if peaks.height == 0:
-        return M.empty()
-    return M.with_capacity(M.with_ops(peaks, run.slices_where(M.op_filter(peaks))), _memory_totals(run, devices, peaks))
+        return M.empty(), MO.empty(), 0
+    ops = run.slices_where(M.op_filter(memory))
+    by_op, more = MO.top(MO.table(memory, ops))
+    return M.with_capacity(M.with_ops(peaks, ops), _memory_totals(run, devices, peaks)), by_op, more
 
 
 def _memory_totals(run: Run, devices: pl.DataFrame, peaks: pl.DataFrame) -> pl.DataFrame:

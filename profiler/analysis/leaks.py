@@ -26,6 +26,7 @@ from __future__ import annotations
 import polars as pl
 
 from accelscope.analysis.memory import GROUP, allocated
+from accelscope.analysis.memory_ops import holding, innermost
 from accelscope.traces import schema as S
 from accelscope.verdicts import LEAK_GROWING_PART, LEAK_GROWING_SHARE, LEAK_MIN_BYTES_PER_STEP, LEAK_MIN_CHANGES, LEAK_MIN_PEAK_SHARE
 
@@ -200,19 +201,10 @@ def attribute(allocations: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:
     schema = {"rank": pl.Int32, "device": pl.String, "op": pl.String, "op_never_freed_bytes": pl.Int64}
     if allocations.height == 0:
         return pl.DataFrame(schema=schema)
-    a = allocations.with_row_index("_id").select("_id", *GROUP, "bytes", pl.col("pid").alias("_pid"), pl.col("tid").alias("_tid"), "time_ns")
-    o = ops.filter(pl.col("kind") == S.CPU_OP).select(
-        pl.col("rank").cast(pl.Int32).alias("_rank"), "pid", "tid", "start_ns", "dur_ns", "name", end_ns=pl.col("start_ns") + pl.col("dur_ns"))
-    holding = (
-        a.join_where(o, pl.col("start_ns") <= pl.col("time_ns"), pl.col("end_ns") >= pl.col("time_ns"))
-        .filter((pl.col("_rank") == pl.col("rank")) & (pl.col("pid") == pl.col("_pid")) & (pl.col("tid") == pl.col("_tid")))
-        # innermost first (latest start, then shortest), the allocation primitives after the rest
-        .sort(["_id", pl.col("name").is_in(ALLOCATION_OPS), "start_ns", "dur_ns"], descending=[False, False, True, False])
-        .group_by("_id", maintain_order=True)
-        .first()
-        .select("_id", "name")
-    )
-    per_op = a.join(holding, on="_id", how="left").group_by([*GROUP, "name"]).agg(op_never_freed_bytes=pl.col("bytes").sum())
+    a = allocations.with_row_index("_id").select("_id", pl.col("rank").cast(pl.Int32), "device", "bytes", "pid", "tid", "time_ns")
+    # the innermost op holding each, the allocation primitives only where no other op holds it
+    held = innermost(holding(a, ops), last=ALLOCATION_OPS)
+    per_op = a.join(held, on="_id", how="left").group_by([*GROUP, "name"]).agg(op_never_freed_bytes=pl.col("bytes").sum())
     # the op with most bytes (by name among equals); allocations under no op only when no op holds any
     ranked = per_op.sort([*GROUP, pl.col("name").is_null(), "op_never_freed_bytes", "name"], descending=[False, False, False, True, False])
     return ranked.group_by(GROUP, maintain_order=True).first().select(*GROUP, pl.col("name").alias("op"), "op_never_freed_bytes").cast(schema)

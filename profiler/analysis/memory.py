@@ -142,8 +142,9 @@ def rank_skew(memory: pl.DataFrame) -> dict[str, Any] | None:
 
 
 def op_filter(peaks: pl.DataFrame) -> pl.Expr:
-    """A predicate for the slices ``with_ops`` needs (host ops of the peaks' threads), to
-    push into the read (``Run.slices_where``) instead of loading every slice."""
+    """A predicate for the slices ``with_ops`` needs (host ops of the threads of ``peaks``,
+    or of any table with a ``tid``: the memory table's for ``memory_ops``), to push into the
+    read (``Run.slices_where``) instead of loading every slice."""
     return (pl.col("kind") == S.CPU_OP) & pl.col("tid").is_in(peaks["tid"].drop_nulls().unique().to_list())
 
 

@@ -26,6 +26,8 @@ from accelscope.analysis.launches import Launches
 from accelscope.analysis.leaks import empty as empty_leaks
 from accelscope.analysis.memory import empty as empty_memory
 from accelscope.analysis.memory import rank_skew
+from accelscope.analysis.memory_ops import empty as empty_memory_ops
+from accelscope.analysis.memory_ops import most as most_memory_ops
 from accelscope.analysis.stragglers import Straggler
 from accelscope.verdicts import HIGH_THRESHOLD, MODERATE_THRESHOLD, VERDICT_TEXT
 
@@ -150,6 +152,10 @@ class Report:
     memory: pl.DataFrame = field(default_factory=empty_memory)
     # Per leaking (rank, device): bytes per step, the steps fitted, the op never freeing (leaks.py).
     memory_leaks: pl.DataFrame = field(default_factory=empty_leaks)
+    # Per (rank, device, host op name): allocations self to the op and under it, the TOP_N
+    # allocating most on each device (memory_ops.py), and how many more ops held any.
+    memory_ops: pl.DataFrame = field(default_factory=empty_memory_ops)
+    memory_ops_more: int = 0
 
     @property
     def run_name(self) -> str:
@@ -247,6 +253,12 @@ class Report:
         return None if shares.len() == 0 else round(float(shares.max()), 6)
 
     @property
+    def top_memory_ops(self) -> pl.DataFrame:
+        """The rows of ``memory_ops`` that allocated most themselves (then under them), any
+        device: analyze's "Memory by op" table."""
+        return most_memory_ops(self.memory_ops)
+
+    @property
     def memory_leak_texts(self) -> list[str]:
         """One line per leak: "memory grows 1.0 MiB per step on cpu, allocated under aten::ones and never freed"."""
         multi = len(self.run.ranks) > 1
@@ -301,7 +313,7 @@ class Report:
                 "by_kind": table_json(self.collectives_by_kind),
             },
             "memory": {"devices": [_memory_json(r) for r in self.memory.iter_rows(named=True)], "leaks": table_json(self.memory_leaks),
-                       "rank_skew": rank_skew(self.memory)},
+                       "rank_skew": rank_skew(self.memory), "ops": table_json(self.memory_ops), "ops_more": self.memory_ops_more},
             LEAK_METRIC: self.memory_leak_bytes_per_step,
             PEAK_SHARE_METRIC: self.peak_memory_share,
             "unknown": dict(self.unknown),
