@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable, TracedSteps, Window, window_events
+from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable, TracedSteps, Window, window_events, window_memory
 from accelscope.schedule import TRANSITIONS, Action, Schedule
 from accelscope.traces import xplane
 
@@ -141,12 +141,12 @@ class TensorFlowProfilerCollector(Collector):
             # Warm-up steps were traced only to settle the tracer, and what began after the
             # window's last step is not part of it: keep the recorded steps' events.
             events = window_events(imported.events, window, from_ns=record_from_ns, to_ns=record_to_ns)
-            host = pc.and_(pc.equal(events["device"], "cpu"), pc.equal(events["pid"], 0))
-            pid = pc.if_else(host, pa.scalar(self.ctx.pid, pa.int64()), events["pid"])
-            events = events.set_column(events.schema.get_field_index("pid"), "pid", pid)
-            self.ctx.writer.add_table("events", events)
+            self.ctx.writer.add_table("events", self._own_pid(events, pc.equal(events["device"], "cpu")))
             if imported.memory is not None:
-                self._write_memory(imported.memory, window, record_from_ns, record_to_ns)
+                # Allocator calls are host-side: kept within the recorded steps, as host events are.
+                memory = window_memory(imported.memory, window, from_ns=record_from_ns, to_ns=record_to_ns)
+                if memory.num_rows:
+                    self.ctx.writer.add_table("memory", self._own_pid(memory))
             if imported.counters.num_rows:
                 self.ctx.writer.add_table("counters", imported.counters)
             for t in imported.meta.get("threads", []):
@@ -155,16 +155,11 @@ class TensorFlowProfilerCollector(Collector):
             if devices:
                 self.ctx.writer.update_meta(tensorflow_devices=devices)
 
-    def _write_memory(self, memory: pa.Table, window: Window | None, record_from_ns: int, record_to_ns: int) -> None:
-        """The window's allocator events (host-side calls: kept within the recorded steps, as
-        host events are), on this process's pid."""
-        lo = window.start_ns if window is not None and window.start_ns is not None else record_from_ns
-        hi = window.end_ns if window is not None and window.end_ns is not None else record_to_ns
-        t = memory["time_ns"]
-        memory = memory.filter(pc.and_(pc.greater_equal(t, lo), pc.less(t, hi)))
-        if memory.num_rows:
-            pid = pc.if_else(pc.equal(memory["pid"], 0), pa.scalar(self.ctx.pid, pa.int64()), memory["pid"])
-            self.ctx.writer.add_table("memory", memory.set_column(memory.schema.get_field_index("pid"), "pid", pid))
+    def _own_pid(self, table: pa.Table, on_host: pa.ChunkedArray | None = None) -> pa.Table:
+        """``table`` with the XPlane's host pid 0 (rows ``on_host``, else all) as this process's."""
+        host = pc.equal(table["pid"], 0) if on_host is None else pc.and_(on_host, pc.equal(table["pid"], 0))
+        pid = pc.if_else(host, pa.scalar(self.ctx.pid, pa.int64()), table["pid"])
+        return table.set_column(table.schema.get_field_index("pid"), "pid", pid)
 
     def stop(self) -> None:
         try:

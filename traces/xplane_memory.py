@@ -18,16 +18,15 @@ table's ``total_reserved_bytes`` means for torch.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 
 from accelscope.traces import schema as S
 
 ALLOCATOR_EVENTS = {"MemoryAllocation": 1, "MemoryDeallocation": -1}
-_GPU_ALLOCATOR = re.compile(r"^GPU_(\d+)_")
 
 
 def _int(v: Any) -> int | None:
@@ -36,52 +35,33 @@ def _int(v: Any) -> int | None:
 
 @dataclass
 class MemoryEvents:
-    """The allocator events of one XSpace, appended as the host lines are read."""
+    """The allocator events of one XSpace, appended as the host lines are read (an event
+    without a block size is not kept)."""
 
-    rows: dict[str, list] = field(default_factory=lambda: {k: [] for k in ("time_ns", "sign", "stats", "pid", "tid")})
+    cols: dict[str, list] = field(default_factory=lambda: {k: [] for k in ("time_ns", "bytes", "total_allocated_bytes", "addr", "pid", "tid",
+                                                                                "allocator", "index_on_host")})
 
     def add(self, event: str, time_ns: int, pid: int, tid: int, stats: dict[str, Any]) -> None:
         """One ``MemoryAllocation`` / ``MemoryDeallocation`` event and its stats."""
-        r = self.rows
-        r["time_ns"].append(time_ns)
-        r["sign"].append(ALLOCATOR_EVENTS[event])
-        r["stats"].append(stats)
-        r["pid"].append(pid)
-        r["tid"].append(tid)
+        size = _int(stats.get("allocation_bytes"))
+        if size is None:
+            return
+        addr = _int(stats.get("addr"))
+        for k, v in (("time_ns", time_ns), ("bytes", ALLOCATOR_EVENTS[event] * size), ("total_allocated_bytes", _int(stats.get("bytes_allocated"))),
+                     ("addr", addr - 2**64 if addr is not None and addr >= 2**63 else addr), ("pid", pid), ("tid", tid),
+                     ("allocator", str(stats.get("allocator_name", ""))), ("index_on_host", _int(stats.get("index_on_host")))):
+            self.cols[k].append(v)
 
     def table(self, rank: int, devices: set[str]) -> pa.Table | None:
         """MEMORY_SCHEMA rows, in the order read (None without events); ``devices``: the
         run's device ids, to name a GPU allocator after its plane."""
-        r = self.rows
-        if not r["time_ns"]:
+        if not self.cols["time_ns"]:
             return None
-        out: dict[str, list] = {c: [] for c in S.MEMORY_COLUMNS}
-        for t, sign, st, pid, tid in zip(r["time_ns"], r["sign"], r["stats"], r["pid"], r["tid"]):
-            size = _int(st.get("allocation_bytes"))
-            if size is None:
-                continue
-            out["time_ns"].append(t)
-            out["device"].append(_device(st, devices))
-            out["bytes"].append(sign * size)
-            out["total_allocated_bytes"].append(_int(st.get("bytes_allocated")))
-            out["total_reserved_bytes"].append(None)
-            addr = _int(st.get("addr"))
-            out["addr"].append(addr - 2**64 if addr is not None and addr >= 2**63 else addr)
-            out["pid"].append(pid)
-            out["tid"].append(tid)
-            out["rank"].append(rank)
-        if not out["time_ns"]:
-            return None
-        return pa.table({c: pa.array(out[c], type=S.MEMORY_SCHEMA.field(c).type) for c in S.MEMORY_COLUMNS}, schema=S.MEMORY_SCHEMA)
-
-
-def _device(stats: dict[str, Any], devices: set[str]) -> str:
-    name = str(stats.get("allocator_name", ""))
-    m = _GPU_ALLOCATOR.match(name)
-    if m:
-        n = m.group(1)
-        return f"rocm:{n}" if f"rocm:{n}" in devices else f"cuda:{n}"
-    index = _int(stats.get("index_on_host"))
-    if index is not None and not name:
-        return f"tpu:{index}"
-    return "cpu"
+        frame = pl.DataFrame(self.cols, schema_overrides={"index_on_host": pl.Int64, "total_allocated_bytes": pl.Int64, "addr": pl.Int64})
+        gpu = pl.col("allocator").str.extract(r"^GPU_(\d+)_")
+        rocm = pl.lit("rocm:") + gpu
+        device = (pl.when(gpu.is_not_null()).then(pl.when(rocm.is_in(sorted(devices))).then(rocm).otherwise(pl.lit("cuda:") + gpu))
+                  .when((pl.col("allocator") == "") & pl.col("index_on_host").is_not_null()).then(pl.lit("tpu:") + pl.col("index_on_host").cast(pl.String))
+                  .otherwise(pl.lit("cpu")))
+        frame = frame.with_columns(device=device, total_reserved_bytes=pl.lit(None, pl.Int64), rank=pl.lit(rank, pl.Int32))
+        return frame.select(S.MEMORY_COLUMNS).to_arrow().cast(S.MEMORY_SCHEMA)

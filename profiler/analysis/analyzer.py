@@ -248,8 +248,12 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
     advice = [a for a in advice if a.cause != C.RANK_WAIT and a.cause not in {s.cause for s in stragglers}]
     advice += exposed_communication(breakdown_ns[COMMUNICATION], breakdown_ns[RANK_WAIT], total, steady.height, mean_step, bool(stragglers), evidence)
     advice = straggler_advice(stragglers, framework_of(run.meta)) + sorted(advice, key=lambda a: -a.idle_share)
-    memory, memory_ops, memory_ops_more = _memory(run, steps, devices)
-    memory_leaks, why_unknown = _leaks(run, basis.filter(pl.col("traced")))
+    allocator = run.memory
+    # The host ops of the allocating threads, read once (from the loaded slices, else pushed
+    # into the scan): the peaks' ops, memory by op and the leaks' ops all come from them.
+    allocating_ops = run.slices_where(M.op_filter(allocator)) if allocator.height else None
+    memory, memory_ops, memory_ops_more = _memory(run, allocator, allocating_ops, steps, devices)
+    memory_leaks, why_unknown = _leaks(allocator, allocating_ops, basis.filter(pl.col("traced")))
     if why_unknown:
         unknown[LEAK_METRIC] = why_unknown
     if memory["peak_share"].drop_nulls().len() == 0:
@@ -295,17 +299,15 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
     )
 
 
-def _memory(run: Run, steps: pl.DataFrame, devices: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+def _memory(run: Run, memory: pl.DataFrame, host_ops: pl.DataFrame | None, steps: pl.DataFrame,
+            devices: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """(Report.memory, Report.memory_ops, the ops left out of it): each device's allocation
-    peak (memory.py) and memory by op (memory_ops.py), with the host ops of only the
-    allocating threads read once (from the loaded slices, else pushed into the scan)."""
-    memory = run.memory
+    peak (memory.py) and memory by op (memory_ops.py); ``host_ops``: the allocating threads'."""
     peaks = M.peaks(memory, steps)
-    if peaks.height == 0:
+    if peaks.height == 0 or host_ops is None:
         return M.empty(), MO.empty(), 0
-    ops = run.slices_where(M.op_filter(memory))
-    by_op, more = MO.top(MO.table(memory, ops))
-    return M.with_capacity(M.with_ops(peaks, ops), _memory_totals(run, devices, peaks)), by_op, more
+    by_op, more = MO.top(MO.table(memory, host_ops))
+    return M.with_capacity(MO.with_peak_ops(peaks, host_ops), _memory_totals(run, devices, peaks)), by_op, more
 
 
 def _memory_totals(run: Run, devices: pl.DataFrame, peaks: pl.DataFrame) -> pl.DataFrame:
@@ -319,11 +321,11 @@ def _memory_totals(run: Run, devices: pl.DataFrame, peaks: pl.DataFrame) -> pl.D
     return pl.concat([sampled, declared.drop_nulls()])
 
 
-def _leaks(run: Run, steps: pl.DataFrame) -> tuple[pl.DataFrame, str | None]:
+def _leaks(memory: pl.DataFrame, host_ops: pl.DataFrame | None, steps: pl.DataFrame) -> tuple[pl.DataFrame, str | None]:
     """(Report.memory_leaks, why leaks cannot be known or None): the growth of each device's
     allocated memory over ``steps`` (the analysed steps the allocator events were recorded in,
-    leaks.py), and for the leaking ones the op, with only the allocating threads' host ops read."""
-    fitted = LK.fit(run.memory, steps)
+    leaks.py), and for the leaking ones the op; ``host_ops``: the allocating threads'."""
+    fitted = LK.fit(memory, steps)
     if fitted.height == 0:
         return LK.empty(), ("no allocator events were recorded in the analysed steps (torch.profiler's profile_memory: "
                             "accelscope.profile records them in full mode with PyTorch)")
@@ -333,9 +335,8 @@ def _leaks(run: Run, steps: pl.DataFrame) -> tuple[pl.DataFrame, str | None]:
     leaking = fitted.filter(pl.col("leak"))
     if leaking.height == 0:
         return LK.empty(), None
-    allocations = LK.never_freed(run.memory, steps, leaking)
-    ops = run.slices_where(LK.op_filter(allocations)) if allocations.height else pl.DataFrame(schema={"kind": pl.String})
-    return LK.leaks(fitted, LK.attribute(allocations, ops)), None
+    allocations = LK.never_freed(memory, steps, leaking)
+    return LK.leaks(fitted, LK.attribute(allocations, host_ops)), None
 
 
 def _slices_range(passes: list[T.RankPass]) -> tuple[int, int] | None:

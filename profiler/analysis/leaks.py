@@ -27,7 +27,6 @@ import polars as pl
 
 from accelscope.analysis.memory import GROUP, allocated
 from accelscope.analysis.memory_ops import holding, innermost
-from accelscope.traces import schema as S
 from accelscope.verdicts import LEAK_GROWING_PART, LEAK_GROWING_SHARE, LEAK_MIN_BYTES_PER_STEP, LEAK_MIN_CHANGES, LEAK_MIN_PEAK_SHARE
 
 # torch's pure allocation ops: they allocate for the op that called them.
@@ -208,12 +207,6 @@ def attribute(allocations: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:
     # the op with most bytes (by name among equals); allocations under no op only when no op holds any
     ranked = per_op.sort([*GROUP, pl.col("name").is_null(), "op_never_freed_bytes", "name"], descending=[False, False, False, True, False])
     return ranked.group_by(GROUP, maintain_order=True).first().select(*GROUP, pl.col("name").alias("op"), "op_never_freed_bytes").cast(schema)
-
-
-def op_filter(allocations: pl.DataFrame) -> pl.Expr:
-    """A predicate for the slices ``attribute`` needs (host ops of the allocating threads),
-    to push into the read (``Run.slices_where``)."""
-    return (pl.col("kind") == S.CPU_OP) & pl.col("tid").is_in(allocations["tid"].drop_nulls().unique().to_list())
 
 
 def leaks(fitted: pl.DataFrame, attributed: pl.DataFrame) -> pl.DataFrame:

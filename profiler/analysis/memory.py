@@ -38,8 +38,8 @@ MEMORY_SCHEMA = {
     "memory_total_bytes": pl.Int64,  # the device's memory (NVML, deviceProperties, XPlane); null: unknown
     "peak_share": pl.Float64,  # the most held (allocated or reserved) over the total; null: no total, or a relative peak
 }
-_PEAK_COLUMNS = [c for c in MEMORY_SCHEMA if c not in ("memory_total_bytes", "peak_share")]
-_PEAKS_SCHEMA = {**{k: v for k, v in MEMORY_SCHEMA.items() if k in _PEAK_COLUMNS and k != "peak_op"}, "pid": pl.Int64, "tid": pl.Int64}
+PEAK_COLUMNS = [c for c in MEMORY_SCHEMA if c not in ("memory_total_bytes", "peak_share")]
+_PEAKS_SCHEMA = {**{k: v for k, v in MEMORY_SCHEMA.items() if k in PEAK_COLUMNS and k != "peak_op"}, "pid": pl.Int64, "tid": pl.Int64}
 
 
 def empty() -> pl.DataFrame:
@@ -59,7 +59,7 @@ def allocated(memory: pl.DataFrame) -> pl.DataFrame:
 
 def peaks(memory: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
     """Per (rank, device): the peak, its time, step and allocating thread (``pid``, ``tid``),
-    without the op (``with_ops`` adds it)."""
+    without the op (``memory_ops.with_peak_ops`` adds it)."""
     if memory.height == 0:
         return pl.DataFrame(schema=_PEAKS_SCHEMA)
     at_peak = pl.col("allocated_bytes").arg_max()
@@ -95,24 +95,6 @@ def _with_steps(peaks: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
     return peaks.join(holding, on=GROUP, how="left")
 
 
-def with_ops(peaks: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:
-    """``peak_op``: the innermost host op (latest start, then shortest) on the peak's rank,
-    process and thread whose span holds the peak; ``ops`` are slices (any kinds: only
-    ``cpu_op`` ones count). Returns Report.memory (MEMORY_SCHEMA)."""
-    ops = ops.filter(pl.col("kind") == S.CPU_OP).select(pl.col("rank").cast(pl.Int32), "pid", "tid", "start_ns", "dur_ns", pl.col("name").alias("peak_op"))
-    enclosing = (
-        peaks.select(*GROUP, "pid", "tid", "peak_time_ns")
-        .join(ops, on=["rank", "pid", "tid"])
-        .filter((pl.col("start_ns") <= pl.col("peak_time_ns")) & (pl.col("peak_time_ns") <= pl.col("start_ns") + pl.col("dur_ns")))
-        .sort([*GROUP, "start_ns", "dur_ns"], descending=[False, False, True, False])
-        .group_by(GROUP, maintain_order=True)
-        .first()
-        .select(*GROUP, "peak_op")
-    )
-    out = peaks.join(enclosing, on=GROUP, how="left").select(_PEAK_COLUMNS)
-    return out.with_columns(memory_total_bytes=pl.lit(None, pl.Int64), peak_share=pl.lit(None, pl.Float64)).cast(MEMORY_SCHEMA)
-
-
 def with_capacity(memory: pl.DataFrame, totals: pl.DataFrame) -> pl.DataFrame:
     """Report.memory with each device's total memory (``totals``: rank, device,
     memory_total_bytes; the first known per device) and the peak's share of it: the most
@@ -141,13 +123,8 @@ def rank_skew(memory: pl.DataFrame) -> dict[str, Any] | None:
             "skew": round(hi / lo, 6) if lo > 0 else None, "relative": bool(rows["relative"].any())}
 
 
-def op_filter(peaks: pl.DataFrame) -> pl.Expr:
-    """A predicate for the slices ``with_ops`` needs (host ops of the threads of ``peaks``,
-    or of any table with a ``tid``: the memory table's for ``memory_ops``), to push into the
-    read (``Run.slices_where``) instead of loading every slice."""
-    return (pl.col("kind") == S.CPU_OP) & pl.col("tid").is_in(peaks["tid"].drop_nulls().unique().to_list())
-
-
-def summarise(memory: pl.DataFrame, steps: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:
-    """Report.memory from the memory table, the report's steps and host slices in one call."""
-    return with_ops(peaks(memory, steps), ops)
+def op_filter(rows: pl.DataFrame) -> pl.Expr:
+    """A predicate for the slices that can hold ``rows`` (any table with a ``tid``: the host
+    ops of those threads), to push into the read (``Run.slices_where``) instead of loading
+    every slice: what the peaks' ops, memory by op and the leaks' ops need."""
+    return (pl.col("kind") == S.CPU_OP) & pl.col("tid").is_in(rows["tid"].drop_nulls().unique().to_list())

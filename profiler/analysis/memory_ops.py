@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from accelscope.analysis.memory import GROUP
+from accelscope.analysis.memory import GROUP, MEMORY_SCHEMA, PEAK_COLUMNS
 from accelscope.traces import schema as S
 
 TOP_N = 50  # Report.memory_ops: the ops allocating most on each device
@@ -90,6 +90,15 @@ def innermost(pairs: pl.DataFrame, last: Sequence[str] = ()) -> pl.DataFrame:
     (latest start, then shortest); ops named in ``last`` only where no other op holds it."""
     order = ["_id", pl.col("name").is_in(list(last)), "start_ns", "dur_ns"]
     return pairs.sort(order, descending=[False, False, True, False]).group_by("_id", maintain_order=True).first().select("_id", "name")
+
+
+def with_peak_ops(peaks: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:
+    """Report.memory (MEMORY_SCHEMA, totals still unknown) from ``memory.peaks``: each
+    peak's ``peak_op``, the innermost host op of its thread holding the peak's time."""
+    rows = peaks.select(*GROUP, "pid", "tid", pl.col("peak_time_ns").alias("time_ns")).with_row_index("_id")
+    named = rows.join(innermost(holding(rows, ops)), on="_id").select(*GROUP, pl.col("name").alias("peak_op"))
+    out = peaks.join(named, on=GROUP, how="left").select(PEAK_COLUMNS)
+    return out.with_columns(memory_total_bytes=pl.lit(None, pl.Int64), peak_share=pl.lit(None, pl.Float64)).cast(MEMORY_SCHEMA)
 
 
 def table(memory: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:

@@ -47,3 +47,23 @@ def open_dashboard(app, ready: str | None = OVERVIEW_READY, viewport: dict | Non
             yield page
         finally:
             browser.close()
+
+
+def panel_px(pg, graph_id: str, x_ms: float) -> tuple[float, float]:
+    """Page coordinates of time ``x_ms`` in the middle of the first panel of the plotly
+    figure in ``#graph_id`` (a section on the timeline's time axis)."""
+    return tuple(pg.evaluate(
+        f"() => {{ const gd = document.querySelector('#{graph_id} .js-plotly-plot'); const r = gd.getBoundingClientRect();"
+        f" const fl = gd._fullLayout; return [r.left + fl.xaxis._offset + fl.xaxis.l2p({x_ms}),"
+        f" r.top + fl.yaxis._offset + fl.yaxis._length / 2]; }}"))
+
+
+def drag_zoom(pg, graph_id: str, start_ms: float, end_ms: float) -> None:
+    """Drag the mouse across ``#graph_id``'s first panel from ``start_ms`` to ``end_ms``
+    (scrolled into view first: mouse events only reach what is on screen)."""
+    pg.eval_on_selector(f"#{graph_id}", "e => e.scrollIntoView({block: 'center'})")
+    (xa, y), (xb, _) = panel_px(pg, graph_id, start_ms), panel_px(pg, graph_id, end_ms)
+    pg.mouse.move(xa, y)
+    pg.mouse.down()
+    pg.mouse.move(xb, y, steps=8)
+    pg.mouse.up()

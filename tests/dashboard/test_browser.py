@@ -13,7 +13,7 @@ pytestmark = pytest.mark.browser
 GRAPHS = ("step-graph", "timeline-graph", "metrics-graph")
 TIMEOUT_MS = 60_000
 
-from tests.dashboard.browser import open_dashboard, require_browser  # noqa: E402
+from tests.dashboard.browser import drag_zoom, open_dashboard, panel_px, require_browser  # noqa: E402
 
 require_browser()
 from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
@@ -209,18 +209,6 @@ RANGES_EQUAL = """() => {
 }"""
 
 
-def _metrics_px(pg, x_ms: float) -> tuple[float, float]:
-    """Page coordinates of a time in the middle of the metrics' first panel."""
-    return tuple(
-        _plot(
-            pg,
-            "metrics-graph",
-            f"(() => {{ const r = gd.getBoundingClientRect(); const fl = gd._fullLayout;"
-            f" return [r.left + fl.xaxis._offset + fl.xaxis.l2p({x_ms}), r.top + fl.yaxis._offset + fl.yaxis._length / 2]; }})()",
-        )
-    )
-
-
 def test_metrics_follow_timeline_zooms_and_lead_them_too(page):
     whole = _plot(page, "metrics-graph", "gd.layout.meta.x_range")
     assert whole == _plot(page, "timeline-graph", "gd._fullLayout.xaxis.range")
@@ -230,12 +218,7 @@ def test_metrics_follow_timeline_zooms_and_lead_them_too(page):
     lo, hi = _plot(page, "metrics-graph", "gd._fullLayout.xaxis.range")
     assert lo == pytest.approx(whole[1] * 0.3, rel=0.05) and hi == pytest.approx(whole[1] * 0.5, rel=0.05)
     # A drag-zoom on the metrics moves the timeline, which the server redraws for that window.
-    page.eval_on_selector("#metrics-graph", "e => e.scrollIntoView({block: 'center'})")
-    (xa, y), (xb, _) = _metrics_px(page, lo + (hi - lo) * 0.25), _metrics_px(page, lo + (hi - lo) * 0.75)
-    page.mouse.move(xa, y)
-    page.mouse.down()
-    page.mouse.move(xb, y, steps=8)
-    page.mouse.up()
+    drag_zoom(page, "metrics-graph", lo + (hi - lo) * 0.25, lo + (hi - lo) * 0.75)
     page.wait_for_function(
         f"() => {{ const w = document.querySelector('#timeline-graph .js-plotly-plot').layout.meta.window;"
         f" return w && Math.abs(w[1] - w[0] - {(hi - lo) / 2}) < {(hi - lo) * 0.05}; }}",
@@ -243,7 +226,7 @@ def test_metrics_follow_timeline_zooms_and_lead_them_too(page):
     )
     page.wait_for_function(RANGES_EQUAL, timeout=TIMEOUT_MS)
     # A double-click on the metrics returns both to the whole run.
-    page.mouse.dblclick(*_metrics_px(page, (lo + hi) / 2))
+    page.mouse.dblclick(*panel_px(page, "metrics-graph", (lo + hi) / 2))
     page.wait_for_function("() => document.querySelector('#timeline-graph .js-plotly-plot').layout.meta.window === null", timeout=TIMEOUT_MS)
     page.wait_for_function(RANGES_EQUAL, timeout=TIMEOUT_MS)
     assert _plot(page, "metrics-graph", "gd._fullLayout.xaxis.range") == pytest.approx(whole)

@@ -7,7 +7,7 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-from tests.dashboard.browser import open_dashboard, require_browser  # noqa: E402
+from tests.dashboard.browser import drag_zoom, open_dashboard, panel_px, require_browser  # noqa: E402
 
 require_browser()
 
@@ -37,12 +37,6 @@ def _plot(pg, expr: str):
     return pg.evaluate(f"() => {{ const gd = document.querySelector('#memory-graph .js-plotly-plot'); return {expr}; }}")
 
 
-def _memory_px(pg, x_ms: float) -> tuple[float, float]:
-    """Page coordinates of a time in the middle of the memory figure's first panel."""
-    return tuple(_plot(pg, f"(() => {{ const r = gd.getBoundingClientRect(); const fl = gd._fullLayout;"
-                           f" return [r.left + fl.xaxis._offset + fl.xaxis.l2p({x_ms}), r.top + fl.yaxis._offset + fl.yaxis._length / 2]; }})()"))
-
-
 def test_the_section_draws_each_devices_allocation_and_peak(page):
     assert page.is_visible("#section-memory")
     roles = _plot(page, "gd.data.map(t => [t.meta.role, t.meta.device])")
@@ -56,17 +50,12 @@ def test_memory_follows_timeline_zooms_and_leads_them(page):
     page.evaluate(f"() => Plotly.relayout(document.querySelector('#timeline-graph .js-plotly-plot'), {{'xaxis.range': [{lo}, {hi}]}})")
     page.wait_for_function(SAME_RANGE, arg="memory-graph", timeout=TIMEOUT_MS)
     # A drag-zoom on the memory figure moves the timeline (nw0 samples no metrics: their graph is empty).
-    page.eval_on_selector("#memory-graph", "e => e.scrollIntoView({block: 'center'})")
-    (xa, y), (xb, _) = _memory_px(page, lo + (hi - lo) * 0.25), _memory_px(page, lo + (hi - lo) * 0.75)
-    page.mouse.move(xa, y)
-    page.mouse.down()
-    page.mouse.move(xb, y, steps=8)
-    page.mouse.up()
+    drag_zoom(page, "memory-graph", lo + (hi - lo) * 0.25, lo + (hi - lo) * 0.75)
     page.wait_for_function(f"() => {{ const r = document.querySelector('#timeline-graph .js-plotly-plot')._fullLayout.xaxis.range;"
                            f" return Math.abs(r[1] - r[0] - {(hi - lo) / 2}) < {(hi - lo) * 0.05}; }}", timeout=TIMEOUT_MS)
     page.wait_for_function(SAME_RANGE, arg="memory-graph", timeout=TIMEOUT_MS)
     # A double-click on it returns every graph to the whole run.
-    page.mouse.dblclick(*_memory_px(page, (lo + hi) / 2))
+    page.mouse.dblclick(*panel_px(page, "memory-graph", (lo + hi) / 2))
     page.wait_for_function("() => document.querySelector('#timeline-graph .js-plotly-plot').layout.meta.window === null", timeout=TIMEOUT_MS)
     page.wait_for_function(SAME_RANGE, arg="memory-graph", timeout=TIMEOUT_MS)
     assert _plot(page, "gd._fullLayout.xaxis.range") == pytest.approx(whole)
