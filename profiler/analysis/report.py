@@ -26,6 +26,7 @@ from accelscope.analysis.launches import Launches
 from accelscope.analysis.leaks import empty as empty_leaks
 from accelscope.analysis.memory import empty as empty_memory
 from accelscope.analysis.memory import rank_skew
+from accelscope.analysis.memory_categories import empty as empty_memory_categories
 from accelscope.analysis.memory_ops import empty as empty_memory_ops
 from accelscope.analysis.memory_ops import most as most_memory_ops
 from accelscope.analysis.stragglers import Straggler
@@ -156,6 +157,8 @@ class Report:
     # allocating most on each device (memory_ops.py), and how many more ops held any.
     memory_ops: pl.DataFrame = field(default_factory=empty_memory_ops)
     memory_ops_more: int = 0
+    # Per (rank, device, category): the kinds of tensor held at the device's peak (memory_categories.py).
+    memory_categories: pl.DataFrame = field(default_factory=empty_memory_categories)
 
     @property
     def run_name(self) -> str:
@@ -258,6 +261,12 @@ class Report:
         device: analyze's "Memory by op" table."""
         return most_memory_ops(self.memory_ops)
 
+    def categories_at_peak(self, rank: int, device: str) -> dict[str, int] | None:
+        """The bytes of each kind of tensor held at the device's peak (None: its allocator
+        events carry no addresses, so what was live is unknown)."""
+        rows = self.memory_categories.filter((pl.col("rank") == rank) & (pl.col("device") == device))
+        return {r["category"]: r["bytes"] for r in rows.iter_rows(named=True)} if rows.height else None
+
     @property
     def memory_leak_texts(self) -> list[str]:
         """One line per leak: "memory grows 1.0 MiB per step on cpu, allocated under aten::ones and never freed"."""
@@ -312,7 +321,7 @@ class Report:
                 "unmatched_events": self.unmatched_collectives,
                 "by_kind": table_json(self.collectives_by_kind),
             },
-            "memory": {"devices": [_memory_json(r) for r in self.memory.iter_rows(named=True)], "leaks": table_json(self.memory_leaks),
+            "memory": {"devices": [_memory_json(r, self.categories_at_peak(r["rank"], r["device"])) for r in self.memory.iter_rows(named=True)], "leaks": table_json(self.memory_leaks),
                        "rank_skew": rank_skew(self.memory), "ops": table_json(self.memory_ops), "ops_more": self.memory_ops_more},
             LEAK_METRIC: self.memory_leak_bytes_per_step,
             PEAK_SHARE_METRIC: self.peak_memory_share,
@@ -359,7 +368,7 @@ def _run_json(info: RunInfo) -> dict[str, Any]:
     }
 
 
-def _memory_json(r: dict[str, Any]) -> dict[str, Any]:
+def _memory_json(r: dict[str, Any], categories: dict[str, int] | None) -> dict[str, Any]:
     return {
         "rank": r["rank"],
         "device": r["device"],
@@ -371,6 +380,9 @@ def _memory_json(r: dict[str, Any]) -> dict[str, Any]:
         "relative": r["relative"],
         "memory_total_bytes": r["memory_total_bytes"],
         "peak_share": None if r["peak_share"] is None else round(r["peak_share"], 6),
+        "categories_at_peak": categories,
+        "fragmentation_bytes": r["fragmentation_bytes"],
+        "fragmentation_bytes_per_step": r["fragmentation_bytes_per_step"],
     }
 
 
