@@ -33,6 +33,7 @@ from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RANK_WAIT, S
 from accelscope.analysis.busy import summarise_busy
 from accelscope.analysis.gap_ops import host_ops_in_gaps, ops_of
 from accelscope.analysis.launches import match_launches, summarise
+from accelscope.analysis.memory_advice import memory_advice
 from accelscope.analysis.report import LEAK_METRIC, PEAK_SHARE_METRIC, Basis, Report, RunInfo
 from accelscope.analysis.steps import finish_steps, mark_outliers, traced_mask
 from accelscope.analysis.stragglers import attribute, named, rank_table
@@ -264,6 +265,7 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
                                       "Kineto's deviceProperties, XPlane's memory_size)" if memory.height else
                                       "no allocator events were recorded (torch.profiler's profile_memory; TF/JAX profiles)")
     advice += leak_advice(memory_leaks, mean_step, len(rank_ids) > 1, evidence.unit)
+    advice += memory_advice(memory, memory_categories, mean_step, len(rank_ids) > 1, evidence.unit)
     return Report(
         run=_run_info(run, devices, _slices_range(passes)),
         timing_basis=_basis("steady", steady, "steady"),

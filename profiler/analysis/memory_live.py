@@ -81,11 +81,12 @@ def live_at(run: Any, rank: int, device: str, time_ns: int, n: int = 20) -> pl.D
     """What held ``device`` of ``rank`` at ``time_ns`` (the run's clock): per (op, category)
     the live bytes and allocations, most bytes first, the ``n`` largest (LIVE_SCHEMA). The op
     is the allocating host op (torch's allocation primitives only where nothing else holds the
-    allocation); the category is ``memory_categories``' inference. Empty where the device's
-    events carry no addresses."""
+    allocation); the category is ``memory_categories``' inference; what the allocator held
+    that no block seen accounts for is one ``before_trace`` row without an op. Empty where the
+    device's events carry no addresses. The steps are the run's step slices."""
     from accelscope.analysis import memory_categories as MC
     from accelscope.analysis.leaks import ALLOCATION_OPS
-    from accelscope.analysis.memory import op_filter
+    from accelscope.analysis.memory import allocated, op_filter
 
     memory = run.memory.filter((pl.col("rank") == rank) & (pl.col("device") == device))
     lives = lifetimes(memory)
@@ -94,6 +95,11 @@ def live_at(run: Any, rank: int, device: str, time_ns: int, n: int = 20) -> pl.D
     ops = run.slices_where(op_filter(memory) | MC.phase_filter())
     categorised = MC.categorise(with_ops(lives, ops, ALLOCATION_OPS), ops, MC.step_spans(run, rank))
     now = categorised.filter(alive(categorised, time_ns))
-    return (now.group_by("op", "category").agg(live_bytes=pl.col("bytes").sum(), allocations=pl.len())
-            .sort(["live_bytes", "op", "category"], descending=[True, False, False], nulls_last=True)
-            .head(n).cast(LIVE_SCHEMA))
+    table = now.group_by("op", "category").agg(live_bytes=pl.col("bytes").sum(), allocations=pl.len())
+    # what the allocator held that no block seen accounts for: held since before the trace
+    level = allocated(memory).filter(pl.col("time_ns") <= time_ns).select(pl.col("allocated_bytes").last()).item() if memory.height else None
+    rest = (level or 0) - int(now["bytes"].sum())
+    if rest > 0:
+        table = pl.concat([table, pl.DataFrame({"op": [None], "category": ["before_trace"], "live_bytes": [rest], "allocations": [0]}).cast(table.schema)])
+    table = table.group_by("op", "category").agg(pl.col("live_bytes").sum(), pl.col("allocations").sum())
+    return table.sort(["live_bytes", "op", "category"], descending=[True, False, False], nulls_last=True).head(n).cast(LIVE_SCHEMA)

@@ -83,6 +83,7 @@ class Recommendation:
     mean_step_ns: float
     projection: str = ""  # the model behind projected_step_ns, or why there is none
     unit: str = "step"  # what a step is here: "step", "iteration" or "window" (breakdown.STEP_WORDS)
+    frees_bytes: int | None = None  # memory advice: about how much the action frees at the peak (None: not memory advice)
 
     @property
     def projected_speedup(self) -> float | None:
@@ -92,6 +93,8 @@ class Recommendation:
     @property
     def text(self) -> str:
         p = self.projected_step_ns
+        if self.frees_bytes is not None:
+            return f"{self.evidence}: {self.action}. Expected: frees about {self.frees_bytes / 2**20:,.0f} MiB at the peak ({self.projection})."
         if p is None or p <= 0:
             return f"{self.evidence}: {self.action}." + (f" No projection: {self.projection}." if self.projection else "")
         return (f"{self.evidence}: {self.action}. Expected: at best {self.mean_step_ns / 1e6:.1f} -> {p / 1e6:.1f} ms per {self.unit} "
@@ -107,6 +110,7 @@ class Recommendation:
             "projected_step_us": round(self.projected_step_ns / 1000, 3) if self.projected_step_ns is not None else None,
             "projected_speedup": round(speedup, 4) if speedup is not None else None,
             "projection": self.projection,
+            "frees_bytes": self.frees_bytes,
             "text": self.text,
         }
 
@@ -268,6 +272,28 @@ class Report:
         return {r["category"]: r["bytes"] for r in rows.iter_rows(named=True)} if rows.height else None
 
     @property
+    def memory_peak_texts(self) -> list[str]:
+        """Per device with categories or fragmentation, one line: "at the peak on cuda:0:
+        activation 5.1 GiB (43%) · gradient 2.0 GiB (17%) · ...; 1.2 GiB reserved unallocated"."""
+        multi_rank = len(self.run.ranks) > 1
+        out = []
+        for m in self.memory.iter_rows(named=True):
+            where = f"rank {m['rank']} · {m['device']}" if multi_rank else m["device"]
+            held = self.categories_at_peak(m["rank"], m["device"]) or {}
+            peak = m["peak_allocated_bytes"]
+            parts = [f"{c.replace('_', ' ')} {_size(b)} ({b / peak:.0%})" for c, b in sorted(held.items(), key=lambda kv: -kv[1])] if peak > 0 else []
+            line = f"at the peak on {where}: " + " · ".join(parts) if parts else ""
+            frag, trend = m["fragmentation_bytes"], m["fragmentation_bytes_per_step"]
+            if frag is not None and m["peak_reserved_bytes"]:
+                more = f"{_size(frag)} of the {_size(m['peak_reserved_bytes'])} reserved was unallocated at the reservation's peak"
+                if trend is not None:
+                    more += f", {'+' if trend >= 0 else '-'}{_size(abs(trend))} per {self.step_word} over the {self.step_word}s"
+                line = f"{line}; {more}" if line else f"on {where}: {more}"
+            if line:
+                out.append(line)
+        return out
+
+    @property
     def memory_leak_texts(self) -> list[str]:
         """One line per leak: "memory grows 1.0 MiB per step on cpu, allocated under aten::ones and never freed"."""
         multi = len(self.run.ranks) > 1
@@ -366,6 +392,11 @@ def _run_json(info: RunInfo) -> dict[str, Any]:
         "live": info.live,
         "collector_problems": list(info.collector_problems),
     }
+
+
+def _size(n: int) -> str:
+    """Bytes in MiB, or GiB from 1 GiB."""
+    return f"{n / 2**30:.1f} GiB" if abs(n) >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def _memory_json(r: dict[str, Any], categories: dict[str, int] | None) -> dict[str, Any]:
