@@ -281,13 +281,13 @@ class Report:
             where = f"rank {m['rank']} · {m['device']}" if multi_rank else m["device"]
             held = self.categories_at_peak(m["rank"], m["device"]) or {}
             peak = m["peak_allocated_bytes"]
-            parts = [f"{c.replace('_', ' ')} {_size(b)} ({b / peak:.0%})" for c, b in sorted(held.items(), key=lambda kv: -kv[1])] if peak > 0 else []
+            parts = [f"{c.replace('_', ' ')} {_size(b)} ({b / peak:.0%})" for c, b in sorted(held.items(), key=lambda kv: -kv[1])] if peak >= 2**20 else []
             line = f"at the peak on {where}: " + " · ".join(parts) if parts else ""
             frag, trend = m["fragmentation_bytes"], m["fragmentation_bytes_per_step"]
             if frag is not None and m["peak_reserved_bytes"]:
                 more = f"{_size(frag)} of the {_size(m['peak_reserved_bytes'])} reserved was unallocated at the reservation's peak"
-                if trend is not None:
-                    more += f", {'+' if trend >= 0 else '-'}{_size(abs(trend))} per {self.step_word} over the {self.step_word}s"
+                if trend is not None and abs(trend) >= 2**20:
+                    more += f", {'growing' if trend > 0 else 'shrinking'} {_size(abs(trend))} per {self.step_word}"
                 line = f"{line}; {more}" if line else f"on {where}: {more}"
             if line:
                 out.append(line)
