@@ -205,3 +205,18 @@ def timeline(categorised: pl.DataFrame, memory: pl.DataFrame) -> pl.DataFrame:
     wide = wide.with_columns(before_trace=(pl.col("before_trace") + (pl.col("allocated_bytes") - seen - pl.col("before_trace")).clip(lower_bound=0)).fill_null(
         pl.col("before_trace")))
     return wide.select(*GROUP, "time_ns", *CATEGORIES).sort(*GROUP, "time_ns").cast({"rank": pl.Int32, **{c: pl.Int64 for c in CATEGORIES}})
+
+
+def run_timeline(run: Any) -> pl.DataFrame:
+    """``timeline`` of a whole run (the dashboard's stacked memory curves): its allocator
+    events, the allocating threads' host ops and phase annotations, and its step slices."""
+    from accelscope.analysis.leaks import ALLOCATION_OPS
+    from accelscope.analysis.memory import op_filter
+    from accelscope.analysis.memory_live import lifetimes, with_ops
+
+    memory = run.memory
+    lives = lifetimes(memory)
+    if lives.height == 0:
+        return timeline(lives.with_columns(category=pl.lit(None, pl.String)), memory)
+    ops = run.slices_where(op_filter(memory) | phase_filter())
+    return timeline(categorise(with_ops(lives, ops, ALLOCATION_OPS), ops, step_spans(run)), memory)

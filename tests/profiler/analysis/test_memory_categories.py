@@ -138,3 +138,13 @@ def test_a_trace_without_addresses_has_no_categories(shared_dir, tmp_path):
 def test_json_round_trips(adam):
     document = analyze(adam[0]).to_dict()
     assert json.loads(json.dumps(document))["memory"]["devices"][0]["categories_at_peak"]
+
+
+def test_the_category_timeline_at_the_peak_holds_the_peak_categories(sgd):
+    from accelscope.analysis import memory_categories as MC
+
+    run = sgd[0]
+    report = analyze(run)
+    peak_ns = report.memory["peak_time_ns"][0]
+    row = MC.run_timeline(run).filter(pl.col("time_ns") <= peak_ns).row(-1, named=True)
+    assert {c: row[c] for c in MC.CATEGORIES if row[c]} == report.categories_at_peak(0, "cpu")
