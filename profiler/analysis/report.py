@@ -28,6 +28,7 @@ from accelscope.analysis.memory import empty as empty_memory
 from accelscope.analysis.memory import rank_skew
 from accelscope.analysis.memory_ops import empty as empty_memory_ops
 from accelscope.analysis.memory_ops import most as most_memory_ops
+from accelscope.analysis.memory_samples import SOURCE_SAMPLES
 from accelscope.analysis.stragglers import Straggler
 from accelscope.verdicts import HIGH_THRESHOLD, MODERATE_THRESHOLD, VERDICT_TEXT
 
@@ -266,7 +267,13 @@ class Report:
         for r in self.memory_leaks.iter_rows(named=True):
             where = f"rank {r['rank']} · {r['device']}" if multi else r["device"]
             line = f"memory grows {r['bytes_per_step'] / 2**20:.1f} MiB per {self.step_word} on {where}"
-            out.append(line + (f", allocated under {r['op']} and never freed" if r["op"] else " (the trace records no addresses: what is never freed is unknown)"))
+            if r["op"]:
+                line += f", allocated under {r['op']} and never freed"
+            elif r.get("source") == SOURCE_SAMPLES:
+                line += " (per-step samples of torch.cuda's allocator: the op is unknown; mode='full' records the allocator events that name it)"
+            else:
+                line += " (the trace records no addresses: what is never freed is unknown)"
+            out.append(line)
         return out
 
     @property
@@ -371,6 +378,7 @@ def _memory_json(r: dict[str, Any]) -> dict[str, Any]:
         "relative": r["relative"],
         "memory_total_bytes": r["memory_total_bytes"],
         "peak_share": None if r["peak_share"] is None else round(r["peak_share"], 6),
+        "source": r.get("source"),
     }
 
 
