@@ -3,13 +3,18 @@
 the training loop, ``accelscope.profile``, the run and ``analyze``, is real.
 
 Install it with the ``fake_cuda`` fixture (tests/conftest.py); the test's loop then says
-what the device holds: ``fake_cuda.allocate(n)`` / ``fake_cuda.free(n)``.
+what the device holds: ``fake_cuda.allocate(n)`` / ``fake_cuda.free(n)``, as ``train`` does.
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
+import accelscope
+
+MIB = 2**20
 SEGMENT_BYTES = 2 * 2**20  # the caching allocator reserves whole segments; this one never gives them back
 TOTAL_BYTES = 80 * 2**30
 
@@ -66,3 +71,27 @@ class FakeCudaAllocator:
             "reset_peak_memory_stats": self.reset_peak_memory_stats,
         }.items():
             monkeypatch.setattr(cuda, name, fn)
+
+
+def train(out, fake, steps: int = 6, *, kept: int = MIB, transient=lambda step: 4 * MIB, mode: str = "light", **kw):
+    """A real CPU training loop (linear model, SGD) whose step ``i`` makes the fake device keep
+    ``kept`` more bytes and hold ``transient(i)`` more for a moment (an activation), as a CUDA
+    loop would. Returns the profiler and what the device held at each step's end and at most."""
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Linear(16, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 16), torch.randn(8, 4)
+    held, peaks = [], []
+    with accelscope.profile(out, mode=mode, framework="torch", live=False, **kw) as prof:
+        for step in prof.iter(range(steps)):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            fake.allocate(kept)
+            fake.allocate(transient(step))
+            loss.backward()
+            opt.step()
+            peaks.append(fake.allocated)
+            fake.free(transient(step))
+            held.append(fake.allocated)
+            prof.step()
+    return prof, held, peaks
