@@ -70,6 +70,18 @@ def _tpu(s: Settings) -> Collector:
     return TpuCollector(s.interval_s)
 
 
+def _cuda_present(s: Settings) -> bool:
+    from accelscope.collectors.cuda_memory import cuda_present
+
+    return s.framework == "torch" and cuda_present()
+
+
+def _cuda_memory(_s: Settings) -> Collector:
+    from accelscope.collectors.cuda_memory import CudaMemoryCollector
+
+    return CudaMemoryCollector()
+
+
 def _torch(s: Settings) -> Collector:
     from accelscope.collectors.torch_profiler import TorchProfilerCollector
 
@@ -89,6 +101,9 @@ REGISTRY: list[Entry] = [
     Entry("nvml", lambda s: importlib.util.find_spec("pynvml") is not None, _nvml, "nvidia-ml-py installed: pip install 'accelscope[nvml]'"),
     # libtpu's runtime metrics when the machine has a TPU (or the service address is set).
     Entry("tpu", _tpu_present, _tpu, "a TPU on the PCI bus or /dev/accelN, or $ACCELSCOPE_TPU_METRICS_ADDR"),
+    # PyTorch's CUDA caching allocator at each step's end (both modes): before the framework
+    # profiler, whose own on_step work would come between the step's end and the read.
+    Entry("cuda_memory", _cuda_present, _cuda_memory, "framework torch and torch.cuda.is_available()"),
     # The framework's own profiler, in the schedule's windows (full mode).
     Entry("torch_profiler", lambda s: s.mode == "full" and s.framework == "torch", _torch, "mode='full' and framework torch"),
     Entry("tensorflow_profiler", lambda s: s.mode == "full" and s.framework == "tensorflow", _tensorflow, "mode='full' and framework tensorflow"),

@@ -182,7 +182,9 @@ def capture_lines(devices: pl.DataFrame) -> list[str]:
 
 
 def memory_rows(report: Report) -> tuple[list[str], list[list[str]], str]:
-    """``Report.memory`` as text cells: (headers, rows, a caption for relative peaks, or "")."""
+    """``Report.memory`` as text cells: (headers, rows, a caption for relative and sampled peaks, or "")."""
+    from accelscope.analysis.memory_samples import SOURCE_SAMPLES
+
     multi_rank = len(report.run.ranks) > 1
     headers = ["device", "peak allocated", "reserved (max)", "of its memory", report.step_word, "under (host op)"]
     rows = []
@@ -194,6 +196,9 @@ def memory_rows(report: Report) -> tuple[list[str], list[list[str]], str]:
         rows.append([name, peak, reserved, share, "—" if m["peak_step"] is None else str(m["peak_step"]), m["peak_op"] or "—"])
     caption = ("* allocated since the trace began: the trace records no allocator totals, so what was already held "
                "when it began is unknown") if report.memory["relative"].any() else ""
+    if "source" in report.memory.columns and (report.memory["source"] == SOURCE_SAMPLES).any():
+        caption = "\n".join(filter(None, [caption, "devices without allocator events: torch.cuda's allocator read at each "
+                                           f"{report.step_word}'s end (per-step samples), so the op at the peak is unknown"]))
     return headers, rows, caption
 
 
@@ -269,7 +274,7 @@ def print_report(report: Report, console: Console | None = None) -> None:
 
     if report.memory.height:
         headers, rows, caption = memory_rows(report)
-        mt = _table("Memory peaks (allocator events)", headers, right_from=1)
+        mt = _table("Memory peaks", headers, right_from=1)
         mt.columns[-1].justify = "left"
         for cells in rows:
             mt.add_row(*cells)

@@ -90,3 +90,15 @@ def ddp_job(tmp_path_factory):
         return done[key]
 
     return get
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """A scripted CUDA caching allocator behind the ``torch.cuda`` functions accelscope
+    calls (tests/cuda_fake.py), on the real (CPU) torch: the one fake of the CUDA boundary."""
+    torch = pytest.importorskip("torch", reason="the torch extra is needed to fake its CUDA boundary")
+    from tests.cuda_fake import FakeCudaAllocator
+
+    fake = FakeCudaAllocator()
+    fake.install(monkeypatch, torch.cuda)
+    return fake

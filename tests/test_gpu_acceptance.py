@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CUDA_ONLY = ("full_trace_device_work", "nvml_sampled_10hz", "nvml_vs_nvidia_smi", "gpu_busy_vs_cuda_events", "gpu_busy_vs_nvml", "memory_peak_vs_cuda")
+CUDA_ONLY = ("full_trace_device_work", "nvml_sampled_10hz", "nvml_vs_nvidia_smi", "gpu_busy_vs_cuda_events", "gpu_busy_vs_nvml", "memory_peak_vs_cuda",
+             "memory_light_samples")
 MUST_PASS = ("runs_open_in_analyze", "runs_open_in_dashboard", "input_wait_share", "memory_recorded")
 OVERHEAD = ("overhead_light", "overhead_full")
 # Input wait and its truth come from the same steps of the same run, so a noisy machine
@@ -113,3 +114,21 @@ def test_the_cuda_peak_check_compares_with_the_traced_steps_only() -> None:
     assert status == "pass" and figs["d0ms"]["truth_bytes"] == 1_000_000 and figs["d0ms"]["traced_steps"] == 2
     per_step[3] = 1_100_000
     assert m.memory_peak_vs_cuda([(0.0, rep, per_step)])[0] == "fail"
+
+
+def test_the_light_memory_check_passes_a_light_run_and_fails_a_missing_sample(tmp_path, fake_cuda) -> None:
+    """The CUDA-only light-mode memory check's logic on a real light run of a CPU loop (the
+    allocator faked at its boundary): a sample per step and the loop's own peak pass; a run
+    missing a step's sample, or a peak 2 % off, fail."""
+    from accelscope.analysis import analyze
+    from accelscope.traces.run import Run
+    from tests.cuda_fake import MIB, train
+
+    m = _gpu_memory()
+    prof, _, peaks = train(tmp_path / "r", fake_cuda, steps=8, transient=lambda step: (step % 3 + 1) * MIB)
+    rep = analyze(Run.open(prof.run_dir)).to_dict()
+    status, figs, _ = m.memory_light_samples([(0.0, rep, 8, peaks)])
+    assert status == "pass", figs
+    assert figs["d0ms"]["rel_diff"] == 0 and figs["d0ms"]["source"] == "per-step samples"
+    assert m.memory_light_samples([(0.0, rep, 7, peaks)])[0] == "fail"
+    assert m.memory_light_samples([(0.0, rep, 8, [int(max(peaks) * 1.02)])])[0] == "fail"

@@ -11,6 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# PyTorch's CUDA caching allocator, read at each step's end (collectors/cuda_memory.py; the
+# analyzer's per-step memory, analysis/memory_samples.py): device cuda:N, stamped at the step's end.
+CUDA_ALLOCATED = "memory_allocated_bytes"  # torch.cuda.memory_allocated at the step's end
+CUDA_RESERVED = "memory_reserved_bytes"  # torch.cuda.memory_reserved at the step's end
+CUDA_MAX_ALLOCATED = "max_memory_allocated_bytes"  # torch.cuda.max_memory_allocated: the step's peak (peaks reset each step)
+CUDA_MAX_RESERVED = "max_memory_reserved_bytes"  # torch.cuda.max_memory_reserved: the step's peak
+CUDA_MEMORY = (CUDA_ALLOCATED, CUDA_RESERVED, CUDA_MAX_ALLOCATED, CUDA_MAX_RESERVED)
+
 # Roles: what the analyzer and the views use a counter for.
 UTILISATION = "utilisation"  # how busy the device was by its own measure (a percentage)
 MEMORY_USED = "memory_used"  # device memory in use
@@ -49,6 +57,12 @@ TABLE: tuple[Counter, ...] = (
     _c("pcie_tx_bytes_per_s", "bytes/s", "PCIe tx", True, "pcie", source="nvml"),
     _c("throttle_reasons", "bitmask", "throttle reasons", True, "other", HIDDEN, source="nvml"),
     _c("gpu_lost", "flag", "GPU lost", True, "other", HIDDEN, source="nvml"),
+    # PyTorch's CUDA caching allocator at each step's end (collectors/cuda_memory.py): no role, so
+    # the devices table's memory figures stay NVML's (what the allocator holds is less than used)
+    _c(CUDA_ALLOCATED, "bytes", "allocated (torch)", True, "device_memory", source="cuda_memory"),
+    _c(CUDA_RESERVED, "bytes", "reserved (torch)", True, "device_memory", source="cuda_memory"),
+    _c(CUDA_MAX_ALLOCATED, "bytes", "peak allocated (torch)", True, "device_memory", source="cuda_memory"),
+    _c(CUDA_MAX_RESERVED, "bytes", "peak reserved (torch)", True, "device_memory", HIDDEN, source="cuda_memory"),
     # libtpu runtime metrics (collectors/tpu.py)
     _c("tpu_duty_cycle_percent", "%", "duty cycle", True, "device_util", UTILISATION, source="tpu"),
     _c("hbm_used_bytes", "bytes", "HBM used", True, "device_memory", MEMORY_USED, source="tpu"),
@@ -68,7 +82,7 @@ BY_NAME: dict[str, Counter] = {c.name: c for c in TABLE}
 
 
 # The collectors, as people name them where a figure says where it came from.
-SOURCE_LABEL = {"nvml": "NVML", "tpu": "TPU", "host": "host"}
+SOURCE_LABEL = {"nvml": "NVML", "tpu": "TPU", "host": "host", "cuda_memory": "torch.cuda"}
 
 
 def with_role(role: str) -> tuple[str, ...]:

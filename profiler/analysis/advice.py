@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from accelscope.analysis.causes import ADVICE, CAUSE_TEXT, CAUSES, FRAMEWORKS, HOST_COMPUTE, INPUT_WAIT, NO_HOST, OPTIMIZER, RANK_WAIT, advice_for
+from accelscope.analysis.memory_samples import SOURCE_SAMPLES
 from accelscope.analysis.report import Recommendation
 from accelscope.analysis.stragglers import Straggler
 from accelscope.analysis.tables import middle_name
@@ -213,7 +214,9 @@ def leak_advice(leaks: pl.DataFrame, mean_step_ns: float, multi_rank: bool, unit
             action = (f"free what {r['op']} allocates once it is used, or stop keeping its results across {unit}s: "
                       "detach() tensors you store, .item() the losses and metrics you log or accumulate")
         else:
+            how = ("record with mode='full', whose allocator events name it" if r.get("source") == SOURCE_SAMPLES else
+                   "record with a newer torch, whose allocator events carry addresses")
             action = ("stop keeping tensors across steps: detach() tensors you store, .item() the losses and metrics you log or "
-                      "accumulate (record with a newer torch, whose allocator events carry addresses, to see the op)")
+                      f"accumulate ({how}, to see the op)")
         out.append(Recommendation(MEMORY_LEAK, evidence, action, 0.0, None, mean_step_ns, LEAK_PROJECTION, unit))
     return out

@@ -27,6 +27,7 @@ from accelscope.analysis import memory as M
 from accelscope.analysis import memory_categories as MC
 from accelscope.analysis import memory_live as ML
 from accelscope.analysis import memory_ops as MO
+from accelscope.analysis import memory_samples as MS
 from accelscope.analysis import rank_tasks as T
 from accelscope.analysis.advice import Evidence, dataloader_evidence, exposed_communication, framework_of, leak_advice, recommend, straggler_advice
 from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RANK_WAIT, STEP_WORDS, WINDOW_NAME, empty_gaps, step_unit
@@ -258,6 +259,11 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
     memory, memory_ops, memory_ops_more = _memory(run, allocator, allocating_ops, steps, devices)
     memory_categories = _memory_categories(allocator, allocating_ops, steps, memory)
     memory_leaks, why_unknown = _leaks(allocator, allocating_ops, basis.filter(pl.col("traced")))
+    # devices without allocator events but read at every step's end (light mode on CUDA): memory_samples.py
+    sampled = MS.per_step(run.counters, steps, allocator.select("rank", "device"))
+    sampled_peaks = MS.peaks(sampled)
+    memory = MS.combine(memory, M.with_capacity(sampled_peaks, _memory_totals(run, devices, sampled_peaks)))
+    memory_leaks, why_unknown = MS.leaks(MS.fit(sampled, steady), memory_leaks, why_unknown)
     if why_unknown:
         unknown[LEAK_METRIC] = why_unknown
     if memory["peak_share"].drop_nulls().len() == 0:

@@ -142,9 +142,17 @@ def fit(memory: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
     allocated before the window and is freed in it (last step's tensors) is not in its level."""
     if memory.height == 0 or steps.height == 0:
         return pl.DataFrame(schema=FIT_SCHEMA)
+    peaks = allocated(memory).group_by(pl.col("rank").cast(pl.Int32), "device").agg(peak_allocated_bytes=pl.col("allocated_bytes").max())
+    return fit_levels(levels(memory, steps), peaks)
+
+
+def fit_levels(level_rows: pl.DataFrame, peaks: pl.DataFrame) -> pl.DataFrame:
+    """``fit``'s table from the levels to compare (``level_rows``: ``levels``' columns: rank, device, step,
+    ``_w``, ``_first``, ``level_bytes``) and each device's peak (rank, device,
+    ``peak_allocated_bytes``): also the fit of the per-step samples (memory_samples.py)."""
     run = [*GROUP, "_w"]
     ends = (
-        levels(memory, steps)
+        level_rows
         .filter(~pl.col("_first"))
         .filter(pl.len().over(run) >= 2)
         .sort([*GROUP, "step"])
@@ -154,7 +162,6 @@ def fit(memory: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
             _dy=pl.col("level_bytes").diff().over(run),
         )
     )
-    peaks = allocated(memory).group_by(pl.col("rank").cast(pl.Int32), "device").agg(peak_allocated_bytes=pl.col("allocated_bytes").max())
     changes = pl.col("_dy").count()
     slope = (pl.col("_x") * pl.col("_y")).sum() / (pl.col("_x") ** 2).sum()
     per = ends.group_by(GROUP, maintain_order=True).agg(

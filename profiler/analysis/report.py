@@ -29,6 +29,7 @@ from accelscope.analysis.memory import rank_skew
 from accelscope.analysis.memory_categories import empty as empty_memory_categories
 from accelscope.analysis.memory_ops import empty as empty_memory_ops
 from accelscope.analysis.memory_ops import most as most_memory_ops
+from accelscope.analysis.memory_samples import SOURCE_SAMPLES
 from accelscope.analysis.stragglers import Straggler
 from accelscope.verdicts import HIGH_THRESHOLD, MODERATE_THRESHOLD, VERDICT_TEXT
 
@@ -301,7 +302,13 @@ class Report:
         for r in self.memory_leaks.iter_rows(named=True):
             where = f"rank {r['rank']} · {r['device']}" if multi else r["device"]
             line = f"memory grows {r['bytes_per_step'] / 2**20:.1f} MiB per {self.step_word} on {where}"
-            out.append(line + (f", allocated under {r['op']} and never freed" if r["op"] else " (the trace records no addresses: what is never freed is unknown)"))
+            if r["op"]:
+                line += f", allocated under {r['op']} and never freed"
+            elif r.get("source") == SOURCE_SAMPLES:
+                line += " (per-step samples of torch.cuda's allocator: the op is unknown; mode='full' records the allocator events that name it)"
+            else:
+                line += " (the trace records no addresses: what is never freed is unknown)"
+            out.append(line)
         return out
 
     @property
@@ -414,6 +421,7 @@ def _memory_json(r: dict[str, Any], categories: dict[str, int] | None) -> dict[s
         "categories_at_peak": categories,
         "fragmentation_bytes": r["fragmentation_bytes"],
         "fragmentation_bytes_per_step": r["fragmentation_bytes_per_step"],
+        "source": r.get("source"),
     }
 
 

@@ -1,0 +1,171 @@
+"""PyTorch's CUDA caching allocator, read at every ``prof.step()``: what the step ended
+holding and the most it held.
+
+The one door to ``torch.cuda``'s memory statistics: :class:`CudaMemory` is the only code in
+accelscope that calls ``memory_stats_as_nested_dict`` or ``reset_peak_memory_stats``, and it
+never raises: a failing call returns a :class:`~accelscope.collectors.base.NotAvailable`.
+It never imports torch (it reads the module the program already imported) and never
+initialises CUDA: until the program has, a step records nothing.
+
+Why the nested dict: ``torch.cuda.memory_allocated``, ``memory_reserved`` and
+``max_memory_allocated`` each build and sort the flat ``memory_stats()`` (over a hundred
+entries); the nested dict they flatten is one C++ call that holds all four figures. No call
+here synchronises the device or allocates device memory: the allocator keeps these counts on
+the host.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable, NotAvailable, is_na
+from accelscope.traces import counters as K
+
+# Counter names (device ``cuda:N``), stamped at the end of the step they describe.
+ALLOCATED, RESERVED, MAX_ALLOCATED, MAX_RESERVED = COUNTERS = K.CUDA_MEMORY
+
+
+def _torch_cuda() -> Any:
+    """``torch.cuda`` when the program imported torch, else None (never imports it)."""
+    torch = sys.modules.get("torch")
+    return getattr(torch, "cuda", None) if torch is not None else None
+
+
+def cuda_present() -> bool:
+    """Whether the program's torch sees a CUDA device (False without torch, or on any error):
+    the registry's probe, so a CPU-only run never starts the collector."""
+    cuda = _torch_cuda()
+    try:
+        return bool(cuda is not None and cuda.is_available())
+    except Exception:
+        return False
+
+
+class CudaMemory:
+    """The door: the few ``torch.cuda`` calls the collector makes, each returning its value or
+    a ``NotAvailable`` (the functions are looked up once, at construction)."""
+
+    def __init__(self) -> None:
+        cuda = _torch_cuda()
+        if cuda is None:
+            raise CollectorUnavailable("torch is not imported")
+        try:
+            self._initialized = cuda.is_initialized
+            self._current = cuda.current_device
+            self._stats = cuda.memory_stats_as_nested_dict
+            self._reset = cuda.reset_peak_memory_stats
+        except AttributeError as exc:
+            raise CollectorUnavailable(f"this torch has no {exc.name or 'CUDA memory statistics'}") from exc
+
+    def initialized(self) -> bool:
+        """Whether the program has initialised CUDA (before that nothing is allocated)."""
+        try:
+            return bool(self._initialized())
+        except Exception:
+            return False
+
+    def current_device(self) -> int | NotAvailable:
+        """The index of the program's current CUDA device."""
+        try:
+            return int(self._current())
+        except Exception as exc:
+            return NotAvailable(f"torch.cuda.current_device: {type(exc).__name__}: {exc}")
+
+    def read(self, index: int) -> tuple[int, int, int, int] | None | NotAvailable:
+        """(allocated, reserved, max allocated, max reserved) bytes of device ``index``; None
+        when the allocator has no statistics yet (CUDA not initialised)."""
+        try:
+            stats = self._stats(index)
+            if not stats:
+                return None
+            allocated, reserved = stats["allocated_bytes"]["all"], stats["reserved_bytes"]["all"]
+            return allocated["current"], reserved["current"], allocated["peak"], reserved["peak"]
+        except Exception as exc:
+            return NotAvailable(f"torch.cuda.memory_stats_as_nested_dict({index}): {type(exc).__name__}: {exc}")
+
+    def reset_peak(self, index: int) -> NotAvailable | None:
+        """Start device ``index``'s peaks again from what it holds now."""
+        try:
+            self._reset(index)
+        except Exception as exc:
+            return NotAvailable(f"torch.cuda.reset_peak_memory_stats({index}): {type(exc).__name__}: {exc}")
+        return None
+
+
+class CudaMemoryCollector(Collector):
+    """At each step's end, per CUDA device the loop uses: the caching allocator's allocated
+    and reserved bytes, and the most of each during the step (counters ``COUNTERS``).
+
+    ``devices``: CUDA indices to read; None (default) reads the program's current device at
+    each step, so a ``torch.cuda.set_device`` after ``profile()`` started is followed. A
+    process that spreads its model over several GPUs names them: ``devices=[0, 1]``.
+    ``reset_peak`` (default True) resets the allocator's peaks after each read, so the max
+    counters are the step's own; it also resets what the program's own
+    ``torch.cuda.max_memory_allocated`` returns (the peak since the last ``prof.step()``).
+    With ``reset_peak=False`` the program's peaks are left alone and the max counters are
+    the peak since the program started (or last reset them); the run's peak and its step
+    come out the same.
+
+    Any failing call stops the collector (dropped, one warning); what it recorded is kept.
+    """
+
+    name = "cuda_memory"
+
+    def __init__(self, devices: Sequence[int] | None = None, *, reset_peak: bool = True):
+        self.devices = tuple(int(d) for d in devices) if devices is not None else None
+        self.reset_peak = reset_peak
+        self.ctx: CollectorContext | None = None
+        self._cuda: CudaMemory | None = None
+        self._names: dict[int, str] = {}
+        self._stopped = False
+
+    def start(self, ctx: CollectorContext) -> None:
+        self.ctx = ctx
+        self._cuda = CudaMemory()
+        if self.reset_peak and self._cuda.initialized():  # step 0's peak: from here, not the program's start
+            for index in self._indices():
+                if is_na(index) or self._failed(self._cuda.reset_peak(index)):
+                    break
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def _indices(self) -> Sequence[int | NotAvailable]:
+        return self.devices if self.devices is not None else (self._cuda.current_device(),)
+
+    def _failed(self, result: object) -> bool:
+        """Report a ``NotAvailable`` result as this collector's failure (it stops); True if it was one."""
+        if not is_na(result):
+            return False
+        self._stopped = True
+        self.ctx.report_failure(self.name, result.reason)
+        return True
+
+    def on_step(self, step: int) -> None:
+        cuda = self._cuda
+        if self._stopped or not cuda.initialized():
+            return
+        ctx = self.ctx
+        span = ctx.last_step_ns()
+        t = span[1] if span is not None else ctx.now_ns()
+        add = ctx.writer.add_counter
+        for index in self._indices():
+            if self._failed(index):
+                return
+            got = cuda.read(index)
+            if got is None:
+                continue
+            if self._failed(got):
+                return
+            device = self._names.get(index)
+            if device is None:
+                device = self._names[index] = f"cuda:{index}"
+            allocated, reserved, max_allocated, max_reserved = got
+            add((ALLOCATED, device, t, float(allocated), ctx.rank))
+            add((RESERVED, device, t, float(reserved), ctx.rank))
+            add((MAX_ALLOCATED, device, t, float(max_allocated), ctx.rank))
+            add((MAX_RESERVED, device, t, float(max_reserved), ctx.rank))
+            if self.reset_peak and self._failed(cuda.reset_peak(index)):
+                return
