@@ -305,7 +305,7 @@ def _writable(directory: Path) -> bool:
     return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & 0o222)
 
 
-_TRACE_ENDINGS = (".gz", ".json", ".pb", ".trace", ".pt", ".xplane")
+_TRACE_ENDINGS = (".gz", ".json", ".pb", ".trace", ".pt", ".xplane", ".pickle", ".pkl")
 
 
 def source_name(path: Path) -> str:
