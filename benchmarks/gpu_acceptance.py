@@ -14,7 +14,9 @@ pass / fail / skipped, with its figures; a failing check or way never stops the 
 - overhead: light / bare <= 1.02 and full / bare torch.profiler <= 1.10 (median step);
 - memory (gpu_memory.py): full runs record allocator events with a peak and no false leak;
   on CUDA the peak equals the most ``torch.cuda.max_memory_allocated()`` of a traced step;
-  light runs on CUDA sample the allocator at every step, their peak within 1 % of the loop's.
+  light runs on CUDA sample the allocator at every step, their peak within 1 % of the loop's;
+  a memory snapshot (``_record_memory_history`` + ``_dump_snapshot``) imports with the
+  allocator's own peak.
 
 Prints one JSON object, and writes it to ``$OUT/gpu_acceptance.json`` when ``OUT`` is set
 (plus the last round's runs as ``runs.tar.gz`` when small). ``--dry-run`` runs the same
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from gpu_memory import memory_light_samples, memory_peak_vs_cuda, memory_recorded  # beside this script
+from gpu_memory import memory_light_samples, memory_peak_vs_cuda, memory_recorded, memory_snapshot_vs_cuda  # beside this script
 from torch import nn
 
 import accelscope
@@ -61,7 +63,7 @@ CHECKS = (
     "full_trace_device_work", "runs_open_in_analyze", "runs_open_in_dashboard",
     "nvml_sampled_10hz", "nvml_vs_nvidia_smi", "gpu_busy_vs_cuda_events", "gpu_busy_vs_nvml",
     "input_wait_share", "overhead_light", "overhead_full", "memory_recorded", "memory_peak_vs_cuda",
-    "memory_light_samples",
+    "memory_light_samples", "memory_snapshot_vs_cuda",
 )
 SMI_FIELDS = {  # nvidia-smi field -> (NVML counter, scale from counter to the smi unit, relative?)
     "utilization.gpu": ("gpu_util_percent", 1.0, False),
@@ -558,6 +560,8 @@ def run_checks(last: dict[tuple[str, float], tuple[Truth, Path | None]], per_ste
         ("memory_light_samples", lambda: {"memory_light_samples": check(*memory_light_samples(
             [(d, opened[("light", d)][1], light_samples(opened[("light", d)][0]), last[("light", d)][0].mem_peak)
              for d in DELAYS_MS if ("light", d) in opened])) if cuda else check("skipped", reason=NO_CUDA)}),
+        ("memory_snapshot_vs_cuda", lambda: {"memory_snapshot_vs_cuda": check(*memory_snapshot_vs_cuda(Path(tempfile.mkdtemp(prefix="accelscope-snapshot-"))))
+                                             if cuda else check("skipped", reason=NO_CUDA)}),
     ):
         try:
             checks.update(fn())

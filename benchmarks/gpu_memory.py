@@ -11,12 +11,16 @@ against what the loop measured itself.
   end (one ``memory_allocated_bytes`` sample per step on cuda:0), and the report's cuda:0
   peak, from those per-step samples, equals within ``LIGHT_PEAK_TOL`` the most
   ``torch.cuda.max_memory_allocated()`` the loop read in any step.
+- ``memory_snapshot_vs_cuda`` (CUDA only): a snapshot recorded with
+  ``torch.cuda.memory._record_memory_history`` and imported (traces/torch_snapshot.py) has
+  the allocator's own peak.
 
 Each returns ``(status, figures, reason)``; gpu_acceptance.py wraps them as checks.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 PEAK_TOL = 0.02  # the allocator's own total is exact; 2 % for what is allocated between the reset and the window's events
@@ -71,3 +75,48 @@ def memory_light_samples(reps: list[tuple[float, dict[str, Any], int, list[int]]
         ok = ok and f["ok"]
         figs[f"d{delay:g}ms"] = f
     return ("pass" if ok else "fail"), figs, None if reps else "no light run opened"
+
+
+SNAPSHOT_TOL = 0.01  # the trace's sizes are those asked for: equal to the allocator's requested-bytes peak
+
+
+def memory_snapshot_vs_cuda(out: Path, steps: int = 4) -> tuple[str, dict[str, Any], str | None]:
+    """(CUDA only) A real memory snapshot: ``torch.cuda.memory._record_memory_history()``
+    around a few training steps, ``_dump_snapshot``, imported and analysed by accelscope;
+    its cuda:0 peak against the allocator's own peaks since the recording began: the
+    requested bytes (``requested_bytes.all.peak``, what the trace's sizes are: within
+    SNAPSHOT_TOL) and ``max_memory_allocated`` (block sizes, rounded up: never below ours)."""
+    import torch
+    from torch import nn
+
+    from accelscope.analysis import analyze
+    from accelscope.traces.importer import import_traces
+    from accelscope.traces.run import Run
+
+    dev = torch.device("cuda:0")
+    model = nn.Sequential(nn.Linear(2048, 4096), nn.ReLU(), nn.Linear(4096, 2048)).to(dev)
+    opt = torch.optim.Adam(model.parameters())
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    torch.cuda.memory._record_memory_history(max_entries=100_000)
+    try:
+        for _ in range(steps):
+            loss = model(torch.randn(512, 2048, device=dev)).square().mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        torch.cuda.synchronize()
+        requested = torch.cuda.memory_stats().get("requested_bytes.all.peak")
+        allocated = torch.cuda.max_memory_allocated()
+        path = out / "snapshot.pickle"
+        torch.cuda.memory._dump_snapshot(str(path))
+    finally:
+        torch.cuda.memory._record_memory_history(enabled=None)
+    rep = analyze(Run.open(import_traces([path], out / "snapshot-run", force=True, progress=False))).to_dict()
+    row = next((d for d in (rep.get("memory") or {}).get("devices", []) if d["device"] == "cuda:0"), {})
+    ours = row.get("peak_allocated_bytes")
+    diff = None if not requested or ours is None else abs(ours - requested) / requested
+    figs = {"reported_bytes": ours, "requested_peak_bytes": requested, "max_memory_allocated": allocated, "rel_diff": diff,
+            "tolerance": SNAPSHOT_TOL, "relative": row.get("relative"), "peak_op": row.get("peak_op"), "snapshot_bytes": path.stat().st_size}
+    ok = diff is not None and diff <= SNAPSHOT_TOL and ours <= allocated and row.get("relative") is False
+    return ("pass" if ok else "fail"), figs, None

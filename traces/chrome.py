@@ -185,9 +185,9 @@ def _memory_events(mem: pl.DataFrame, rank_pid: dict[int, int], host_pid: int, m
         pl.coalesce("pid", own).alias("pid"), pl.col("tid").fill_null(0), "time_ns", "device", "rank",
         kind.replace_strict(_DEVICE_TYPE, default=None, return_dtype=pl.Int64).alias("type"),
         pl.when(kind == "cpu").then(-1).otherwise(pl.col("device").str.extract(r":(\d+)$").cast(pl.Int64)).alias("index"),
-        "bytes", "total_allocated_bytes", "total_reserved_bytes", "addr",
+        "bytes", "total_allocated_bytes", "total_reserved_bytes", "addr", "stack",
     )
-    for pid, tid, ts, device, rank, dtype, index, size, total, reserved, addr in rows.iter_rows():
+    for pid, tid, ts, device, rank, dtype, index, size, total, reserved, addr, stack in rows.iter_rows():
         args: dict[str, Any] = {"Device Type": dtype, "Device Id": index, "Bytes": size}
         if total is not None:
             args["Total Allocated"] = total
@@ -198,6 +198,8 @@ def _memory_events(mem: pl.DataFrame, rank_pid: dict[int, int], host_pid: int, m
         args["accelscope_device"] = device
         if multi_rank:
             args["accelscope_rank"] = rank
+        if stack is not None:
+            args["accelscope_stack"] = stack
         yield _encode({"ph": "i", "s": "t", "cat": "cpu_instant_event", "name": "[memory]", "pid": pid, "tid": tid, "ts": _us(ts), "args": args})
 
 

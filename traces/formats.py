@@ -219,10 +219,30 @@ def _read_xplane(source: Source, on_bytes: OnBytes) -> RankTrace:
     return RankTrace(source, imp.events, imp.counters, rank or 0, "file name" if rank is not None else "default", meta, imp.memory)
 
 
+# -- PyTorch memory snapshot (torch.cuda.memory._dump_snapshot) --------------------------------
+def _snapshot_sniff(start: bytes) -> bool:
+    from accelscope.traces.torch_snapshot import sniff
+
+    return sniff(start)
+
+
+def _read_snapshot(source: Source, on_bytes: OnBytes) -> RankTrace:
+    from accelscope.traces.kineto import rank_from_file_name
+    from accelscope.traces.torch_snapshot import read_snapshot, snapshot_spans
+
+    rank = rank_from_file_name(source.path)
+    memory, meta = read_snapshot(source.path, rank or 0)
+    if on_bytes is not None:
+        on_bytes(source.size_bytes)
+    meta.update(framework={"name": "torch", "profiler": "torch.cuda.memory snapshot"}, threads=[], streams=[])
+    return RankTrace(source, snapshot_spans(memory), None, rank or 0, "file name" if rank is not None else "default", meta, memory)
+
+
 # Sniffed in this order: JSON that begins with a newline also passes the XPlane test.
 FORMATS: list[TraceFormat] = [
     TraceFormat("kineto", (".json", ".json.gz"), _json_sniff, _read_kineto),
     TraceFormat("xplane", (".xplane.pb", ".xplane.pb.gz"), _xplane_sniff, _read_xplane),
+    TraceFormat("torch_snapshot", (".pickle", ".pkl"), _snapshot_sniff, _read_snapshot),
 ]
 
 

@@ -1,7 +1,7 @@
 """Import traces other tools wrote into a run directory.
 
 Accepts every format in ``formats.FORMATS`` (Kineto JSON ``.json``/``.json.gz``, XPlane
-``.xplane.pb``), directories of them (one file per rank), and TensorBoard log directories
+``.xplane.pb``, PyTorch memory snapshots ``.pickle``/``.pkl``), directories of them (one file per rank), and TensorBoard log directories
 (``plugins/profile/<session>/``).
 Several files make one multi-rank run, each rank written as its own part where it is read
 (traces/assemble.py, which also lines up the clocks).
@@ -305,7 +305,7 @@ def _writable(directory: Path) -> bool:
     return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & 0o222)
 
 
-_TRACE_ENDINGS = (".gz", ".json", ".pb", ".trace", ".pt", ".xplane")
+_TRACE_ENDINGS = (".gz", ".json", ".pb", ".trace", ".pt", ".xplane", ".pickle", ".pkl")
 
 
 def source_name(path: Path) -> str:

@@ -53,6 +53,7 @@ class _MemoryArgs(msgspec.Struct):
     # Written by accelscope's Chrome export, so that re-importing it is lossless.
     accelscope_device: str | None = None
     accelscope_rank: int | None = None
+    accelscope_stack: str | None = None  # the memory table's stack (a snapshot run's allocation stacks)
 
 
 _decode_batch = msgspec.json.Decoder(list[_MemoryArgs | None]).decode
@@ -99,6 +100,7 @@ class MemorySamples:
                 "tid": pl.Series(tids, dtype=pl.Int64),
                 "a_device": pl.Series([a.accelscope_device for a in args], dtype=pl.String),
                 "a_rank": pl.Series([a.accelscope_rank for a in args], dtype=pl.Int32),
+                "stack": pl.Series([a.accelscope_stack for a in args], dtype=pl.String),
             }
         )
         kept = frame.filter(pl.col("bytes").is_not_null())

@@ -128,7 +128,11 @@ class RunWriter:
 
     def add_table(self, name: str, table: pa.Table) -> None:
         """Queue a whole Arrow table (for collectors that produce columns in bulk)."""
-        self._tables[name].append(table.select(list(TABLES[name].names)).cast(TABLES[name]))
+        schema = TABLES[name]
+        for f in schema:  # a nullable column the writer does not fill (added to the schema after it was written) is null
+            if f.name not in table.column_names and f.nullable:
+                table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
+        self._tables[name].append(table.select(list(schema.names)).cast(schema))
 
     def update_meta(self, **fields: Any) -> None:
         with self._lock:

@@ -75,6 +75,7 @@ MEMORY_SCHEMA = pa.schema(
         pa.field("pid", pa.int64()),  # the allocating host process and thread
         pa.field("tid", pa.int64()),
         pa.field("rank", pa.int32(), nullable=False),
+        pa.field("stack", pa.string()),  # where it was called: "file:line function" per line, innermost first; null: not recorded
     ]
 )
 MEMORY_COLUMNS = tuple(MEMORY_SCHEMA.names)

@@ -63,5 +63,5 @@ class MemoryEvents:
         device = (pl.when(gpu.is_not_null()).then(pl.when(rocm.is_in(sorted(devices))).then(rocm).otherwise(pl.lit("cuda:") + gpu))
                   .when((pl.col("allocator") == "") & pl.col("index_on_host").is_not_null()).then(pl.lit("tpu:") + pl.col("index_on_host").cast(pl.String))
                   .otherwise(pl.lit("cpu")))
-        frame = frame.with_columns(device=device, total_reserved_bytes=pl.lit(None, pl.Int64), rank=pl.lit(rank, pl.Int32))
+        frame = frame.with_columns(device=device, total_reserved_bytes=pl.lit(None, pl.Int64), rank=pl.lit(rank, pl.Int32), stack=pl.lit(None, pl.String))
         return frame.select(S.MEMORY_COLUMNS).to_arrow().cast(S.MEMORY_SCHEMA)

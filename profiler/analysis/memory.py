@@ -78,6 +78,7 @@ def peaks(memory: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
             pid=pl.col("pid").get(at_peak),
             tid=pl.col("tid").get(at_peak),
             relative=pl.col("total_allocated_bytes").is_null().all(),
+            **({"peak_stack": pl.col("stack").get(at_peak)} if "stack" in memory.columns else {}),  # the allocation at the peak's call stack
         )
         .with_columns(pl.col("rank").cast(pl.Int32))
         .sort(GROUP)

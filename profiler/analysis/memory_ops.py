@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
+from accelscope.analysis import memory_sites
 from accelscope.analysis.memory import GROUP, LATER, MEMORY_SCHEMA, PEAK_COLUMNS
 from accelscope.traces import schema as S
 
@@ -97,7 +98,10 @@ def with_peak_ops(peaks: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:
     peak's ``peak_op``, the innermost host op of its thread holding the peak's time."""
     rows = peaks.select(*GROUP, "pid", "tid", pl.col("peak_time_ns").alias("time_ns")).with_row_index("_id")
     named = rows.join(innermost(holding(rows, ops)), on="_id").select(*GROUP, pl.col("name").alias("peak_op"))
-    out = peaks.join(named, on=GROUP, how="left").select(PEAK_COLUMNS)
+    out = peaks.join(named, on=GROUP, how="left")
+    if "peak_stack" in out.columns:  # no op holding the peak: the site that allocated it, where stacks were recorded
+        out = out.with_columns(peak_op=pl.coalesce("peak_op", memory_sites.site(pl.col("peak_stack"))))
+    out = out.select(PEAK_COLUMNS)
     return out.with_columns(pl.lit(None).alias(c) for c in LATER).select(list(MEMORY_SCHEMA)).cast(MEMORY_SCHEMA)
 
 
@@ -107,8 +111,8 @@ def table(memory: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:
     threads (``memory.op_filter``), only ``cpu_op`` ones count."""
     rows = memory.select(pl.col("rank").cast(pl.Int32), "device", "pid", "tid", "time_ns", "bytes").with_row_index("_id")
     pairs = holding(rows, ops)
-    if pairs.height == 0:
-        return empty()
+    if pairs.height == 0:  # no host op holds any: where the events carry stacks (a snapshot), their sites
+        return memory_sites.table(memory, MEMORY_OPS_SCHEMA)
     allocated = pl.col("bytes").clip(lower_bound=0)
     own = rows.join(innermost(pairs), on="_id").group_by(_KEY).agg(
         allocations=(pl.col("bytes") > 0).sum(), allocated_bytes=allocated.sum(), self_increase_bytes=pl.col("bytes").sum())

@@ -55,3 +55,17 @@ def test_a_two_rank_export_keeps_each_ranks_memory(shared_dir, tmp_path):
     back = _round_trip(run, tmp_path)
     assert _sorted(back.memory).equals(_sorted(run.memory))
     assert set(back.memory["rank"]) == {0, 1}
+
+
+def test_a_snapshot_runs_stacks_survive_the_export(tmp_path):
+    import pickle
+
+    from tests.traces.test_torch_snapshot import _snapshot
+
+    path = tmp_path / "snap.pickle"
+    path.write_bytes(pickle.dumps(_snapshot()))
+    run = Run.open(import_traces([path], tmp_path / "run", progress=False))
+    back = _round_trip(run, tmp_path)
+    assert run.memory["stack"].null_count() < run.memory.height
+    kept = [c for c in MEMORY_COLUMNS if c not in ("pid", "tid")]  # a snapshot names no thread; the export puts its rows on the host's
+    assert back.memory.select(kept).sort(kept).equals(run.memory.select(kept).sort(kept))

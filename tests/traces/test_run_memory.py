@@ -67,7 +67,7 @@ def test_memory_rows_round_trip_through_a_run(tmp_path):
                          "total_reserved_bytes": [2048, 2048], "addr": [7, 7], "pid": [1, 1], "tid": [1, 1], "rank": [0, 0]},
                         schema_overrides={"rank": pl.Int32})
     run = Run.open(write_run(tmp_path / "r", numbered_steps([(0, 100, "step")]), None, {}, memory=rows))
-    assert run.memory.to_dicts() == rows.to_dicts()
+    assert run.memory.to_dicts() == rows.with_columns(stack=pl.lit(None, pl.String)).to_dicts()  # a column it does not fill is null
 
 
 def test_a_new_memory_part_changes_the_runs_fingerprint(tmp_path):
