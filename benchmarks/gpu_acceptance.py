@@ -13,7 +13,9 @@ pass / fail / skipped, with its figures; a failing check or way never stops the 
 - input-wait share within 3 pp of the delay measured inside the Dataset over the step time;
 - overhead: light / bare <= 1.02 and full / bare torch.profiler <= 1.10 (median step);
 - memory (gpu_memory.py): full runs record allocator events with a peak and no false leak;
-  on CUDA the peak equals the most ``torch.cuda.max_memory_allocated()`` of a traced step.
+  on CUDA the peak equals the most ``torch.cuda.max_memory_allocated()`` of a traced step;
+  a real out-of-memory error is recorded at its step with the allocator's state and what held
+  the memory, and propagates unchanged (CPU: an allocation beyond any address space).
 
 Prints one JSON object, and writes it to ``$OUT/gpu_acceptance.json`` when ``OUT`` is set
 (plus the last round's runs as ``runs.tar.gz`` when small). ``--dry-run`` runs the same
@@ -42,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from gpu_memory import memory_peak_vs_cuda, memory_recorded  # beside this script
+from gpu_memory import memory_peak_vs_cuda, memory_recorded, oom_forensics  # beside this script
 from torch import nn
 
 import accelscope
@@ -59,7 +61,7 @@ NO_CUDA = "skipped: no CUDA device"
 CHECKS = (
     "full_trace_device_work", "runs_open_in_analyze", "runs_open_in_dashboard",
     "nvml_sampled_10hz", "nvml_vs_nvidia_smi", "gpu_busy_vs_cuda_events", "gpu_busy_vs_nvml",
-    "input_wait_share", "overhead_light", "overhead_full", "memory_recorded", "memory_peak_vs_cuda",
+    "input_wait_share", "overhead_light", "overhead_full", "memory_recorded", "memory_peak_vs_cuda", "oom_forensics",
 )
 SMI_FIELDS = {  # nvidia-smi field -> (NVML counter, scale from counter to the smi unit, relative?)
     "utilization.gpu": ("gpu_util_percent", 1.0, False),
@@ -553,6 +555,7 @@ def run_checks(last: dict[tuple[str, float], tuple[Truth, Path | None]], per_ste
         ("memory_peak_vs_cuda", lambda: {"memory_peak_vs_cuda": check(*memory_peak_vs_cuda(
             [(d, opened[("full", d)][1], last[("full", d)][0].mem_peak) for d in DELAYS_MS if ("full", d) in opened]))
             if cuda else check("skipped", reason=NO_CUDA)}),
+        ("oom_forensics", lambda: {"oom_forensics": check(*oom_forensics("cuda" if cuda else "cpu"))}),  # last: it fills the device
     ):
         try:
             checks.update(fn())
