@@ -16,7 +16,8 @@ pass / fail / skipped, with its figures; a failing check or way never stops the 
   on CUDA the peak equals the most ``torch.cuda.max_memory_allocated()`` of a traced step;
   light runs on CUDA sample the allocator at every step, their peak within 1 % of the loop's;
   a memory snapshot (``_record_memory_history`` + ``_dump_snapshot``) imports with the
-  allocator's own peak.
+  allocator's own peak; a real out-of-memory error is recorded at its step with the allocator's state and what held
+  the memory, and propagates unchanged (CPU: an allocation beyond any address space).
 
 Prints one JSON object, and writes it to ``$OUT/gpu_acceptance.json`` when ``OUT`` is set
 (plus the last round's runs as ``runs.tar.gz`` when small). ``--dry-run`` runs the same
@@ -45,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from gpu_memory import memory_light_samples, memory_peak_vs_cuda, memory_recorded, memory_snapshot_vs_cuda  # beside this script
+from gpu_memory import memory_light_samples, memory_peak_vs_cuda, memory_recorded, memory_snapshot_vs_cuda, oom_forensics  # beside this script
 from torch import nn
 
 import accelscope
@@ -63,7 +64,7 @@ CHECKS = (
     "full_trace_device_work", "runs_open_in_analyze", "runs_open_in_dashboard",
     "nvml_sampled_10hz", "nvml_vs_nvidia_smi", "gpu_busy_vs_cuda_events", "gpu_busy_vs_nvml",
     "input_wait_share", "overhead_light", "overhead_full", "memory_recorded", "memory_peak_vs_cuda",
-    "memory_light_samples", "memory_snapshot_vs_cuda",
+    "memory_light_samples", "memory_snapshot_vs_cuda", "oom_forensics",
 )
 SMI_FIELDS = {  # nvidia-smi field -> (NVML counter, scale from counter to the smi unit, relative?)
     "utilization.gpu": ("gpu_util_percent", 1.0, False),
@@ -562,6 +563,7 @@ def run_checks(last: dict[tuple[str, float], tuple[Truth, Path | None]], per_ste
              for d in DELAYS_MS if ("light", d) in opened])) if cuda else check("skipped", reason=NO_CUDA)}),
         ("memory_snapshot_vs_cuda", lambda: {"memory_snapshot_vs_cuda": check(*memory_snapshot_vs_cuda(Path(tempfile.mkdtemp(prefix="accelscope-snapshot-"))))
                                              if cuda else check("skipped", reason=NO_CUDA)}),
+        ("oom_forensics", lambda: {"oom_forensics": check(*oom_forensics("cuda" if cuda else "cpu"))}),  # last: it fills the device
     ):
         try:
             checks.update(fn())

@@ -120,3 +120,64 @@ def memory_snapshot_vs_cuda(out: Path, steps: int = 4) -> tuple[str, dict[str, A
             "tolerance": SNAPSHOT_TOL, "relative": row.get("relative"), "peak_op": row.get("peak_op"), "snapshot_bytes": path.stat().st_size}
     ok = diff is not None and diff <= SNAPSHOT_TOL and ours <= allocated and row.get("relative") is False
     return ("pass" if ok else "fail"), figs, None
+
+
+OOM_STEP = 5  # the step of the oom_forensics loop that asks for more than the device has
+
+
+def oom_forensics(device: str) -> tuple[str, dict[str, Any], str | None]:
+    """A real out-of-memory error in a full-mode run (CPU and GPU): a loop keeping each step's
+    ``w @ w`` (4 MiB, under ``aten::mm``) asks in step ``OOM_STEP`` for twice the device's memory
+    (on the CPU, 1 EiB: beyond any address space). The error must come out of
+    ``accelscope.profile`` as the same object; the run must record it at that step on that
+    device, with (CUDA) the allocator's summary and what torch's OOM observer saw, the bytes
+    asked for, and the kept products live under ``aten::mm`` at the failure."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    import accelscope
+    from accelscope.analysis import analyze
+    from accelscope.schedule import Schedule
+    from accelscope.traces.run import Run
+
+    cuda = device.startswith("cuda")
+    too_much = 2 * torch.cuda.get_device_properties(0).total_memory if cuda else 2**60
+    work = Path(tempfile.mkdtemp(prefix="oom-forensics-"))
+    kept, inside, outside = [], [], None
+    try:
+        try:
+            with accelscope.profile(work / "oom", framework="torch", live=False, schedule=Schedule(skip_first=1, wait=0, warmup=1, active=6, repeat=1)) as prof:
+                for step in range(8):
+                    w = torch.randn(1024, 1024, device=device)
+                    kept.append(w @ w)
+                    if step == OOM_STEP:
+                        try:
+                            torch.empty(too_much, dtype=torch.uint8, device=device)
+                        except BaseException as exc:
+                            inside.append(exc)
+                            raise
+                    prof.step()
+        except BaseException as exc:
+            outside = exc
+        del kept, w
+        if cuda:
+            torch.cuda.empty_cache()
+        run = Run.open(prof.run_dir)
+        rec = run.meta.get("oom") or {}
+        oom = analyze(run).oom
+        top = oom.held_by[0] if oom is not None and oom.held_by else (None, 0, 0)
+        figs = {"same_exception": bool(inside) and outside is inside[0], "error_type": type(outside).__name__, "step": rec.get("step"),
+                "device": rec.get("device"), "requested_bytes": rec.get("requested_bytes"), "asked_bytes": too_much,
+                "allocator": rec.get("allocator"), "observer": rec.get("observer"), "traced_steps": run.meta.get("traced_steps"),
+                "text": oom.text if oom is not None else None, "top_op": top[0], "top_op_bytes": top[1]}
+        ok = (figs["same_exception"] and rec.get("step") == OOM_STEP and rec.get("device") == ("cuda:0" if cuda else "cpu")
+              and (rec.get("requested_bytes") or 0) >= too_much and top[0] == "aten::mm" and top[1] >= 4 * 2**22)
+        if cuda:
+            observer, allocator = rec.get("observer") or {}, rec.get("allocator") or {}
+            ok = ok and observer.get("device") == 0 and (allocator.get("allocated_bytes") or 0) >= 4 * 2**22 and allocator.get("num_ooms", 0) >= 1
+        return ("pass" if ok else "fail"), figs, None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

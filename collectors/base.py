@@ -184,6 +184,12 @@ class Collector:
     def on_step(self, step: int) -> None:
         """Called on the training thread right after step ``step`` ended."""
 
+    def on_error(self, step: int, span: tuple[int, int]) -> None:
+        """Called on the training thread, before ``stop``, when the training loop raised inside
+        step ``step`` (``span``: from its start to the error on the run's clock): a framework
+        profiler keeps what it recorded of that step, up to the error, in the window it closes
+        (the allocations that led to an out-of-memory error among them)."""
+
     def stop(self) -> None:
         """Stop and flush everything recorded."""
 

@@ -73,13 +73,19 @@ class TensorFlowProfilerCollector(Collector):
 
     # -- windows (training thread) ---------------------------------------------------------
     def on_step(self, step: int) -> None:
+        self._recorded(step, self.ctx.last_step_ns())
+        self._enter(self.schedule(step + 1))
+
+    def on_error(self, step: int, span: tuple[int, int]) -> None:
+        # the window that stop() closes then holds the failing step, up to the error
+        self._recorded(step, span)
+
+    def _recorded(self, step: int, span: tuple[int, int] | None) -> None:
         if self._action in (Action.RECORD, Action.RECORD_AND_SAVE):  # step ``step`` was recorded
-            span = self.ctx.last_step_ns()
             if self._window is None:
                 self._window = Window(step, span)
             else:
                 self._window.add(step, span)
-        self._enter(self.schedule(step + 1))
 
     def _enter(self, action: Action) -> None:
         """Apply the tracer transitions from the current action to ``action``."""

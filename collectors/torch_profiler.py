@@ -120,13 +120,20 @@ class TorchProfilerCollector(Collector):
         # torch's step_num is the run's step number: torch.profiler traced step ``step``
         # under schedule(step), and its window closes inside this prof.step() after the
         # window's last step (on_trace_ready, above).
+        self._recorded(step, self.ctx.last_step_ns())
+        self._prof.step()
+
+    def on_error(self, step: int, span: tuple[int, int]) -> None:
+        # the window that stop() closes then holds the failing step, up to the error
+        self._recorded(step, span)
+
+    def _recorded(self, step: int, span: tuple[int, int] | None) -> None:
+        """Step ``step``, over ``span``, is in the open window if torch.profiler recorded it."""
         if self.schedule(step) in (Action.RECORD, Action.RECORD_AND_SAVE):
-            span = self.ctx.last_step_ns()
             if self._window is None:
                 self._window = Window(step, span)
             else:
                 self._window.add(step, span)
-        self._prof.step()
 
     def stop(self) -> None:
         try:

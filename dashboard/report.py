@@ -100,6 +100,8 @@ def build_report(run_path: str | os.PathLike[str]) -> str:
             cap = f"<div class='caption'>{html.escape(caption)}</div>" if caption else ""
             parts.append(f"<div class='card'><div class='label'>{html.escape(label)}</div><div class='value {cls}'>{html.escape(value)}</div>{cap}</div>")
         parts.append("</div>")
+        if rep.oom is not None:
+            parts.append(f"<div class='rank-line rank-straggler'><b>Out of memory:</b> {html.escape(rep.oom.text.removeprefix('out of memory '))}</div>")
         parts.append(_rank_lines(rep))
         parts.append(f"<p class='muted'>Shares of step time over {html.escape(rep.basis.text)}; step time over {html.escape(rep.timing_basis.text)}.</p>")
         headers, rows, rest = device_rows(rep.devices, rep.has_device)

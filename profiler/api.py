@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from accelscope import __version__
+from accelscope import __version__, oom_capture
 from accelscope import distributed as D
+from accelscope.collectors import torch_cuda
 from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable
 from accelscope.collectors.registry import Settings, built_in
 from accelscope.live import StepRecord
@@ -131,6 +132,8 @@ class Profiler:
         self._watchdog_stop = threading.Event()
         self._watchdog: threading.Thread | None = None
         self._active = False
+        self._error: str | None = None  # what the training loop raised (``failed``)
+        self._watch_ooms = False  # still to attach torch's CUDA OOM observer (CUDA not initialised yet)
 
     # -- clock ------------------------------------------------------------------------
     def now_ns(self) -> int:
@@ -143,7 +146,9 @@ class Profiler:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.stop(error=None if exc_type is None else f"{exc_type.__name__}: {exc}")
+        if exc is not None:
+            self.failed(exc)
+        self.stop()  # never swallows: the exception goes on, the same object
 
     def start(self) -> Profiler:
         framework = detect_framework() if self.framework == "auto" else self.framework
@@ -185,6 +190,9 @@ class Profiler:
             self._watchdog = threading.Thread(target=self._watch, name="accelscope-watchdog", daemon=True)
             self._watchdog.start()
         self._sync_clock()
+        self._watch_ooms = framework == "torch" and torch_cuda.call("cuda.is_available") is True
+        if self._watch_ooms:
+            self._attach_oom_observer()
         self._enter_ns = self.now_ns()
         self._active = True
         return self
@@ -252,8 +260,11 @@ class Profiler:
         }
 
     def stop(self, error: str | None = None) -> None:
+        """Stop every collector and close the run; ``error``: what ended training, if something
+        did (``failed`` already noted it when the loop raised inside ``with``)."""
         if not self._active:
             return
+        error = error or self._error
         self._active = False
         self._watchdog_stop.set()
         for collector in self._collectors:
@@ -273,6 +284,46 @@ class Profiler:
         if error:
             final["training_error"] = error
         self._writer.close(**final)
+
+    # -- a training loop that raised ----------------------------------------------------
+    def failed(self, exc: BaseException) -> None:
+        """Note that the training loop raised ``exc`` (``__exit__`` calls this; so does
+        ``accelscope run``, which catches the script's exception itself): kept as the run's
+        ``training_error``; an out-of-memory error also records the memory state at the
+        failure (``meta["oom"]``, ``oom_capture.py``), and the framework profiler's open window
+        keeps the failing step up to the error (``Collector.on_error``). Never raises, never
+        touches ``exc``: recording that fails is warned about and the exception goes on."""
+        if not self._active or self._writer is None:
+            return
+        now = self.now_ns()
+        step = self.steps
+        start = self._step_start_ns if self._step_start_ns is not None else self._enter_ns
+        try:
+            self._error = f"{type(exc).__name__}: {exc}"
+            what = oom_capture.kind(exc)
+            if what is not None:
+                oom = oom_capture.record(exc, what, step=step, rank=self.rank, now_ns=now, step_start_ns=start, offset_ns=self._offset_ns)
+                self._writer.update_meta(oom=oom)
+                log.warning("accelscope: out of memory in step %d%s: the memory state at the failure is recorded in %s",
+                            step, f" on {oom['device']}" if oom["device"] else "", self.run_dir)
+        except Exception as record_exc:  # never in the way of the training's own exception
+            log.warning("accelscope: could not record the out-of-memory state (%s: %s)", type(record_exc).__name__, record_exc)
+        for collector in self._collectors:
+            if collector.name in self._failed:
+                continue
+            try:
+                collector.on_error(step, (start, now))
+            except Exception as hook_exc:
+                self._drop(collector, f"{type(hook_exc).__name__} in on_error: {hook_exc}")
+
+    def _attach_oom_observer(self) -> None:
+        """Attach torch's CUDA OOM observer once CUDA is initialised (attaching would initialise
+        it): at start, else at the steps' ends until it is, or cannot be."""
+        got = torch_cuda.observe_ooms()
+        if got is True or got is not torch_cuda.NO_CUDA:
+            self._watch_ooms = False
+            if got is not True:
+                log.info("accelscope: torch's CUDA OOM observer not attached: %s", got.reason)
 
     # -- failure containment ------------------------------------------------------------
     def _report_failure(self, name: str, reason: str) -> None:
@@ -334,6 +385,8 @@ class Profiler:
         self._step_wait_ns = 0
         if self._coord is not None and self._coord.awaiting_group and self._coord.adopt_group():
             self._sync_clock()  # the script initialised its process group after profile() started
+        if self._watch_ooms:
+            self._attach_oom_observer()
         for collector in self._step_collectors:
             try:
                 collector.on_step(index)
@@ -419,6 +472,11 @@ def profile(
     In full mode with PyTorch, ``profile_memory=True`` also records every allocator call in
     the traced windows (torch.profiler's ``profile_memory``: the memory peaks and leaks of
     ``accelscope analyze``); ``profile_memory=False`` leaves them out, for a cheaper trace.
+
+    An exception from the training loop goes on unchanged. When it is an out-of-memory error
+    (``torch.OutOfMemoryError``, torch's CPU allocator, TF's ``ResourceExhaustedError``), the
+    run first records the memory state at the failure, and the profiler window open then
+    keeps the failing step's allocations: ``accelscope analyze`` opens with it.
     """
     return Profiler(
         out_dir,

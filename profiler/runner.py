@@ -64,7 +64,8 @@ def run_script(script: str, args: list[str], out_dir: str | Path, *, mode: str =
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
                 if exc.code is not None and not isinstance(exc.code, int):
                     print(exc.code, file=sys.stderr)
-            except BaseException:  # the script's own failure: show it as Python would
+            except BaseException as exc:  # the script's own failure: show it as Python would
+                prof.failed(exc)  # its training_error, and an out-of-memory error's forensics
                 traceback.print_exc()
                 code = 1
     finally:

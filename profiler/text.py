@@ -67,6 +67,19 @@ def name_table(title: str, rows: list[dict], width: int):
     return t
 
 
+def oom_lines(report: Report) -> list[str]:
+    """When training ran out of memory: the line that says where and what held the memory,
+    and the CUDA allocator's figures at the failure (rich markup); else nothing."""
+    from rich.markup import escape
+
+    if report.oom is None:
+        return []
+    lines = [f"[bold red]{escape(report.oom.text)}[/]"]
+    if report.oom.allocator_text:
+        lines.append(escape(report.oom.allocator_text))
+    return lines
+
+
 def headline(report: Report) -> list[str]:
     """The first lines: what the device did, why it sat idle, the input verdict, and on
     which steps each figure is (rich markup)."""
@@ -233,7 +246,8 @@ def memory_op_rows(report: Report, width: int = 120) -> tuple[list[str], list[li
 
 
 def print_report(report: Report, console: Console | None = None) -> None:
-    """``accelscope analyze``'s text: headline, breakdown, idle causes, devices, memory peaks
+    """``accelscope analyze``'s text: an out-of-memory failure first, if training ran out of
+    memory, then the headline, breakdown, idle causes, devices, memory peaks
     and memory by op (when the run has allocator events) and leaks, steps, top device work, launches, notes and recommendations."""
     import polars as pl
     from rich.console import Console
@@ -242,6 +256,8 @@ def print_report(report: Report, console: Console | None = None) -> None:
     from accelscope.analysis.tables import middle_name
 
     console = console or Console()
+    for line in oom_lines(report):  # first, each on one line however narrow the console
+        console.print(line, soft_wrap=True)
     for line in headline(report):
         console.print(line)
 

@@ -15,10 +15,11 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from accelscope.traces.schema import COUNTER_SCHEMA, EVENT_SCHEMA
+from accelscope.traces.schema import COUNTER_SCHEMA, EVENT_SCHEMA, MEMORY_SCHEMA
 
 EVENT_DEFAULTS: dict[str, Any] = {"device": "cpu", "stream": None, "pid": 1, "tid": 1, "rank": 0, "correlation_id": None, "args": None}
 COUNTER_DEFAULTS: dict[str, Any] = {"rank": 0}
+MEMORY_DEFAULTS: dict[str, Any] = {"device": "cpu", "total_allocated_bytes": None, "total_reserved_bytes": None, "addr": None, "pid": 1, "tid": 1, "rank": 0, "stack": None}
 SLICE = ("start_ns", "dur_ns", "kind", "name")
 DEVICE_SLICE = ("start_ns", "dur_ns", "kind", "name", "device", "stream")
 
@@ -45,6 +46,11 @@ def event_table(rows: Iterable[Sequence[Any]], columns: Sequence[str] = SLICE, *
 def counter_table(rows: Iterable[Sequence[Any]], columns: Sequence[str] = ("name", "device", "time_ns", "value"), **defaults: Any) -> pl.DataFrame:
     """A counters table from ``rows`` of ``columns``; ``defaults`` override COUNTER_DEFAULTS."""
     return _table(rows, columns, COUNTER_SCHEMA, {**COUNTER_DEFAULTS, **defaults})
+
+
+def memory_table(rows: Iterable[Sequence[Any]], columns: Sequence[str] = ("time_ns", "bytes", "addr"), **defaults: Any) -> pl.DataFrame:
+    """A memory table (allocator events) from ``rows`` of ``columns``; ``defaults`` override MEMORY_DEFAULTS."""
+    return _table(rows, columns, MEMORY_SCHEMA, {**MEMORY_DEFAULTS, **defaults})
 
 
 def numbered_steps(rows: Iterable[tuple[int, int, str]]) -> pl.DataFrame:

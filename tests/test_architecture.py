@@ -18,12 +18,12 @@ BASE = ("accelscope.errors", "accelscope.verdicts")
 ALLOWED = {
     "accelscope.traces": BASE,
     "accelscope.collectors": (*BASE, "accelscope.traces", "accelscope.schedule"),
-    "recording": (*BASE, "accelscope.traces", "accelscope.collectors", "accelscope.api", "accelscope.schedule", "accelscope.live", "accelscope.keras", "accelscope.distributed"),
+    "recording": (*BASE, "accelscope.traces", "accelscope.collectors", "accelscope.api", "accelscope.oom_capture", "accelscope.schedule", "accelscope.live", "accelscope.keras", "accelscope.distributed"),
     "accelscope.analysis": (*BASE, "accelscope.traces"),
     "accelscope.dashboard": (*BASE, "accelscope.traces", "accelscope.analysis", "accelscope.text"),
     "accelscope.text": (*BASE, "accelscope.analysis"),
 }
-RECORDING = ("accelscope.api", "accelscope.schedule", "accelscope.live", "accelscope.keras", "accelscope.runner", "accelscope.distributed")
+RECORDING = ("accelscope.api", "accelscope.oom_capture", "accelscope.schedule", "accelscope.live", "accelscope.keras", "accelscope.runner", "accelscope.distributed")
 # The command line and the demo drive every room.
 ANYTHING = ("accelscope.cli", "accelscope.demo", "accelscope.__main__", "accelscope.errors", "accelscope.verdicts", "accelscope")
 

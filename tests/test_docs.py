@@ -1,9 +1,11 @@
 """docs/cli.md documents the JSON documents of ``analyze --json`` and ``diff --json`` key by
 key; these tests hold the documentation and the documents to each other, both ways, on
-real traces (the V100 ResNet-50 pair: num_workers 0 and 4)."""
+real traces (the V100 ResNet-50 pair: num_workers 0 and 4; one of them as if it had run out
+of memory, for the keys only such a run has)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -73,14 +75,30 @@ def reports(shared_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def oom_report(reports):
+    """nw0's report as if its training had run out of memory on a GPU, with every figure a CUDA
+    failure records (the allocator's summary, the OOM observer, live allocations under an op)."""
+    from accelscope.analysis.oom import analyse
+    from tests.builders import event_table, memory_table
+
+    allocator = {"allocated_bytes": 1, "allocated_peak_bytes": 1, "reserved_bytes": 1, "reserved_peak_bytes": 1, "num_alloc_retries": 0,
+                 "num_ooms": 1, "device_total_bytes": 2, "device_free_bytes": 1}
+    observer = {"device": 0, "requested_bytes": 8, "device_limit_bytes": 2, "device_free_bytes": 1}
+    record = {"step": 1, "time_ns": 20, "rank": 0, "device": "cuda:0", "error_type": "torch.OutOfMemoryError", "kind": "torch",
+              "message": "CUDA out of memory.", "requested_bytes": 8, "allocator": allocator, "observer": observer}
+    oom = analyse(record, memory_table([(10, 4, 1)], device="cuda:0"), event_table([(5, 10, "cpu_op", "aten::addmm")]), {}, reports[0].steps.head(0))
+    return dataclasses.replace(reports[0], oom=oom)
+
+
+@pytest.fixture(scope="module")
 def straggler_report(ddp_job):
     """A recorded 2-rank DDP job whose rank 1 sleeps in its loader: ranks and a straggler."""
     return analyze(Run.open(ddp_job(*LOADER_2) / "ddp"))
 
 
-def test_every_key_of_analyze_json_is_documented_and_every_documented_key_is_there(reports, straggler_report):
+def test_every_key_of_analyze_json_is_documented_and_every_documented_key_is_there(reports, straggler_report, oom_report):
     keys = documented("analyze")
-    found = paths(reports[0].to_dict()) | paths(straggler_report.to_dict())
+    found = paths(reports[0].to_dict()) | paths(straggler_report.to_dict()) | paths(oom_report.to_dict())
     missing_from_doc = found - _parents(keys)
     assert not missing_from_doc, f"in analyze --json, not in docs/cli.md: {sorted(missing_from_doc)}"
     # (a key inside a list that is empty in these reports, e.g. a cause's host_ops, is there

@@ -19,7 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CUDA_ONLY = ("full_trace_device_work", "nvml_sampled_10hz", "nvml_vs_nvidia_smi", "gpu_busy_vs_cuda_events", "gpu_busy_vs_nvml", "memory_peak_vs_cuda",
              "memory_light_samples", "memory_snapshot_vs_cuda")
-MUST_PASS = ("runs_open_in_analyze", "runs_open_in_dashboard", "input_wait_share", "memory_recorded")
+MUST_PASS = ("runs_open_in_analyze", "runs_open_in_dashboard", "input_wait_share", "memory_recorded", "oom_forensics")
 OVERHEAD = ("overhead_light", "overhead_full")
 # Input wait and its truth come from the same steps of the same run, so a noisy machine
 # lengthens both sides alike; what differs is the DataLoader's own work outside the

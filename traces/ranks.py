@@ -173,8 +173,9 @@ def offset_at(samples: list[tuple[int, int]], t_ns: int) -> int:
 
 def merge_meta(path: Path, parts: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
     """One metadata document for the whole run: the lowest rank's, with every rank's
-    threads, streams, collectors and traced steps, the span of all, and which ranks are
-    incomplete or missing."""
+    threads, streams, collectors and traced steps, the span of all, which ranks are
+    incomplete or missing, and the first rank to run out of memory (``oom``, its time on the
+    reference clock)."""
     job = job_meta(path)
     first = parts[0][1]
     meta: dict[str, Any] = {k: v for k, v in first.items() if k not in ("rank", "pid", "clock_sync", "source")}
@@ -199,6 +200,12 @@ def merge_meta(path: Path, parts: list[tuple[int, dict[str, Any]]]) -> dict[str,
             traced.setdefault(name, []).extend(p for p in pairs if p not in traced.get(name, []))
     if traced:
         meta["traced_steps"] = traced
+    meta.pop("oom", None)  # the lowest rank's, if it ran out of memory: the first rank to do so is the run's
+    ooms = [(r, m, m["oom"]["time_ns"] + offset_at(clock_samples(m), m["oom"]["time_ns"])) for r, m in parts
+            if isinstance(m.get("oom"), dict) and isinstance(m["oom"].get("time_ns"), int)]
+    if ooms:
+        r, m, at = min(ooms, key=lambda o: o[2])
+        meta["oom"] = {**m["oom"], "rank": r, "time_ns": at}
     meta["rank_parts"] = [_part_summary(r, m) for r, m in parts]
     meta["job"] = {k: job[k] for k in ("key", "world_size", "created_ns") if k in job}
     # An import's run-wide fields (traces/assemble.py): its sources, notes, clock alignment.

@@ -82,6 +82,15 @@ def layout(board: Any) -> list:
     return [section(TITLE, SUB, cards, ranks_line, html.Div(id="overview-devices", className="devices"), loading(graph("step-graph")), findings)]
 
 
+def oom_banner(report: Any) -> list:
+    """A red line when training ran out of memory (``Report.oom``), above the ranks' lines."""
+    if report.oom is None:
+        return []
+    html = require("dash.html", "dashboard", "accelscope dashboard")
+    text = report.oom.text
+    return [html.Div([html.B("Out of memory: "), text.removeprefix("out of memory ")], className="rank-line rank-straggler", id="overview-oom")]
+
+
 def idle_class(share: float) -> str:
     return next(cls for floor, cls in IDLE_CLASS if share >= floor)
 
@@ -121,7 +130,7 @@ def render(board: Any, value: Any) -> tuple:
         f"{rep.mean_step_ns / 1e6:,.1f} ms" if np.isfinite(rep.mean_step_ns) else "—",
         str(rep.n_steps),
         steps_caption,
-        summary_block(rep, link=True),
+        oom_banner(rep) + summary_block(rep, link=True),
         devices_table(rep),
         fig,
         recs,

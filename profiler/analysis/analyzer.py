@@ -28,6 +28,7 @@ from accelscope.analysis import memory_categories as MC
 from accelscope.analysis import memory_live as ML
 from accelscope.analysis import memory_ops as MO
 from accelscope.analysis import memory_samples as MS
+from accelscope.analysis import oom as OOM
 from accelscope.analysis import rank_tasks as T
 from accelscope.analysis.advice import Evidence, dataloader_evidence, exposed_communication, framework_of, leak_advice, recommend, straggler_advice
 from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RANK_WAIT, STEP_WORDS, WINDOW_NAME, empty_gaps, step_unit
@@ -271,7 +272,9 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
                                       "Kineto's deviceProperties, XPlane's memory_size)" if memory.height else
                                       "no allocator events were recorded (torch.profiler's profile_memory; TF/JAX profiles)")
     advice += leak_advice(memory_leaks, mean_step, len(rank_ids) > 1, evidence.unit)
-    advice += memory_advice(memory, memory_categories, mean_step, len(rank_ids) > 1, evidence.unit)
+    oom = OOM.analyse(run.meta.get("oom"), allocator, allocating_ops, run.meta, steps)
+    ran_out = {(oom.rank, oom.device or oom.held_device)} if oom is not None and (oom.device or oom.held_device) else set()
+    advice += memory_advice(memory, memory_categories, mean_step, len(rank_ids) > 1, evidence.unit, ran_out)
     return Report(
         run=_run_info(run, devices, _slices_range(passes)),
         timing_basis=_basis("steady", steady, "steady"),
@@ -308,6 +311,7 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
         memory_ops=memory_ops,
         memory_ops_more=memory_ops_more,
         memory_categories=memory_categories,
+        oom=oom,
     )
 
 

@@ -34,8 +34,12 @@ def _mib(n: int) -> str:
 def pressed(memory: pl.DataFrame, out_of_memory: set[tuple[int, str]] = frozenset()) -> pl.DataFrame:
     """The rows of Report.memory whose device is short of memory: the peak held at least
     MEMORY_PRESSURE_SHARE of it, or the loop ran out of memory there (``out_of_memory``)."""
-    ran_out = pl.struct("rank", "device").is_in([{"rank": r, "device": d} for r, d in out_of_memory]) if out_of_memory else pl.lit(False)
-    return memory.filter((pl.col("peak_share") >= MEMORY_PRESSURE_SHARE).fill_null(False) | ran_out)
+    full = memory.filter((pl.col("peak_share") >= MEMORY_PRESSURE_SHARE).fill_null(False))
+    if not out_of_memory:
+        return full
+    ran_out = pl.DataFrame({"rank": [r for r, _ in out_of_memory], "device": [d for _, d in out_of_memory]}, schema={"rank": pl.Int32, "device": pl.String})
+    return pl.concat([full, memory.with_columns(pl.col("rank").cast(pl.Int32)).join(ran_out, on=["rank", "device"], how="semi").cast(memory.schema)]).unique(
+        ["rank", "device"], keep="first", maintain_order=True)
 
 
 def memory_advice(memory: pl.DataFrame, categories: pl.DataFrame, mean_step_ns: float, multi_rank: bool, unit: str = "step",

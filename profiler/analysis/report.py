@@ -30,6 +30,7 @@ from accelscope.analysis.memory_categories import empty as empty_memory_categori
 from accelscope.analysis.memory_ops import empty as empty_memory_ops
 from accelscope.analysis.memory_ops import most as most_memory_ops
 from accelscope.analysis.memory_samples import SOURCE_SAMPLES
+from accelscope.analysis.oom import Oom
 from accelscope.analysis.stragglers import Straggler
 from accelscope.verdicts import HIGH_THRESHOLD, MODERATE_THRESHOLD, VERDICT_TEXT
 
@@ -40,6 +41,8 @@ TOP_N = 20
 LEAK_METRIC = "memory_leak_bytes_per_step"
 # The fullest device's peak share of its memory, for ``--fail-if "peak_memory_share>0.9"``.
 PEAK_SHARE_METRIC = "peak_memory_share"
+# 1 when the training loop ran out of memory, else 0, for ``--fail-if "out_of_memory>0"``.
+OOM_METRIC = "out_of_memory"
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,8 @@ class Report:
     memory_ops_more: int = 0
     # Per (rank, device, category): the kinds of tensor held at the device's peak (memory_categories.py).
     memory_categories: pl.DataFrame = field(default_factory=empty_memory_categories)
+    # The out-of-memory error that ended training, what held the memory then (oom.py); None: none.
+    oom: Oom | None = None
 
     @property
     def run_name(self) -> str:
@@ -358,6 +363,8 @@ class Report:
                        "rank_skew": rank_skew(self.memory), "ops": table_json(self.memory_ops), "ops_more": self.memory_ops_more},
             LEAK_METRIC: self.memory_leak_bytes_per_step,
             PEAK_SHARE_METRIC: self.peak_memory_share,
+            "oom": self.oom.to_dict() if self.oom is not None else None,
+            OOM_METRIC: int(self.oom is not None),
             "unknown": dict(self.unknown),
             "notes": self.notes,
         }

@@ -254,3 +254,27 @@ def test_the_windows_allocator_events_are_recorded_in_the_memory_table(tmp_path)
     assert mem["time_ns"].max() < (recorded["start_ns"] + recorded["dur_ns"]).max()
     assert set(mem["pid"]) == {run.meta["pid"]}
     assert not set(ev["name"]) & {"MemoryAllocation", "MemoryDeallocation"}
+
+
+def test_an_out_of_memory_error_is_recorded_at_its_step_and_propagates_unchanged(tmp_path):
+    """TF's CPU allocator refusing 4 PiB (a float tensor of shape [2^20, 2^20, 2^10]) in step 3,
+    a traced step: the ResourceExhaustedError comes out as the same object, the run records it
+    at step 3 on the CPU with the bytes its shape and type ask for, and the window keeps step 3."""
+    raised = []
+    with pytest.raises(tf.errors.ResourceExhaustedError) as got:
+        with accelscope.profile(tmp_path / "run", framework="tensorflow", live=False, schedule=SCHEDULE) as prof:
+            for step in range(6):
+                tf.reduce_sum(tf.ones([64, 64]))
+                if step == 3:
+                    try:
+                        tf.random.normal([2**20, 2**20, 2**10])
+                    except tf.errors.ResourceExhaustedError as exc:
+                        raised.append(exc)
+                        raise
+                prof.step()
+    assert got.value is raised[0]
+    run = Run.open(prof.run_dir)
+    oom = run.meta["oom"]
+    assert (oom["step"], oom["device"], oom["kind"], oom["requested_bytes"]) == (3, "cpu", "tensorflow", 2**52)
+    assert oom["error_type"].endswith("ResourceExhaustedError") and "OOM when allocating tensor" in oom["message"]
+    assert run.meta["traced_steps"]["tensorflow_profiler"] == [[3, 3]], "the window open at the failure keeps the failing step"

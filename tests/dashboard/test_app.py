@@ -268,6 +268,20 @@ def test_a_run_without_steps_is_analysed_in_fixed_windows(tmp_path):
     assert "No host or device metrics" in out["metrics-graph"].layout.annotations[0].text
 
 
+def test_a_run_that_ran_out_of_memory_says_so_above_the_overview_and_in_the_report(tmp_path):
+    from accelscope.dashboard.report import build_report
+
+    ev = _events([(i * 10_000_000, 10_000_000, S.STEP, S.step_name(i), "cpu", None, 1, 1) for i in range(4)])
+    oom = {"step": 4, "time_ns": 45_000_000, "rank": 0, "device": "cuda:0", "error_type": "torch.OutOfMemoryError", "kind": "torch",
+           "message": "CUDA out of memory.", "requested_bytes": 2**31}
+    path = write_run(tmp_path / "oom", ev, None, {"start_ns": 0, "complete": True, "oom": oom})
+    board = create_app([path])._accelscope
+    out = dict(zip((cid for cid, _ in overview.OUTPUTS), overview.render(board, 0)))
+    banner = out["overview-ranks"][0]
+    assert banner.id == "overview-oom" and banner.children[1] == "at step 4 on cuda:0: tried to allocate 2.0 GiB"
+    assert "<b>Out of memory:</b> at step 4 on cuda:0: tried to allocate 2.0 GiB</div>" in build_report(path)
+
+
 def test_device_streams_get_their_own_lanes(tmp_path):
     rows = [(0, 10_000_000, S.STEP, "ProfilerStep#0", "cpu", None, 1, 1)]
     rows += [(i * 100_000, 50_000, S.KERNEL, f"k{i}", "cuda:0", 7, 1, 99) for i in range(20)]

@@ -27,6 +27,8 @@ SCRIPT = textwrap.dedent(
             o.zero_grad(); loss.backward(); o.step()
     if code == 99:
         raise RuntimeError("the script failed")
+    if code == 98:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     sys.exit(code)
     """
 )
@@ -72,6 +74,16 @@ def test_cli_keeps_the_exit_code_and_prints_the_run(script, tmp_path):
     assert "RuntimeError: the script failed" in proc.stderr and "run written to" in proc.stderr
     run = Run.open(tmp_path / "runs" / "train")
     assert run.meta["complete"] and run.events.filter(pl.col("kind") == "step").height == 3
+
+
+def test_a_script_running_out_of_memory_records_it(script, tmp_path, capsys):
+    """accelscope run catches the script's exception itself (to keep its exit code): the
+    forensics still happen, and the error is kept as the run's training error."""
+    code, run_dir = run_script(str(script), ["3", "1", "98"], tmp_path / "runs")
+    assert code == 1 and "OutOfMemoryError" in capsys.readouterr().err
+    meta = Run.open(run_dir).meta
+    assert (meta["oom"]["step"], meta["oom"]["requested_bytes"]) == (3, 2 * 2**30), "after the 3 optimizer steps"
+    assert meta["training_error"].startswith("OutOfMemoryError")
 
 
 def test_missing_script_is_a_one_line_error(tmp_path):

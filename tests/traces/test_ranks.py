@@ -90,6 +90,18 @@ def test_a_dead_rank_is_marked_incomplete_and_a_missing_one_missing(tmp_path):
     assert run.events["rank"].unique().sort().to_list() == [0, 1]
 
 
+def test_the_first_rank_to_run_out_of_memory_is_the_runs_on_the_reference_clock(tmp_path):
+    """Rank 0 did not run out of memory; ranks 1 and 2 did, rank 2 first on the reference clock."""
+    run = _job(tmp_path / "ddp", 3, {0: [], 1: [{"at_ns": 1000, "offset_ns": 500}], 2: [{"at_ns": 1000, "offset_ns": -500}]})
+    for rank, at in ((1, 3000), (2, 3200)):
+        path = run / ranks.rank_dir_name(rank) / "meta.json"
+        doc = json.loads(path.read_text())
+        doc["oom"] = {"step": 2, "time_ns": at, "rank": rank, "device": f"cuda:{rank}"}
+        path.write_text(json.dumps(doc))
+    oom = Run.open(run).meta["oom"]
+    assert (oom["rank"], oom["device"], oom["time_ns"]) == (2, "cuda:2", 2700), "3200 - 500 on rank 0's clock, before rank 1's 3500"
+
+
 def test_a_job_with_no_rank_recorded_yet_says_so(tmp_path):
     ranks.claim(tmp_path / "ddp", "job-a", 0, 2)
     with pytest.raises(RunFormatError, match="no rank recorded yet"):
