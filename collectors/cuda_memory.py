@@ -1,9 +1,9 @@
 """PyTorch's CUDA caching allocator, read at every ``prof.step()``: what the step ended
 holding and the most it held.
 
-The one door to ``torch.cuda``'s memory statistics: :class:`CudaMemory` is the only code in
-accelscope that calls ``memory_stats_as_nested_dict`` or ``reset_peak_memory_stats``, and it
-never raises: a failing call returns a :class:`~accelscope.collectors.base.NotAvailable`.
+Every ``torch.cuda`` call goes through ``torch_cuda.call`` (the one door, shared with the
+out-of-memory capture), which never raises: a failing call returns a
+:class:`~accelscope.collectors.base.NotAvailable`.
 It never imports torch (it reads the module the program already imported) and never
 initialises CUDA: until the program has, a step records nothing.
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
 
+from accelscope.collectors import torch_cuda as T
 from accelscope.collectors.base import Collector, CollectorContext, CollectorUnavailable, NotAvailable, is_na
 from accelscope.traces import counters as K
 
@@ -27,71 +27,53 @@ from accelscope.traces import counters as K
 ALLOCATED, RESERVED, MAX_ALLOCATED, MAX_RESERVED = COUNTERS = K.CUDA_MEMORY
 
 
-def _torch_cuda() -> Any:
-    """``torch.cuda`` when the program imported torch, else None (never imports it)."""
-    torch = sys.modules.get("torch")
-    return getattr(torch, "cuda", None) if torch is not None else None
-
-
 def cuda_present() -> bool:
     """Whether the program's torch sees a CUDA device (False without torch, or on any error):
     the registry's probe, so a CPU-only run never starts the collector."""
-    cuda = _torch_cuda()
-    try:
-        return bool(cuda is not None and cuda.is_available())
-    except Exception:
-        return False
+    return T.call("cuda.is_available") is True
 
 
 class CudaMemory:
-    """The door: the few ``torch.cuda`` calls the collector makes, each returning its value or
-    a ``NotAvailable`` (the functions are looked up once, at construction)."""
+    """The few ``torch.cuda`` calls the collector makes, through ``torch_cuda.call`` (the one
+    door to ``torch.cuda``), each returning its value or a ``NotAvailable``."""
+
+    CALLS = ("cuda.is_initialized", "cuda.current_device", "cuda.memory_stats_as_nested_dict", "cuda.reset_peak_memory_stats")
 
     def __init__(self) -> None:
-        cuda = _torch_cuda()
-        if cuda is None:
+        torch = sys.modules.get("torch")
+        if torch is None:
             raise CollectorUnavailable("torch is not imported")
-        try:
-            self._initialized = cuda.is_initialized
-            self._current = cuda.current_device
-            self._stats = cuda.memory_stats_as_nested_dict
-            self._reset = cuda.reset_peak_memory_stats
-        except AttributeError as exc:
-            raise CollectorUnavailable(f"this torch has no {exc.name or 'CUDA memory statistics'}") from exc
+        for path in self.CALLS:
+            if getattr(getattr(torch, "cuda", None), path.split(".")[1], None) is None:
+                raise CollectorUnavailable(f"this torch has no torch.{path}")
 
     def initialized(self) -> bool:
         """Whether the program has initialised CUDA (before that nothing is allocated)."""
-        try:
-            return bool(self._initialized())
-        except Exception:
-            return False
+        return T.call("cuda.is_initialized") is True
 
     def current_device(self) -> int | NotAvailable:
         """The index of the program's current CUDA device."""
-        try:
-            return int(self._current())
-        except Exception as exc:
-            return NotAvailable(f"torch.cuda.current_device: {type(exc).__name__}: {exc}")
+        index = T.call("cuda.current_device")
+        return index if is_na(index) else int(index)
 
     def read(self, index: int) -> tuple[int, int, int, int] | None | NotAvailable:
         """(allocated, reserved, max allocated, max reserved) bytes of device ``index``; None
         when the allocator has no statistics yet (CUDA not initialised)."""
+        stats = T.call("cuda.memory_stats_as_nested_dict", index)
+        if is_na(stats):
+            return stats
+        if not stats:
+            return None
         try:
-            stats = self._stats(index)
-            if not stats:
-                return None
             allocated, reserved = stats["allocated_bytes"]["all"], stats["reserved_bytes"]["all"]
             return allocated["current"], reserved["current"], allocated["peak"], reserved["peak"]
-        except Exception as exc:
-            return NotAvailable(f"torch.cuda.memory_stats_as_nested_dict({index}): {type(exc).__name__}: {exc}")
+        except (KeyError, TypeError) as exc:
+            return NotAvailable(f"torch.cuda.memory_stats_as_nested_dict({index}) lacks {exc}")
 
     def reset_peak(self, index: int) -> NotAvailable | None:
         """Start device ``index``'s peaks again from what it holds now."""
-        try:
-            self._reset(index)
-        except Exception as exc:
-            return NotAvailable(f"torch.cuda.reset_peak_memory_stats({index}): {type(exc).__name__}: {exc}")
-        return None
+        done = T.call("cuda.reset_peak_memory_stats", index)
+        return done if is_na(done) else None
 
 
 class CudaMemoryCollector(Collector):
