@@ -16,14 +16,16 @@ from typing import Any
 import polars as pl
 
 from accelscope.analysis.memory import GROUP, allocated
-from accelscope.dashboard.components import graph, loading, section
+from accelscope.dashboard.components import graph, grid_box, loading, section
+from accelscope.dashboard.sections import memory_tables as mt
 from accelscope.dashboard.theme import TIME_MARGIN, base_layout, empty_figure, plotly_go
 
 NAME = "memory"
 TITLE = "Memory"
 SUB = ("What the allocator held over the run, beneath the timeline on its time axis and zoomed with it: allocated memory per device "
        "(solid), reserved by the caching allocator (dashed) where the trace records it, each device's peak marked with its step and "
-       "the op running, the device's total (dotted) where it is known.")
+       "the op running, the device's total (dotted) where it is known. Click the allocated curve for what was live then; beneath, "
+       "the leaks and memory by op.")
 NONE = "No allocator events recorded (torch.profiler with profile_memory=True, or a TF/JAX profile)."
 HIDDEN = {"display": "none"}
 BUCKETS = 2000  # time buckets over the run: about one per pixel of a wide screen
@@ -195,30 +197,80 @@ def figure_of(view: Any) -> Any:
 def layout(board: Any) -> list:
     if not any(may_have_memory(v) for v in board.views):
         return []
-    from dash import dcc
+    from dash import dcc, html
 
-    part = section(TITLE, SUB, loading(graph("memory-graph")), dcc.Store(id="memory-time-sync"))
+    part = section(TITLE, SUB, loading(graph("memory-graph")), dcc.Store(id="memory-time-sync"),
+                   html.Div(html.P(mt.LIVE_HINT, className="details-hint"), id="memory-live"),
+                   html.Div(id="memory-leaks"),
+                   html.H3("Memory by op", className="memory-h3"), html.P(mt.OPS_HINT, className="details-hint"),
+                   grid_box("memory-ops-box", mt.OPS_PX))
     if not may_have_memory(board.views[0]):
         part.style = HIDDEN  # the callback shows it for a run with allocator events
     return [part]
 
 
 def render(board: Any, request: Any) -> tuple:
-    """The section's visibility and figure, once the timeline is painted ("rest-request")."""
+    """The section's visibility, figure, leaks and memory by op, once the timeline is painted ("rest-request")."""
     index = board.requested_by(request)
     view = board.views[index]
     if view.run.memory.height == 0:
-        return HIDDEN, empty_figure(NONE)
-    return {}, board.figure(index, NAME, figure_of)
+        return HIDDEN, empty_figure(NONE), [], []
+    return {}, board.figure(index, NAME, figure_of), mt.leaks_part(view.report), mt.ops_part(view.report)
+
+
+def clicked(fig: Any, click: Any) -> tuple[int, str, float] | None:
+    """(rank, device, time in ms since the run's start) of a click on a device's allocated or
+    reserved curve or its peak (the first such point of the click), else None. The device is
+    read from the figure's trace, which the server keeps: the browser only says which one."""
+    points = click.get("points") if isinstance(click, dict) else None
+    for p in points if isinstance(points, list) else []:
+        n, x = (p.get("curveNumber"), p.get("x")) if isinstance(p, dict) else (None, None)
+        if isinstance(n, int) and 0 <= n < len(fig.data) and isinstance(x, (int, float)) and not isinstance(x, bool):
+            meta = fig.data[n].meta or {}
+            if meta.get("role") in ("allocated", "reserved", "peak"):
+                return meta["rank"], meta["device"], float(x)
+    return None
+
+
+def has_addresses(view: Any) -> bool:
+    """Whether the run's allocator events record addresses (traces of 2021 do not): without
+    them, what was live at an instant is unknown."""
+    return view.cached("memory:addresses", lambda: bool(view.run.memory["addr"].is_not_null().any()))
+
+
+def live(board: Any, click: Any, value: Any, run_changed: bool = False) -> Any:
+    """The panel under the curves for a click: what was live on the clicked device then (one
+    ``memory_live.live_at`` call), or the hint."""
+    from dash import html
+
+    index = board.index(value)
+    if index is None or run_changed or not click:
+        return html.P(mt.LIVE_HINT, className="details-hint")
+    view = board.views[index]
+    if view.run.memory.height == 0:
+        return html.P(mt.LIVE_HINT, className="details-hint")
+    got = clicked(board.figure(index, NAME, figure_of), click)
+    if got is None:
+        return html.P(mt.LIVE_HINT, className="details-hint")
+    rank, device, at_ms = got
+    label = mt.device_label(rank, device, view.run.memory["rank"].n_unique() > 1)
+    if not has_addresses(view):
+        return mt.live_part(None, label, at_ms)
+    from accelscope.analysis.memory_live import live_at
+
+    rows = live_at(view.run, rank, device, view.origin_ns + round(at_ms * 1e6), n=mt.LIVE_ROWS)
+    return mt.live_part(rows, label, at_ms)
 
 
 def register(app: Any, board: Any) -> None:
     if not any(may_have_memory(v) for v in board.views):
         return
-    from dash import ClientsideFunction, Input, Output, State
+    from dash import ClientsideFunction, Input, Output, State, ctx
 
-    app.callback(Output("section-memory", "style"), Output("memory-graph", "figure"), Input("rest-request", "data"))(
-        lambda request: render(board, request))
+    app.callback(Output("section-memory", "style"), Output("memory-graph", "figure"), Output("memory-leaks", "children"),
+                 Output("memory-ops-box", "children"), Input("rest-request", "data"))(lambda request: render(board, request))
+    app.callback(Output("memory-live", "children"), Input("memory-graph", "clickData"), Input("run-select", "value"))(
+        lambda click, value: live(board, click, value, run_changed=ctx.triggered_id == "run-select"))
     # Zoomed with the timeline, as the metrics are (the same "sync", this graph its follower).
     app.clientside_callback(ClientsideFunction("accelscope", "sync"), Output("memory-time-sync", "data"),
                             Input("timeline-graph", "relayoutData"), Input("memory-graph", "relayoutData"), State("memory-graph", "id"),
