@@ -33,7 +33,7 @@ def board(nw0):
 
 @pytest.fixture(scope="module")
 def shown(board):
-    """(style, figure) as the section renders them for the nw0 run."""
+    """(style, figure, leaks, memory by op) as the section renders them for the nw0 run."""
     return memory.render(board, {"run": 0, "n": 1})
 
 
@@ -61,12 +61,12 @@ def _divisor(fig, device: str) -> float:
 
 
 def test_the_section_is_shown_for_a_run_with_allocator_events(shown):
-    style, fig = shown
+    style, fig = shown[:2]
     assert style == {} and fig.data
 
 
 def test_each_peak_marker_is_at_the_reports_peak(board, shown):
-    _, fig = shown
+    fig = shown[1]
     view = board.views[0]
     peaks = _traces(fig, "peak")
     for p in view.report.memory.iter_rows(named=True):
@@ -77,7 +77,7 @@ def test_each_peak_marker_is_at_the_reports_peak(board, shown):
 
 
 def test_thinning_keeps_the_peak_in_the_drawn_series(board, shown):
-    _, fig = shown
+    fig = shown[1]
     report = board.views[0].report
     drawn = _traces(fig, "allocated")
     assert board.views[0].run.memory.height > sum(len(t.x) for t in drawn.values()), "the series are thinned"
@@ -95,14 +95,14 @@ def test_thinning_to_a_few_buckets_keeps_each_peak(board):
 
 
 def test_one_allocated_series_per_device_of_the_report(board, shown):
-    _, fig = shown
+    fig = shown[1]
     report = board.views[0].report
     assert sorted(_traces(fig, "allocated")) == sorted(report.memory["device"].to_list()) == ["cpu", "cuda:0"]
     assert len([t for t in fig.data if t.meta["role"] == "allocated"]) == report.memory.height
 
 
 def test_the_relative_peak_is_said_and_its_device_total_hidden(board, shown):
-    _, fig = shown
+    fig = shown[1]
     assert board.views[0].report.memory["relative"].all()
     assert memory.RELATIVE in _traces(fig, "peak")["cuda:0"].hovertext[0]
     total = _traces(fig, "total")["cuda:0"]
@@ -110,7 +110,7 @@ def test_the_relative_peak_is_said_and_its_device_total_hidden(board, shown):
 
 
 def test_reserved_memory_is_drawn_where_the_trace_records_it(qwen):
-    _, fig = memory.render(qwen, {"run": 0, "n": 1})
+    fig = memory.render(qwen, {"run": 0, "n": 1})[1]
     peak = qwen.views[0].report.memory.filter(pl.col("device") == "cuda:0").row(0, named=True)
     assert not peak["relative"] and peak["peak_reserved_bytes"] == 2_629_828_608
     reserved = np.asarray(_traces(fig, "reserved")["cuda:0"].y) * _divisor(fig, "cuda:0")
@@ -119,7 +119,7 @@ def test_reserved_memory_is_drawn_where_the_trace_records_it(qwen):
 
 
 def test_a_device_total_far_above_the_peak_is_left_in_the_legend(qwen):
-    _, fig = memory.render(qwen, {"run": 0, "n": 1})
+    fig = memory.render(qwen, {"run": 0, "n": 1})[1]
     total = _traces(fig, "total")["cuda:0"]
     assert total.y[0] * _divisor(fig, "cuda:0") == pytest.approx(85018279936, rel=1e-12)  # the H100's, from the trace
     assert total.visible == "legendonly", "a 2.6 GiB peak against 79 GiB: drawn, the curve would be flattened"
