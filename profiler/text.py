@@ -276,6 +276,8 @@ def print_report(report: Report, console: Console | None = None) -> None:
         console.print(mt)
         if caption:
             console.print(caption)
+        for line in report.memory_peak_texts:
+            console.print(line)
         headers, rows = memory_op_rows(report, console.width)
         if rows:
             ot = _table("Memory by op (the whole trace)", headers, right_from=2)

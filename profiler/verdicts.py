@@ -38,6 +38,15 @@ LEAK_GROWING_SHARE = 0.75
 # ... where a change grows when it adds at least this part of the slope (not the allocator's noise).
 LEAK_GROWING_PART = 0.5
 LEAK_MIN_CHANGES = 3
+# Memory advice (analysis/memory_advice.py): what to free is advised on a device whose peak
+# held at least MEMORY_PRESSURE_SHARE of its memory (or that ran out): below it, memory is not
+# what limits the run. Activations are advised on when they held at least ACTIVATION_ADVICE_SHARE
+# of the peak; fragmentation when the caching allocator held at least FRAGMENTATION_ADVICE_SHARE
+# of its reservation unallocated at its peak, and at least FRAGMENTATION_ADVICE_MIN_BYTES.
+MEMORY_PRESSURE_SHARE = 0.85
+ACTIVATION_ADVICE_SHARE = 0.25
+FRAGMENTATION_ADVICE_SHARE = 0.2
+FRAGMENTATION_ADVICE_MIN_BYTES = 256 * 2**20
 
 
 def verdict_for(share: float) -> str:

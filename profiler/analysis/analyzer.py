@@ -24,6 +24,8 @@ from accelscope.analysis import causes as C
 from accelscope.analysis import collectives as K
 from accelscope.analysis import leaks as LK
 from accelscope.analysis import memory as M
+from accelscope.analysis import memory_categories as MC
+from accelscope.analysis import memory_live as ML
 from accelscope.analysis import memory_ops as MO
 from accelscope.analysis import rank_tasks as T
 from accelscope.analysis.advice import Evidence, dataloader_evidence, exposed_communication, framework_of, leak_advice, recommend, straggler_advice
@@ -31,6 +33,7 @@ from accelscope.analysis.breakdown import BREAKDOWN, COMMUNICATION, RANK_WAIT, S
 from accelscope.analysis.busy import summarise_busy
 from accelscope.analysis.gap_ops import host_ops_in_gaps, ops_of
 from accelscope.analysis.launches import match_launches, summarise
+from accelscope.analysis.memory_advice import memory_advice
 from accelscope.analysis.report import LEAK_METRIC, PEAK_SHARE_METRIC, Basis, Report, RunInfo
 from accelscope.analysis.steps import finish_steps, mark_outliers, traced_mask
 from accelscope.analysis.stragglers import attribute, named, rank_table
@@ -251,8 +254,9 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
     allocator = run.memory
     # The host ops of the allocating threads, read once (from the loaded slices, else pushed
     # into the scan): the peaks' ops, memory by op and the leaks' ops all come from them.
-    allocating_ops = run.slices_where(M.op_filter(allocator)) if allocator.height else None
+    allocating_ops = run.slices_where(M.op_filter(allocator) | MC.phase_filter()) if allocator.height else None
     memory, memory_ops, memory_ops_more = _memory(run, allocator, allocating_ops, steps, devices)
+    memory_categories = _memory_categories(allocator, allocating_ops, steps, memory)
     memory_leaks, why_unknown = _leaks(allocator, allocating_ops, basis.filter(pl.col("traced")))
     if why_unknown:
         unknown[LEAK_METRIC] = why_unknown
@@ -261,6 +265,7 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
                                       "Kineto's deviceProperties, XPlane's memory_size)" if memory.height else
                                       "no allocator events were recorded (torch.profiler's profile_memory; TF/JAX profiles)")
     advice += leak_advice(memory_leaks, mean_step, len(rank_ids) > 1, evidence.unit)
+    advice += memory_advice(memory, memory_categories, mean_step, len(rank_ids) > 1, evidence.unit)
     return Report(
         run=_run_info(run, devices, _slices_range(passes)),
         timing_basis=_basis("steady", steady, "steady"),
@@ -296,6 +301,7 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
         memory_leaks=memory_leaks,
         memory_ops=memory_ops,
         memory_ops_more=memory_ops_more,
+        memory_categories=memory_categories,
     )
 
 
@@ -307,7 +313,18 @@ def _memory(run: Run, memory: pl.DataFrame, host_ops: pl.DataFrame | None, steps
     if peaks.height == 0 or host_ops is None:
         return M.empty(), MO.empty(), 0
     by_op, more = MO.top(MO.table(memory, host_ops))
-    return M.with_capacity(MO.with_peak_ops(peaks, host_ops), _memory_totals(run, devices, peaks)), by_op, more
+    out = M.with_capacity(MO.with_peak_ops(peaks, host_ops), _memory_totals(run, devices, peaks))
+    return M.with_fragmentation(out, M.fragmentation(memory, steps)), by_op, more
+
+
+def _memory_categories(memory: pl.DataFrame, host_ops: pl.DataFrame | None, steps: pl.DataFrame, peaks: pl.DataFrame) -> pl.DataFrame:
+    """Report.memory_categories: what kinds of tensor held each device at its peak
+    (memory_categories.py), for devices whose allocator events carry addresses."""
+    if peaks.height == 0:
+        return MC.empty()
+    lives = ML.with_ops(ML.lifetimes(memory), host_ops, LK.ALLOCATION_OPS)
+    spans = steps.select("rank", "start_ns", end_ns=pl.col("start_ns") + pl.col("dur_ns"))
+    return MC.at_peaks(MC.categorise(lives, host_ops, spans), memory, peaks)
 
 
 def _memory_totals(run: Run, devices: pl.DataFrame, peaks: pl.DataFrame) -> pl.DataFrame:

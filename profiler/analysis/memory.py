@@ -37,8 +37,13 @@ MEMORY_SCHEMA = {
     "relative": pl.Boolean,  # the peak counts only what was allocated since the trace began
     "memory_total_bytes": pl.Int64,  # the device's memory (NVML, deviceProperties, XPlane); null: unknown
     "peak_share": pl.Float64,  # the most held (allocated or reserved) over the total; null: no total, or a relative peak
+    "fragmentation_bytes": pl.Int64,  # reserved but not allocated when reserved peaked; null: reserved not recorded
+    "fragmentation_bytes_per_step": pl.Int64,  # its least-squares trend at the steps' ends; null: under FRAGMENTATION_MIN_STEPS steps
 }
-PEAK_COLUMNS = [c for c in MEMORY_SCHEMA if c not in ("memory_total_bytes", "peak_share")]
+LATER = ("memory_total_bytes", "peak_share", "fragmentation_bytes", "fragmentation_bytes_per_step")  # added after the peaks
+PEAK_COLUMNS = [c for c in MEMORY_SCHEMA if c not in LATER]
+FRAGMENTATION_SCHEMA = {"rank": pl.Int32, "device": pl.String, "fragmentation_bytes": pl.Int64, "fragmentation_bytes_per_step": pl.Int64}
+FRAGMENTATION_MIN_STEPS = 3  # steps' ends a trend is fitted over
 _PEAKS_SCHEMA = {**{k: v for k, v in MEMORY_SCHEMA.items() if k in PEAK_COLUMNS and k != "peak_op"}, "pid": pl.Int64, "tid": pl.Int64}
 
 
@@ -105,6 +110,34 @@ def with_capacity(memory: pl.DataFrame, totals: pl.DataFrame) -> pl.DataFrame:
     held = pl.max_horizontal("peak_allocated_bytes", "peak_reserved_bytes")
     share = pl.when(~pl.col("relative") & pl.col("memory_total_bytes").is_not_null()).then(held / pl.col("memory_total_bytes"))
     return out.with_columns(peak_share=share).select(list(MEMORY_SCHEMA)).cast(MEMORY_SCHEMA)
+
+
+def fragmentation(memory: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
+    """Per (rank, device) whose trace records reserved memory: what the caching allocator
+    reserved but had not allocated when its reservation peaked (``fragmentation_bytes``: what
+    ``expandable_segments`` or fewer differently sized allocations could give back), and the
+    trend of reserved less allocated at the ends of ``steps`` (least squares per step over
+    the steps' ends, null under FRAGMENTATION_MIN_STEPS of them)."""
+    rows = allocated(memory.filter(pl.col("total_reserved_bytes") > 0)).with_columns(pl.col("rank").cast(pl.Int32))
+    if rows.height == 0:
+        return pl.DataFrame(schema=FRAGMENTATION_SCHEMA)
+    gap = pl.col("total_reserved_bytes") - pl.col("allocated_bytes")
+    at_peak = rows.group_by(GROUP, maintain_order=True).agg(fragmentation_bytes=gap.get(pl.col("total_reserved_bytes").arg_max()))
+    ends = steps.select(pl.col("rank").cast(pl.Int32), pl.col("step").cast(pl.Float64), end_ns=(pl.col("start_ns") + pl.col("dur_ns")).cast(pl.Int64))
+    levels = (ends.join(rows.select(GROUP).unique(), on="rank").sort("end_ns")
+              .join_asof(rows.select(*GROUP, "time_ns", _gap=gap).sort("time_ns"), left_on="end_ns", right_on="time_ns", by=GROUP,
+                         strategy="backward", check_sortedness=False)
+              .drop_nulls("_gap"))
+    x, y = pl.col("step") - pl.col("step").mean(), pl.col("_gap").cast(pl.Float64) - pl.col("_gap").cast(pl.Float64).mean()
+    trend = levels.group_by(GROUP).agg(_n=pl.len(), _slope=(x * y).sum() / (x * x).sum())
+    trend = trend.select(*GROUP, fragmentation_bytes_per_step=pl.when(pl.col("_n") >= FRAGMENTATION_MIN_STEPS).then(pl.col("_slope").round(0)))
+    return at_peak.join(trend, on=GROUP, how="left").select(list(FRAGMENTATION_SCHEMA)).cast(FRAGMENTATION_SCHEMA).sort(GROUP)
+
+
+def with_fragmentation(memory: pl.DataFrame, frag: pl.DataFrame) -> pl.DataFrame:
+    """Report.memory with ``fragmentation``'s columns (null where reserved memory is not recorded)."""
+    out = memory.drop("fragmentation_bytes", "fragmentation_bytes_per_step").join(frag, on=GROUP, how="left")
+    return out.select(list(MEMORY_SCHEMA)).cast(MEMORY_SCHEMA)
 
 
 def rank_skew(memory: pl.DataFrame) -> dict[str, Any] | None:

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from accelscope.analysis.memory import GROUP, MEMORY_SCHEMA, PEAK_COLUMNS
+from accelscope.analysis.memory import GROUP, LATER, MEMORY_SCHEMA, PEAK_COLUMNS
 from accelscope.traces import schema as S
 
 TOP_N = 50  # Report.memory_ops: the ops allocating most on each device
@@ -98,7 +98,7 @@ def with_peak_ops(peaks: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:
     rows = peaks.select(*GROUP, "pid", "tid", pl.col("peak_time_ns").alias("time_ns")).with_row_index("_id")
     named = rows.join(innermost(holding(rows, ops)), on="_id").select(*GROUP, pl.col("name").alias("peak_op"))
     out = peaks.join(named, on=GROUP, how="left").select(PEAK_COLUMNS)
-    return out.with_columns(memory_total_bytes=pl.lit(None, pl.Int64), peak_share=pl.lit(None, pl.Float64)).cast(MEMORY_SCHEMA)
+    return out.with_columns(pl.lit(None).alias(c) for c in LATER).select(list(MEMORY_SCHEMA)).cast(MEMORY_SCHEMA)
 
 
 def table(memory: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:

@@ -26,6 +26,7 @@ from accelscope.analysis.launches import Launches
 from accelscope.analysis.leaks import empty as empty_leaks
 from accelscope.analysis.memory import empty as empty_memory
 from accelscope.analysis.memory import rank_skew
+from accelscope.analysis.memory_categories import empty as empty_memory_categories
 from accelscope.analysis.memory_ops import empty as empty_memory_ops
 from accelscope.analysis.memory_ops import most as most_memory_ops
 from accelscope.analysis.stragglers import Straggler
@@ -82,6 +83,7 @@ class Recommendation:
     mean_step_ns: float
     projection: str = ""  # the model behind projected_step_ns, or why there is none
     unit: str = "step"  # what a step is here: "step", "iteration" or "window" (breakdown.STEP_WORDS)
+    frees_bytes: int | None = None  # memory advice: about how much the action frees at the peak (None: not memory advice)
 
     @property
     def projected_speedup(self) -> float | None:
@@ -91,6 +93,8 @@ class Recommendation:
     @property
     def text(self) -> str:
         p = self.projected_step_ns
+        if self.frees_bytes is not None:
+            return f"{self.evidence}: {self.action}. Expected: frees about {self.frees_bytes / 2**20:,.0f} MiB at the peak ({self.projection})."
         if p is None or p <= 0:
             return f"{self.evidence}: {self.action}." + (f" No projection: {self.projection}." if self.projection else "")
         return (f"{self.evidence}: {self.action}. Expected: at best {self.mean_step_ns / 1e6:.1f} -> {p / 1e6:.1f} ms per {self.unit} "
@@ -106,6 +110,7 @@ class Recommendation:
             "projected_step_us": round(self.projected_step_ns / 1000, 3) if self.projected_step_ns is not None else None,
             "projected_speedup": round(speedup, 4) if speedup is not None else None,
             "projection": self.projection,
+            "frees_bytes": self.frees_bytes,
             "text": self.text,
         }
 
@@ -156,6 +161,8 @@ class Report:
     # allocating most on each device (memory_ops.py), and how many more ops held any.
     memory_ops: pl.DataFrame = field(default_factory=empty_memory_ops)
     memory_ops_more: int = 0
+    # Per (rank, device, category): the kinds of tensor held at the device's peak (memory_categories.py).
+    memory_categories: pl.DataFrame = field(default_factory=empty_memory_categories)
 
     @property
     def run_name(self) -> str:
@@ -258,6 +265,34 @@ class Report:
         device: analyze's "Memory by op" table."""
         return most_memory_ops(self.memory_ops)
 
+    def categories_at_peak(self, rank: int, device: str) -> dict[str, int] | None:
+        """The bytes of each kind of tensor held at the device's peak (None: its allocator
+        events carry no addresses, so what was live is unknown)."""
+        rows = self.memory_categories.filter((pl.col("rank") == rank) & (pl.col("device") == device))
+        return {r["category"]: r["bytes"] for r in rows.iter_rows(named=True)} if rows.height else None
+
+    @property
+    def memory_peak_texts(self) -> list[str]:
+        """Per device with categories or fragmentation, one line: "at the peak on cuda:0:
+        activation 5.1 GiB (43%) · gradient 2.0 GiB (17%) · ...; 1.2 GiB reserved unallocated"."""
+        multi_rank = len(self.run.ranks) > 1
+        out = []
+        for m in self.memory.iter_rows(named=True):
+            where = f"rank {m['rank']} · {m['device']}" if multi_rank else m["device"]
+            held = self.categories_at_peak(m["rank"], m["device"]) or {}
+            peak = m["peak_allocated_bytes"]
+            parts = [f"{c.replace('_', ' ')} {_size(b)} ({b / peak:.0%})" for c, b in sorted(held.items(), key=lambda kv: -kv[1])] if peak >= 2**20 else []
+            line = f"at the peak on {where}: " + " · ".join(parts) if parts else ""
+            frag, trend = m["fragmentation_bytes"], m["fragmentation_bytes_per_step"]
+            if frag is not None and m["peak_reserved_bytes"]:
+                more = f"{_size(frag)} of the {_size(m['peak_reserved_bytes'])} reserved was unallocated at the reservation's peak"
+                if trend is not None and abs(trend) >= 2**20:
+                    more += f", {'growing' if trend > 0 else 'shrinking'} {_size(abs(trend))} per {self.step_word}"
+                line = f"{line}; {more}" if line else f"on {where}: {more}"
+            if line:
+                out.append(line)
+        return out
+
     @property
     def memory_leak_texts(self) -> list[str]:
         """One line per leak: "memory grows 1.0 MiB per step on cpu, allocated under aten::ones and never freed"."""
@@ -312,7 +347,7 @@ class Report:
                 "unmatched_events": self.unmatched_collectives,
                 "by_kind": table_json(self.collectives_by_kind),
             },
-            "memory": {"devices": [_memory_json(r) for r in self.memory.iter_rows(named=True)], "leaks": table_json(self.memory_leaks),
+            "memory": {"devices": [_memory_json(r, self.categories_at_peak(r["rank"], r["device"])) for r in self.memory.iter_rows(named=True)], "leaks": table_json(self.memory_leaks),
                        "rank_skew": rank_skew(self.memory), "ops": table_json(self.memory_ops), "ops_more": self.memory_ops_more},
             LEAK_METRIC: self.memory_leak_bytes_per_step,
             PEAK_SHARE_METRIC: self.peak_memory_share,
@@ -359,7 +394,12 @@ def _run_json(info: RunInfo) -> dict[str, Any]:
     }
 
 
-def _memory_json(r: dict[str, Any]) -> dict[str, Any]:
+def _size(n: int) -> str:
+    """Bytes in MiB, or GiB from 1 GiB."""
+    return f"{n / 2**30:.1f} GiB" if abs(n) >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _memory_json(r: dict[str, Any], categories: dict[str, int] | None) -> dict[str, Any]:
     return {
         "rank": r["rank"],
         "device": r["device"],
@@ -371,6 +411,9 @@ def _memory_json(r: dict[str, Any]) -> dict[str, Any]:
         "relative": r["relative"],
         "memory_total_bytes": r["memory_total_bytes"],
         "peak_share": None if r["peak_share"] is None else round(r["peak_share"], 6),
+        "categories_at_peak": categories,
+        "fragmentation_bytes": r["fragmentation_bytes"],
+        "fragmentation_bytes_per_step": r["fragmentation_bytes_per_step"],
     }
 
 
