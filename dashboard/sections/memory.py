@@ -219,23 +219,27 @@ def render(board: Any, request: Any) -> tuple:
 
 
 def clicked(fig: Any, click: Any) -> tuple[int, str, float] | None:
-    """(rank, device, time in ms since the run's start) of a click on a device's allocated or
-    reserved curve or its peak (the first such point of the click), else None. The device is
-    read from the figure's trace, which the server keeps: the browser only says which one."""
+    """(rank, device, time in ms since the run's start) of a click on a device's peak, else on
+    its allocated or reserved curve (the first such point of the click; the unified hover gives
+    each curve's nearest drawn point), else None. The device is read from the figure's trace,
+    which the server keeps: the browser only says which one."""
     points = click.get("points") if isinstance(click, dict) else None
+    found = []
     for p in points if isinstance(points, list) else []:
         n, x = (p.get("curveNumber"), p.get("x")) if isinstance(p, dict) else (None, None)
         if isinstance(n, int) and 0 <= n < len(fig.data) and isinstance(x, (int, float)) and not isinstance(x, bool):
             meta = fig.data[n].meta or {}
             if meta.get("role") in ("allocated", "reserved", "peak"):
-                return meta["rank"], meta["device"], float(x)
-    return None
+                found.append((meta["role"] != "peak", meta["rank"], meta["device"], float(x)))
+    return min(found, key=lambda f: f[0])[1:] if found else None
 
 
-def has_addresses(view: Any) -> bool:
-    """Whether the run's allocator events record addresses (traces of 2021 do not): without
-    them, what was live at an instant is unknown."""
-    return view.cached("memory:addresses", lambda: bool(view.run.memory["addr"].is_not_null().any()))
+def has_addresses(view: Any, rank: int, device: str) -> bool:
+    """Whether the device's allocator events record addresses (traces of 2021 do not):
+    without them, what was live at an instant is unknown."""
+    with_addresses = view.cached("memory:addresses", lambda: {
+        (int(r), str(d)) for r, d in view.run.memory.filter(pl.col("addr").is_not_null()).select(GROUP).unique().iter_rows()})
+    return (rank, device) in with_addresses
 
 
 def live(board: Any, click: Any, value: Any, run_changed: bool = False) -> Any:
@@ -254,11 +258,12 @@ def live(board: Any, click: Any, value: Any, run_changed: bool = False) -> Any:
         return html.P(mt.LIVE_HINT, className="details-hint")
     rank, device, at_ms = got
     label = mt.device_label(rank, device, view.run.memory["rank"].n_unique() > 1)
-    if not has_addresses(view):
+    if not has_addresses(view, rank, device):
         return mt.live_part(None, label, at_ms)
     from accelscope.analysis.memory_live import live_at
 
-    rows = live_at(view.run, rank, device, view.origin_ns + round(at_ms * 1e6), n=mt.LIVE_ROWS)
+    # Every (op, category) row, for the total; the panel lists the largest.
+    rows = live_at(view.run, rank, device, view.origin_ns + round(at_ms * 1e6), n=mt.LIVE_ALL)
     return mt.live_part(rows, label, at_ms)
 
 

@@ -26,7 +26,8 @@ OP_COLUMNS = [  # (field, header, kind): bytes columns hold bytes, shown in huma
 ]
 OPS_HINT = ("Per host op name: what it allocated itself (as the innermost host op of the allocating thread), its net increase "
             "(less what it freed), and the same under it, its children's included. Click a header to sort.")
-LIVE_ROWS = 20  # (op, category) rows of what was live at a clicked instant
+LIVE_ROWS = 20  # (op, category) rows listed of what was live at a clicked instant
+LIVE_ALL = 1_000_000  # rows asked of live_at: all of them (a few hundred at most), for the total
 LIVE_HINT = "Click the allocated curve (or a peak) to see what was live on that device at that instant."
 NO_ADDRESSES = "This trace does not record addresses, so what was live is unknown."
 BYTES_FORMAT = {"function": "bytes(params.value)"}
@@ -123,14 +124,21 @@ def leaks_part(report: Any) -> list:
 
 
 def live_part(live: pl.DataFrame | None, label: str, at_ms: float) -> Any:
-    """What was live at a clicked instant on one device (``memory_live.live_at``'s rows), or
-    the line saying the trace cannot tell (``live`` None)."""
+    """What was live at a clicked instant on one device (``memory_live.live_at``'s rows, most
+    bytes first): the largest LIVE_ROWS and the total of them all; or the line saying the trace
+    cannot tell (``live`` None)."""
     html = require("dash.html", "dashboard", "accelscope dashboard")
     head = html.Div([html.Span("live memory", className="details-kind"), html.Span(f"{label} at {at_ms:,.3f} ms", className="details-title")],
                     className="details-head")
     if live is None:
         return html.Div([head, html.P(NO_ADDRESSES, className="details-hint")])
     if live.height == 0:
-        return html.Div([head, html.P("Nothing allocated during the trace was live then.", className="details-hint")])
-    rows = [[r["op"] or "(no host op)", r["category"], size_text(r["live_bytes"]), f"{r['allocations']:,}"] for r in live.iter_rows(named=True)]
+        return html.Div([head, html.P("Nothing was allocated on this device then.", className="details-hint")])
+    rows = [[r["op"] or "(no host op)", r["category"].replace("_", " "), size_text(r["live_bytes"]), f"{r['allocations']:,}"]
+            for r in live.head(LIVE_ROWS).iter_rows(named=True)]
+    more = live.height - LIVE_ROWS
+    if more > 0:
+        rest = live.slice(LIVE_ROWS)
+        rows.append([f"{more:,} more (op, category) pairs", "", size_text(int(rest["live_bytes"].sum())), f"{int(rest['allocations'].sum()):,}"])
+    rows.append(["total", "", size_text(int(live["live_bytes"].sum())), f"{int(live['allocations'].sum()):,}"])
     return html.Div([head, _table(["op", "category", "live", "allocations"], rows, "details-table memory-live-table")])

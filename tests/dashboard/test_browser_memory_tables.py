@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-from tests.dashboard.browser import open_dashboard, require_browser  # noqa: E402
+from tests.dashboard.browser import open_dashboard, panel_px, require_browser  # noqa: E402
 
 require_browser()
 
@@ -74,4 +74,17 @@ def test_the_leak_is_listed_under_the_curves(recorded):
     assert report.memory_leaks.height == 1
     text = pg.inner_text("#memory-leaks")
     assert "LEAKS" in text.upper() and "aten::ones" in text and "1.0 MiB" in text
+    assert pg.errors == []
+
+
+def test_a_click_at_the_peak_shows_what_was_live(recorded):
+    pg, report = recorded
+    peak = report.memory.row(0, named=True)
+    x = pg.evaluate("() => document.querySelector('#memory-graph .js-plotly-plot').data.find(t => t.meta.role === 'peak').x[0]")
+    pg.eval_on_selector("#memory-graph", "e => e.scrollIntoView({block: 'center'})")
+    pg.mouse.click(*panel_px(pg, "memory-graph", x))
+    pg.wait_for_selector("#memory-live .memory-live-table", timeout=TIMEOUT_MS)
+    rows = pg.evaluate("() => [...document.querySelectorAll('#memory-live tbody tr')].map(r => [...r.cells].map(c => c.innerText))")
+    assert rows[0][0] == "aten::ones" and rows[0][2:] == ["8.00 MiB", "8"], "the eight kept 1 MiB tensors"
+    assert rows[-1][0] == "total" and rows[-1][2] == mt.size_text(peak["peak_allocated_bytes"])
     assert pg.errors == []

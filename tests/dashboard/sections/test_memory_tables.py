@@ -132,6 +132,8 @@ def test_a_click_names_the_device_of_the_curve_the_figure_drew(board):
     assert memory.clicked(fig, on_cuda) == (0, "cuda:0", 12.5)
     assert memory.clicked(fig, {"points": [{"curveNumber": roles[("peak", "cpu")], "x": 3.0}]}) == (0, "cpu", 3.0)
     assert memory.clicked(fig, {"points": [{"curveNumber": roles[("total", "cuda:0")], "x": 3.0}]}) is None
+    near_peak = {"points": [{"curveNumber": roles[("allocated", "cpu")], "x": 2.9}, {"curveNumber": roles[("peak", "cpu")], "x": 3.0}]}
+    assert memory.clicked(fig, near_peak) == (0, "cpu", 3.0), "a click at a peak is at the peak, not at the curve's nearest drawn point"
     for junk in (None, {}, {"points": "x"}, {"points": [{"curveNumber": 99, "x": 1}]}, {"points": [{"curveNumber": True, "x": "a"}]}):
         assert memory.clicked(fig, junk) is None
 
@@ -139,7 +141,7 @@ def test_a_click_names_the_device_of_the_curve_the_figure_drew(board):
 def test_a_trace_without_addresses_says_what_was_live_is_unknown(board):
     fig = board.figure(0, memory.NAME, memory.figure_of)
     n = next(i for i, t in enumerate(fig.data) if t.meta["role"] == "allocated" and t.meta["device"] == "cuda:0")
-    assert not memory.has_addresses(board.views[0])
+    assert not memory.has_addresses(board.views[0], 0, "cuda:0")
     got = str(memory.live(board, {"points": [{"curveNumber": n, "x": 100.0}]}, 0))
     assert mt.NO_ADDRESSES in got and "cuda:0 at 100.000 ms" in got
 
@@ -149,3 +151,26 @@ def test_without_a_click_or_on_another_run_the_panel_is_the_hint(board):
     assert mt.LIVE_HINT in str(memory.live(board, None, 0))
     assert mt.LIVE_HINT in str(memory.live(board, {"points": [{"curveNumber": 2, "x": 1.0}]}, 0, run_changed=True))
     assert mt.LIVE_HINT in str(memory.live(board, {"points": [{"curveNumber": len(fig.data), "x": 1.0}]}, 0))
+
+
+def test_a_click_at_the_peak_lists_what_was_live_then(leak_board):
+    """At the leaking run's peak, the eight kept 1 MiB tensors of the traced steps, all made by aten::ones."""
+    view = leak_board.views[0]
+    peak = view.report.memory.row(0, named=True)
+    fig = leak_board.figure(0, memory.NAME, memory.figure_of)
+    n = next(i for i, t in enumerate(fig.data) if t.meta["role"] == "allocated")
+    assert memory.has_addresses(view, 0, "cpu")
+    panel = memory.live(leak_board, {"points": [{"curveNumber": n, "x": (peak["peak_time_ns"] - view.origin_ns) / 1e6}]}, 0)
+    cells = [[td.children for td in tr.children] for tr in panel.children[1].children[1].children]
+    assert cells[0][0] == "aten::ones" and cells[0][2:] == ["8.00 MiB", "8"]
+    assert cells[-1][0] == "total" and cells[-1][2] == mt.size_text(peak["peak_allocated_bytes"])
+
+
+def test_the_live_panel_lists_the_largest_and_totals_them_all():
+    live = pl.DataFrame({"op": [f"op{i}" for i in range(25)], "category": ["activation"] * 24 + ["before_trace"],
+                         "live_bytes": [2**20 * (30 - i) for i in range(25)], "allocations": [1] * 25})
+    rows = [[td.children for td in tr.children] for tr in mt.live_part(live, "cuda:0", 1.0).children[1].children[1].children]
+    assert len(rows) == mt.LIVE_ROWS + 2 and rows[0] == ["op0", "activation", "30.0 MiB", "1"]
+    assert rows[-2] == ["5 more (op, category) pairs", "", mt.size_text(2**20 * sum(range(6, 11))), "5"]
+    assert rows[-1] == ["total", "", mt.size_text(2**20 * sum(range(6, 31))), "25"]
+    assert "Nothing" in str(mt.live_part(live.clear(), "cuda:0", 1.0))
