@@ -2,11 +2,15 @@
 time per (rank, device) as a step line, reserved memory dashed where the trace records it,
 each device's peak marked (``Report.memory``: bytes, step, op), the device's total dotted
 where the run's metadata knows it. Beneath the metrics, on the timeline's time axis and
-zoomed with it.
+zoomed with it. Where a panel holds one device whose events carry addresses, what it held is
+stacked by category beneath the curve (``memory_categories.run_timeline``). A click on a
+curve asks ``memory_live.live_at`` what was live then; the leaks and memory by op are
+beneath (``memory_tables``).
 
 The curve is the analyzer's (``analysis.memory.allocated``), thinned for drawing only: per
 pixel-wide bucket of time, the rows holding the bucket's most and least allocated and its
-last row are kept, so the peak is always drawn and the level between buckets is right.
+last row are kept, so the peak is always drawn and the level between buckets is right. The
+categories are thinned the same way, by their sum.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 import polars as pl
 
 from accelscope.analysis.memory import GROUP, allocated
+from accelscope.analysis.memory_categories import CATEGORIES, run_timeline
 from accelscope.dashboard.components import graph, grid_box, loading, section
 from accelscope.dashboard.sections import memory_tables as mt
 from accelscope.dashboard.theme import TIME_MARGIN, base_layout, empty_figure, plotly_go
@@ -23,9 +28,10 @@ from accelscope.dashboard.theme import TIME_MARGIN, base_layout, empty_figure, p
 NAME = "memory"
 TITLE = "Memory"
 SUB = ("What the allocator held over the run, beneath the timeline on its time axis and zoomed with it: allocated memory per device "
-       "(solid), reserved by the caching allocator (dashed) where the trace records it, each device's peak marked with its step and "
-       "the op running, the device's total (dotted) where it is known. Click the allocated curve for what was live then; beneath, "
-       "the leaks and memory by op.")
+       "(solid), stacked by category (parameters, activations, gradients, ...) where the trace records addresses and the panel holds "
+       "one device, reserved by the caching allocator (dashed) where the trace records it, each device's peak marked with its step "
+       "and the op running, the device's total (dotted) where it is known. Click the allocated curve or a peak for what was live "
+       "then; beneath, the leaks and memory by op.")
 NONE = "No allocator events recorded (torch.profiler with profile_memory=True, or a TF/JAX profile)."
 HIDDEN = {"display": "none"}
 BUCKETS = 2000  # time buckets over the run: about one per pixel of a wide screen
@@ -33,6 +39,11 @@ COLORS = ["#4C78A8", "#F58518", "#59A14F", "#B279A2", "#9D755D", "#E2B93B", "#5F
 GIB, MIB, KIB = 1024**3, 1024**2, 1024
 TOTAL_SHOWN_FROM = 0.25  # a device's total is drawn when its peak reaches this share of it, else only in the legend
 PANEL_PX, GAP_PX = 220, 40
+# The categories' areas, stacked from the bottom in this order: what was held before the trace,
+# then the model's state, then what the step makes and frees.
+STACK = ("before_trace", "parameter", "optimizer_state", "input", "gradient", "activation", "autograd_detail", "temporary", "unknown")
+CATEGORY_COLORS = {"before_trace": "#D5DAE1", "parameter": "#9ECAE9", "optimizer_state": "#C5B0D5", "input": "#8FD3C7",
+                   "gradient": "#B2DF8A", "activation": "#FDBF6F", "autograd_detail": "#E7E3A1", "temporary": "#F4CCCC", "unknown": "#BDBDBD"}
 RELATIVE = "relative to the capture's start"
 
 
@@ -47,19 +58,28 @@ def thin(memory: pl.DataFrame, origin_ns: int, span_ns: int, buckets: int = BUCK
     ``reserved_bytes`` (``total_reserved_bytes`` forward-filled). Of each of ``buckets`` equal
     spans of time from ``origin_ns``, the rows of the bucket's first maximum and minimum of
     allocated memory and its last row; so the peak (the first maximum) is always kept."""
-    rows = (
-        allocated(memory)
-        .with_columns(reserved_bytes=pl.col("total_reserved_bytes").forward_fill().over(GROUP))
-        .with_row_index("_i")
-        .with_columns(_b=((pl.col("time_ns") - origin_ns) * buckets / max(span_ns, 1)).floor().cast(pl.Int64))
-    )
+    rows = allocated(memory).with_columns(reserved_bytes=pl.col("total_reserved_bytes").forward_fill().over(GROUP))
+    return thin_rows(rows, pl.col("allocated_bytes"), origin_ns, span_ns, buckets).select(*GROUP, "time_ns", "allocated_bytes", "reserved_bytes")
+
+
+def thin_rows(rows: pl.DataFrame, value: pl.Expr, origin_ns: int, span_ns: int, buckets: int = BUCKETS) -> pl.DataFrame:
+    """Of ``rows`` (per (rank, device) in time order), per bucket of time the rows of the first
+    maximum and minimum of ``value`` and the last row, in their order."""
+    rows = rows.with_row_index("_i").with_columns(
+        _v=value, _b=((pl.col("time_ns") - origin_ns) * buckets / max(span_ns, 1)).floor().cast(pl.Int64))
     per_bucket = rows.group_by([*GROUP, "_b"]).agg(
-        hi=pl.col("_i").get(pl.col("allocated_bytes").arg_max()),
-        lo=pl.col("_i").get(pl.col("allocated_bytes").arg_min()),
+        hi=pl.col("_i").get(pl.col("_v").arg_max()),
+        lo=pl.col("_i").get(pl.col("_v").arg_min()),
         last=pl.col("_i").max(),
     )
     keep = pl.concat([per_bucket.select(_i=pl.col(c)) for c in ("hi", "lo", "last")])["_i"]
-    return rows.filter(pl.col("_i").is_in(keep.implode())).select(*GROUP, "time_ns", "allocated_bytes", "reserved_bytes")
+    return rows.filter(pl.col("_i").is_in(keep.implode())).drop("_i", "_v", "_b")
+
+
+def thin_categories(timeline: pl.DataFrame, origin_ns: int, span_ns: int, buckets: int = BUCKETS) -> pl.DataFrame:
+    """``memory_categories.timeline``'s rows to draw as stacked areas, thinned as ``thin``
+    thins the allocated curve (by the categories' sum, which is what the allocator held)."""
+    return thin_rows(timeline.sort([*GROUP, "time_ns"], maintain_order=True), pl.sum_horizontal(CATEGORIES), origin_ns, span_ns, buckets)
 
 
 def capacities(peaks: pl.DataFrame) -> dict[tuple[int | None, str], int]:
@@ -102,10 +122,13 @@ def _total_shown(peak: dict[str, Any], total: int) -> bool:
     return not peak["relative"] and most >= TOTAL_SHOWN_FROM * total
 
 
-def memory_figure(peaks: pl.DataFrame, rows: pl.DataFrame, totals: dict[tuple[int | None, str], int], origin_ns: int, x_range: tuple[float, float]):
+def memory_figure(peaks: pl.DataFrame, rows: pl.DataFrame, totals: dict[tuple[int | None, str], int], origin_ns: int, x_range: tuple[float, float],
+                  categories: pl.DataFrame | None = None):
     """Accelerator devices in one panel, host (``cpu``) allocators in another beneath it, each
     in a unit from its peak; ``peaks`` is ``Report.memory``, ``rows`` from ``thin``. A device's
-    total is drawn where ``_total_shown``, else only in the legend (a click draws it)."""
+    total is drawn where ``_total_shown``, else only in the legend (a click draws it). Where a
+    panel holds one device and ``categories`` (from ``thin_categories``) has its rows, what it
+    held is stacked by category beneath its allocated curve."""
     go = plotly_go()
     if peaks.height == 0:
         return empty_figure(NONE)
@@ -113,6 +136,7 @@ def memory_figure(peaks: pl.DataFrame, rows: pl.DataFrame, totals: dict[tuple[in
     panels = [p for p in ("device", "host") if any((d == "cpu") == (p == "host") for d in peaks["device"])]
     plot_px = PANEL_PX * len(panels) + GAP_PX * (len(panels) - 1)
     series = rows.partition_by(GROUP, as_dict=True, maintain_order=True)
+    by_category = {} if categories is None else categories.partition_by(GROUP, as_dict=True, maintain_order=True)
     drawn = peaks.sort(pl.col("device") == "cpu", "rank", "device")  # accelerators first: they take the first colours
     colours = {(r["rank"], r["device"]): COLORS[i % len(COLORS)] for i, r in enumerate(drawn.iter_rows(named=True))}
     traces, marks, layout, top = [], [], {}, plot_px  # peak markers first: listed first in the hover box
@@ -130,6 +154,9 @@ def memory_figure(peaks: pl.DataFrame, rows: pl.DataFrame, totals: dict[tuple[in
             label = f"{device} (rank {rank})" if multi_rank else device
             colour = colours[(rank, device)]
             group = dict(legendgroup=f"{rank}/{device}", legend="legend" + suffix, **axes)
+            stacked = by_category.get((rank, device)) if mine.height == 1 else None  # one device: its areas alone in the panel
+            if stacked is not None:
+                traces.extend(category_traces(stacked, origin_ns, div, unit, axes, suffix))
             s = series.get((rank, device))
             if s is not None:
                 x = (s["time_ns"].to_numpy() - origin_ns) / 1e6
@@ -182,6 +209,24 @@ def memory_figure(peaks: pl.DataFrame, rows: pl.DataFrame, totals: dict[tuple[in
     return fig
 
 
+def category_traces(rows: pl.DataFrame, origin_ns: int, div: int, unit: str, axes: dict[str, str], suffix: str) -> list:
+    """One device's categories as stacked areas (STACK order, those it ever held), in a legend
+    group per category."""
+    go = plotly_go()
+    x = (rows["time_ns"].to_numpy() - origin_ns) / 1e6
+    out = []
+    for c in STACK:
+        if (rows[c].max() or 0) <= 0:
+            continue
+        name = c.replace("_", " ")
+        out.append(go.Scatter(
+            x=x, y=rows[c].to_numpy() / div, name=name, mode="lines", stackgroup="categories" + suffix, line=dict(width=0, shape="hv"),
+            fillcolor=CATEGORY_COLORS[c], legendgroup=f"category/{c}", legend="legend" + suffix,
+            meta=dict(role="category", category=c, rank=int(rows["rank"][0]), device=rows["device"][0]),
+            hovertemplate=f"{name}: %{{y:,.2f}} {unit}<extra></extra>", **axes))
+    return out
+
+
 def figure_of(view: Any) -> Any:
     """The run's memory figure over its whole time axis (the empty figure without allocator
     events or without a report)."""
@@ -190,8 +235,10 @@ def figure_of(view: Any) -> Any:
     if report is None or memory.height == 0:
         return empty_figure(NONE)
     end_ms = max(view.end_ms, 1e-3)
-    rows = thin(memory, view.origin_ns, int(end_ms * 1e6))
-    return memory_figure(report.memory, rows, capacities(report.memory), view.origin_ns, (0.0, end_ms))
+    span_ns = int(end_ms * 1e6)
+    rows = thin(memory, view.origin_ns, span_ns)
+    categories = thin_categories(run_timeline(view.run), view.origin_ns, span_ns)
+    return memory_figure(report.memory, rows, capacities(report.memory), view.origin_ns, (0.0, end_ms), categories)
 
 
 def layout(board: Any) -> list:

@@ -88,3 +88,13 @@ def test_a_click_at_the_peak_shows_what_was_live(recorded):
     assert rows[0][0] == "aten::ones" and rows[0][2:] == ["8.00 MiB", "8"], "the eight kept 1 MiB tensors"
     assert rows[-1][0] == "total" and rows[-1][2] == mt.size_text(peak["peak_allocated_bytes"])
     assert pg.errors == []
+
+
+def test_what_the_cpu_held_is_drawn_as_stacked_areas(recorded):
+    pg, report = recorded
+    got = pg.evaluate("""() => { const gd = document.querySelector('#memory-graph .js-plotly-plot');
+        return [gd.data.filter(t => t.meta.role === 'category').map(t => t.meta.category),
+                [...gd.querySelectorAll('.scatterlayer .js-fill')].filter(p => (p.getAttribute('d') || '').length > 10).length]; }""")
+    categories, fills = got
+    assert categories and fills == len(categories), "one filled area per category held"
+    assert pg.errors == []

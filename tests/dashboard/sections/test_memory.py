@@ -1,6 +1,6 @@
 """The Memory section on the real V100 ResNet-50 nw0 trace (8,220 allocator events on cuda:0,
 4,618 on the CPU, no recorded totals: relative peaks), on the H100 Qwen inference trace
-(recorded totals, reserved memory), and its absence on a real trace without allocator events."""
+(recorded totals, reserved memory, addresses: what it held stacked by category), and its absence on a real trace without allocator events."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("dash", reason="the dashboard extra is not installed")
 
+from accelscope.analysis.memory_categories import CATEGORIES, run_timeline  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
 from accelscope.dashboard.report import build_report  # noqa: E402
 from accelscope.dashboard.sections import memory  # noqa: E402
@@ -142,3 +143,37 @@ def test_the_html_report_draws_the_memory_figure(nw0, shared_dir, tmp_path):
     assert "<h2>Memory</h2>" in build_report(nw0)
     bare = import_traces([shared_dir / NO_MEMORY], tmp_path / "bare", progress=False, workers=1)
     assert "<h2>Memory</h2>" not in build_report(bare)
+
+
+def test_every_category_has_a_place_in_the_stack_and_a_colour():
+    assert sorted(memory.STACK) == sorted(CATEGORIES) == sorted(memory.CATEGORY_COLORS)
+
+
+def test_what_a_device_held_is_stacked_by_category_up_to_its_peak(qwen):
+    """Qwen's trace records addresses: cuda:0's blocks by category (memory_categories.timeline),
+    stacked beneath its allocated curve; where the areas reach highest is its peak."""
+    view = qwen.views[0]
+    fig = memory.render(qwen, {"run": 0, "n": 1})[1]
+    areas = [t for t in fig.data if t.meta["role"] == "category" and t.meta["device"] == "cuda:0"]
+    assert areas and {t.stackgroup for t in areas} == {"categories"}
+    assert [t.meta["category"] for t in areas] == [c for c in memory.STACK if c in {t.meta["category"] for t in areas}], "in STACK order"
+    stacked = np.sum([np.asarray(t.y) for t in areas], axis=0) * _divisor(fig, "cuda:0")
+    peak = view.report.memory.filter(pl.col("device") == "cuda:0")["peak_allocated_bytes"][0]
+    assert stacked.max() == pytest.approx(peak, rel=1e-12)
+    order = [t.meta["role"] for t in fig.data if t.meta["device"] == "cuda:0"]
+    assert order.index("allocated") > max(i for i, r in enumerate(order) if r == "category"), "the curve drawn over its areas"
+
+
+def test_a_trace_without_addresses_draws_no_categories(shown):
+    assert not [t for t in shown[1].data if t.meta["role"] == "category"]
+
+
+def test_a_panel_of_several_devices_stacks_none(qwen):
+    view = qwen.views[0]
+    peaks = view.report.memory.filter(pl.col("device") == "cuda:0")
+    two = pl.concat([peaks, peaks.with_columns(rank=pl.lit(1, pl.Int32))])
+    rows = memory.thin(view.run.memory, view.origin_ns, int(view.end_ms * 1e6))
+    cats = memory.thin_categories(run_timeline(view.run), view.origin_ns, int(view.end_ms * 1e6))
+    one = [t.meta["role"] for t in memory.memory_figure(peaks, rows, {}, view.origin_ns, (0.0, view.end_ms), cats).data]
+    both = [t.meta["role"] for t in memory.memory_figure(two, rows, {}, view.origin_ns, (0.0, view.end_ms), cats).data]
+    assert "category" in one and "category" not in both, "the areas of two devices would hide each other"
