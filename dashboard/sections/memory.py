@@ -102,8 +102,9 @@ def _size(n: int) -> str:
     return f"{n / GIB:,.2f} GiB" if n >= GIB else f"{n / MIB:,.1f} MiB" if n >= MIB else f"{n:,} B"
 
 
-def peak_text(peak: dict[str, Any], label: str) -> str:
-    """A peak's hover text, from its ``Report.memory`` row."""
+def peak_text(peak: dict[str, Any], label: str, held: dict[str, int] | None = None) -> str:
+    """A peak's hover text, from its ``Report.memory`` row and what it held by category
+    (``Report.categories_at_peak``), the largest first."""
     step = "outside every step" if peak["peak_step"] is None else f"step {peak['peak_step']}"
     op = peak["peak_op"] or "no host op running"
     lines = [f"<b>{label} peak</b>: {_size(peak['peak_allocated_bytes'])} ({peak['peak_allocated_bytes']:,} B)", f"{step} · {op}"]
@@ -111,6 +112,9 @@ def peak_text(peak: dict[str, Any], label: str) -> str:
         lines.append(f"reserved at most {_size(peak['peak_reserved_bytes'])}")
     if peak["relative"]:
         lines.append(f"{RELATIVE}: the trace records no allocator totals")
+    if held:
+        most = sorted(held.items(), key=lambda kv: -kv[1])
+        lines.append("held: " + ", ".join(f"{c.replace('_', ' ')} {_size(b)}" for c, b in most[:4]) + (", ..." if len(most) > 4 else ""))
     return "<br>".join(lines)
 
 
@@ -123,12 +127,13 @@ def _total_shown(peak: dict[str, Any], total: int) -> bool:
 
 
 def memory_figure(peaks: pl.DataFrame, rows: pl.DataFrame, totals: dict[tuple[int | None, str], int], origin_ns: int, x_range: tuple[float, float],
-                  categories: pl.DataFrame | None = None):
+                  categories: pl.DataFrame | None = None, held: dict[tuple[int, str], dict[str, int]] | None = None):
     """Accelerator devices in one panel, host (``cpu``) allocators in another beneath it, each
     in a unit from its peak; ``peaks`` is ``Report.memory``, ``rows`` from ``thin``. A device's
     total is drawn where ``_total_shown``, else only in the legend (a click draws it). Where a
     panel holds one device and ``categories`` (from ``thin_categories``) has its rows, what it
-    held is stacked by category beneath its allocated curve."""
+    held is stacked by category beneath its allocated curve; ``held``: (rank, device) -> its
+    categories at the peak, for the peak's hover text."""
     go = plotly_go()
     if peaks.height == 0:
         return empty_figure(NONE)
@@ -181,7 +186,7 @@ def memory_figure(peaks: pl.DataFrame, rows: pl.DataFrame, totals: dict[tuple[in
                 x=[peak_ms], y=[p["peak_allocated_bytes"] / div], name=f"{label} peak", mode="markers+text",
                 marker=dict(color=colour, size=12, symbol="triangle-down", line=dict(color="white", width=1)),
                 text=[text], textposition="top left" if late else "top right", cliponaxis=False,
-                textfont=dict(size=11, color=colour), hovertext=[peak_text(p, label)], hoverinfo="text", showlegend=False,
+                textfont=dict(size=11, color=colour), hovertext=[peak_text(p, label, (held or {}).get((rank, device)))], hoverinfo="text", showlegend=False,
                 meta=dict(role="peak", rank=rank, device=device), **group))
             total = totals.get((rank, device), totals.get((None, device)))
             if total is not None:
@@ -238,7 +243,8 @@ def figure_of(view: Any) -> Any:
     span_ns = int(end_ms * 1e6)
     rows = thin(memory, view.origin_ns, span_ns)
     categories = thin_categories(run_timeline(view.run), view.origin_ns, span_ns)
-    return memory_figure(report.memory, rows, capacities(report.memory), view.origin_ns, (0.0, end_ms), categories)
+    held = {(r, d): report.categories_at_peak(r, d) for r, d in report.memory.select("rank", "device").iter_rows()}
+    return memory_figure(report.memory, rows, capacities(report.memory), view.origin_ns, (0.0, end_ms), categories, held)
 
 
 def layout(board: Any) -> list:

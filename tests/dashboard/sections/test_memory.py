@@ -177,3 +177,12 @@ def test_a_panel_of_several_devices_stacks_none(qwen):
     one = [t.meta["role"] for t in memory.memory_figure(peaks, rows, {}, view.origin_ns, (0.0, view.end_ms), cats).data]
     both = [t.meta["role"] for t in memory.memory_figure(two, rows, {}, view.origin_ns, (0.0, view.end_ms), cats).data]
     assert "category" in one and "category" not in both, "the areas of two devices would hide each other"
+
+
+def test_the_peaks_hover_says_what_it_held_by_category(qwen):
+    report = qwen.views[0].report
+    held = report.categories_at_peak(0, "cuda:0")
+    assert held, "Qwen's trace records addresses"
+    text = _traces(memory.render(qwen, {"run": 0, "n": 1})[1], "peak")["cuda:0"].hovertext[0]
+    most = max(held, key=held.get)
+    assert f"held: {most.replace('_', ' ')} {memory._size(held[most])}" in text
