@@ -13,7 +13,7 @@ import polars as pl
 from accelscope.errors import require
 
 OPS_PX = 520  # the grid's place while it loads
-OPS_PAGE = 20  # rows a page
+OPS_PAGE = 10  # rows a page (the grid is as tall as that; more rows a page scroll in it)
 ROW_PX, CHROME_PX = 30, 124  # a row; the header, its filters and the pager
 OP_COLUMNS = [  # (field, header, kind): bytes columns hold bytes, shown in human units (the "bytes" formatter in accelscope.js)
     ("name", "op", "text"),
@@ -76,7 +76,7 @@ def ops_grid(rows: list[dict[str, Any]], grid_id: str = "memory-ops-table") -> A
 
     columns = [(f, h, "text" if k == "text" else "numeric") for f, h, k in OP_COLUMNS]
     height_px = CHROME_PX + ROW_PX * max(min(len(rows), OPS_PAGE), 1)  # as tall as a page of its rows (a short table leaves no blank)
-    g = grid(grid_id, columns, rows, height_px, page_size=OPS_PAGE, grid_options={"paginationPageSizeSelector": False})
+    g = grid(grid_id, columns, rows, height_px, page_size=OPS_PAGE, grid_options={"paginationPageSizeSelector": [OPS_PAGE, 25, 50]})
     shown = {f: h for f, h, k in OP_COLUMNS if k == "bytes"}
     for col in g.columnDefs:
         if col["field"] in shown:  # as wide as the values shown, not their bytes
