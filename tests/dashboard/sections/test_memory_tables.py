@@ -162,7 +162,7 @@ def test_a_click_at_the_peak_lists_what_was_live_then(leak_board):
     assert memory.has_addresses(view, 0, "cpu")
     panel = memory.live(leak_board, {"points": [{"curveNumber": n, "x": (peak["peak_time_ns"] - view.origin_ns) / 1e6}]}, 0)
     cells = [[td.children for td in tr.children] for tr in panel.children[1].children[1].children]
-    assert cells[0][0] == "aten::ones" and cells[0][2:] == ["8.00 MiB", "8"]
+    assert ["aten::ones", "8.00 MiB", "8"] in [[c[0], *c[2:]] for c in cells], cells  # above or below what the process held before the trace
     assert cells[-1][0] == "total" and cells[-1][2] == mt.size_text(peak["peak_allocated_bytes"])
 
 
