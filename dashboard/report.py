@@ -75,8 +75,8 @@ def _memory_tables(rep) -> str:
     leaks = mt.leak_rows(rep)
     if leaks:
         word = rep.step_word
-        parts.append("<h3>Leaks: memory growing step over step</h3>"
-                     + _table(["device", f"grows per {word}", f"{word}s fitted", "op allocating what is never freed", "it never freed"], leaks))
+        parts.append("<div class='memory-leaks'><h3>Leaks: memory growing step over step</h3>"
+                     + _table(["device", f"grows per {word}", f"{word}s fitted", "op allocating what is never freed", "it never freed"], leaks) + "</div>")
     ops = rep.memory_ops
     if ops.height:
         parts.append(f"<h3>Memory by op</h3><p class='muted'>{html.escape(mt.OPS_HINT.rsplit(' Click', 1)[0])}</p>")

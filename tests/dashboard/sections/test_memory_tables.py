@@ -174,3 +174,15 @@ def test_the_live_panel_lists_the_largest_and_totals_them_all():
     assert rows[-2] == ["5 more (op, category) pairs", "", mt.size_text(2**20 * sum(range(6, 11))), "5"]
     assert rows[-1] == ["total", "", mt.size_text(2**20 * sum(range(6, 31))), "25"]
     assert "Nothing" in str(mt.live_part(live.clear(), "cuda:0", 1.0))
+
+
+def test_a_jobs_rows_name_the_rank_with_the_device():
+    from types import SimpleNamespace
+
+    from accelscope.analysis.memory_ops import MEMORY_OPS_SCHEMA
+
+    ops = pl.DataFrame({"rank": [0, 0, 1], "device": ["cpu", "cuda:0", "cuda:0"], "name": ["a", "b", "c"], "allocations": [1, 2, 3],
+                        "allocated_bytes": [10, 20, 30], "self_increase_bytes": [10, 20, 30], "total_allocated_bytes": [10, 20, 30],
+                        "total_increase_bytes": [10, 20, 30]}, schema=MEMORY_OPS_SCHEMA)
+    rows = mt.op_rows(SimpleNamespace(memory_ops=ops))
+    assert [(r["device"], r["name"]) for r in rows] == [("rank 0 · cuda:0", "b"), ("rank 1 · cuda:0", "c"), ("rank 0 · cpu", "a")]
