@@ -67,6 +67,31 @@ def _steps_table(rep) -> str:
     return f"<section><h2>{title}</h2>" + _table(["rank", "step", "ms", "busy", "input wait", "verdict", "flag", "why it is slow"], rows) + "</section>"
 
 
+def _memory_tables(rep) -> str:
+    """Under the Memory figure: the leaks, then memory by op, a table per device (``Report.memory_ops``)."""
+    from accelscope.dashboard.sections import memory_tables as mt
+
+    parts = []
+    leaks = mt.leak_rows(rep)
+    if leaks:
+        word = rep.step_word
+        parts.append("<div class='memory-leaks'><h3>Leaks: memory growing step over step</h3>"
+                     + _table(["device", f"grows per {word}", f"{word}s fitted", "op allocating what is never freed", "it never freed"], leaks) + "</div>")
+    ops = rep.memory_ops
+    if ops.height:
+        parts.append(f"<h3>Memory by op</h3><p class='muted'>{html.escape(mt.OPS_HINT.rsplit(' Click', 1)[0])}</p>")
+        multi = ops["rank"].n_unique() > 1
+        headers = [h for f, h, _ in mt.OP_COLUMNS if f != "device"]
+        for (rank, device), rows in mt.by_device(ops).partition_by(["rank", "device"], as_dict=True, maintain_order=True).items():
+            cells = [[short_name(r["name"], 90), f"{r['allocations']:,}", *(mt.size_text(r[f]) for f, _, k in mt.OP_COLUMNS if k == "bytes")]
+                     for r in rows.iter_rows(named=True)]
+            parts.append(f"<h4>{html.escape(mt.device_label(rank, device, multi))}</h4>" + _table(headers, cells))
+        more = mt.more_text(rep)
+        if more:
+            parts.append(f"<p class='muted'>{html.escape(more)}</p>")
+    return "".join(parts)
+
+
 def build_report(run_path: str | os.PathLike[str]) -> str:
     """The report of one run as a self-contained HTML document."""
     require("plotly", "dashboard", "accelscope report")
@@ -128,7 +153,7 @@ def build_report(run_path: str | os.PathLike[str]) -> str:
     parts.append("<section><h2>Timeline</h2>" + plot(timeline_figure(tv.whole(view), static=True)) + "</section>")
     parts.append("<section><h2>Device and host metrics</h2>" + plot(metrics.figure_of(view)) + "</section>")
     if rep is not None and rep.memory.height:
-        parts.append(f"<section><h2>{memory.TITLE}</h2>" + plot(memory.figure_of(view)) + "</section>")
+        parts.append(f"<section><h2>{memory.TITLE}</h2>" + plot(memory.figure_of(view)) + _memory_tables(rep) + "</section>")
     parts.append("</main></body></html>")
     return "".join(parts)
 

@@ -86,3 +86,20 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
         }
     }
 });
+
+/* Value formatters for the grids (dash-ag-grid finds them by name: {"function": "bytes(params.value)"}). */
+window.dashAgGridFunctions = Object.assign({}, window.dashAgGridFunctions, {
+    /* Bytes, signed, in the largest unit under them: 1.50 GiB, 12.0 MiB, 512 B (as memory_tables.size_text). */
+    bytes: function (n) {
+        if (n === null || n === undefined) { return '—'; }
+        const units = [['GiB', 1073741824], ['MiB', 1048576], ['KiB', 1024]];
+        for (const [unit, scale] of units) {
+            if (Math.abs(n) >= scale) {
+                const v = n / scale, a = Math.abs(v);
+                const digits = a < 10 ? 2 : a < 100 ? 1 : 0;
+                return v.toLocaleString('en-US', {minimumFractionDigits: digits, maximumFractionDigits: digits}) + ' ' + unit;
+            }
+        }
+        return n.toLocaleString('en-US') + ' B';
+    }
+});

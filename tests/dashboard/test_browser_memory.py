@@ -1,7 +1,10 @@
 """The Memory section in a real browser (headless Chromium through Playwright) on the real
-V100 ResNet-50 nw0 trace: drawn with its peaks, and zoomed with the timeline both ways."""
+V100 ResNet-50 nw0 trace: drawn with its peaks, zoomed with the timeline both ways, a click on
+a curve answered (this trace records no addresses)."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -12,6 +15,7 @@ from tests.dashboard.browser import drag_zoom, open_dashboard, panel_px, require
 require_browser()
 
 from accelscope.dashboard.app import create_app  # noqa: E402
+from accelscope.dashboard.sections import memory_tables as mt  # noqa: E402
 from accelscope.traces.importer import import_traces  # noqa: E402
 from tests.dashboard.sections.test_memory import NW0  # noqa: E402
 
@@ -59,4 +63,24 @@ def test_memory_follows_timeline_zooms_and_leads_them(page):
     page.wait_for_function("() => document.querySelector('#timeline-graph .js-plotly-plot').layout.meta.window === null", timeout=TIMEOUT_MS)
     page.wait_for_function(SAME_RANGE, arg="memory-graph", timeout=TIMEOUT_MS)
     assert _plot(page, "gd._fullLayout.xaxis.range") == pytest.approx(whole)
+    assert page.errors == []
+
+
+def _click_curve(pg, device: str, x_ms: float) -> None:
+    """Click the first panel of the memory figure at ``x_ms`` (its middle height: the unified hover picks the curve there)."""
+    pg.eval_on_selector("#memory-graph", "e => e.scrollIntoView({block: 'center'})")
+    pg.mouse.click(*panel_px(pg, "memory-graph", x_ms))
+
+
+def test_a_click_on_a_curve_without_addresses_says_what_was_live_is_unknown(page):
+    whole = _plot(page, "gd.layout.meta.x_range")
+    peak = _plot(page, "gd.data.find(t => t.meta.role === 'peak' && t.meta.device === 'cuda:0').x[0]")
+    before = page.inner_text("#memory-live")  # the zoom test's double-click may have asked already
+    _click_curve(page, "cuda:0", peak)
+    page.wait_for_function("b => { const t = document.getElementById('memory-live').innerText; return t !== b && /cuda:0 at ([0-9.,]+) ms/.test(t); }",
+                           arg=before, timeout=TIMEOUT_MS)
+    text = page.inner_text("#memory-live")
+    at_ms = float(re.search(r"cuda:0 at ([0-9.,]+) ms", text).group(1).replace(",", ""))
+    assert at_ms == pytest.approx(peak, abs=0.01 * whole[1]), "the instant clicked, not an earlier click's"
+    assert mt.NO_ADDRESSES in text
     assert page.errors == []
