@@ -24,8 +24,8 @@ from typing import Any
 
 import polars as pl
 
+from accelscope.analysis import memory_live as ML
 from accelscope.analysis.leaks import ALLOCATION_OPS
-from accelscope.analysis.memory_ops import holding, innermost
 
 HELD_BY_ROWS = 10  # ops kept in Oom.held_by, most bytes first
 
@@ -147,23 +147,22 @@ def window_start(meta: dict[str, Any], steps: pl.DataFrame, rank: int, step: int
 
 def live_at(memory: pl.DataFrame, time_ns: int, since_ns: int | None) -> pl.DataFrame:
     """The allocations of ``memory`` (one rank) made in [``since_ns``, ``time_ns``] and live at
-    ``time_ns``: per (device, addr), the last event up to then (file order among equal
-    times), where it is an allocation."""
-    rows = memory.filter(pl.col("addr").is_not_null() & (pl.col("time_ns") <= time_ns))
+    ``time_ns`` (``memory_live.lifetimes`` of those events: no later event at their address
+    up to then), with ``device``, ``bytes`` and the allocating thread."""
+    rows = memory.filter(pl.col("time_ns") <= time_ns)
     if since_ns is not None:
         rows = rows.filter(pl.col("time_ns") >= since_ns)
-    last = rows.sort("device", "addr", "time_ns", maintain_order=True).group_by("device", "addr", maintain_order=True).last()
-    return last.filter(pl.col("bytes") > 0)
+    lives = ML.lifetimes(rows)
+    return lives.filter(pl.col("alloc_ns").is_not_null() & pl.col("free_ns").is_null())
 
 
 def held_by(live: pl.DataFrame, ops: pl.DataFrame | None) -> tuple[tuple[str | None, int, int], ...]:
-    """(op, bytes, allocations) of ``live`` per innermost host op (not an allocation primitive
-    where another op holds it), most bytes first; allocations under no op as op None."""
-    rows = live.with_row_index("_id").select("_id", pl.col("rank").cast(pl.Int32), "pid", "tid", "time_ns", "bytes")
-    named = innermost(holding(rows, ops), last=ALLOCATION_OPS) if ops is not None else pl.DataFrame(schema={"_id": pl.UInt32, "name": pl.String})
-    per_op = (rows.join(named, on="_id", how="left").group_by("name").agg(bytes=pl.col("bytes").sum(), allocations=pl.len())
-              .sort(["bytes", "name"], descending=[True, False], nulls_last=True).head(HELD_BY_ROWS))
-    return tuple((r["name"], int(r["bytes"]), int(r["allocations"])) for r in per_op.iter_rows(named=True))
+    """(op, bytes, allocations) of ``live`` per allocating op (``memory_live.with_ops``: the
+    innermost host op, an allocation primitive only where no other op holds it), most bytes
+    first; allocations under no op as op None."""
+    per_op = (ML.with_ops(live, ops, ALLOCATION_OPS).group_by("op").agg(bytes=pl.col("bytes").sum(), allocations=pl.len())
+              .sort(["bytes", "op"], descending=[True, False], nulls_last=True).head(HELD_BY_ROWS))
+    return tuple((r["op"], int(r["bytes"]), int(r["allocations"])) for r in per_op.iter_rows(named=True))
 
 
 def analyse(record: Any, memory: pl.DataFrame, ops: pl.DataFrame | None, meta: dict[str, Any], steps: pl.DataFrame) -> Oom | None:
