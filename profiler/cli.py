@@ -44,7 +44,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     out = import_traces(args.paths, args.output, force=args.force, workers=args.workers, cluster=args.cluster)
     run = Run.open(out)
     ranks = run.meta.get("ranks", [])
-    print(f"imported {run.events.height:,} events from {len(run.meta.get('sources', []))} file(s), "
+    allocator = f" and {run.memory.height:,} allocator events" if run.holds("memory") else ""
+    print(f"imported {run.events.height:,} events{allocator} from {len(run.meta.get('sources', []))} file(s), "
           f"rank(s) {', '.join(map(str, ranks))}, into {out}")
     return 0
 

@@ -207,6 +207,8 @@ def memory_rows(report: Report) -> tuple[list[str], list[list[str]], str]:
         reserved = "—" if m["peak_reserved_bytes"] is None else _bytes(m["peak_reserved_bytes"])
         share = "—" if m["peak_share"] is None else f"{m['peak_share']:.1%} of {_bytes(m['memory_total_bytes'])}"
         rows.append([name, peak, reserved, share, "—" if m["peak_step"] is None else str(m["peak_step"]), m["peak_op"] or "—"])
+    if report.run.memory_only:  # no steps: drop their column
+        headers, rows = headers[:4] + headers[5:], [r[:4] + r[5:] for r in rows]
     caption = ("* allocated since the trace began: the trace records no allocator totals, so what was already held "
                "when it began is unknown") if report.memory["relative"].any() else ""
     if "source" in report.memory.columns and (report.memory["source"] == SOURCE_SAMPLES).any():
@@ -245,6 +247,32 @@ def memory_op_rows(report: Report, width: int = 120) -> tuple[list[str], list[li
     return headers, [[cells[0], middle_name(op, name_width), *cells[1:]] for op, cells in figures]
 
 
+def print_memory(report: Report, console: Console) -> None:
+    """``analyze``'s memory sections: peaks, what held them, memory by op, leaks."""
+    if report.memory.height:
+        headers, rows, caption = memory_rows(report)
+        mt = _table("Memory peaks", headers, right_from=1)
+        mt.columns[-1].justify = "left"
+        for cells in rows:
+            mt.add_row(*cells)
+        console.print(mt)
+        if caption:
+            console.print(caption)
+        for line in report.memory_peak_texts:
+            console.print(line)
+        headers, rows = memory_op_rows(report, console.width)
+        if rows:
+            ot = _table("Memory by op (the whole trace)", headers, right_from=2)
+            ot.caption = ("self: bytes allocated while the op was the innermost host op of the allocating thread; "
+                          "total: under it too; net: less the bytes freed")
+            for cells in rows:
+                ot.add_row(*cells)
+            console.print(ot)
+    for line in report.memory_leak_texts:
+        console.print(f"[bold red]{line}[/]")
+
+
+
 def print_report(report: Report, console: Console | None = None) -> None:
     """``accelscope analyze``'s text: an out-of-memory failure first, if training ran out of
     memory, then the headline, breakdown, idle causes, devices, memory peaks
@@ -258,6 +286,13 @@ def print_report(report: Report, console: Console | None = None) -> None:
     console = console or Console()
     for line in oom_lines(report):  # first, each on one line however narrow the console
         console.print(line, soft_wrap=True)
+    if report.run.memory_only:
+        console.print(f"[bold]{report.run_name}[/]: allocator events only (a memory snapshot): no timeline was recorded, so there are no "
+                      "steps, idle causes or device figures", soft_wrap=True)
+        print_memory(report, console)
+        for rec in report.recommendations:
+            console.print(f"[bold]recommendation:[/] {rec}")
+        return
     for line in headline(report):
         console.print(line)
 
@@ -288,27 +323,7 @@ def print_report(report: Report, console: Console | None = None) -> None:
         for line in capture_lines(report.devices):
             console.print(line)
 
-    if report.memory.height:
-        headers, rows, caption = memory_rows(report)
-        mt = _table("Memory peaks", headers, right_from=1)
-        mt.columns[-1].justify = "left"
-        for cells in rows:
-            mt.add_row(*cells)
-        console.print(mt)
-        if caption:
-            console.print(caption)
-        for line in report.memory_peak_texts:
-            console.print(line)
-        headers, rows = memory_op_rows(report, console.width)
-        if rows:
-            ot = _table("Memory by op (the whole trace)", headers, right_from=2)
-            ot.caption = ("self: bytes allocated while the op was the innermost host op of the allocating thread; "
-                          "total: under it too; net: less the bytes freed")
-            for cells in rows:
-                ot.add_row(*cells)
-            console.print(ot)
-    for line in report.memory_leak_texts:
-        console.print(f"[bold red]{line}[/]")
+    print_memory(report, console)
 
     if report.ranks is not None:
         headers, rows = rank_rows(report)

@@ -78,6 +78,7 @@ def _run_info(run: Run, devices: pl.DataFrame, slices_range: tuple[int, int] | N
         complete=bool(meta.get("complete", False)),
         live=run.live,
         collector_problems=problems,
+        memory_only="snapshot" in meta,
     )
 
 
@@ -272,6 +273,9 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
                                       "Kineto's deviceProperties, XPlane's memory_size)" if memory.height else
                                       "no allocator events were recorded (torch.profiler's profile_memory; TF/JAX profiles)")
     advice += leak_advice(memory_leaks, mean_step, len(rank_ids) > 1, evidence.unit)
+    if "snapshot" in run.meta:  # a memory snapshot: its windows are not steps, so neither a peak's step nor growth per step means anything
+        memory = memory.with_columns(peak_step=pl.lit(None, pl.Int64))
+        memory_leaks, unknown[LEAK_METRIC] = memory_leaks.clear(), "a memory snapshot records no steps to fit memory growth over"
     oom = OOM.analyse(run.meta.get("oom"), allocator, allocating_ops, run.meta, steps)
     ran_out = {(oom.rank, oom.device or oom.held_device)} if oom is not None and (oom.device or oom.held_device) else set()
     advice += memory_advice(memory, memory_categories, mean_step, len(rank_ids) > 1, evidence.unit, ran_out)

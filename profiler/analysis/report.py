@@ -62,6 +62,7 @@ class RunInfo:
     complete: bool
     live: bool  # still being recorded
     collector_problems: tuple[str, ...] = ()  # "nvml unavailable", ...
+    memory_only: bool = False  # allocator events and no timeline (a PyTorch memory snapshot): no timing figure means anything
 
 
 @dataclass(frozen=True)
@@ -405,6 +406,7 @@ def _run_json(info: RunInfo) -> dict[str, Any]:
         "complete": info.complete,
         "live": info.live,
         "collector_problems": list(info.collector_problems),
+        "memory_only": info.memory_only,
     }
 
 

@@ -182,6 +182,22 @@ def test_import_and_analyze_a_snapshot_from_the_command_line(snap, tmp_path):
     assert Run.open(out).memory["stack"].null_count() == 1
 
 
+def test_a_snapshot_run_prints_only_its_memory(snap, tmp_path):
+    from rich.console import Console
+
+    from accelscope.analysis import analyze
+    from accelscope.text import print_report
+
+    report = analyze(Run.open(import_traces([snap], tmp_path / "run", progress=False)))
+    console = Console(record=True, width=120)
+    print_report(report, console)
+    text = console.export_text()
+    assert report.to_dict()["run_info"]["memory_only"] is True
+    assert text.splitlines()[0].endswith("no timeline was recorded, so there are no steps, idle causes or device figures")
+    assert "Memory peaks" in text and "Steps" not in text and "window" not in text
+    assert report.memory["peak_step"].is_null().all() and report.memory_leaks.height == 0
+
+
 def _real(shared_dir, name):
     path = shared_dir / name
     if not path.is_file():
