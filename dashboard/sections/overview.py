@@ -82,6 +82,9 @@ def layout(board: Any) -> list:
     return [section(TITLE, SUB, cards, ranks_line, html.Div(id="overview-devices", className="devices"), loading(graph("step-graph")), findings)]
 
 
+MEMORY_ONLY = "a memory snapshot records no timeline, so there are no steps, idle causes or device figures: see the Memory section"
+
+
 def oom_banner(report: Any) -> list:
     """A red line when training ran out of memory (``Report.oom``), above the ranks' lines."""
     if report.oom is None:
@@ -106,6 +109,11 @@ def render(board: Any, value: Any) -> tuple:
         notes = [html.Li(n) for n in view.run.read_warnings] + [html.Li("no events recorded: call prof.step() once per training step")]
         return ("—", "no steps recorded", "card card-wide verdict-unknown", [], "—", "no steps recorded", "card verdict-unknown",
                 "—", "0", "", [], devices_table(rep), fig, [html.Li("none", className="none")], notes)
+    if rep.run.memory_only:  # a memory snapshot: its windows are not steps, so no timing card means anything
+        line = html.Div([html.B("Allocator events only: "), MEMORY_ONLY], className="rank-line", id="overview-memory-only")
+        recs = [html.Li(r) for r in rep.recommendations] or [html.Li(NO_RECOMMENDATION, className="none")]
+        return ("—", "no timeline recorded", "card card-wide verdict-unknown", [], "—", "no timeline recorded", "card verdict-unknown",
+                "—", "—", "", oom_banner(rep) + [line], devices_table(rep), empty_figure(MEMORY_ONLY), recs, [html.Li("none", className="none")])
     thing = "accelerator" if rep.has_device else "compute thread"
     basis = f"over {rep.basis.text}" if rep.basis.steps != rep.timing_basis.steps else f"over {rep.timing_basis.text}"
     causes = [
