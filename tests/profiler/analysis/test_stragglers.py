@@ -15,11 +15,12 @@ from accelscope.traces.run import Run
 from accelscope.verdicts import STRAGGLER_SHARE
 from tests.jobs.launch import COMPUTE_2, LOADER_2, LOADER_3, NONE_2, truth_wait_shares, truths
 
-# ±5 percentage points of step time: the truth is the DDP comm hook's timestamp of each
+# ±10 percentage points of step time: the truth is the DDP comm hook's timestamp of each
 # arrival, the measurement the profiler's collective slices, which start a little later;
 # with 3 ranks on 2 cores a rank can be preempted in between (seen: 3.7 pp once in a quiet
-# make test, the rest within 2 pp). A wrong attribution is off by tens of points.
-TOLERANCE = 0.05
+# make test, the rest within 2 pp; 8.3 pp once in a make test on a machine slowed by other
+# tenants, 2026-12-06). A wrong attribution is off by tens of points.
+TOLERANCE = 0.10
 
 
 @functools.cache
