@@ -4,7 +4,8 @@ Run one process per worker: ``python mwms_job.py OUT INDEX PORT0,PORT1[,...] [op
 the script sets ``TF_CONFIG`` itself (workers on localhost). Every worker records ``OUT``
 with ``accelscope.profile`` in full mode (the TF profiler in a window of steps) and writes
 what it injected, measured by itself, to ``OUT/../truth-worker-N.json``: per step its own
-start and end on the epoch clock, and how long its input pipeline slept. The straggler's
+start and end on the epoch clock, when its gradients were ready for their all-reduce, and
+how long its input pipeline slept. The straggler's
 pipeline sleeps ``--delay-ms`` per batch in Python, outside the tf.function, so the other
 workers wait for it inside ``CollectiveReduceV2``.
 """
@@ -31,6 +32,7 @@ def main() -> None:
     workers = [f"localhost:{p}" for p in args.ports.split(",")]
     os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": args.index}})
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    import numpy as np
     import tensorflow as tf
 
     import accelscope
@@ -51,6 +53,12 @@ def main() -> None:
                                      tf.keras.layers.Dense(256, activation="relu"), tf.keras.layers.Dense(1)])
         opt = tf.keras.optimizers.SGD(0.01)
 
+    arrived: list[int] = []
+
+    def arrive():
+        arrived.append(time.time_ns())
+        return np.int64(0)
+
     @tf.function
     def train_step(batch):
         def step_fn(b):
@@ -58,6 +66,10 @@ def main() -> None:
             with tf.GradientTape() as tape:
                 loss = tf.nn.compute_average_loss(tf.square(model(x, training=True) - y), global_batch_size=global_batch)
             grads = tape.gradient(loss, model.trainable_variables)
+            # Stamp the moment the gradients are ready: their all-reduce waits for the stamp.
+            stamp = tf.numpy_function(arrive, [], tf.int64, stateful=True)
+            with tf.control_dependencies([stamp]):
+                grads = [tf.identity(g) for g in grads]
             opt.apply_gradients(zip(grads, model.trainable_variables))
             return loss
 
@@ -85,7 +97,7 @@ def main() -> None:
             steps.append((start, time.time_ns()))
             if i + 1 == args.steps:
                 break
-    truth = {"steps": steps, "slept_ns": slept[: len(steps)], "run_dir": str(prof.run_dir)}
+    truth = {"steps": steps, "arrived_ns": arrived[: len(steps)], "slept_ns": slept[: len(steps)], "run_dir": str(prof.run_dir)}
     Path(args.out).parent.joinpath(f"truth-worker-{args.index}.json").write_text(json.dumps(truth))
 
 
