@@ -41,6 +41,21 @@ class NotATraceError(TraceFormatError):
     """Valid JSON, but not a Kineto trace (no ``traceEvents``): skipped in directories."""
 
 
+class BatchDecodeError(TraceFormatError):
+    """A batch of elements did not decode; raised before anything of it was kept, so that a
+    batch cut at a guessed boundary can be scanned again (``Scanner.rescan``)."""
+
+
+# Where one element of the event array ends and the next begins ("}, {" with any blanks):
+# a guess, as the same bytes may sit inside a string or between nested objects. A cut there
+# that is wrong leaves a batch that is not a JSON array of objects, which the decoder refuses
+# (the batch ends inside a string or with unbalanced brackets), so a guess is never trusted
+# until its batch decoded. FAST_WINDOW is how far back from a chunk's end to look.
+_BOUNDARY = re.compile(rb"\}[ \t\r\n]*,[ \t\r\n]*\{")
+FAST_WINDOW = 1 << 16
+_GAP_RUN = re.compile(rb"[ \t\r\n,]*")
+
+
 def neither_form(path: Path, kind: str) -> NotATraceError:
     """The error for valid JSON whose top level is a scalar (``kind``: its Python or msgspec type name)."""
     what = _JSON_KIND.get(kind, kind)
@@ -98,13 +113,26 @@ class Scanner:
     carry: bytes = b""
     head: bytes = b""
     tail: list[bytes] = field(default_factory=list)
+    fast: bool = True  # cut the object form's event array at guessed boundaries (rescan turns it off)
+    last_fast: bool = False  # the last batch returned was cut at a guess
+    _before_cut: bytes = b""
 
     def feed(self, data: bytes) -> bytes | None:
-        """Add bytes; return a JSON array text of the elements completed so far, if any."""
+        """Add bytes; return a JSON array text of the elements completed so far, if any.
+
+        Inside the object form's event array the batch ends at the last guessed boundary
+        ("}, {"), found without scanning the chunk; the caller decodes it and calls
+        ``rescan`` if that fails. Elsewhere, and once a guess failed, every bracket is
+        scanned. ``flush`` must be called at the end of the document."""
         if self.state == "after":
             self.tail.append(data)
             return None
         text = self.carry + data if self.carry else data
+        self.last_fast = False
+        if self.state == "in" and self.fast and not self.array_form:
+            batch = self._cut_at_guess(text)
+            if batch is not None:
+                return batch
         if self.state == "before" and not self.array_form:
             if not text.strip():
                 self.carry = text
@@ -161,6 +189,44 @@ class Scanner:
         else:
             self.carry = text[rest_from if rest_from is not None else body_start :]
         return batch
+
+    def _cut_at_guess(self, text: bytes) -> bytearray | None:
+        """The elements of ``text`` up to the last guessed boundary, or None (no guess found)."""
+        window = max(len(text) - FAST_WINDOW, 0)
+        cut = None
+        for m in _BOUNDARY.finditer(text, window):
+            cut = m.start()
+        if cut is None:
+            return None
+        first = _GAP_RUN.match(text).end()
+        if first > cut or text[first] != 0x7B:  # not an element next: let the scan say what is wrong
+            return None
+        batch = bytearray(cut - first + 3)
+        batch[0] = 0x5B
+        batch[1:-1] = memoryview(text)[first : cut + 1]
+        batch[-1] = 0x5D
+        self._before_cut = text
+        self.carry = text[cut + 1 :]
+        self.elements += 1  # at least one; only whether there were any is used
+        self.last_fast = True
+        return batch
+
+    def rescan(self) -> bytes | None:
+        """The last batch was cut at a wrong guess (it did not decode): scan its bytes and
+        what followed them properly instead, and stop guessing in this document."""
+        if not self.last_fast:
+            raise RuntimeError("rescan() after a batch that was not cut at a guess")
+        self.fast, self.last_fast = False, False
+        self.carry, self._before_cut = self._before_cut, b""
+        return self.feed(b"")
+
+    def flush(self) -> bytes | None:
+        """At the end of the document: scan what is left of the event array (its last
+        elements, the closing bracket and what follows it)."""
+        if self.state != "in" or not self.carry:
+            return None
+        self.fast = False
+        return self.feed(b"")
 
     def _check_gap(self, gap: bytes) -> None:
         """Between elements (outside the batches msgspec validates) only commas and blanks:

@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 
 from accelscope.traces import schema as S
 from accelscope.traces.chrome_events import SPAN_CATEGORY, SPAN_PHASES, CounterSamples, SpanPairer
-from accelscope.traces.chrome_json import NotATraceError, Scanner, TraceFormatError, adopt_legacy, is_array_document, neither_form, read_chunks
+from accelscope.traces.chrome_json import BatchDecodeError, NotATraceError, Scanner, TraceFormatError, adopt_legacy, is_array_document, neither_form, read_chunks
 from accelscope.traces.exact_time import exact_us_to_ns as _exact_us_to_ns
 from accelscope.traces.exact_time import exact_us_to_ns_many
 from accelscope.traces.kineto_memory import MEMORY_EVENT, MemorySamples
@@ -212,7 +212,7 @@ class _Batches:
         try:
             events = _decode_events(text)
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise TraceFormatError(f"{self.path}: invalid trace event ({' '.join(str(exc).split())})") from None
+            raise BatchDecodeError(f"{self.path}: invalid trace event ({' '.join(str(exc).split())})") from None
         self.add_events(events, lambda: [r.ts for r in _decode_raw_ts(text)])
 
     def add_events(self, events: list[_Event], raw_ts: Callable[[], list[msgspec.Raw]]) -> None:
@@ -434,8 +434,8 @@ def read_kineto(
         for data in chunks:  # batches of a chunk's size decode faster than one of everything
             text = scanner.feed(data)
             batches.array_form = scanner.array_form
-            if text is not None:
-                batches.add(text)
+            _add_batch(scanner, batches, text)
+        _add_batch(scanner, batches, scanner.flush())
         header = scanner.header()
         if scanner.array_form:
             form = "array (no closing ']')" if scanner.truncated else "array"
@@ -481,6 +481,18 @@ def read_kineto(
     memory = batches.memory.table(base_ns, the_rank)
     return KinetoTrace(p, table, the_rank, source, header, threads, batches.processes, form, batches.legacy_events > 0, spans, counters, kineto,
                        memory, batches.memory.dropped)
+
+
+def _add_batch(scanner: Scanner, batches: _Batches, text: bytes | None) -> None:
+    """Decode one batch from the scanner; one cut at a wrong guess is scanned again."""
+    if text is None:
+        return
+    try:
+        batches.add(text)
+    except BatchDecodeError:
+        if not scanner.last_fast:
+            raise
+        _add_batch(scanner, batches, scanner.rescan())
 
 
 def _counter_table(path: Path, samples: CounterSamples, base_ns: int, rank: int) -> pa.Table | None:
