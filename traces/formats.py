@@ -37,6 +37,7 @@ class Source:
     from_directory: bool = False  # found by walking a directory, not named by the user
     url: str = ""  # an fsspec URL (``s3://``, ``memory://``, ...) it is read from, if not local
     size: int | None = None  # the size in bytes where listing gave it (a URL's)
+    workers: int = 1  # processes that may decode this one file (a large JSON is split: traces/kineto_chunks.py)
 
     @property
     def size_bytes(self) -> int:
@@ -114,7 +115,7 @@ def _devices_from_kineto(props: Any) -> list[dict[str, Any]]:
 def _read_kineto(source: Source, on_bytes: OnBytes) -> RankTrace:
     from accelscope.traces.kineto import read_kineto
 
-    t = read_kineto(source.path, on_bytes=on_bytes)
+    t = read_kineto(source.path, on_bytes=on_bytes, workers=source.workers)
     header = {k: v for k, v in t.header.items() if k != "traceEvents"}
     meta = {
         "framework": _chrome_framework(t.kineto, header),

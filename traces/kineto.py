@@ -410,6 +410,7 @@ def read_kineto(
     on_bytes: Callable[[int], None] | None = None,
     chunk_bytes: int = CHUNK_BYTES,
     stream: bool | None = None,
+    workers: int = 1,
 ) -> KinetoTrace:
     """Import one Kineto JSON file (``.json`` or ``.json.gz``, detected by content).
 
@@ -418,11 +419,19 @@ def read_kineto(
     slices, for callers that record steps themselves. ``on_bytes`` is called with the
     number of (compressed) bytes read so far, for progress bars. ``stream`` forces
     (True) or forbids (False) chunked reading; by default only documents larger than
-    WHOLE_DOCUMENT_BYTES stream. Raises TraceFormatError.
+    WHOLE_DOCUMENT_BYTES stream. ``workers`` > 1 lets a large uncompressed document be
+    decoded by that many processes, a byte range each (traces/kineto_chunks.py), where
+    that pays. Raises TraceFormatError.
     """
     p = Path(path)
     if not p.exists():
         raise TraceFormatError(f"{p}: no such file")
+    if workers > 1 and stream is not False:
+        from accelscope.traces.kineto_chunks import read_in_ranges
+
+        got = read_in_ranges(p, workers, on_bytes)
+        if got is not None:
+            return finish(p, got[0], got[1], "object", rank=rank, keep_steps=keep_steps)
     batches = _Batches(p)
     whole = None if stream else _whole_document(p, on_bytes, limit=None if stream is False else WHOLE_DOCUMENT_BYTES)
     form = "object"
@@ -439,6 +448,11 @@ def read_kineto(
         header = scanner.header()
         if scanner.array_form:
             form = "array (no closing ']')" if scanner.truncated else "array"
+    return finish(p, batches, header, form, rank=rank, keep_steps=keep_steps)
+
+
+def finish(p: Path, batches: _Batches, header: dict[str, Any], form: str, *, rank: int | None, keep_steps: bool) -> KinetoTrace:
+    """The trace from every batch of a document and its header: clock, rank, counters, memory."""
     kineto = batches.legacy_events > 0 or batches.kineto_categories or not KINETO_HEADER_KEYS.isdisjoint(header)
     instants = 0
     if not kineto and batches.instants:  # another tool's instants: zero-length host annotations, as Perfetto shows them

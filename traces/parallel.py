@@ -16,6 +16,7 @@ worker, so the one that killed it is found and named, and the rest still come in
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -84,6 +85,8 @@ def read_sources(
         n = workers
     if n < 1:
         raise AccelscopeError(f"--workers {n}: give a number of processes of at least 1 (1 reads the files one by one)")
+    if len(sources) == 1:  # one file: its reader may split it over the processes (traces/kineto_chunks.py)
+        sources = [dataclasses.replace(sources[0], workers=default_workers() if workers is None else n)]
     if n == 1 or len(sources) == 1:
         for i, s in enumerate(sources):
             try:
