@@ -7,14 +7,16 @@ is cut where one element of ``traceEvents`` ends and the next begins: a guess ("
 checked by the decoding itself (chrome_json: a cut inside a string or between nested
 objects leaves a range that does not decode). This process decodes the first range while
 spawned workers decode the others, each into the same columns a serial read makes; the
-batches are then put together in file order. Anything unusual (a compressed file, the
-array form, begin/end pairs that may span two ranges, a range that did not decode, a
+batches are then put together in file order. A gzipped file is first decompressed into a
+temporary file (a gzip stream cannot be cut). Anything unusual (the array form, begin/end pairs that may span two ranges, a range that did not decode, a
 worker that died) falls back to the serial read, which is also what names a broken file.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
+import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -59,21 +61,22 @@ class RangeResult:
 def read_in_ranges(path: Path, workers: int, on_bytes: Any = None) -> tuple[Any, dict[str, Any]] | None:
     """The merged batches and header of ``path`` decoded by ``workers`` processes, or None
     where that does not apply or pay (the caller then reads it serially)."""
-    cuts = split(path, workers)
-    if cuts is None:
-        return None
-    ranges = list(zip(cuts, cuts[1:]))
-    last = len(ranges) - 1
     try:
-        with tempfile.TemporaryDirectory(prefix="accelscope-ranges-") as spill, \
-                ProcessPoolExecutor(max_workers=len(ranges) - 1, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(decode_range, str(path), lo, hi, False, i == last, spill) for i, (lo, hi) in enumerate(ranges) if i > 0]
-            first = decode_range(str(path), *ranges[0], True, last == 0)
-            results = [first] + [f.result() for f in futures]
+        with tempfile.TemporaryDirectory(prefix="accelscope-ranges-") as spill:
+            document = _plain(path, Path(spill))
+            cuts = split(document, workers) if document is not None else None
+            if cuts is None:
+                return None
+            ranges = list(zip(cuts, cuts[1:]))
+            last = len(ranges) - 1
+            with ProcessPoolExecutor(max_workers=len(ranges) - 1, mp_context=get_context("spawn")) as pool:
+                futures = [pool.submit(decode_range, str(document), lo, hi, False, i == last, spill) for i, (lo, hi) in enumerate(ranges) if i > 0]
+                first = decode_range(str(document), *ranges[0], True, last == 0)
+                results = [first] + [f.result() for f in futures]
             for r in results:  # mapped: the pages stay readable once the directory is gone
                 if isinstance(r.table, str):
                     r.table = pa.ipc.open_file(pa.memory_map(r.table)).read_all()
-    except Exception as exc:  # a wrong cut, a dead worker: the serial read decides
+    except Exception as exc:  # a wrong cut, a dead worker, a full disk: the serial read decides
         log.info("accelscope: %s: read serially (%s)", path, exc)
         return None
     if any(r.spans for r in results):
@@ -83,15 +86,31 @@ def read_in_ranges(path: Path, workers: int, on_bytes: Any = None) -> tuple[Any,
     return merge(path, results)
 
 
+def _plain(path: Path, spill: Path) -> Path | None:
+    """``path`` itself, or for a gzipped file large enough to split, its decompressed copy in
+    ``spill`` (a gzip stream cannot be cut; decompressing is serial either way), or None."""
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\x1f\x8b":
+            return path
+        size = path.stat().st_size
+        fh.seek(-4, 2)
+        isize = int.from_bytes(fh.read(4), "little")  # the uncompressed size modulo 2**32
+    if isize < MIN_BYTES and size < (1 << 32) // 16:  # (a larger file may be over 4 GiB uncompressed)
+        return None
+    plain = spill / "document.json"
+    with gzip.open(path, "rb") as src, open(plain, "wb") as out:
+        shutil.copyfileobj(src, out, _READ_BYTES)
+    return plain
+
+
 def split(path: Path, workers: int) -> list[int] | None:
-    """Byte offsets cutting the event array into ``workers`` ranges (first 0, last the file's
-    size), or None: a compressed file, the array form, too small, or no cut found."""
+    """Byte offsets cutting the event array of an uncompressed document into ``workers``
+    ranges (first 0, last the file's size), or None: the array form, too small, or no cut found."""
     try:
         size = path.stat().st_size
+        if size < MIN_BYTES:
+            return None
         with open(path, "rb") as fh:
-            if fh.read(2) == b"\x1f\x8b" or size < MIN_BYTES:
-                return None
-            fh.seek(0)
             scanner = Scanner(path)
             while scanner.state == "before":
                 data = fh.read(_READ_BYTES)

@@ -81,9 +81,21 @@ def test_begin_end_pairs_fall_back_to_the_serial_read(tmp_path, ranged):
     assert got.spans["paired"] == 6000 and ranged == [False]
 
 
-def test_a_gzipped_file_is_read_serially(shared_dir, ranged):
-    read_kineto(shared_dir / NW0, workers=2)
-    assert ranged == [False]
+def test_a_gzipped_file_is_decompressed_and_read_in_ranges(shared_dir, ranged):
+    _same(read_kineto(shared_dir / NW0, workers=2), read_kineto(shared_dir / NW0))
+    assert ranged == [True]
+
+
+def test_a_corrupt_gzip_gives_the_serial_read_error(nw0_json, tmp_path, ranged):
+    bad = tmp_path / "bad.json.gz"
+    packed = bytearray(gzip.compress(nw0_json.read_bytes()))
+    packed[len(packed) // 2 : len(packed) // 2 + 64] = bytes(64)
+    bad.write_bytes(bytes(packed))
+    with pytest.raises(TraceFormatError) as serial:
+        read_kineto(bad)
+    with pytest.raises(TraceFormatError) as ranges:
+        read_kineto(bad, workers=2)
+    assert str(ranges.value) == str(serial.value) and ranged == [False]
 
 
 def test_a_truncated_file_gives_the_serial_read_error(nw0_json, tmp_path, ranged):
