@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 
 from accelscope.analysis.memory import GROUP
-from accelscope.analysis.memory_ops import holding, innermost
+from accelscope.analysis.memory_ops import held, innermost, pairs_of
 
 # One row per block seen allocated or freed.
 LIFETIMES_SCHEMA = {
@@ -65,15 +65,18 @@ def alive(lives: pl.DataFrame, time_ns: int | pl.Expr) -> pl.Expr:
     return (pl.col("alloc_ns").is_null() | (pl.col("alloc_ns") <= time_ns)) & (pl.col("free_ns").is_null() | (pl.col("free_ns") > time_ns))
 
 
-def with_ops(lives: pl.DataFrame, ops: pl.DataFrame | None, last: tuple[str, ...] = ()) -> pl.DataFrame:
+def with_ops(lives: pl.DataFrame, ops: pl.DataFrame | None, last: tuple[str, ...] = (), held_ops: pl.DataFrame | None = None) -> pl.DataFrame:
     """``lives`` with ``op``: the innermost host op of the allocating thread holding each
     allocation (``last``: ops named only where no other op holds it, torch's allocation
-    primitives); blocks from before the trace, and allocations under no op, get null."""
+    primitives); blocks from before the trace, and allocations under no op, get null.
+    ``held_ops``: ``memory_ops.held`` of the memory table ``lives`` came from, where the
+    caller has it (``analyze``); else the allocations are joined to ``ops`` here."""
     lives = lives.with_row_index("_id")
     if ops is None or ops.height == 0:
         return lives.drop("_id").with_columns(op=pl.lit(None, pl.String))
     seen = lives.filter(pl.col("alloc_ns").is_not_null()).select("_id", "rank", "pid", "tid", time_ns="alloc_ns")
-    named = innermost(holding(seen, ops), last=last).rename({"name": "op"})
+    pairs = pairs_of(seen, held_ops if held_ops is not None else held(seen, ops))
+    named = innermost(pairs, last=last).rename({"name": "op"})
     return lives.join(named, on="_id", how="left").drop("_id")
 
 

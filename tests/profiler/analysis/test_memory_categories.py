@@ -126,6 +126,19 @@ def test_what_was_live_at_the_peak_names_the_categories_and_ops(sgd):
     assert live.filter(pl.col("category") == "gradient")["op"].drop_nulls().len() > 0
 
 
+def test_the_ops_of_the_blocks_read_from_the_runs_one_join_are_those_joined_alone(sgd):
+    from accelscope.analysis import memory_ops as MO
+    from accelscope.analysis.leaks import ALLOCATION_OPS
+    from accelscope.analysis.memory import op_filter
+
+    run = sgd[0]
+    ops = run.slices_where(op_filter(run.memory))
+    lives = ML.lifetimes(run.memory)
+    shared = ML.with_ops(lives, ops, ALLOCATION_OPS, MO.held(run.memory, ops))
+    assert shared["op"].drop_nulls().len() > 0
+    assert shared.equals(ML.with_ops(lives, ops, ALLOCATION_OPS))
+
+
 def test_a_trace_without_addresses_has_no_categories(shared_dir, tmp_path):
     rel = "traces/kineto/tb_plugin/samples/resnet50_num_workers_0/worker0.1623143089861.pt.trace.json.gz"
     run = Run.open(import_traces([shared_dir / rel], tmp_path / "run", progress=False))
