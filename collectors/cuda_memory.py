@@ -1,8 +1,9 @@
 """PyTorch's CUDA caching allocator, read at every ``prof.step()``: what the step ended
 holding and the most it held.
 
-Every ``torch.cuda`` call goes through ``torch_cuda.call`` (the one door, shared with the
-out-of-memory capture), which never raises: a failing call returns a
+Every ``torch.cuda`` call goes through ``torch_cuda`` (the one door, shared with the
+out-of-memory capture): the four per-step functions are bound once when the collector starts
+(``torch_cuda.bound``), so a step walks no dotted path. None raises: a failing call returns a
 :class:`~accelscope.collectors.base.NotAvailable`.
 It never imports torch (it reads the module the program already imported) and never
 initialises CUDA: until the program has, a step records nothing.
@@ -16,7 +17,6 @@ the host.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from accelscope.collectors import torch_cuda as T
@@ -34,32 +34,35 @@ def cuda_present() -> bool:
 
 
 class CudaMemory:
-    """The few ``torch.cuda`` calls the collector makes, through ``torch_cuda.call`` (the one
-    door to ``torch.cuda``), each returning its value or a ``NotAvailable``."""
+    """The few ``torch.cuda`` functions the collector calls, bound once through ``torch_cuda``
+    (the one door to ``torch.cuda``), each returning its value or a ``NotAvailable``."""
 
     CALLS = ("cuda.is_initialized", "cuda.current_device", "cuda.memory_stats_as_nested_dict", "cuda.reset_peak_memory_stats")
 
     def __init__(self) -> None:
-        torch = sys.modules.get("torch")
-        if torch is None:
-            raise CollectorUnavailable("torch is not imported")
+        fns = []
         for path in self.CALLS:
-            if getattr(getattr(torch, "cuda", None), path.split(".")[1], None) is None:
+            fn = T.bound(path)
+            if fn is T.NO_TORCH:
+                raise CollectorUnavailable("torch is not imported")
+            if is_na(fn):
                 raise CollectorUnavailable(f"this torch has no torch.{path}")
+            fns.append(fn)
+        self._is_initialized, self._current_device, self._stats, self._reset_peak = fns
 
     def initialized(self) -> bool:
         """Whether the program has initialised CUDA (before that nothing is allocated)."""
-        return T.call("cuda.is_initialized") is True
+        return self._is_initialized() is True
 
     def current_device(self) -> int | NotAvailable:
         """The index of the program's current CUDA device."""
-        index = T.call("cuda.current_device")
+        index = self._current_device()
         return index if is_na(index) else int(index)
 
     def read(self, index: int) -> tuple[int, int, int, int] | None | NotAvailable:
         """(allocated, reserved, max allocated, max reserved) bytes of device ``index``; None
         when the allocator has no statistics yet (CUDA not initialised)."""
-        stats = T.call("cuda.memory_stats_as_nested_dict", index)
+        stats = self._stats(index)
         if is_na(stats):
             return stats
         if not stats:
@@ -72,7 +75,7 @@ class CudaMemory:
 
     def reset_peak(self, index: int) -> NotAvailable | None:
         """Start device ``index``'s peaks again from what it holds now."""
-        done = T.call("cuda.reset_peak_memory_stats", index)
+        done = self._reset_peak(index)
         return done if is_na(done) else None
 
 

@@ -1,8 +1,9 @@
 """The one door to ``torch.cuda``'s allocator (as ``libnvml`` is to NVML).
 
 Every call accelscope makes into ``torch.cuda`` (and torch's CUDA OOM observer hook) goes
-through :func:`call`, which never raises: it returns the value, or a typed "not available"
-value (:class:`~accelscope.collectors.base.NotAvailable`, falsy):
+through :func:`call`, or through a function :func:`bound` resolved once for a per-step path;
+neither raises: each returns the value, or a typed "not available" value
+(:class:`~accelscope.collectors.base.NotAvailable`, falsy):
 
 * :data:`NO_TORCH` - the program has not imported torch (accelscope never imports it here);
 * :data:`NO_CUDA` - CUDA is not available, or not initialised yet in this process (asking
@@ -10,7 +11,8 @@ value (:class:`~accelscope.collectors.base.NotAvailable`, falsy):
 * :data:`NOT_SUPPORTED` - this torch has no such function (an older release, a CPU build);
 * :data:`NA` - the call failed (its reason in the debug log).
 
-Tests fake this module's :func:`call` and nothing else.
+Tests fake this module's :func:`call`, or the ``torch.cuda`` functions themselves before
+anything is bound (tests/cuda_fake.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from accelscope.collectors.base import NotAvailable, is_na  # noqa: F401 - re-exported
@@ -44,6 +47,34 @@ STATS = {
 def call(path: str, *args: Any) -> Any:
     """``torch.<path>(*args)`` (``"cuda.memory_stats"``, ``"_C._cuda_attach_out_of_memory_observer"``),
     or a NotAvailable value; never raises, never imports torch."""
+    fn = _resolve(path)
+    if is_na(fn):
+        return fn
+    try:
+        return fn(*args)
+    except Exception as exc:
+        return _failed(path, exc)
+
+
+def bound(path: str) -> Callable[..., Any] | NotAvailable:
+    """``torch.<path>`` looked up now, for a caller that calls it at every step: a function
+    that answers as :func:`call` does (the value, or a NotAvailable when it raises) without
+    walking the dotted path again; or why it cannot be bound (NO_TORCH, NOT_SUPPORTED)."""
+    fn = _resolve(path)
+    if is_na(fn):
+        return fn
+
+    def bound_call(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:
+            return _failed(path, exc)
+
+    return bound_call
+
+
+def _resolve(path: str) -> Any:
+    """The function ``torch.<path>`` names in the program's torch, or NO_TORCH / NOT_SUPPORTED."""
     torch = sys.modules.get("torch")
     if torch is None:
         return NO_TORCH
@@ -52,11 +83,12 @@ def call(path: str, *args: Any) -> Any:
         fn = getattr(fn, part, None)
         if fn is None:
             return NOT_SUPPORTED
-    try:
-        return fn(*args)
-    except Exception as exc:
-        log.debug("accelscope: torch.%s raised %s: %s", path, type(exc).__name__, exc)
-        return NotAvailable(f"torch.{path} failed: {type(exc).__name__}: {exc}")
+    return fn
+
+
+def _failed(path: str, exc: Exception) -> NotAvailable:
+    log.debug("accelscope: torch.%s raised %s: %s", path, type(exc).__name__, exc)
+    return NotAvailable(f"torch.{path} failed: {type(exc).__name__}: {exc}")
 
 
 def initialised() -> bool:

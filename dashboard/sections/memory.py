@@ -315,9 +315,7 @@ def live(board: Any, click: Any, value: Any, run_changed: bool = False) -> Any:
         return mt.live_part(None, label, at_ms)
     from accelscope.analysis.memory_live import live_at
 
-    # Every (op, category) row, for the total; the panel lists the largest.
-    rows = live_at(view.run, rank, device, view.origin_ns + round(at_ms * 1e6), n=mt.LIVE_ALL)
-    return mt.live_part(rows, label, at_ms)
+    return mt.live_part(live_at(view.run, rank, device, view.origin_ns + round(at_ms * 1e6), n=mt.LIVE_ROWS), label, at_ms)
 
 
 def register(app: Any, board: Any) -> None:

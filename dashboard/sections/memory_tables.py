@@ -6,11 +6,14 @@ click). They format the analysis' figures; they compute none of their own.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from accelscope.errors import require
+
+if TYPE_CHECKING:
+    from accelscope.analysis.memory_live import Live
 
 OPS_PX = 520  # the grid's place while it loads
 OPS_PAGE = 10  # rows a page (the grid is as tall as that; more rows a page scroll in it)
@@ -27,7 +30,6 @@ OP_COLUMNS = [  # (field, header, kind): bytes columns hold bytes, shown in huma
 OPS_HINT = ("Per host op name: what it allocated itself (as the innermost host op of the allocating thread), its net increase "
             "(less what it freed), and the same under it, its children's included. Click a header to sort.")
 LIVE_ROWS = 20  # (op, category) rows listed of what was live at a clicked instant
-LIVE_ALL = 1_000_000  # rows asked of live_at: all of them (a few hundred at most), for the total
 LIVE_HINT = "Click the allocated curve (or a peak) to see what was live on that device at that instant."
 NO_ADDRESSES = "This trace does not record addresses, so what was live is unknown."
 BYTES_FORMAT = {"function": "bytes(params.value)"}
@@ -123,22 +125,20 @@ def leaks_part(report: Any) -> list:
     return [html.H3("Leaks: memory growing step over step", className="memory-h3 memory-leak-h3"), _table(headers, rows, "details-table memory-leaks")]
 
 
-def live_part(live: pl.DataFrame | None, label: str, at_ms: float) -> Any:
-    """What was live at a clicked instant on one device (``memory_live.live_at``'s rows, most
-    bytes first): the largest LIVE_ROWS and the total of them all; or the line saying the trace
-    cannot tell (``live`` None)."""
+def live_part(live: Live | None, label: str, at_ms: float) -> Any:
+    """What was live at a clicked instant on one device (``memory_live.live_at``: its largest
+    rows, most bytes first, the rest in one row and the total, as the analysis summed them);
+    or the line saying the trace cannot tell (``live`` None)."""
     html = require("dash.html", "dashboard", "accelscope dashboard")
     head = html.Div([html.Span("live memory", className="details-kind"), html.Span(f"{label} at {at_ms:,.3f} ms", className="details-title")],
                     className="details-head")
     if live is None:
         return html.Div([head, html.P(NO_ADDRESSES, className="details-hint")])
-    if live.height == 0:
+    if live.rows.height == 0:
         return html.Div([head, html.P("Nothing was allocated on this device then.", className="details-hint")])
     rows = [[r["op"] or "(no host op)", r["category"].replace("_", " "), size_text(r["live_bytes"]), f"{r['allocations']:,}"]
-            for r in live.head(LIVE_ROWS).iter_rows(named=True)]
-    more = live.height - LIVE_ROWS
-    if more > 0:
-        rest = live.slice(LIVE_ROWS)
-        rows.append([f"{more:,} more (op, category) pairs", "", size_text(int(rest["live_bytes"].sum())), f"{int(rest['allocations'].sum()):,}"])
-    rows.append(["total", "", size_text(int(live["live_bytes"].sum())), f"{int(live['allocations'].sum()):,}"])
+            for r in live.rows.iter_rows(named=True)]
+    if live.more_rows > 0:
+        rows.append([f"{live.more_rows:,} more (op, category) pairs", "", size_text(live.more_bytes), f"{live.more_allocations:,}"])
+    rows.append(["total", "", size_text(live.total_bytes), f"{live.total_allocations:,}"])
     return html.Div([head, _table(["op", "category", "live", "allocations"], rows, "details-table memory-live-table")])

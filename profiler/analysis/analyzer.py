@@ -258,8 +258,11 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
     # The host ops of the allocating threads, read once (from the loaded slices, else pushed
     # into the scan): the peaks' ops, memory by op and the leaks' ops all come from them.
     allocating_ops = run.slices_where(M.op_filter(allocator) | MC.phase_filter()) if allocator.height else None
-    memory, memory_ops, memory_ops_more = _memory(run, allocator, allocating_ops, steps, devices)
-    memory_categories = _memory_categories(allocator, allocating_ops, steps, memory)
+    # Which of those ops hold each allocator event, joined once: memory by op and the ops of
+    # the blocks live at the peaks both read it.
+    held_ops = MO.held(allocator, allocating_ops) if allocating_ops is not None else None
+    memory, memory_ops, memory_ops_more = _memory(run, allocator, allocating_ops, held_ops, steps, devices)
+    memory_categories = _memory_categories(allocator, allocating_ops, held_ops, steps, memory)
     memory_leaks, why_unknown = _leaks(allocator, allocating_ops, basis.filter(pl.col("traced")))
     # devices without allocator events but read at every step's end (light mode on CUDA): memory_samples.py
     sampled = MS.per_step(run.counters, steps, allocator.select("rank", "device"))
@@ -319,24 +322,26 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
     )
 
 
-def _memory(run: Run, memory: pl.DataFrame, host_ops: pl.DataFrame | None, steps: pl.DataFrame,
+def _memory(run: Run, memory: pl.DataFrame, host_ops: pl.DataFrame | None, held_ops: pl.DataFrame | None, steps: pl.DataFrame,
             devices: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """(Report.memory, Report.memory_ops, the ops left out of it): each device's allocation
-    peak (memory.py) and memory by op (memory_ops.py); ``host_ops``: the allocating threads'."""
+    peak (memory.py) and memory by op (memory_ops.py); ``host_ops``: the allocating threads';
+    ``held_ops``: which of them hold each event (``memory_ops.held``)."""
     peaks = M.peaks(memory, steps)
-    if peaks.height == 0 or host_ops is None:
+    if peaks.height == 0 or host_ops is None or held_ops is None:
         return M.empty(), MO.empty(), 0
-    by_op, more = MO.top(MO.table(memory, host_ops))
+    by_op, more = MO.top(MO.table(memory, held_ops))
     out = M.with_capacity(MO.with_peak_ops(peaks, host_ops), _memory_totals(run, devices, peaks))
     return M.with_fragmentation(out, M.fragmentation(memory, steps)), by_op, more
 
 
-def _memory_categories(memory: pl.DataFrame, host_ops: pl.DataFrame | None, steps: pl.DataFrame, peaks: pl.DataFrame) -> pl.DataFrame:
+def _memory_categories(memory: pl.DataFrame, host_ops: pl.DataFrame | None, held_ops: pl.DataFrame | None, steps: pl.DataFrame,
+                       peaks: pl.DataFrame) -> pl.DataFrame:
     """Report.memory_categories: what kinds of tensor held each device at its peak
     (memory_categories.py), for devices whose allocator events carry addresses."""
     if peaks.height == 0:
         return MC.empty()
-    lives = ML.with_ops(ML.lifetimes(memory), host_ops, LK.ALLOCATION_OPS)
+    lives = ML.with_ops(ML.lifetimes(memory), host_ops, LK.ALLOCATION_OPS, held_ops)
     spans = steps.select("rank", "start_ns", end_ns=pl.col("start_ns") + pl.col("dur_ns"))
     return MC.at_peaks(MC.categorise(lives, host_ops, spans), memory, peaks)
 

@@ -14,7 +14,8 @@ devices only one inequality join):
   ``LEAK_GROWING_PART`` of the slope), of at least ``LEAK_MIN_CHANGES``.
 * **The op**: allocations (positive ``bytes`` with an address) made in the analysed steps and
   never freed within the trace (no later event at the same address on that device: a free,
-  or the address handed out again, which means it was freed), each attributed to the
+  or the address handed out again, which means it was freed; the blocks of
+  ``memory_live.lifetimes`` without a free), each attributed to the
   innermost host op (``cpu_op``) on the allocating thread holding it that is not one of
   torch's allocation primitives (``ALLOCATION_OPS``: the innermost op is usually
   ``aten::empty`` inside the op that wanted the memory), else to the innermost. The op with
@@ -26,6 +27,7 @@ from __future__ import annotations
 import polars as pl
 
 from accelscope.analysis.memory import GROUP, allocated
+from accelscope.analysis.memory_live import lifetimes
 from accelscope.analysis.memory_ops import holding, innermost
 from accelscope.verdicts import LEAK_GROWING_PART, LEAK_GROWING_SHARE, LEAK_MIN_BYTES_PER_STEP, LEAK_MIN_CHANGES, LEAK_MIN_PEAK_SHARE
 
@@ -189,15 +191,15 @@ def fit_levels(level_rows: pl.DataFrame, peaks: pl.DataFrame) -> pl.DataFrame:
 
 def never_freed(memory: pl.DataFrame, steps: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
     """The allocations on ``devices`` (rank, device) made inside ``steps`` and never freed
-    within the trace: no later event at the same address on that device."""
-    mine = memory.with_columns(pl.col("rank").cast(pl.Int32)).join(devices.select(GROUP), on=GROUP, how="semi").filter(pl.col("addr").is_not_null())
-    if mine.height == 0:
-        return mine.select(*GROUP, "pid", "tid", "time_ns", "bytes")
-    by_block = [*GROUP, "addr"]
-    last = mine.sort([*by_block, "time_ns"], maintain_order=True).filter(pl.col("time_ns").shift(-1).over(by_block).is_null())
-    kept = last.filter(pl.col("bytes") > 0).sort("time_ns")
+    within the trace: the blocks of ``memory_live.lifetimes`` (the one pairing of allocations
+    and frees by address) with no free, by allocation time."""
+    mine = memory.with_columns(pl.col("rank").cast(pl.Int32)).join(devices.select(GROUP), on=GROUP, how="semi")
+    kept = lifetimes(mine).filter(pl.col("free_ns").is_null()).select(*GROUP, "pid", "tid", time_ns="alloc_ns", bytes="bytes")
+    if kept.height == 0:
+        return kept
     spans = _spans(steps).sort("start_ns")
-    inside = kept.join_asof(spans.select("rank", "start_ns", "end_ns"), left_on="time_ns", right_on="start_ns", by="rank", strategy="backward", check_sortedness=False)
+    inside = kept.sort("time_ns", maintain_order=True).join_asof(spans.select("rank", "start_ns", "end_ns"), left_on="time_ns", right_on="start_ns",
+                                                                by="rank", strategy="backward", check_sortedness=False)
     return inside.filter(pl.col("time_ns") < pl.col("end_ns")).select(*GROUP, "pid", "tid", "time_ns", "bytes")
 
 

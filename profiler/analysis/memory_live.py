@@ -15,12 +15,13 @@ and what was live on them is unknown.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
 from accelscope.analysis.memory import GROUP
-from accelscope.analysis.memory_ops import holding, innermost
+from accelscope.analysis.memory_ops import held, innermost, pairs_of
 
 # One row per block seen allocated or freed.
 LIFETIMES_SCHEMA = {
@@ -37,6 +38,19 @@ LIFETIMES_SCHEMA = {
 # live_at: what held a device's memory at an instant, per (op, category).
 LIVE_SCHEMA = {"op": pl.String, "category": pl.String, "live_bytes": pl.Int64, "allocations": pl.Int64}
 BLOCK = [*GROUP, "addr"]
+
+
+@dataclass(frozen=True)
+class Live:
+    """What held a device at an instant (``live_at``): the largest (op, category) rows, and
+    the figures of the rows left out and of them all, so that a reader lists and sums nothing."""
+
+    rows: pl.DataFrame  # the largest (op, category) rows, most bytes first (LIVE_SCHEMA)
+    more_rows: int  # (op, category) rows left out of ``rows``
+    more_bytes: int  # their live bytes
+    more_allocations: int  # their allocations
+    total_bytes: int  # live bytes of every row, ``rows``' and the rest's
+    total_allocations: int  # allocations of every row
 
 
 def lifetimes(memory: pl.DataFrame) -> pl.DataFrame:
@@ -65,25 +79,39 @@ def alive(lives: pl.DataFrame, time_ns: int | pl.Expr) -> pl.Expr:
     return (pl.col("alloc_ns").is_null() | (pl.col("alloc_ns") <= time_ns)) & (pl.col("free_ns").is_null() | (pl.col("free_ns") > time_ns))
 
 
-def with_ops(lives: pl.DataFrame, ops: pl.DataFrame | None, last: tuple[str, ...] = ()) -> pl.DataFrame:
+def with_ops(lives: pl.DataFrame, ops: pl.DataFrame | None, last: tuple[str, ...] = (), held_ops: pl.DataFrame | None = None) -> pl.DataFrame:
     """``lives`` with ``op``: the innermost host op of the allocating thread holding each
     allocation (``last``: ops named only where no other op holds it, torch's allocation
-    primitives); blocks from before the trace, and allocations under no op, get null."""
+    primitives); blocks from before the trace, and allocations under no op, get null.
+    ``held_ops``: ``memory_ops.held`` of the memory table ``lives`` came from, where the
+    caller has it (``analyze``); else the allocations are joined to ``ops`` here."""
     lives = lives.with_row_index("_id")
     if ops is None or ops.height == 0:
         return lives.drop("_id").with_columns(op=pl.lit(None, pl.String))
     seen = lives.filter(pl.col("alloc_ns").is_not_null()).select("_id", "rank", "pid", "tid", time_ns="alloc_ns")
-    named = innermost(holding(seen, ops), last=last).rename({"name": "op"})
+    pairs = pairs_of(seen, held_ops if held_ops is not None else held(seen, ops))
+    named = innermost(pairs, last=last).rename({"name": "op"})
     return lives.join(named, on="_id", how="left").drop("_id")
 
 
-def live_at(run: Any, rank: int, device: str, time_ns: int, n: int = 20) -> pl.DataFrame:
+def summarised(table: pl.DataFrame, n: int) -> Live:
+    """``Live`` of ``table`` (LIVE_SCHEMA rows: every (op, category) live at an instant): its
+    ``n`` largest rows, most bytes first (by op, then category, among equals), the figures of
+    the rest and the totals of them all."""
+    table = table.sort(["live_bytes", "op", "category"], descending=[True, False, False], nulls_last=True).cast(LIVE_SCHEMA)
+    rest = table.slice(n)
+    return Live(rows=table.head(n), more_rows=rest.height, more_bytes=int(rest["live_bytes"].sum()), more_allocations=int(rest["allocations"].sum()),
+                total_bytes=int(table["live_bytes"].sum()), total_allocations=int(table["allocations"].sum()))
+
+
+def live_at(run: Any, rank: int, device: str, time_ns: int, n: int = 20) -> Live:
     """What held ``device`` of ``rank`` at ``time_ns`` (the run's clock): per (op, category)
-    the live bytes and allocations, most bytes first, the ``n`` largest (LIVE_SCHEMA). The op
-    is the allocating host op (torch's allocation primitives only where nothing else holds the
-    allocation); the category is ``memory_categories``' inference; what the allocator held
-    that no block seen accounts for is one ``before_trace`` row without an op. Empty where the
-    device's events carry no addresses. The steps are the run's step slices."""
+    the live bytes and allocations, the ``n`` largest, and the rest's and all rows' totals
+    (``summarised``). The op is the allocating host op (torch's allocation primitives only
+    where nothing else holds the allocation); the category is ``memory_categories``'
+    inference; what the allocator held that no block seen accounts for is one
+    ``before_trace`` row without an op. No rows where the device's events carry no
+    addresses. The steps are the run's step slices."""
     from accelscope.analysis import memory_categories as MC
     from accelscope.analysis.leaks import ALLOCATION_OPS
     from accelscope.analysis.memory import allocated, op_filter
@@ -91,7 +119,7 @@ def live_at(run: Any, rank: int, device: str, time_ns: int, n: int = 20) -> pl.D
     memory = run.memory.filter((pl.col("rank") == rank) & (pl.col("device") == device))
     lives = lifetimes(memory)
     if lives.height == 0:
-        return pl.DataFrame(schema=LIVE_SCHEMA)
+        return summarised(pl.DataFrame(schema=LIVE_SCHEMA), n)
     ops = run.slices_where(op_filter(memory) | MC.phase_filter())
     categorised = MC.categorise(with_ops(lives, ops, ALLOCATION_OPS), ops, MC.step_spans(run, rank))
     now = categorised.filter(alive(categorised, time_ns))
@@ -101,5 +129,4 @@ def live_at(run: Any, rank: int, device: str, time_ns: int, n: int = 20) -> pl.D
     rest = (level or 0) - int(now["bytes"].sum())
     if rest > 0:
         table = pl.concat([table, pl.DataFrame({"op": [None], "category": ["before_trace"], "live_bytes": [rest], "allocations": [0]}).cast(table.schema)])
-    table = table.group_by("op", "category").agg(pl.col("live_bytes").sum(), pl.col("allocations").sum())
-    return table.sort(["live_bytes", "op", "category"], descending=[True, False, False], nulls_last=True).head(n).cast(LIVE_SCHEMA)
+    return summarised(table.group_by("op", "category").agg(pl.col("live_bytes").sum(), pl.col("allocations").sum()), n)

@@ -47,6 +47,7 @@ MEMORY_OPS_SCHEMA = {
 }
 _KEY = [*GROUP, "name"]
 _THREAD = ["rank", "pid", "tid"]
+INSTANT = [*_THREAD, "time_ns"]  # an allocator event's instant on its thread: all that decides which ops hold it
 _PAIRS_SCHEMA = {"_id": pl.UInt32, "name": pl.String, "start_ns": pl.Int64, "dur_ns": pl.Int64}
 _BAND_LIMIT = 2**62  # bands of time per thread stay below Int64's limit
 
@@ -86,6 +87,22 @@ def holding(rows: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(parts).cast({k: v for k, v in _PAIRS_SCHEMA.items() if k != "_id"})
 
 
+def held(rows: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:
+    """(rank, pid, tid, time_ns, ``name``, ``start_ns``, ``dur_ns``): per instant of ``rows``
+    (allocator events: rank, pid, tid, time_ns), each host op of its thread holding it
+    (``holding``, run once per instant). The one join of a run's allocator events to their
+    host ops: ``analyze`` makes it once, and memory by op (``table``) and the lifetimes' ops
+    (``memory_live.with_ops``) both read it. ``ops``: slices, only ``cpu_op`` ones count."""
+    instants = rows.select(pl.col("rank").cast(pl.Int32), "pid", "tid", "time_ns").unique().with_row_index("_id")
+    return instants.join(holding(instants, ops), on="_id").drop("_id")
+
+
+def pairs_of(rows: pl.DataFrame, held_ops: pl.DataFrame) -> pl.DataFrame:
+    """``holding``'s pairs for ``rows`` (``_id``, rank, pid, tid, time_ns), read from ``held``'s
+    table (``held_ops``) of events that include them."""
+    return rows.select("_id", pl.col("rank").cast(pl.Int32), "pid", "tid", "time_ns").join(held_ops, on=INSTANT).select(list(_PAIRS_SCHEMA))
+
+
 def innermost(pairs: pl.DataFrame, last: Sequence[str] = ()) -> pl.DataFrame:
     """(``_id``, ``name``): per row of ``holding``'s pairs, the innermost op holding it
     (latest start, then shortest); ops named in ``last`` only where no other op holds it."""
@@ -105,12 +122,12 @@ def with_peak_ops(peaks: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:
     return out.with_columns(pl.lit(None).alias(c) for c in LATER).select(list(MEMORY_SCHEMA)).cast(MEMORY_SCHEMA)
 
 
-def table(memory: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:
+def table(memory: pl.DataFrame, held_ops: pl.DataFrame) -> pl.DataFrame:
     """Every (rank, device, host op name) holding allocator events of ``memory``, with its
-    self and total figures (MEMORY_OPS_SCHEMA), unranked. ``ops``: slices of the allocating
-    threads (``memory.op_filter``), only ``cpu_op`` ones count."""
+    self and total figures (MEMORY_OPS_SCHEMA), unranked. ``held_ops``: ``held(memory, ops)``,
+    ``ops`` the slices of the allocating threads (``memory.op_filter``)."""
     rows = memory.select(pl.col("rank").cast(pl.Int32), "device", "pid", "tid", "time_ns", "bytes").with_row_index("_id")
-    pairs = holding(rows, ops)
+    pairs = pairs_of(rows, held_ops)
     if pairs.height == 0:  # no host op holds any: where the events carry stacks (a snapshot), their sites
         return memory_sites.table(memory, MEMORY_OPS_SCHEMA)
     allocated = pl.col("bytes").clip(lower_bound=0)

@@ -96,3 +96,14 @@ def test_a_cpu_only_run_never_starts_it(tmp_path):
     run = Run.open(prof.run_dir)
     assert "cuda_memory" not in run.meta["collectors"]
     assert run.counters.filter(pl.col("name").is_in(list(COUNTERS))).height == 0
+
+
+def test_a_step_reads_through_functions_bound_at_start_not_the_dotted_path_door(tmp_path, fake_cuda, monkeypatch):
+    from accelscope.collectors import torch_cuda
+
+    called, door = [], torch_cuda.call
+    monkeypatch.setattr(torch_cuda, "call", lambda path, *a: called.append(path) or door(path, *a))
+    train(tmp_path / "r", fake_cuda, steps=4)
+    assert fake_cuda.reads == [0] * 4 and fake_cuda.resets == [0] * 5
+    per_step = {"cuda.current_device", "cuda.memory_stats_as_nested_dict", "cuda.reset_peak_memory_stats"}
+    assert per_step.isdisjoint(called), "no dotted path walked for a step's read"

@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("dash", reason="the dashboard extra is not installed")
 
+from accelscope.analysis.memory_live import summarised  # noqa: E402
 from accelscope.dashboard.app import create_app  # noqa: E402
 from accelscope.dashboard.report import build_report  # noqa: E402
 from accelscope.dashboard.sections import memory  # noqa: E402
@@ -169,11 +170,11 @@ def test_a_click_at_the_peak_lists_what_was_live_then(leak_board):
 def test_the_live_panel_lists_the_largest_and_totals_them_all():
     live = pl.DataFrame({"op": [f"op{i}" for i in range(25)], "category": ["activation"] * 24 + ["before_trace"],
                          "live_bytes": [2**20 * (30 - i) for i in range(25)], "allocations": [1] * 25})
-    rows = [[td.children for td in tr.children] for tr in mt.live_part(live, "cuda:0", 1.0).children[1].children[1].children]
+    rows = [[td.children for td in tr.children] for tr in mt.live_part(summarised(live, mt.LIVE_ROWS), "cuda:0", 1.0).children[1].children[1].children]
     assert len(rows) == mt.LIVE_ROWS + 2 and rows[0] == ["op0", "activation", "30.0 MiB", "1"]
     assert rows[-2] == ["5 more (op, category) pairs", "", mt.size_text(2**20 * sum(range(6, 11))), "5"]
     assert rows[-1] == ["total", "", mt.size_text(2**20 * sum(range(6, 31))), "25"]
-    assert "Nothing" in str(mt.live_part(live.clear(), "cuda:0", 1.0))
+    assert "Nothing" in str(mt.live_part(summarised(live.clear(), mt.LIVE_ROWS), "cuda:0", 1.0))
 
 
 def test_a_jobs_rows_name_the_rank_with_the_device():

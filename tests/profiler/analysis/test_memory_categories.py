@@ -119,11 +119,36 @@ def test_what_was_live_at_the_peak_names_the_categories_and_ops(sgd):
     run = sgd[0]
     device, ours = _ours(run)
     peak_ns = analyze(run).memory["peak_time_ns"][0]
-    live = ML.live_at(run, 0, "cpu", peak_ns, n=1000)
+    live = ML.live_at(run, 0, "cpu", peak_ns, n=1000).rows
     by_category = live.group_by("category").agg(pl.col("live_bytes").sum())
     got = dict(by_category.iter_rows())
     assert got == ours
     assert live.filter(pl.col("category") == "gradient")["op"].drop_nulls().len() > 0
+
+
+def test_what_was_live_totals_every_row_and_the_rows_left_out(sgd):
+    run = sgd[0]
+    peak_ns = analyze(run).memory["peak_time_ns"][0]
+    every, few = ML.live_at(run, 0, "cpu", peak_ns, n=1000), ML.live_at(run, 0, "cpu", peak_ns, n=3)
+    assert every.more_rows == 0 and every.rows.height > 3
+    assert few.rows.equals(every.rows.head(3))
+    rest = every.rows.slice(3)
+    assert (few.more_rows, few.more_bytes, few.more_allocations) == (rest.height, rest["live_bytes"].sum(), rest["allocations"].sum())
+    assert few.total_bytes == every.total_bytes == every.rows["live_bytes"].sum()
+    assert few.total_allocations == every.total_allocations == every.rows["allocations"].sum()
+
+
+def test_the_ops_of_the_blocks_read_from_the_runs_one_join_are_those_joined_alone(sgd):
+    from accelscope.analysis import memory_ops as MO
+    from accelscope.analysis.leaks import ALLOCATION_OPS
+    from accelscope.analysis.memory import op_filter
+
+    run = sgd[0]
+    ops = run.slices_where(op_filter(run.memory))
+    lives = ML.lifetimes(run.memory)
+    shared = ML.with_ops(lives, ops, ALLOCATION_OPS, MO.held(run.memory, ops))
+    assert shared["op"].drop_nulls().len() > 0
+    assert shared.equals(ML.with_ops(lives, ops, ALLOCATION_OPS))
 
 
 def test_a_trace_without_addresses_has_no_categories(shared_dir, tmp_path):

@@ -66,7 +66,7 @@ def _reference(path) -> dict[str, dict[tuple[str, str], int]]:
 def nw0(shared_dir, tmp_path_factory):
     path = import_traces([shared_dir / NW0], tmp_path_factory.mktemp("memory_ops") / "run", progress=False, workers=1)
     run = Run.open(path)
-    return analyze(run), _reference(shared_dir / NW0), MO.table(run.memory, run.slices)
+    return analyze(run), _reference(shared_dir / NW0), MO.table(run.memory, MO.held(run.memory, run.slices))
 
 
 def _got(table: pl.DataFrame, column: str) -> dict[tuple[str, str], int]:

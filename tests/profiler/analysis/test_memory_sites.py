@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 
 from accelscope.analysis import memory_sites
-from accelscope.analysis.memory_ops import MEMORY_OPS_SCHEMA, table
+from accelscope.analysis.memory_ops import MEMORY_OPS_SCHEMA, held, table
 
 TRAIN = "/work/train.py:42 forward"
 LOOP = "/work/train.py:90 main"
@@ -29,8 +29,9 @@ def test_a_site_is_the_innermost_python_frame_outside_torch():
 
 def test_memory_by_site_has_self_for_the_site_and_total_for_every_python_frame():
     mem = _memory([f"{TORCH}\n{TRAIN}\n{LOOP}", f"{TRAIN}\n{LOOP}", LOOP, BACKWARD, None], [100, -40, 7, 5, 1000])
-    got = {r["name"]: r for r in table(mem, pl.DataFrame(schema={"kind": pl.String, "rank": pl.Int32, "pid": pl.Int64, "tid": pl.Int64, "name": pl.String,
-                                                                 "start_ns": pl.Int64, "dur_ns": pl.Int64})).iter_rows(named=True)}
+    no_ops = pl.DataFrame(schema={"kind": pl.String, "rank": pl.Int32, "pid": pl.Int64, "tid": pl.Int64, "name": pl.String, "start_ns": pl.Int64,
+                                  "dur_ns": pl.Int64})
+    got = {r["name"]: r for r in table(mem, held(mem, no_ops)).iter_rows(named=True)}
     assert set(got) == {"train.py:42 forward", "train.py:90 main", "module.py:1747 _call_impl", "SubBackward0"}  # the stackless row has no site
     fwd, main = got["train.py:42 forward"], got["train.py:90 main"]
     assert (fwd["allocations"], fwd["allocated_bytes"], fwd["self_increase_bytes"], fwd["total_allocated_bytes"]) == (1, 100, 60, 100)
