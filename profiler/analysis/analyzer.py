@@ -414,4 +414,6 @@ def _match_collectives(run: Run, rank_ids: list[int], events_of, tolerance: int,
     per_rank = T.map_ranks(T.collective_pass, mine, rank_ids, events_of, threads, cluster, str(run.path))
     launches = [lc for _, lc in per_rank if lc is not None]
     found = K.find(rows, pl.concat(launches) if launches else None)
-    return K.match(found, pl.concat([w for w, _ in per_rank]), tolerance)
+    # Imported ranks keep their hosts' clocks, never measured against each other.
+    imported = tolerance == 0 and "clock_alignment" in run.meta
+    return K.match(found, pl.concat([w for w, _ in per_rank]), tolerance, align_clocks=imported)

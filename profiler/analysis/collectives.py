@@ -176,9 +176,12 @@ def empty(unmatched: int = 0, notes: list[str] | None = None) -> Matched:
     return Matched(pl.DataFrame(schema=ARRIVALS_SCHEMA), pl.DataFrame(schema=INSTANCES_SCHEMA), unmatched, notes or [])
 
 
-def match(found: pl.DataFrame, windows: pl.DataFrame, tolerance_ns: int = 0) -> Matched:
+def match(found: pl.DataFrame, windows: pl.DataFrame, tolerance_ns: int = 0, align_clocks: bool = False) -> Matched:
     """Instances of the job's collectives. ``windows``: every rank's steps (rank, step,
-    start_ns, end_ns). ``tolerance_ns``: the clocks' error, allowed in the overlap check."""
+    start_ns, end_ns). ``tolerance_ns``: the clocks' error, allowed in the overlap check.
+    ``align_clocks``: the ranks' clocks were never measured against each other (imported
+    traces); where calls matched by order do not overlap as recorded, line the ranks up on
+    the calls' ends (``line_up``)."""
     ranks = found["rank"].unique()
     if ranks.len() < 2:
         return empty()
@@ -196,6 +199,13 @@ def match(found: pl.DataFrame, windows: pl.DataFrame, tolerance_ns: int = 0) -> 
                                                  pl.lit("|"), pl.col("_order").cast(pl.String)])))
     # Ranks that take part in each group: every rank with an event of it.
     members = f.group_by("group").agg(_members=pl.col("rank").n_unique())
+    notes: list[str] = []
+    if align_clocks:
+        f, offsets = line_up(f, members)
+        if offsets:
+            worst = max(offsets, key=lambda r: abs(offsets[r]))
+            notes.append(f"the ranks' clocks disagree (imported traces, never synchronised): collectives were lined up on their ends, "
+                         f"ranks shifted by up to {abs(offsets[worst]) / 1e3:.0f} µs (rank {worst}); cross-rank figures are on those lined-up clocks")
     inst = f.group_by("_key").agg(
         pl.col("group").first(), pl.col("kind").first(), pl.col("step").min(), pl.col("size_bytes").max(),
         n_ranks=pl.col("rank").n_unique(), n_events=pl.len(), first_arrival_ns=pl.col("start_ns").min(),
@@ -206,7 +216,6 @@ def match(found: pl.DataFrame, windows: pl.DataFrame, tolerance_ns: int = 0) -> 
     complete = (pl.col("n_ranks") == pl.col("_members")) & (pl.col("n_events") == pl.col("n_ranks")) & (pl.col("n_ranks") >= 2)
     overlapping = pl.col("last_arrival_ns") <= pl.col("min_end_ns") + tolerance_ns
     good = inst.filter(complete & overlapping)
-    notes: list[str] = []
     n_incomplete = inst.filter(~complete).height
     n_apart = inst.filter(complete & ~overlapping).height
     unmatched = int(inst.filter(~(complete & overlapping))["n_events"].sum() or 0)
@@ -228,6 +237,45 @@ def match(found: pl.DataFrame, windows: pl.DataFrame, tolerance_ns: int = 0) -> 
         good.select(list(INSTANCES_SCHEMA)).cast(INSTANCES_SCHEMA),  # type: ignore[arg-type]
         unmatched, notes,
     )
+
+
+# Lined-up clocks are kept only when at least this share of the calls then overlaps.
+LINED_UP_SHARE = 0.9
+
+
+def line_up(f: pl.DataFrame, members: pl.DataFrame) -> tuple[pl.DataFrame, dict[int, int]]:
+    """Collective calls (with their match ``_key``) moved onto one clock, and each rank's shift.
+
+    A collective ends on every rank at about the same moment, when the last rank's data has
+    arrived, however late each rank came (a straggler's call is short, not early). So each
+    rank's offset is the median, over the calls every member of the group made, of how much
+    later its call ended than the call's median end. Nothing moves when every such call
+    overlaps across ranks as recorded (clocks good enough to match), or when the shifts
+    would not make nearly all of them overlap (LINED_UP_SHARE)."""
+    counts = f.join(members, on="group").with_columns(_n=pl.col("rank").n_unique().over("_key"), _c=pl.len().over("_key"))
+    whole = counts.filter((pl.col("_n") == pl.col("_members")) & (pl.col("_c") == pl.col("_n")) & (pl.col("_n") >= 2))
+    before = _overlapping_share(whole)
+    if before == 1.0:
+        return f, {}
+    off = whole.with_columns(_d=pl.col("end_ns") - pl.col("end_ns").median().over("_key")).group_by("rank").agg(
+        _off=pl.col("_d").median().round(0).cast(pl.Int64))
+
+    def shifted(frame: pl.DataFrame) -> pl.DataFrame:
+        frame = frame.join(off, on="rank", how="left").with_columns(_off=pl.col("_off").fill_null(0))
+        return frame.with_columns(start_ns=pl.col("start_ns") - pl.col("_off"), end_ns=pl.col("end_ns") - pl.col("_off")).drop("_off")
+
+    # Calls paired by order that are not the same call (ranks that kept different subsets)
+    # give offsets that line up nothing: keep the clocks unless nearly every call then overlaps.
+    after = _overlapping_share(shifted(whole))
+    if after < LINED_UP_SHARE or after <= before:
+        return f, {}
+    return shifted(f), {int(r): int(o) for r, o in off.iter_rows() if o}
+
+
+def _overlapping_share(calls: pl.DataFrame) -> float:
+    """The share of calls (rows per ``_key``) whose ranks' spans have a common instant."""
+    per = calls.group_by("_key").agg(ok=pl.col("start_ns").max() <= pl.col("end_ns").min())
+    return float(per["ok"].mean()) if per.height else 1.0
 
 
 def _bandwidth(inst: pl.DataFrame) -> pl.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 
 import polars as pl
 import pytest
@@ -133,11 +134,37 @@ def test_collectives_that_do_not_overlap_across_ranks_are_reported_not_matched(s
     raw = sum(len(_nccl_kernels(_raw(f))) for f in (shared_dir / TRACE_FILTER).glob("*.json.gz"))
     assert report.collectives.height * 2 + report.unmatched_collectives == raw
     assert report.unmatched_collectives > 0 and any("did not overlap" in n for n in report.notes)
+    assert not any("lined up" in n for n in report.notes)  # mismatched subsets are not a clock skew
     # Its kernels are all ncclKernel_SendRecv_*: the kinds come from the host calls that launched them.
     assert set(report.collectives["kind"].to_list()) <= {"all_reduce", "all_gather", "all_to_all"}
     for inst in report.collectives.iter_rows(named=True):
         spans = report.arrivals.filter(pl.col("instance") == inst["instance"])
         assert spans["start_ns"].max() <= spans["end_ns"].min()
+
+
+def test_imported_ranks_with_skewed_clocks_are_lined_up_on_their_collectives(shared_dir, tmp_path, dlrm):
+    """Each DLRM rank's clock moved by a seeded 0-5 ms, as hosts without clock sync would
+    record it: no call overlaps across ranks as recorded, and lined up on the calls' ends every
+    call matches again, each rank waiting what it waited in the job as recorded."""
+    assert not any("lined up" in n for n in dlrm.notes)
+    rng = random.Random(7)
+    skewed = tmp_path / "skewed"
+    skewed.mkdir()
+    for f in sorted((shared_dir / DLRM).glob("*.json.gz")):
+        doc = _raw(f)
+        shift_us = rng.randint(0, 5000)
+        for e in doc["traceEvents"]:
+            if "ts" in e:
+                e["ts"] += shift_us
+        (skewed / f.name).write_bytes(gzip.compress(json.dumps(doc).encode()))
+    report = analyze(Run.open(import_traces([skewed], tmp_path / "run", progress=False)))
+    assert report.collectives.height == dlrm.collectives.height and report.unmatched_collectives == 0
+    assert any("lined up on their ends" in n for n in report.notes)
+    # The calls' ends differ by a few µs between ranks (a shift is the median of them); a skew
+    # left in would be off by hundreds to thousands.
+    got, want = report.arrivals.sort("instance", "rank"), dlrm.arrivals.sort("instance", "rank")
+    assert got["rank"].to_list() == want["rank"].to_list()
+    assert (got["wait_ns"] - want["wait_ns"]).abs().max() <= 5_000
 
 
 def test_kernels_take_group_and_size_from_the_record_param_comms_that_launched_them(shared_dir, tmp_path):
