@@ -528,11 +528,8 @@ def _counter_table(path: Path, samples: CounterSamples, base_ns: int, rank: int)
     )
 
 
-# Documents up to this size (uncompressed) are decoded in one go; larger ones stream. Since
-# chunks are cut at guessed boundaries, streaming is as fast from about this size and holds far
-# less (2026-12-06, whole processes, median of 5: nw0, 34 MiB, 0.89 of the time and 229 MiB
-# peak against 331; three ranks, 90 MiB, 0.99 and 256 MiB against 439; three documents of
-# 5-10 MiB 1.04 and 211 against 231).
+# Documents up to this size (uncompressed) are decoded in one go; larger ones stream, which
+# with guessed cuts is as fast from here and holds far less (docs/benchmarks.md, 2026-12-06).
 WHOLE_DOCUMENT_BYTES = 16 << 20
 _BATCH_EVENTS = 100_000
 
