@@ -4,8 +4,8 @@ Builds jobs from the real 8-rank PARAM DLRM job in ../shared: each rank's trace 
 scaled in time with ``shared/tools/scale_trace.py`` (``--events`` per rank), then rank r
 of a job is a copy of worker r % 8 with its ``distributedInfo.rank`` set to r and its
 timestamps shifted by a per-rank jitter (0-200 µs, seeded), as ranks' clocks differ. One
-rank is an injected straggler: it enters every collective late (60 % of the collective's
-duration), so the others wait for it there.
+rank is an injected straggler: it enters every collective after every other rank (40 % of
+the call's shortest duration before its end), so the others wait for it there.
 
 For each job size, ``accelscope import`` is timed serially (``--workers 1``), with a pool
 (``--workers N``) and on a Dask ``LocalCluster`` of N single-threaded worker processes
@@ -44,7 +44,10 @@ _RANK_RE = re.compile(rb'("distributedInfo"\s*:\s*\{[^{}]*?"rank"\s*:\s*)(\d+)')
 TARGET_64 = 1.8
 TARGET_CLUSTER = 1.3  # the LocalCluster's time over the pool's, at most
 CLIENT_PEAK_BYTES = 2**30
-LATE_SHARE = 0.6  # how late the straggler enters each collective, as a share of its duration
+# The straggler enters each collective this share of the call's shortest duration on any
+# rank before it ends: after every other rank (each of them spent at least that whole
+# shortest duration in it), so it is the last to arrive at every call.
+LATE_SHARE = 0.4
 
 # One import in a fresh process: prints its wall seconds and peak RSS (bytes) as JSON.
 CHILD = """
@@ -111,24 +114,42 @@ def straggler_of(ranks: int) -> int:
 
 def make_job(directory: Path, ranks: int, scaled: list[bytes], seed: int = 0) -> Path:
     """``ranks`` files rank-N.json.gz: worker N % 8, renumbered, its clock shifted by a
-    jitter; rank ``straggler_of(ranks)`` enters every collective LATE_SHARE of its
-    duration later (its start moves, its end stays: the others waited that much longer)."""
+    jitter; rank ``straggler_of(ranks)`` enters every collective late, LATE_SHARE of the
+    call's shortest duration on any worker before its end (its start moves, its end stays:
+    the others waited that much longer)."""
     from accelscope.analysis.collectives import ANY_NAME
 
     collective = re.compile(ANY_NAME)
+
+    def calls(doc: dict) -> list[tuple[tuple[str, int], dict]]:
+        """Each collective event with its key: its name and how many of that name came before."""
+        seen: dict[str, int] = {}
+        out = []
+        for e in sorted((e for e in doc["traceEvents"] if isinstance(e.get("dur"), (int, float)) and e["dur"] > 0
+                         and isinstance(e.get("ts"), (int, float)) and collective.search(str(e.get("name", "")))), key=lambda e: e["ts"]):
+            name = str(e["name"])
+            out.append(((name, seen.get(name, 0)), e))
+            seen[name] = seen.get(name, 0) + 1
+        return out
+
+    shortest: dict[tuple[str, int], float] = {}
+    for raw in scaled:
+        for key, e in calls(json.loads(raw)):
+            shortest[key] = min(shortest.get(key, e["dur"]), e["dur"])
     rng = random.Random(seed)
     directory.mkdir(parents=True, exist_ok=True)
     slow = straggler_of(ranks)
     for r in range(ranks):
         doc = json.loads(_RANK_RE.sub(lambda m, r=r: m.group(1) + str(r).encode(), scaled[r % len(scaled)], count=1))
+        if r == slow:
+            for key, e in calls(doc):
+                end = e["ts"] + e["dur"]
+                e["ts"] = max(e["ts"], end - LATE_SHARE * shortest[key])
+                e["dur"] = end - e["ts"]
         shift_us = rng.uniform(0, 200)
         for e in doc["traceEvents"]:
-            if not isinstance(e.get("ts"), (int, float)):
-                continue
-            if r == slow and isinstance(e.get("dur"), (int, float)) and e["dur"] > 0 and collective.search(str(e.get("name", ""))):
-                late = e["dur"] * LATE_SHARE
-                e["ts"], e["dur"] = e["ts"] + late, e["dur"] - late
-            e["ts"] = round(e["ts"] + shift_us, 3)
+            if isinstance(e.get("ts"), (int, float)):
+                e["ts"] = round(e["ts"] + shift_us, 3)
         with gzip.open(directory / f"rank-{r}.json.gz", "wt", compresslevel=6) as fh:
             json.dump(doc, fh)
     return directory
