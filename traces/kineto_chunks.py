@@ -71,7 +71,10 @@ def read_in_ranges(path: Path, workers: int, on_bytes: Any = None) -> tuple[Any,
             last = len(ranges) - 1
             with ProcessPoolExecutor(max_workers=len(ranges) - 1, mp_context=get_context("spawn")) as pool:
                 futures = [pool.submit(decode_range, str(document), lo, hi, False, i == last, spill) for i, (lo, hi) in enumerate(ranges) if i > 0]
-                first = decode_range(str(document), *ranges[0], True, last == 0)
+                # Progress from this process's own range, as a share of the file (the workers' run alongside).
+                scale = path.stat().st_size / max(ranges[0][1], 1)
+                shown = (lambda n: on_bytes(int(n * scale))) if on_bytes is not None else None
+                first = decode_range(str(document), *ranges[0], True, last == 0, on_bytes=shown)
                 results = [first] + [f.result() for f in futures]
             for r in results:  # mapped: the pages stay readable once the directory is gone
                 if isinstance(r.table, str):
@@ -138,11 +141,12 @@ def split(path: Path, workers: int) -> list[int] | None:
     return cuts + [size]
 
 
-def decode_range(path: str, lo: int, hi: int, first: bool, last: bool, spill: str | None = None) -> RangeResult:
+def decode_range(path: str, lo: int, hi: int, first: bool, last: bool, spill: str | None = None, on_bytes: Any = None) -> RangeResult:
     """Decode the elements in bytes [lo, hi) of the file; the task each worker runs. The
     first range starts with the document, the last ends with it; every other edge is a cut
     just before an element. With ``spill`` (a directory) the columns are written there as
-    an Arrow IPC file, which the parent maps instead of receiving a copy through a pipe."""
+    an Arrow IPC file, which the parent maps instead of receiving a copy through a pipe.
+    ``on_bytes(n)``: the range's bytes read so far (this process's range: the progress bar)."""
     from accelscope.traces.kineto import _add_batch, _Batches
 
     p = Path(path)
@@ -157,6 +161,8 @@ def decode_range(path: str, lo: int, hi: int, first: bool, last: bool, spill: st
             if not data:
                 break
             left -= len(data)
+            if on_bytes is not None:
+                on_bytes(hi - lo - left)
             _add_batch(scanner, batches, scanner.feed(data))
     if not last:  # close the array here: a cut that was not between two elements fails now
         _add_batch(scanner, batches, scanner.feed(b"]"))

@@ -4,6 +4,8 @@ ranges cannot be trusted. The size thresholds are lowered so that a real 34 MiB 
 
 import gzip
 import json
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
@@ -50,6 +52,14 @@ def nw0_json(shared_dir, tmp_path_factory):
 def test_a_real_trace_read_in_ranges_is_the_serial_read(nw0_json, ranged, workers):
     _same(read_kineto(nw0_json, workers=workers), read_kineto(nw0_json))
     assert ranged == [True]
+
+
+def test_progress_rises_while_the_ranges_are_read_and_ends_at_the_file_size(nw0_json, ranged):
+    seen = []
+    read_kineto(nw0_json, workers=2, on_bytes=seen.append)
+    size = nw0_json.stat().st_size
+    assert ranged == [True] and len(seen) > 2 and seen == sorted(seen) and seen[-1] == size
+    assert 0 < seen[0] < size  # not only one jump at the end
 
 
 def _padded(shared_dir, tmp_path, extra, copies=60):
@@ -113,3 +123,26 @@ def test_importing_one_file_with_workers_splits_it(nw0_json, tmp_path, ranged):
     two = Run.open(import_traces([nw0_json], tmp_path / "two", progress=False, workers=2))
     assert ranged == [True]
     assert two.events.equals(one.events)
+
+
+def test_a_worker_that_dies_leaves_the_file_to_the_serial_read(nw0_json, ranged, monkeypatch):
+    class DeadPool:
+        """A pool whose worker died (killed, out of memory): every task's future says so."""
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, *args, **kwargs):
+            f = Future()
+            f.set_exception(BrokenProcessPool("A process in the process pool was terminated abruptly"))
+            return f
+
+    monkeypatch.setattr(kineto_chunks, "ProcessPoolExecutor", DeadPool)
+    _same(read_kineto(nw0_json, workers=2), read_kineto(nw0_json))
+    assert ranged == [False]
