@@ -8,8 +8,9 @@ checked by the decoding itself (chrome_json: a cut inside a string or between ne
 objects leaves a range that does not decode). This process decodes the first range while
 spawned workers decode the others, each into the same columns a serial read makes; the
 batches are then put together in file order. A gzipped file is first decompressed into a
-temporary file (a gzip stream cannot be cut). Anything unusual (the array form, begin/end pairs that may span two ranges, a range that did not decode, a
-worker that died) falls back to the serial read, which is also what names a broken file.
+temporary file (a gzip stream cannot be cut). Anything unusual (the array form, begin/end
+pairs that may span two ranges, a range that did not decode, a worker that died, a full
+disk) falls back to the serial read, which is also what names a broken file.
 """
 
 from __future__ import annotations
