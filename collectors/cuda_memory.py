@@ -104,37 +104,36 @@ class CudaMemoryCollector(Collector):
         self.ctx: CollectorContext | None = None
         self._cuda: CudaMemory | None = None
         self._names: dict[int, str] = {}
-        self._stopped = False
+        self._ready = False  # the program has initialised CUDA (it stays so): stop asking
 
     def start(self, ctx: CollectorContext) -> None:
         self.ctx = ctx
         self._cuda = CudaMemory()
-        if self.reset_peak and self._cuda.initialized():  # step 0's peak: from here, not the program's start
+        self._ready = self._cuda.initialized()
+        if self.reset_peak and self._ready:  # step 0's peak: from here, not the program's start
             for index in self._indices():
                 if is_na(index) or self._failed(self._cuda.reset_peak(index)):
                     break
-
-    def stop(self) -> None:
-        self._stopped = True
 
     def _indices(self) -> Sequence[int | NotAvailable]:
         return self.devices if self.devices is not None else (self._cuda.current_device(),)
 
     def _failed(self, result: object) -> bool:
-        """Report a ``NotAvailable`` result as this collector's failure (it stops); True if it was one."""
+        """Report a ``NotAvailable`` result as this collector's failure (the profiler drops it:
+        no later step calls it); True if it was one."""
         if not is_na(result):
             return False
-        self._stopped = True
         self.ctx.report_failure(self.name, result.reason)
         return True
 
     def on_step(self, step: int) -> None:
         cuda = self._cuda
-        if self._stopped or not cuda.initialized():
-            return
+        if not self._ready:
+            if not cuda.initialized():
+                return
+            self._ready = True
         ctx = self.ctx
-        span = ctx.last_step_ns()
-        t = span[1] if span is not None else ctx.now_ns()
+        t = ctx.last_step_ns()[1]  # the step that just ended (set before on_step is called)
         add = ctx.writer.add_counter
         for index in self._indices():
             if self._failed(index):

@@ -185,7 +185,8 @@ class Profiler:
             with self._fail_lock:  # a sampler may already have failed on its own thread
                 if collector.name not in self._failed:
                     self._writer.set_collector_status(collector.name, "ok")
-        self._step_collectors = [c for c in self._collectors if type(c).on_step is not Collector.on_step]
+        # (A collector that reported a failure while starting is already dropped.)
+        self._step_collectors = [c for c in self._collectors if type(c).on_step is not Collector.on_step and c.name not in self._failed]
         if any(c.background for c in self._collectors):
             self._watchdog = threading.Thread(target=self._watch, name="accelscope-watchdog", daemon=True)
             self._watchdog.start()
