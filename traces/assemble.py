@@ -32,10 +32,10 @@ from accelscope.traces import schema as S
 from accelscope.traces.formats import Source
 from accelscope.traces.run import META_FILE, TABLES, write_json_atomic, write_parquet_atomic
 
-PART_PREFIX = "part-"
+PART_PREFIX = "part-"  # a rank part not yet named by its rank (its rank is settled once all are read)
 # A rank of at least twice this many events is written as two Parquet parts in two threads
 # (0.17 s against 0.32 s for 625k rows on 2 cores, docs/benchmarks.md).
-SPLIT_ROWS = 128_000  # a rank part not yet named by its rank (its rank is settled once all are read)
+SPLIT_ROWS = 128_000
 
 
 @dataclass
@@ -89,15 +89,16 @@ def write_part(source: Source, on_bytes: Callable[[int], None] | None, *, out_di
         shutil.rmtree(path)
     for name in TABLES:
         (path / name).mkdir(parents=True)
-    writes = [(events, path / "events" / "part-000001.parquet")]
-    if events.num_rows >= 2 * SPLIT_ROWS:  # two parts, in file order, written at once
-        half = events.num_rows // 2
-        writes = [(events.slice(0, half), path / "events" / "part-000001.parquet"), (events.slice(half), path / "events" / "part-000002.parquet")]
+    split = events.num_rows >= 2 * SPLIT_ROWS
+    half = events.num_rows // 2 if split else events.num_rows
+    writes = [(events.slice(0, half), path / "events" / "part-000001.parquet")]
+    if split:  # two parts, in file order
+        writes.append((events.slice(half), path / "events" / "part-000002.parquet"))
     if counters is not None:
         writes.append((counters, path / "counters" / "part-000001.parquet"))
     if memory is not None:
         writes.append((memory, path / "memory" / "part-000001.parquet"))
-    if len(writes) > 1 and events.num_rows >= 2 * SPLIT_ROWS:
+    if split:
         with ThreadPoolExecutor(2) as pool:  # Parquet encoding releases the GIL
             list(pool.map(lambda w: write_parquet_atomic(*w), writes))
     else:

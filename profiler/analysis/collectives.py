@@ -176,6 +176,13 @@ def empty(unmatched: int = 0, notes: list[str] | None = None) -> Matched:
     return Matched(pl.DataFrame(schema=ARRIVALS_SCHEMA), pl.DataFrame(schema=INSTANCES_SCHEMA), unmatched, notes or [])
 
 
+# Lined-up clocks are kept only when at least this share of the calls then overlaps.
+LINED_UP_SHARE = 0.9
+# A call (its events aggregated per match key, with its group's ``_members``) seen once on
+# every rank of its group.
+_COMPLETE = (pl.col("n_ranks") == pl.col("_members")) & (pl.col("n_events") == pl.col("n_ranks")) & (pl.col("n_ranks") >= 2)
+
+
 def match(found: pl.DataFrame, windows: pl.DataFrame, tolerance_ns: int = 0, align_clocks: bool = False) -> Matched:
     """Instances of the job's collectives. ``windows``: every rank's steps (rank, step,
     start_ns, end_ns). ``tolerance_ns``: the clocks' error, allowed in the overlap check.
@@ -213,7 +220,7 @@ def match(found: pl.DataFrame, windows: pl.DataFrame, tolerance_ns: int = 0, ali
         last_rank=pl.col("rank").sort_by("start_ns").last(),
         second_last_arrival_ns=pl.col("start_ns").sort(descending=True).slice(1, 1).first(),
     ).join(members, on="group")
-    complete = (pl.col("n_ranks") == pl.col("_members")) & (pl.col("n_events") == pl.col("n_ranks")) & (pl.col("n_ranks") >= 2)
+    complete = _COMPLETE
     overlapping = pl.col("last_arrival_ns") <= pl.col("min_end_ns") + tolerance_ns
     good = inst.filter(complete & overlapping)
     n_incomplete = inst.filter(~complete).height
@@ -239,10 +246,6 @@ def match(found: pl.DataFrame, windows: pl.DataFrame, tolerance_ns: int = 0, ali
     )
 
 
-# Lined-up clocks are kept only when at least this share of the calls then overlaps.
-LINED_UP_SHARE = 0.9
-
-
 def line_up(f: pl.DataFrame, members: pl.DataFrame) -> tuple[pl.DataFrame, dict[int, int]]:
     """Collective calls (with their match ``_key``) moved onto one clock, and each rank's shift.
 
@@ -252,8 +255,8 @@ def line_up(f: pl.DataFrame, members: pl.DataFrame) -> tuple[pl.DataFrame, dict[
     later its call ended than the call's median end. Nothing moves when every such call
     overlaps across ranks as recorded (clocks good enough to match), or when the shifts
     would not make nearly all of them overlap (LINED_UP_SHARE)."""
-    counts = f.join(members, on="group").with_columns(_n=pl.col("rank").n_unique().over("_key"), _c=pl.len().over("_key"))
-    whole = counts.filter((pl.col("_n") == pl.col("_members")) & (pl.col("_c") == pl.col("_n")) & (pl.col("_n") >= 2))
+    calls = f.group_by("_key").agg(pl.col("group").first(), n_ranks=pl.col("rank").n_unique(), n_events=pl.len()).join(members, on="group")
+    whole = f.join(calls.filter(_COMPLETE).select("_key"), on="_key", how="semi")
     before = _overlapping_share(whole)
     if before == 1.0:
         return f, {}
