@@ -34,12 +34,10 @@ def _mib(n: int) -> str:
 def pressed(memory: pl.DataFrame, out_of_memory: set[tuple[int, str]] = frozenset()) -> pl.DataFrame:
     """The rows of Report.memory whose device is short of memory: the peak held at least
     MEMORY_PRESSURE_SHARE of it, or the loop ran out of memory there (``out_of_memory``)."""
-    full = memory.filter((pl.col("peak_share") >= MEMORY_PRESSURE_SHARE).fill_null(False))
-    if not out_of_memory:
-        return full
-    ran_out = pl.DataFrame({"rank": [r for r, _ in out_of_memory], "device": [d for _, d in out_of_memory]}, schema={"rank": pl.Int32, "device": pl.String})
-    return pl.concat([full, memory.with_columns(pl.col("rank").cast(pl.Int32)).join(ran_out, on=["rank", "device"], how="semi").cast(memory.schema)]).unique(
-        ["rank", "device"], keep="first", maintain_order=True)
+    ran_out = pl.lit(False)
+    for rank, device in out_of_memory:
+        ran_out = ran_out | ((pl.col("rank") == rank) & (pl.col("device") == device))
+    return memory.filter((pl.col("peak_share") >= MEMORY_PRESSURE_SHARE).fill_null(False) | ran_out)
 
 
 def memory_advice(memory: pl.DataFrame, categories: pl.DataFrame, mean_step_ns: float, multi_rank: bool, unit: str = "step",
@@ -50,7 +48,8 @@ def memory_advice(memory: pl.DataFrame, categories: pl.DataFrame, mean_step_ns: 
     out: list[Recommendation] = []
     for m in pressed(memory, out_of_memory).iter_rows(named=True):
         where = f"rank {m['rank']} · {m['device']}" if multi_rank else m["device"]
-        full = f"{m['peak_share']:.0%} of its memory" if m["peak_share"] is not None else "and ran out of memory"
+        ran_out = (m["rank"], m["device"]) in out_of_memory
+        full = " ".join(filter(None, [f"{m['peak_share']:.0%} of its memory" if m["peak_share"] is not None else "", "and ran out of memory" if ran_out else ""]))
         held = {r["category"]: r["bytes"] for r in categories.filter((pl.col("rank") == m["rank"]) & (pl.col("device") == m["device"])).iter_rows(named=True)}
         peak = m["peak_allocated_bytes"]
         act, inputs = held.get("activation", 0), held.get("input", 0)
