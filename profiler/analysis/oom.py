@@ -26,6 +26,7 @@ import polars as pl
 
 from accelscope.analysis import memory_live as ML
 from accelscope.analysis.leaks import ALLOCATION_OPS
+from accelscope.analysis.steps import traced_windows
 
 HELD_BY_ROWS = 10  # ops kept in Oom.held_by, most bytes first
 
@@ -129,11 +130,10 @@ def window_start(meta: dict[str, Any], steps: pl.DataFrame, rank: int, step: int
     None for no bound): the first step of the window (``meta["traced_steps"]``) holding ``step``
     starts it; where that is ``step`` itself (which has no slice), the previous step's end does.
     A run without windows counts every step as traced, from its beginning."""
-    listed = meta.get("traced_steps")
-    windows = [w for ws in listed.values() for w in ws or []] if isinstance(listed, dict) else None
-    if not windows:
+    windows = traced_windows(meta)
+    if windows is None:
         return True, None
-    firsts = [w[0] for w in windows if isinstance(w, (list, tuple)) and len(w) == 2 and w[0] <= step <= w[1]]
+    firsts = [first for first, last in windows if first <= step <= last]
     if not firsts:
         return False, None
     first = min(firsts)

@@ -53,16 +53,25 @@ def traced_mask(meta: dict[str, Any], steps: pl.DataFrame) -> pl.Series:
     ``prof.iter``, as in Keras ``model.fit``): then waits are seen only as the profiler's
     ``IteratorGetNext`` / DataLoader ops.
     """
-    listed = meta.get("traced_steps")
-    if not isinstance(listed, dict) or not any(name in listed for name in FRAMEWORK_PROFILERS):
+    windows = traced_windows(meta)
+    if windows is None:
         return pl.Series("traced", [True] * steps.height, dtype=pl.Boolean)
     numbers = steps["step"].to_numpy()
     traced = np.zeros(numbers.shape, dtype=bool)
-    for name in FRAMEWORK_PROFILERS:
-        for pair in listed.get(name) or []:
-            if isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(v, int) for v in pair):
-                traced |= (numbers >= pair[0]) & (numbers <= pair[1])
+    for first, last in windows:
+        traced |= (numbers >= first) & (numbers <= last)
     return pl.Series("traced", traced, dtype=pl.Boolean)
+
+
+def traced_windows(meta: dict[str, Any]) -> list[tuple[int, int]] | None:
+    """The framework profilers' windows as inclusive (first, last) step numbers, from
+    ``meta["traced_steps"]`` (malformed entries left out); None when the run lists none
+    (every step counts as traced)."""
+    listed = meta.get("traced_steps")
+    if not isinstance(listed, dict) or not any(name in listed for name in FRAMEWORK_PROFILERS):
+        return None
+    return [(pair[0], pair[1]) for name in FRAMEWORK_PROFILERS for pair in listed.get(name) or []
+            if isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(v, int) for v in pair)]
 
 
 def mark_outliers(steps: pl.DataFrame) -> pl.DataFrame:
