@@ -183,6 +183,14 @@ class CounterSamples:
     values: list[float] = field(default_factory=list)
     skipped: int = 0
 
+    def extend(self, other: CounterSamples) -> None:
+        """Add ``other``'s samples after these (the samples of a later part of the same file)."""
+        self.names += other.names
+        self.pids += other.pids
+        self.ts += other.ts
+        self.values += other.values
+        self.skipped += other.skipped
+
     def feed(self, events: list[Any]) -> None:
         """Add the samples of these ``C`` events."""
         for e in events:

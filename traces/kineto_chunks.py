@@ -29,6 +29,8 @@ import pyarrow as pa
 
 from accelscope.traces.chrome_events import CounterSamples
 from accelscope.traces.chrome_json import _BOUNDARY, FAST_WINDOW, Scanner, TraceFormatError
+from accelscope.traces.kineto import CHUNK_BYTES
+from accelscope.traces.kineto_memory import MemorySamples
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,6 @@ log = logging.getLogger(__name__)
 # even share, and a pool pays only for files of twice that (docs/benchmarks.md).
 HEAD_START_BYTES = 96 << 20
 MIN_BYTES = 2 * HEAD_START_BYTES
-_READ_BYTES = 4 << 20
 
 
 @dataclass
@@ -51,8 +52,7 @@ class RangeResult:
     processes: dict[int, str]
     kineto_categories: bool
     counters: CounterSamples
-    memory_frames: list[Any]
-    memory_dropped: int
+    memory: MemorySamples
     instants: list[Any]
     spans: bool  # begin/end events were seen: they may pair across ranges
     head: bytes = b""  # the document up to its event array (first range)
@@ -103,7 +103,7 @@ def _plain(path: Path, spill: Path) -> Path | None:
         return None
     plain = spill / "document.json"
     with gzip.open(path, "rb") as src, open(plain, "wb") as out:
-        shutil.copyfileobj(src, out, _READ_BYTES)
+        shutil.copyfileobj(src, out, CHUNK_BYTES)
     return plain
 
 
@@ -117,13 +117,17 @@ def split(path: Path, workers: int) -> list[int] | None:
         with open(path, "rb") as fh:
             scanner = Scanner(path)
             while scanner.state == "before":
-                data = fh.read(_READ_BYTES)
+                data = fh.read(CHUNK_BYTES)
                 if not data:
                     return None
                 scanner.feed(data)
             if scanner.array_form or scanner.state != "in":
                 return None
             start = len(scanner.head)
+            # No more ranges than pay: each worker's start costs what reading HEAD_START_BYTES does.
+            workers = min(workers, (size - start) // HEAD_START_BYTES)
+            if workers < 2:
+                return None
             cuts = [0]
             share = (size - start - HEAD_START_BYTES) // workers  # this process: HEAD_START_BYTES + share
             at = start + HEAD_START_BYTES + share
@@ -158,7 +162,7 @@ def decode_range(path: str, lo: int, hi: int, first: bool, last: bool, spill: st
         fh.seek(lo)
         left = hi - lo
         while left > 0:
-            data = fh.read(min(_READ_BYTES, left))
+            data = fh.read(min(CHUNK_BYTES, left))
             if not data:
                 break
             left -= len(data)
@@ -179,7 +183,7 @@ def decode_range(path: str, lo: int, hi: int, first: bool, last: bool, spill: st
         table = out
     return RangeResult(
         table, batches.n_events, batches.threads, batches.processes,
-        batches.kineto_categories, batches.counters, batches.memory.frames, batches.memory.dropped, batches.instants,
+        batches.kineto_categories, batches.counters, batches.memory, batches.instants,
         bool(pairs.paired or pairs.dropped or pairs.stacks), scanner.head if first else b"", scanner.tail if last else [],
     )
 
@@ -196,14 +200,8 @@ def merge(path: Path, results: list[RangeResult]) -> tuple[Any, dict[str, Any]]:
         batches.threads.update(r.threads)
         batches.processes.update(r.processes)
         batches.kineto_categories |= r.kineto_categories
-        c = batches.counters
-        c.names += r.counters.names
-        c.pids += r.counters.pids
-        c.ts += r.counters.ts
-        c.values += r.counters.values
-        c.skipped += r.counters.skipped
-        batches.memory.frames += r.memory_frames
-        batches.memory.dropped += r.memory_dropped
+        batches.counters.extend(r.counters)
+        batches.memory.extend(r.memory)
         batches.instants += r.instants
     scanner = Scanner(path, state="after", head=results[0].head, tail=results[-1].tail)
     return batches, scanner.header()

@@ -74,6 +74,11 @@ class MemorySamples:
     frames: list[pl.DataFrame] = field(default_factory=list)
     dropped: int = 0  # events whose args could not be read as an allocator event (no Bytes, not integers)
 
+    def extend(self, other: MemorySamples) -> None:
+        """Add ``other``'s batches after these (a later part of the same file)."""
+        self.frames += other.frames
+        self.dropped += other.dropped
+
     def add(self, time_ns: np.ndarray, pids: list[int | None], tids: list[int | None], raw_args: list[bytes]) -> None:
         """One batch: the events' times (ns, before the header's base time), threads and raw ``args`` JSON."""
         try:
