@@ -111,7 +111,15 @@ def build_report(run_path: str | os.PathLike[str]) -> str:
     def plot(fig) -> str:
         return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
 
-    if rep is not None:
+    if rep is not None and rep.run.memory_only:  # a memory snapshot: no timing figure means anything
+        parts.append("<section><h2>Overview</h2>")
+        if rep.oom is not None:
+            parts.append(f"<div class='rank-line rank-straggler'><b>Out of memory:</b> {html.escape(rep.oom.text.removeprefix('out of memory '))}</div>")
+        parts.append(f"<div class='rank-line'><b>Allocator events only:</b> {html.escape(overview.MEMORY_ONLY)}</div>")
+        if rep.recommendations:
+            parts.append("<h2>Recommendations</h2><ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in rep.recommendations) + "</ul>")
+        parts.append("</section>")
+    elif rep is not None:
         thing = "accelerator" if rep.has_device else "compute thread"
         causes = ", ".join(f"{CAUSE_TEXT[c]} {share:.1%}" for c, _, share in rep.idle_causes[:3]) or "never idle"
         cards = [
@@ -150,8 +158,9 @@ def build_report(run_path: str | os.PathLike[str]) -> str:
             if df.height:
                 rows = [[short_name(r["name"], 90), str(r["count"]), f"{r['total_ns'] / 1e6:.2f}", f"{r['mean_ns'] / 1e3:.1f}", f"{r['share_of_step_time']:.1%}"] for r in df.iter_rows(named=True)]
                 parts.append(f"<section><h2>{title}</h2>" + _table(["name", "count", "total ms", "mean µs", f"share of step time ({rep.table_basis.text})"], rows) + "</section>")
-    parts.append("<section><h2>Timeline</h2>" + plot(timeline_figure(tv.whole(view), static=True)) + "</section>")
-    parts.append("<section><h2>Device and host metrics</h2>" + plot(metrics.figure_of(view)) + "</section>")
+    if rep is None or not rep.run.memory_only:
+        parts.append("<section><h2>Timeline</h2>" + plot(timeline_figure(tv.whole(view), static=True)) + "</section>")
+        parts.append("<section><h2>Device and host metrics</h2>" + plot(metrics.figure_of(view)) + "</section>")
     if rep is not None and rep.memory.height:
         parts.append(f"<section><h2>{memory.TITLE}</h2>" + plot(memory.figure_of(view)) + _memory_tables(rep) + "</section>")
     parts.append("</main></body></html>")

@@ -62,3 +62,21 @@ def test_report_draws_offline_in_a_browser(report_file):
 def test_a_single_rank_report_has_no_ranks_section(report_file):
     text = report_file.read_text()
     assert "<h2>Ranks</h2>" not in text and "Straggler:" not in text and "class='rank-line" not in text
+
+
+def test_a_snapshot_run_report_shows_no_timing_and_its_memory(tmp_path):
+    """A memory snapshot records no timeline: no idle, verdict or step-time cards, no timeline."""
+    import pickle
+
+    from accelscope.dashboard.report import build_report
+    from accelscope.dashboard.sections import memory
+    from accelscope.dashboard.sections.overview import MEMORY_ONLY
+    from accelscope.traces.importer import import_traces
+    from tests.traces.test_torch_snapshot import _snapshot
+
+    path = tmp_path / "snap.pickle"
+    path.write_bytes(pickle.dumps(_snapshot()))
+    text = build_report(import_traces([path], tmp_path / "run", progress=False))
+    assert MEMORY_ONLY.split(":")[0] in text and f"<h2>{memory.TITLE}</h2>" in text
+    for timing in ("accelerator idle", "compute thread idle", ">verdict<", "<h2>Timeline</h2>", "Why the"):
+        assert timing not in text, timing
