@@ -109,7 +109,7 @@ class Scanner:
     state: str = "before"  # before -> in -> after the event array
     array_form: bool = False
     truncated: bool = False  # array form whose closing "]" is missing
-    elements: int = 0  # complete object elements found
+    elements: int = 0  # complete object elements found (a batch cut at a guess counts one: only "any?" is asked)
     carry: bytes = b""
     head: bytes = b""
     tail: list[bytes] = field(default_factory=list)
