@@ -16,6 +16,7 @@ scaled to the steady steps' total. The kernel and op tables are over the traced 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import polars as pl
@@ -96,6 +97,11 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
     (None: for runs of more than BY_RANK_MIN_EVENTS events whose events are not loaded yet);
     ``cluster``: run those per-rank tasks on the Dask cluster at this address (or Client),
     whose workers read the run by its path (rank_tasks.py). The report is the same either way."""
+    with ThreadPoolExecutor(1, thread_name_prefix="accelscope-memory") as pool:
+        return _analyze(run, by_rank, cluster, pool)
+
+
+def _analyze(run: Run, by_rank: bool | None, cluster: Any, pool: ThreadPoolExecutor) -> Report:
     if cluster is not None:
         by_rank = True
     if by_rank is None:
@@ -110,6 +116,8 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
         events_of = grouped.__getitem__
     if not rank_ids:
         raise NoStepsError(f"{run.path}: no events recorded")
+    # The memory work that needs no steps runs beside the ranks' (Polars releases the GIL).
+    held_memory = pool.submit(_held_memory, run)
     notes: list[str] = []
     empty_planes = (run.meta.get("xplane") or {}).get("empty_device_planes") or []
     if empty_planes:
@@ -254,14 +262,8 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
     advice = [a for a in advice if a.cause != C.RANK_WAIT and a.cause not in {s.cause for s in stragglers}]
     advice += exposed_communication(breakdown_ns[COMMUNICATION], breakdown_ns[RANK_WAIT], total, steady.height, mean_step, bool(stragglers), evidence)
     advice = straggler_advice(stragglers, framework_of(run.meta)) + sorted(advice, key=lambda a: -a.idle_share)
-    allocator = run.memory
-    # The host ops of the allocating threads, read once (from the loaded slices, else pushed
-    # into the scan): the peaks' ops, memory by op and the leaks' ops all come from them.
-    allocating_ops = run.slices_where(M.op_filter(allocator) | MC.phase_filter()) if allocator.height else None
-    # Which of those ops hold each allocator event, joined once: memory by op and the ops of
-    # the blocks live at the peaks both read it.
-    held_ops = MO.held(allocator, allocating_ops) if allocating_ops is not None else None
-    memory, memory_ops, memory_ops_more = _memory(run, allocator, allocating_ops, held_ops, steps, devices)
+    allocator, allocating_ops, held_ops, (memory_ops, memory_ops_more) = held_memory.result()
+    memory = _memory(run, allocator, held_ops, steps, devices)
     memory_categories = _memory_categories(allocator, allocating_ops, held_ops, steps, memory)
     memory_leaks, why_unknown = _leaks(allocator, allocating_ops, basis.filter(pl.col("traced")))
     # devices without allocator events but read at every step's end (light mode on CUDA): memory_samples.py
@@ -322,17 +324,29 @@ def analyze(run: Run, by_rank: bool | None = None, cluster: Any = None) -> Repor
     )
 
 
-def _memory(run: Run, memory: pl.DataFrame, host_ops: pl.DataFrame | None, held_ops: pl.DataFrame | None, steps: pl.DataFrame,
-            devices: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """(Report.memory, Report.memory_ops, the ops left out of it): each device's allocation
-    peak (memory.py) and memory by op (memory_ops.py); ``host_ops``: the allocating threads';
-    ``held_ops``: which of them hold each event (``memory_ops.held``)."""
+def _held_memory(run: Run) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None, tuple[pl.DataFrame, int]]:
+    """(the allocator events, the host ops of the allocating threads, which of those ops hold
+    each event, (Report.memory_ops, the ops left out of it)): the memory figures that need no
+    steps. The ops are read once (from the loaded slices, else pushed into the scan) and
+    joined to the events once (``memory_ops.held``); the peaks' ops, memory by op, the
+    categories and the leaks' ops all come from them."""
+    allocator = run.memory
+    if allocator.height == 0:
+        return allocator, None, None, (MO.empty(), 0)
+    allocator = M.allocated(allocator)  # once, for the peaks, the leaks, fragmentation and the categories
+    allocating_ops = run.slices_where(M.op_filter(allocator) | MC.phase_filter())
+    held_ops = MO.held(allocator, allocating_ops)
+    return allocator, allocating_ops, held_ops, MO.top(MO.table(allocator, held_ops))
+
+
+def _memory(run: Run, memory: pl.DataFrame, held_ops: pl.DataFrame | None, steps: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
+    """Report.memory: each device's allocation peak (memory.py) with the op holding it;
+    ``held_ops``: which host ops hold each allocator event (``memory_ops.held``)."""
     peaks = M.peaks(memory, steps)
-    if peaks.height == 0 or host_ops is None or held_ops is None:
-        return M.empty(), MO.empty(), 0
-    by_op, more = MO.top(MO.table(memory, held_ops))
-    out = M.with_capacity(MO.with_peak_ops(peaks, host_ops), _memory_totals(run, devices, peaks))
-    return M.with_fragmentation(out, M.fragmentation(memory, steps)), by_op, more
+    if peaks.height == 0 or held_ops is None:
+        return M.empty()
+    out = M.with_capacity(MO.with_peak_ops(peaks, held_ops), _memory_totals(run, devices, peaks))
+    return M.with_fragmentation(out, M.fragmentation(memory, steps))
 
 
 def _memory_categories(memory: pl.DataFrame, host_ops: pl.DataFrame | None, held_ops: pl.DataFrame | None, steps: pl.DataFrame,

@@ -55,7 +55,11 @@ def empty() -> pl.DataFrame:
 def allocated(memory: pl.DataFrame) -> pl.DataFrame:
     """The memory table by (rank, device) and time (file order among equal times) with
     ``allocated_bytes``: the recorded total where there is one, else the running sum of
-    ``bytes`` lined up on the device's recorded totals (or from 0 where it has none)."""
+    ``bytes`` lined up on the device's recorded totals (or from 0 where it has none). A table
+    that has the column already (this function's, or rows of it) is returned as it is:
+    ``analyze`` makes it once for every figure that reads it."""
+    if "allocated_bytes" in memory.columns:
+        return memory
     ta = pl.col("total_allocated_bytes")
     rows = memory.sort([*GROUP, "time_ns"], maintain_order=True).with_columns(_sum=pl.col("bytes").cum_sum().over(GROUP))
     offset = (ta - pl.col("_sum")).forward_fill().backward_fill().over(GROUP)

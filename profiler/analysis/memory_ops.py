@@ -110,11 +110,12 @@ def innermost(pairs: pl.DataFrame, last: Sequence[str] = ()) -> pl.DataFrame:
     return pairs.sort(order, descending=[False, False, True, False]).group_by("_id", maintain_order=True).first().select("_id", "name")
 
 
-def with_peak_ops(peaks: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:
+def with_peak_ops(peaks: pl.DataFrame, held_ops: pl.DataFrame) -> pl.DataFrame:
     """Report.memory (MEMORY_SCHEMA, totals still unknown) from ``memory.peaks``: each
-    peak's ``peak_op``, the innermost host op of its thread holding the peak's time."""
+    peak's ``peak_op``, the innermost host op of its thread holding the peak's time. A peak
+    is an allocator event's instant, so ``held_ops`` (``held`` of the same events) has its ops."""
     rows = peaks.select(*GROUP, "pid", "tid", pl.col("peak_time_ns").alias("time_ns")).with_row_index("_id")
-    named = rows.join(innermost(holding(rows, ops)), on="_id").select(*GROUP, pl.col("name").alias("peak_op"))
+    named = rows.join(innermost(pairs_of(rows, held_ops)), on="_id").select(*GROUP, pl.col("name").alias("peak_op"))
     out = peaks.join(named, on=GROUP, how="left")
     if "peak_stack" in out.columns:  # no op holding the peak: the site that allocated it, where stacks were recorded
         out = out.with_columns(peak_op=pl.coalesce("peak_op", memory_sites.site(pl.col("peak_stack"))))
