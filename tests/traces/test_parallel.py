@@ -3,13 +3,17 @@ import, failures contained per file, a killed worker found and named."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
+from types import SimpleNamespace
 
+import psutil
 import pytest
 
 from accelscope.errors import AccelscopeError
+from accelscope.traces import parallel
 from accelscope.traces.formats import Source
 from accelscope.traces.importer import discover, import_traces, read_source
 from accelscope.traces.parallel import WORKER_DIED, read_sources
@@ -19,10 +23,13 @@ DLRM = "traces/more/param-dlrm-8rank"
 KEY = ["rank", "start_ns", "dur_ns", "kind", "name", "device", "stream", "pid", "tid"]
 
 
+KILLER = "ACCELSCOPE_TEST_KILLER"  # the file name a worker dies on
+
+
 def killing_read(source: Source, on_bytes=None):
-    """The reader, except that it kills its own process on worker 3's file (a worker killed
-    mid-way: the OOM killer, a preempted node)."""
-    if source.path.name.startswith("worker3_"):
+    """The reader, except that a spawned worker kills itself on the file named in $KILLER
+    (a worker killed mid-way: the OOM killer, a preempted node)."""
+    if source.path.name == os.environ.get(KILLER) and multiprocessing.parent_process() is not None:
         os.kill(os.getpid(), signal.SIGKILL)
     return read_source(source, on_bytes)
 
@@ -51,14 +58,28 @@ def test_a_corrupt_rank_file_is_left_out_and_named_and_the_others_import(shared_
         assert any(n.startswith("left out ") and victim.name in n for n in run.meta["import_notes"])
 
 
-def test_a_killed_worker_costs_only_its_own_file(shared_dir, tmp_path):
+@pytest.mark.parametrize("here", [True, False], ids=["this process reads too", "workers only"])
+def test_a_killed_worker_costs_only_its_own_file(shared_dir, tmp_path, monkeypatch, here):
     job = _copy(shared_dir, tmp_path)
     sources, _ = discover([job])
-    killer = [s for s in sources if s.path.name.startswith("worker3_")]
-    assert len(killer) == 1, [s.path.name for s in sources]
+    monkeypatch.setattr(parallel, "_fits_here", lambda largest: here)
+    # This process takes the largest file; the worker the next ones: it dies on the second largest.
+    killer = sorted(sources, key=lambda s: -s.size_bytes)[1]
+    monkeypatch.setenv(KILLER, killer.path.name)
     got = read_sources(sources, killing_read, workers=2)
     assert len(got.traces) == len(sources) - 1
-    assert got.failed == [{"path": str(killer[0].path), "error": f"{killer[0].path}: {WORKER_DIED}"}]
+    assert got.failed == [{"path": str(killer.path), "error": f"{killer.path}: {WORKER_DIED}"}]
+
+
+def test_this_process_reads_only_where_no_file_can_press_its_memory(tmp_path, monkeypatch):
+    trace = tmp_path / "rank-0.json.gz"
+    trace.write_bytes(b"x" * 1000)
+    source = Source(trace, "kineto")
+    needs = parallel.PEAK_PER_BYTE * parallel.GZ_RATIO * 1000 / parallel.HERE_MEMORY_SHARE  # the guard's estimate, in available memory
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=int(needs)))
+    assert parallel._fits_here(source)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=int(needs) - 1))
+    assert not parallel._fits_here(source)
 
 
 def test_a_file_named_by_the_user_still_fails_the_import(shared_dir, tmp_path):
