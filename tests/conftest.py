@@ -11,6 +11,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ACCELSCOPE_SHARED", REPO.parent / "shared"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+# TensorFlow turns its oneDNN CPU path on by default only on CPUs with AVX-512; its allocator
+# then records each allocation in the profile (MemoryAllocation), the plain CPU allocator
+# records none. On for every CPU, so that the TF tests see the same profiles everywhere.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 # Directories in ../shared that are one multi-rank job each; every other trace file is a run of its own.

@@ -265,7 +265,7 @@ def _analyze(run: Run, by_rank: bool | None, cluster: Any, pool: ThreadPoolExecu
     allocator, allocating_ops, held_ops, (memory_ops, memory_ops_more) = held_memory.result()
     memory = _memory(run, allocator, held_ops, steps, devices)
     memory_categories = _memory_categories(allocator, allocating_ops, held_ops, steps, memory)
-    memory_leaks, why_unknown = _leaks(allocator, allocating_ops, basis.filter(pl.col("traced")))
+    memory_leaks, why_unknown = _leaks(allocator, held_ops, basis.filter(pl.col("traced")))
     # devices without allocator events but read at every step's end (light mode on CUDA): memory_samples.py
     sampled = MS.per_step(run.counters, steps, allocator.select("rank", "device"))
     sampled_peaks = MS.peaks(sampled)
@@ -371,10 +371,10 @@ def _memory_totals(run: Run, devices: pl.DataFrame, peaks: pl.DataFrame) -> pl.D
     return pl.concat([sampled, declared.drop_nulls()])
 
 
-def _leaks(memory: pl.DataFrame, host_ops: pl.DataFrame | None, steps: pl.DataFrame) -> tuple[pl.DataFrame, str | None]:
+def _leaks(memory: pl.DataFrame, held_ops: pl.DataFrame | None, steps: pl.DataFrame) -> tuple[pl.DataFrame, str | None]:
     """(Report.memory_leaks, why leaks cannot be known or None): the growth of each device's
     allocated memory over ``steps`` (the analysed steps the allocator events were recorded in,
-    leaks.py), and for the leaking ones the op; ``host_ops``: the allocating threads'."""
+    leaks.py), and for the leaking ones the op; ``held_ops``: which host ops hold each event."""
     fitted = LK.fit(memory, steps)
     if fitted.height == 0:
         return LK.empty(), ("no allocator events were recorded in the analysed steps (torch.profiler's profile_memory: "
@@ -386,7 +386,7 @@ def _leaks(memory: pl.DataFrame, host_ops: pl.DataFrame | None, steps: pl.DataFr
     if leaking.height == 0:
         return LK.empty(), None
     allocations = LK.never_freed(memory, steps, leaking)
-    return LK.leaks(fitted, LK.attribute(allocations, host_ops)), None
+    return LK.leaks(fitted, LK.attribute(allocations, held_ops)), None
 
 
 def _slices_range(passes: list[T.RankPass]) -> tuple[int, int] | None:

@@ -28,7 +28,7 @@ import polars as pl
 
 from accelscope.analysis.memory import GROUP, allocated
 from accelscope.analysis.memory_live import lifetimes
-from accelscope.analysis.memory_ops import holding, innermost
+from accelscope.analysis.memory_ops import innermost, pairs_of
 from accelscope.verdicts import LEAK_GROWING_PART, LEAK_GROWING_SHARE, LEAK_MIN_BYTES_PER_STEP, LEAK_MIN_CHANGES, LEAK_MIN_PEAK_SHARE
 
 # torch's pure allocation ops: they allocate for the op that called them.
@@ -203,15 +203,16 @@ def never_freed(memory: pl.DataFrame, steps: pl.DataFrame, devices: pl.DataFrame
     return inside.filter(pl.col("time_ns") < pl.col("end_ns")).select(*GROUP, "pid", "tid", "time_ns", "bytes")
 
 
-def attribute(allocations: pl.DataFrame, ops: pl.DataFrame) -> pl.DataFrame:
-    """Per (rank, device) of ``allocations``: the op holding the most never-freed bytes and
-    those bytes (``op``, ``op_never_freed_bytes``). ``ops``: slices, only ``cpu_op`` ones count."""
+def attribute(allocations: pl.DataFrame, held_ops: pl.DataFrame) -> pl.DataFrame:
+    """Per (rank, device) of ``allocations`` (allocator events): the op holding the most
+    never-freed bytes and those bytes (``op``, ``op_never_freed_bytes``). ``held_ops``:
+    ``memory_ops.held`` of the events they are among, the run's one join to host ops."""
     schema = {"rank": pl.Int32, "device": pl.String, "op": pl.String, "op_never_freed_bytes": pl.Int64}
     if allocations.height == 0:
         return pl.DataFrame(schema=schema)
     a = allocations.with_row_index("_id").select("_id", pl.col("rank").cast(pl.Int32), "device", "bytes", "pid", "tid", "time_ns")
     # the innermost op holding each, the allocation primitives only where no other op holds it
-    held = innermost(holding(a, ops), last=ALLOCATION_OPS)
+    held = innermost(pairs_of(a, held_ops), last=ALLOCATION_OPS)
     per_op = a.join(held, on="_id", how="left").group_by([*GROUP, "name"]).agg(op_never_freed_bytes=pl.col("bytes").sum())
     # the op with most bytes (by name among equals); allocations under no op only when no op holds any
     ranked = per_op.sort([*GROUP, pl.col("name").is_null(), "op_never_freed_bytes", "name"], descending=[False, False, False, True, False])
