@@ -46,15 +46,13 @@ def main() -> None:
     model = DDP(nn.Sequential(nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     # The truth about waiting, measured by the job itself: when this rank handed each
-    # gradient bucket to its all_reduce (its arrival), on the host's epoch clock, stamped
-    # just before and just after the call that launches it (the profiler records the
-    # collective inside that call, so a preempted rank widens the bracket, not the error).
-    arrivals: list[tuple[int, int, int, int]] = []
+    # gradient bucket to its all_reduce (its arrival), on the host's epoch clock, stamped once
+    # the all-reduce is launched: a rank preempted while launching has not arrived yet.
+    arrivals: list[tuple[int, int, int]] = []
 
     def arrival_hook(state, bucket):
-        before_ns = time.time_ns()
         fut = default_hooks.allreduce_hook(None, bucket)
-        arrivals.append((len(steps), bucket.index(), before_ns, time.time_ns()))
+        arrivals.append((len(steps), bucket.index(), time.time_ns()))
         return fut
 
     model.register_comm_hook(None, arrival_hook)

@@ -44,13 +44,12 @@ def truths(tmp: Path) -> dict[int, dict]:
 def truth_wait_shares(truth: dict[int, dict], steps: set[int]) -> dict[int, float]:
     """Per rank, the share of its step time it waited for the last rank to hand in the same
     gradient bucket, over ``steps``: from the arrivals the job measured itself (a DDP comm
-    hook's timestamps, one host clock), each rank's overlapping waits counted once. An
-    arrival is the stamp taken once the all-reduce was launched (its last field): the
-    launch itself can be preempted, and the collective's work starts after it."""
+    hook's timestamps, one host clock, each taken once the all-reduce was launched), each
+    rank's overlapping waits counted once."""
     arrivals: dict[tuple[int, int], dict[int, int]] = {}
     for rank, t in truth.items():
-        for step, bucket, *stamps in t["arrivals"]:
-            arrivals.setdefault((step, bucket), {})[rank] = stamps[-1]
+        for step, bucket, at in t["arrivals"]:
+            arrivals.setdefault((step, bucket), {})[rank] = at
     out = {}
     for rank, t in truth.items():
         waited = total = 0
