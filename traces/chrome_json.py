@@ -271,6 +271,16 @@ class Scanner:
         return {}
 
 
+def gzip_size(path: Path) -> int | None:
+    """A gzip file's uncompressed size modulo 2**32 (its ISIZE trailer), read without
+    decompressing; None for a file that is not gzip. Raises OSError as ``open`` does."""
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\x1f\x8b":
+            return None
+        fh.seek(-4, 2)
+        return int.from_bytes(fh.read(4), "little")
+
+
 def read_chunks(path: Path, chunk_bytes: int, on_bytes: Callable[[int], None] | None) -> Iterator[bytes]:
     """The file's bytes (gunzipped when gzip, detected by content) in chunks."""
     try:

@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 
 from accelscope.traces import schema as S
 from accelscope.traces.chrome_events import SPAN_CATEGORY, SPAN_PHASES, CounterSamples, SpanPairer
-from accelscope.traces.chrome_json import BatchDecodeError, NotATraceError, Scanner, TraceFormatError, adopt_legacy, is_array_document, neither_form, read_chunks
+from accelscope.traces.chrome_json import BatchDecodeError, NotATraceError, Scanner, TraceFormatError, adopt_legacy, gzip_size, is_array_document, neither_form, read_chunks
 from accelscope.traces.exact_time import exact_us_to_ns as _exact_us_to_ns
 from accelscope.traces.exact_time import exact_us_to_ns_many
 from accelscope.traces.kineto_memory import MEMORY_EVENT, MemorySamples
@@ -539,21 +539,15 @@ def _whole_document(path: Path, on_bytes: Callable[[int], None] | None, limit: i
     limit = limit if limit is not None else 1 << 62
     try:
         size = path.stat().st_size
-        with open(path, "rb") as fh:
-            gz = fh.read(2) == b"\x1f\x8b"
-            if gz:
-                if size > limit // 4:
-                    return None
-                fh.seek(-4, 2)
-                if int.from_bytes(fh.read(4), "little") > limit:  # ISIZE: uncompressed size mod 2**32
-                    return None
-                fh.seek(0)
-                data = gzip.decompress(fh.read())
-            else:
-                if size > limit:
-                    return None
-                fh.seek(0)
-                data = fh.read()
+        unzipped = gzip_size(path)
+        if unzipped is None:
+            if size > limit:
+                return None
+            data = path.read_bytes()
+        else:
+            if size > limit // 4 or unzipped > limit:  # (its size modulo 2**32: a large file is judged by its own size too)
+                return None
+            data = gzip.decompress(path.read_bytes())
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise TraceFormatError(f"{path}: truncated or corrupt gzip ({exc})") from None
     except OSError as exc:

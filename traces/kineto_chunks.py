@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 
 from accelscope.traces.chrome_events import CounterSamples
-from accelscope.traces.chrome_json import _BOUNDARY, FAST_WINDOW, Scanner, TraceFormatError
+from accelscope.traces.chrome_json import _BOUNDARY, FAST_WINDOW, Scanner, TraceFormatError, gzip_size
 from accelscope.traces.kineto import CHUNK_BYTES
 from accelscope.traces.kineto_memory import MemorySamples
 
@@ -93,13 +93,10 @@ def read_in_ranges(path: Path, workers: int, on_bytes: Any = None) -> tuple[Any,
 def _plain(path: Path, spill: Path) -> Path | None:
     """``path`` itself, or for a gzipped file large enough to split, its decompressed copy in
     ``spill`` (a gzip stream cannot be cut; decompressing is serial either way), or None."""
-    with open(path, "rb") as fh:
-        if fh.read(2) != b"\x1f\x8b":
-            return path
-        size = path.stat().st_size
-        fh.seek(-4, 2)
-        isize = int.from_bytes(fh.read(4), "little")  # the uncompressed size modulo 2**32
-    if isize < MIN_BYTES and size < (1 << 32) // 16:  # (a larger file may be over 4 GiB uncompressed)
+    unzipped = gzip_size(path)
+    if unzipped is None:
+        return path
+    if unzipped < MIN_BYTES and path.stat().st_size < (1 << 32) // 16:  # (a larger file may be over 4 GiB uncompressed)
         return None
     plain = spill / "document.json"
     with gzip.open(path, "rb") as src, open(plain, "wb") as out:

@@ -31,6 +31,7 @@ from multiprocessing import get_context
 from typing import Any
 
 from accelscope.errors import AccelscopeError
+from accelscope.traces.chrome_json import gzip_size
 from accelscope.traces.formats import Source
 
 # ``workers=None`` uses a pool only where it pays: starting a worker (a fresh interpreter
@@ -41,16 +42,18 @@ from accelscope.traces.formats import Source
 # PARALLEL_MIN_BYTES in all; an explicit ``workers`` is always obeyed.
 PARALLEL_MIN_BYTES = 8 * 2**20
 FILES_PER_WORKER = 4
-# Files handed to each worker ahead: its next file waits in the pool's queue, so it never
-# idles while this process (whose reading thread holds the GIL) gets round to handing one.
+# Files handed to each worker ahead: its next file waits in the pool's queue. Handed one at
+# a time, a worker waited 0.18-0.34 s in all between the 64-rank job's files (up to 44 ms
+# each, while this process's reading thread held the GIL); two ahead, 0.01-0.02 s.
 QUEUED_PER_WORKER = 2
 # This process reads files too (one worker fewer to start), but only where no file could
-# press its memory: a file's import peaks at about PEAK_PER_BYTE times its JSON (a gzipped
-# file's JSON taken as GZ_RATIO times its size, a generous ratio for traces), and every file
-# must fit HERE_MEMORY_SHARE of the memory available. Else the workers read them all, and
-# a file that runs the machine out of memory costs the OOM killer a worker, not the import.
-PEAK_PER_BYTE = 3
-GZ_RATIO = 20
+# press its memory: a file's import peaks at up to PEAK_PER_BYTE times its JSON (5.3x
+# measured for nw0, 2x for the 3-rank job), its JSON read from a gzip file's trailer (a
+# remote gzip file's taken as GZ_RATIO times its size: nw0 is 34x), and every file must fit
+# HERE_MEMORY_SHARE of the memory available. Else the workers read them all, and a file
+# that runs the machine out of memory costs the OOM killer a worker, not the import.
+PEAK_PER_BYTE = 6
+GZ_RATIO = 40
 HERE_MEMORY_SHARE = 0.25
 # A worker that died while reading a file: what the line says.
 WORKER_DIED = "the process reading it died (killed, or out of memory)"
@@ -136,7 +139,16 @@ def _fits_here(largest: Source) -> bool:
     HERE_MEMORY_SHARE of the memory available now."""
     import psutil
 
-    json_bytes = largest.size_bytes * (GZ_RATIO if largest.path.name.endswith(".gz") else 1)
+    size = largest.size_bytes
+    if largest.url:  # remote: not opened here
+        json_bytes = size * (GZ_RATIO if largest.path.name.endswith(".gz") else 1)
+    else:
+        try:
+            unzipped = gzip_size(largest.path)
+        except OSError:  # unreadable: its reader says so
+            unzipped = None
+        past_trailer = size >= (1 << 32) // GZ_RATIO  # may be over 4 GiB unzipped, which the trailer cannot tell
+        json_bytes = size if unzipped is None else size * GZ_RATIO if past_trailer else unzipped
     return PEAK_PER_BYTE * json_bytes <= HERE_MEMORY_SHARE * psutil.virtual_memory().available
 
 
@@ -144,14 +156,15 @@ def _run_pool(sources: list[Source], read: Callable[..., Any], n: int, order: li
               on_file: Callable[[int], None] | None, here: bool) -> list[int]:
     """Read ``order`` with ``n`` readers, each handed the next file as it finishes one: ``n``
     spawned workers, or (``here``) a thread of this process and ``n - 1`` workers, which
-    saves a worker's start (an interpreter importing Polars and Arrow, ~0.3 s of CPU) and
-    sending that reader's results back. Return the indices left unread when a worker died
+    saves a worker's start (an interpreter importing Polars and Arrow: its first file began
+    0.5-0.8 s after this process's on the 64-rank job) and sending that reader's results
+    back. Return the indices left unread when a worker died
     (the files this process was reading are read on)."""
     todo = deque(order)
     running: dict[Future, tuple[int, bool]] = {}
     broken = False
     pool = ProcessPoolExecutor(max_workers=max(n - here, 1), mp_context=get_context("spawn"))
-    local = ThreadPoolExecutor(1, thread_name_prefix="accelscope-read")
+    local = ThreadPoolExecutor(1, thread_name_prefix="accelscope-read")  # (its thread starts with its first file)
 
     def hand(mine: bool) -> None:  # the next file to a reader that is free
         if todo and (mine or not broken):

@@ -9,7 +9,7 @@ import json
 import msgspec
 import pytest
 
-from accelscope.traces.chrome_json import Scanner
+from accelscope.traces.chrome_json import Scanner, gzip_size
 from accelscope.traces.kineto import read_kineto
 
 NW0 = "traces/kineto/tb_plugin/samples/resnet50_num_workers_0/worker0.1623143089861.pt.trace.json.gz"
@@ -76,3 +76,10 @@ def test_a_wrong_guess_gives_a_batch_the_decoder_refuses_and_a_rescan_the_right_
     assert json.loads(scanner.feed(text[cut_inside:])) == events[1:]  # scanned: the closing bracket is seen
     assert scanner.flush() is None and scanner.state == "after"
     assert scanner.header() == {}
+
+
+def test_gzip_size_reads_the_trailer_and_leaves_plain_files_alone(tmp_path):
+    gz, plain = tmp_path / "t.json.gz", tmp_path / "t.json"
+    gz.write_bytes(gzip.compress(b"[]" * 5000))
+    plain.write_bytes(b"[]")
+    assert (gzip_size(gz), gzip_size(plain)) == (10_000, None)

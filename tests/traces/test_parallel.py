@@ -3,6 +3,7 @@ import, failures contained per file, a killed worker found and named."""
 
 from __future__ import annotations
 
+import gzip
 import multiprocessing
 import os
 import shutil
@@ -73,9 +74,9 @@ def test_a_killed_worker_costs_only_its_own_file(shared_dir, tmp_path, monkeypat
 
 def test_this_process_reads_only_where_no_file_can_press_its_memory(tmp_path, monkeypatch):
     trace = tmp_path / "rank-0.json.gz"
-    trace.write_bytes(b"x" * 1000)
+    trace.write_bytes(gzip.compress(b" " * 100_000))  # its JSON's size from the gzip trailer, not a guess
     source = Source(trace, "kineto")
-    needs = parallel.PEAK_PER_BYTE * parallel.GZ_RATIO * 1000 / parallel.HERE_MEMORY_SHARE  # the guard's estimate, in available memory
+    needs = parallel.PEAK_PER_BYTE * 100_000 / parallel.HERE_MEMORY_SHARE  # the guard's estimate, in available memory
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=int(needs)))
     assert parallel._fits_here(source)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=int(needs) - 1))
